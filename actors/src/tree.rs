@@ -1,0 +1,102 @@
+//! Assembles the supervision tree of the architecture page and runs its root.
+//!
+//! ```text
+//! root ─ config
+//!      ─ registries ─ nodes, certs, plugins, health
+//!      ─ memory
+//!      ─ quic
+//!      ─ listeners ─ tcp:PORT / udp:PORT (dynamic, from the config snapshot)
+//!      ─ management
+//!      ─ metrics
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+
+use crate::config::{ConfigActor, ConfigArgs, ConfigSource};
+use crate::memory::{MemoryActor, MemoryArgs};
+use crate::policy::RestartPolicy;
+use crate::quic::{QuicActor, QuicArgs};
+use crate::service::{Service, ServiceActor, ServiceArgs};
+use crate::status::ActorTable;
+use crate::supervisor::{ChildSource, Supervisor, SupervisorArgs, SupervisorMsg};
+
+/// Everything the tree needs from the data plane.
+pub struct TreeSpec<R> {
+    pub table: ActorTable,
+    pub policy: RestartPolicy,
+    pub config: Arc<dyn ConfigSource>,
+    pub config_debounce: Duration,
+    /// `registries/<name>` children, in start order.
+    pub registries: Vec<(&'static str, Arc<dyn Service>)>,
+    pub memory: MemoryArgs,
+    pub quic: QuicArgs<R>,
+    pub listeners: Arc<dyn ChildSource>,
+    /// Optional services directly under root (`management`, `metrics`).
+    pub services: Vec<(&'static str, Arc<dyn Service>)>,
+}
+
+/// Starts the tree; the returned handle finishes when the root stops (or gives up).
+pub async fn start<R: Clone + Send + Sync + 'static>(
+    spec: TreeSpec<R>,
+) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
+    let table = spec.table.clone();
+    let service = |name: String, parent: &str, svc: Arc<dyn Service>| {
+        ServiceActor::child_spec(ServiceArgs {
+            name,
+            parent: parent.to_string(),
+            table: table.clone(),
+            service: svc,
+        })
+    };
+    let mut children = vec![ConfigActor::child_spec(ConfigArgs {
+        name: "config".into(),
+        parent: "root".into(),
+        table: table.clone(),
+        source: spec.config.clone(),
+        debounce: spec.config_debounce,
+    })];
+    let registries = spec
+        .registries
+        .into_iter()
+        .map(|(n, s)| service(format!("registries/{n}"), "registries", s))
+        .collect();
+    children.push(Supervisor::child_spec(SupervisorArgs {
+        name: "registries".into(),
+        parent: "root".into(),
+        table: table.clone(),
+        policy: spec.policy,
+        children: registries,
+        source: None,
+    }));
+    let mut memory = spec.memory;
+    memory.name = "memory".into();
+    memory.parent = "root".into();
+    children.push(MemoryActor::child_spec(memory));
+    let mut quic = spec.quic;
+    quic.name = "quic".into();
+    quic.parent = "root".into();
+    children.push(QuicActor::<R>::child_spec(quic));
+    children.push(Supervisor::child_spec(SupervisorArgs {
+        name: "listeners".into(),
+        parent: "root".into(),
+        table: table.clone(),
+        policy: spec.policy,
+        children: Vec::new(),
+        source: Some(spec.listeners),
+    }));
+    for (n, s) in spec.services {
+        children.push(service(n.to_string(), "root", s));
+    }
+    let root = SupervisorArgs {
+        name: "root".into(),
+        parent: String::new(),
+        table,
+        policy: spec.policy,
+        children,
+        source: None,
+    };
+    Actor::spawn(None, Supervisor, root).await
+}
