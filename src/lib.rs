@@ -1,1 +1,14 @@
+//! Vane's data plane: config model and validation, flows, plugins, the L4 layer, upstreams,
+//! and the operator surfaces. The control plane (actors) lives in `vane-actors`.
+#![deny(rust_2018_idioms)]
 
+pub mod boot;
+pub mod cli;
+pub mod config;
+pub mod flow;
+pub mod l4;
+pub mod ops;
+pub mod plugins;
+pub mod runtime;
+pub mod settings;
+pub mod upstream;

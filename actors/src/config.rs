@@ -102,6 +102,15 @@ fn relevant(root: &Path, ev: &notify::Event) -> bool {
     ev.paths.iter().any(|p| !is_hidden(root, p))
 }
 
+/// Tells every actor named in `report.changed` to refresh from the new snapshot.
+pub fn notify_owners(table: &ActorTable, report: &ReloadReport) {
+    for owner in &report.changed {
+        if !table.control(owner, Control::Refresh) {
+            info!(actor = %owner, "not running; it will read the new config when it starts");
+        }
+    }
+}
+
 impl Actor for ConfigActor {
     type Msg = ConfigMsg;
     type State = ConfigState;
@@ -189,11 +198,7 @@ impl Actor for ConfigActor {
                         summary: format!("reload task failed: {e}"),
                         ..Default::default()
                     });
-                for owner in &report.changed {
-                    if !state.args.table.control(owner, Control::Refresh) {
-                        info!(actor = %owner, "not running; it will read the new config when it starts");
-                    }
-                }
+                notify_owners(&state.args.table, &report);
                 if let Some(port) = reply {
                     let _ = port.send(report);
                 }

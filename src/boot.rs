@@ -1,0 +1,246 @@
+//! Start-up and shutdown: prepare the config dir, load it (refusing a bad one), start the
+//! supervision tree, wait for a signal, drain.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+use vane_actors::memory::{self, MemoryArgs, MemorySettings};
+use vane_actors::policy::RestartPolicy;
+use vane_actors::quic::QuicArgs;
+use vane_actors::service::Service;
+use vane_actors::tree::{self, TreeSpec};
+
+use crate::config::error::Severity;
+use crate::config::load;
+use crate::config::store::{ConfigStore, StoreSource};
+use crate::ops::{management, metrics as prom, registries};
+use crate::runtime::Runtime;
+
+/// Creates what Vane expects in a config dir (never overwriting anything).
+pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    for d in ["listener", "resolver", "certs", "application", "bin"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    let plugins = dir.join("plugins.json");
+    if std::fs::metadata(&plugins)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true)
+    {
+        std::fs::write(&plugins, "{}\n")?;
+    }
+    let has_nodes = crate::config::format::EXTENSIONS
+        .iter()
+        .any(|e| dir.join(format!("nodes.{e}")).exists());
+    if !has_nodes {
+        std::fs::write(dir.join("nodes.yml"), "")?;
+    }
+    Ok(())
+}
+
+/// `vane check`: prints every problem, returns the exit code.
+pub fn check(dir: &Path) -> i32 {
+    if !dir.is_dir() {
+        eprintln!("{}: not a directory", dir.display());
+        return 1;
+    }
+    let loaded = load::load(dir, None);
+    for p in &loaded.problems {
+        match p.severity {
+            Severity::Error => println!("{p}"),
+            Severity::Warning => eprintln!("{p}"),
+        }
+    }
+    let s = &loaded.snapshot;
+    if loaded.has_errors() {
+        let n = loaded
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count();
+        eprintln!("{}: {n} problem(s); the config is not valid", dir.display());
+        1
+    } else {
+        eprintln!(
+            "{}: ok ({} listener(s), {} resolver(s), {} application(s), {} node(s))",
+            dir.display(),
+            s.listeners.len(),
+            s.resolvers.len(),
+            s.applications.len(),
+            s.nodes.doc.names.len()
+        );
+        0
+    }
+}
+
+/// `vane run`: returns the process exit code.
+pub async fn run(dir: &Path) -> i32 {
+    let settings = crate::settings::get();
+    if let Some(t) = &settings.access_token {
+        if !(16..=128).contains(&t.len()) {
+            error!(
+                "ACCESS_TOKEN must be 16-128 characters (got {}); refusing to start",
+                t.len()
+            );
+            return 1;
+        }
+    } else {
+        info!("Access token not set, management API disabled");
+    }
+    if let Err(e) = prepare_dir(dir) {
+        error!("cannot prepare config dir {}: {e}", dir.display());
+        return 1;
+    }
+    let loaded = load::load(dir, None);
+    for p in &loaded.problems {
+        match p.severity {
+            Severity::Error => error!("{p}"),
+            Severity::Warning => warn!("{p}"),
+        }
+    }
+    if loaded.has_errors() {
+        error!(
+            "✗ the config in {} is not valid; not starting (run `vane check` for the list)",
+            dir.display()
+        );
+        return 1;
+    }
+    let prometheus = prom::install();
+    let store = ConfigStore::new(dir.to_path_buf(), loaded.snapshot);
+    let rt = Runtime::new(settings, store.clone());
+    let snap = store.load();
+    info!(
+        "⚙ config loaded from {}: {} listener(s), {} resolver(s), {} application(s), {} node(s)",
+        dir.display(),
+        snap.listeners.len(),
+        snap.resolvers.len(),
+        snap.applications.len(),
+        snap.nodes.doc.names.len()
+    );
+    metrics::counter!("vane_config_reloads_total", "result" => "applied").absolute(0);
+
+    let spec = tree_spec(&rt, store, prometheus);
+    let (root, mut handle) = match tree::start(spec).await {
+        Ok(x) => x,
+        Err(e) => {
+            error!("cannot start the supervision tree: {e}");
+            return 1;
+        }
+    };
+    let signal = shutdown_signal();
+    tokio::select! {
+        _ = signal => {}
+        _ = &mut handle => {
+            error!("✗ the root supervisor gave up (restart budget exhausted); exiting");
+            return 1;
+        }
+    }
+    info!("Signal received, shutdown now...");
+    root.stop(Some("shutdown".into()));
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    drain(&rt, settings.shutdown_grace).await;
+    info!("Server has been shut down gracefully.");
+    0
+}
+
+fn tree_spec(
+    rt: &Arc<Runtime>,
+    store: Arc<ConfigStore>,
+    prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> TreeSpec<crate::runtime::QuicRoute> {
+    let s = rt.settings;
+    let mut services: Vec<(&'static str, Arc<dyn Service>)> = Vec::new();
+    if let Some(token) = &s.access_token {
+        services.push((
+            "management",
+            Arc::new(management::Management {
+                rt: rt.clone(),
+                token: token.clone(),
+            }),
+        ));
+    }
+    if let (Some(addr), Some(handle)) = (s.metrics_addr, prometheus) {
+        services.push(("metrics", Arc::new(prom::MetricsEndpoint { addr, handle })));
+    }
+    TreeSpec {
+        table: rt.actors.clone(),
+        policy: RestartPolicy::default(),
+        config: Arc::new(StoreSource(store)),
+        config_debounce: Duration::from_millis(500),
+        registries: vec![
+            (
+                "nodes",
+                Arc::new(registries::NodesRegistry(rt.clone())) as Arc<dyn Service>,
+            ),
+            ("certs", Arc::new(registries::CertsRegistry(rt.clone()))),
+            ("plugins", Arc::new(registries::PluginsRegistry(rt.clone()))),
+            ("health", Arc::new(registries::HealthChecker(rt.clone()))),
+        ],
+        memory: MemoryArgs {
+            name: "memory".into(),
+            parent: "root".into(),
+            table: rt.actors.clone(),
+            settings: MemorySettings {
+                adaptive: s.l7_adaptive,
+                ratio: s.l7_ratio,
+                fixed_limit: s.l7_fixed_limit,
+            },
+            budget: rt.memory.clone(),
+            reader: Arc::new(memory::read_available),
+            tick: Duration::from_secs(1),
+        },
+        quic: QuicArgs {
+            name: "quic".into(),
+            parent: "root".into(),
+            table: rt.actors.clone(),
+            limits: vane_actors::quic::QuicLimits {
+                cid_ttl: s.quic_session_ttl,
+                sticky_ttl: s.quic_sticky_ttl,
+                max_entries: s.quic_max_entries,
+            },
+            tables: rt.quic.clone(),
+            sweep_every: (s.quic_sticky_ttl / 2).max(Duration::from_secs(1)),
+        },
+        listeners: Arc::new(crate::l4::listener::Listeners { rt: rt.clone() }),
+        services,
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Waits for open connections to finish, up to `grace`.
+async fn drain(rt: &Runtime, grace: Duration) {
+    let start = Instant::now();
+    let open = rt.limits.active();
+    if open > 0 {
+        info!("draining {open} open connection(s) for up to {grace:?}");
+    }
+    while rt.limits.active() > 0 && start.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = rt.limits.active();
+    if left > 0 {
+        warn!("grace period over; closing {left} connection(s)");
+    }
+}

@@ -1,0 +1,433 @@
+//! Loads a whole config dir into a [`Snapshot`], keeping the last good version of any entry
+//! whose new file fails, and reports what changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::error::{Problem, Problems};
+use super::format::{self, Format};
+use super::{legacy, nodes, plugins, Entry, ListenerDoc, ListenerKey, Proto, Snapshot};
+use crate::flow::catalogue::Layer;
+use crate::flow::template::Limits;
+use crate::flow::validate::{self, Context};
+
+/// The outcome of loading a dir.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    /// Every problem, errors and warnings.
+    pub problems: Vec<Problem>,
+    /// Human-readable notes about entries kept at their last good version.
+    pub kept: Vec<String>,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.severity == super::error::Severity::Error)
+    }
+}
+
+/// Candidate files of one key; more than one non-empty file is a conflict.
+struct Candidates {
+    files: Vec<PathBuf>,
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Groups the format files of a directory by stem (`tls.yaml` -> `tls`).
+fn by_stem(dir: &Path) -> BTreeMap<String, Candidates> {
+    let mut out: BTreeMap<String, Candidates> = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if hidden(&p) || !p.is_file() || Format::from_path(&p).is_none() {
+            continue;
+        }
+        let Some(stem) = p.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        out.entry(stem.to_string())
+            .or_insert(Candidates { files: Vec::new() })
+            .files
+            .push(p);
+    }
+    out
+}
+
+enum Pick {
+    /// No usable file (absent, or all zero-length = deleted).
+    None,
+    One(PathBuf),
+    Conflict(Vec<PathBuf>),
+}
+
+fn pick(c: &Candidates) -> Pick {
+    let non_empty: Vec<PathBuf> = c
+        .files
+        .iter()
+        .filter(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(true))
+        .cloned()
+        .collect();
+    match non_empty.len() {
+        0 => Pick::None,
+        1 => Pick::One(non_empty[0].clone()),
+        _ => Pick::Conflict(non_empty),
+    }
+}
+
+/// Reads and parses one file, reporting read and syntax errors against it.
+fn read_doc(root: &Path, p: &Path, pr: &mut Problems) -> Option<Value> {
+    let fmt = Format::from_path(p)?;
+    let text = match std::fs::read_to_string(p) {
+        Ok(t) => t,
+        Err(e) => {
+            pr.error("", format!("cannot read: {e}"));
+            return None;
+        }
+    };
+    match format::parse(fmt, &text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            pr.error("", format!("{:?} syntax error: {e}", fmt));
+            let _ = root;
+            None
+        }
+    }
+}
+
+/// Shared state of one load pass.
+struct Pass<'a> {
+    root: &'a Path,
+    previous: Option<&'a Snapshot>,
+    problems: Vec<Problem>,
+    kept: Vec<String>,
+    /// Reuse an unchanged entry's compiled form (off when external plugins changed).
+    reuse: bool,
+}
+
+impl Pass<'_> {
+    /// Loads one key from its candidates; on failure keeps `prev` (if any) and says so.
+    fn entry<T, F>(
+        &mut self,
+        label: &str,
+        cands: &Candidates,
+        prev: Option<&Arc<Entry<T>>>,
+        parse: F,
+    ) -> Option<Arc<Entry<T>>>
+    where
+        F: FnOnce(&Value, &mut Problems) -> Option<T>,
+    {
+        let path = match pick(cands) {
+            Pick::None => return None,
+            Pick::One(p) => p,
+            Pick::Conflict(files) => {
+                let names: Vec<String> = files.iter().map(|f| rel(self.root, f)).collect();
+                let mut pr = Problems::for_file(names[0].clone());
+                pr.error(
+                    "",
+                    format!(
+                        "{label} is defined in several formats ({}); none of them is loaded",
+                        names.join(", ")
+                    ),
+                );
+                self.problems.extend(pr.list);
+                return self.keep(label, prev);
+            }
+        };
+        let file = rel(self.root, &path);
+        let mut pr = Problems::for_file(file.clone());
+        let parsed = read_doc(self.root, &path, &mut pr).and_then(|v| {
+            // Identical to the running version: reuse it (nothing restarts).
+            if let Some(p) = prev.filter(|_| self.reuse) {
+                if p.source == v && p.file == file {
+                    return Some(Ok(Arc::clone(p)));
+                }
+            }
+            let doc = parse(&v, &mut pr)?;
+            Some(Err((v, doc)))
+        });
+        let failed = pr.has_errors();
+        self.problems.extend(pr.list);
+        match parsed {
+            Some(Ok(same)) => Some(same),
+            Some(Err((source, doc))) if !failed => Some(Arc::new(Entry { file, source, doc })),
+            _ => self.keep(label, prev),
+        }
+    }
+
+    fn keep<T>(&mut self, label: &str, prev: Option<&Arc<Entry<T>>>) -> Option<Arc<Entry<T>>> {
+        let p = prev?;
+        self.kept.push(format!(
+            "{label}: keeping last known good version from {}",
+            p.file
+        ));
+        Some(Arc::clone(p))
+    }
+}
+
+fn flow_parser<'a>(
+    root_key: &'a str,
+    layer: Layer,
+    protocol: &'a str,
+    plugins: &'a plugins::ExternalPlugins,
+) -> impl FnOnce(&Value, &mut Problems) -> Option<crate::flow::step::Flow> + 'a {
+    move |v, pr| {
+        let cx = Context {
+            layer,
+            protocol,
+            plugins,
+            limits: Limits::from_settings(),
+        };
+        validate::compile(v, root_key, &cx, pr)
+    }
+}
+
+/// Loads the dir at `root`. With `previous`, failed entries keep their last good version.
+pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
+    let mut pass = Pass {
+        root,
+        previous,
+        problems: Vec::new(),
+        kept: Vec::new(),
+        reuse: true,
+    };
+    let mut snap = Snapshot {
+        generation: previous.map_or(1, |p| p.generation + 1),
+        ..Default::default()
+    };
+
+    // External plugins first: flows that name them must validate against them.
+    let plugins_path = root.join("plugins.json");
+    snap.plugins = if plugins_path.is_file() {
+        let cands = Candidates {
+            files: vec![plugins_path],
+        };
+        let prev = pass.previous.map(|p| &p.plugins);
+        pass.entry("plugins.json", &cands, prev, |v, pr| {
+            Some(plugins::parse(v, pr))
+        })
+        .unwrap_or_default()
+    } else {
+        Arc::default()
+    };
+
+    pass.reuse = previous.is_some_and(|p| p.plugins.source == snap.plugins.source);
+    let root_stems = by_stem(root);
+    snap.nodes = match root_stems.get("nodes") {
+        Some(c) => {
+            let prev = pass.previous.map(|p| &p.nodes);
+            pass.entry("nodes", c, prev, nodes::parse)
+                .unwrap_or_default()
+        }
+        None => Arc::default(),
+    };
+
+    let ext = Arc::clone(&snap.plugins);
+    for (area, layer, root_key, is_app) in [
+        ("resolver", Layer::L4Plus, "connection", false),
+        ("application", Layer::L7, "pipeline", true),
+    ] {
+        for (key, cands) in by_stem(&root.join(area)) {
+            let prev = pass.previous.and_then(|p| {
+                if is_app {
+                    p.applications.get(&key)
+                } else {
+                    p.resolvers.get(&key)
+                }
+            });
+            let label = format!("{area} `{key}`");
+            if let Some(e) = pass.entry(
+                &label,
+                &cands,
+                prev,
+                flow_parser(root_key, layer, &key, &ext.doc),
+            ) {
+                if is_app {
+                    snap.applications.insert(key, e);
+                } else {
+                    snap.resolvers.insert(key, e);
+                }
+            }
+        }
+    }
+
+    let ldir = root.join("listener");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&ldir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    for d in dirs {
+        if hidden(&d) || !d.is_dir() {
+            continue;
+        }
+        let Some(name) = d.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(key) = name
+            .strip_prefix('[')
+            .and_then(|r| r.split(']').next())
+            .filter(|k| !k.is_empty())
+        else {
+            continue;
+        };
+        let Ok(port) = key.parse::<u16>() else {
+            pass.problems.push(Problem {
+                file: rel(root, &d),
+                at: String::new(),
+                message: format!("`{key}` is not a port; never bound"),
+                severity: super::error::Severity::Warning,
+            });
+            continue;
+        };
+        let stems = by_stem(&d);
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let Some(cands) = stems.get(proto.as_str()) else {
+                continue;
+            };
+            let lk = ListenerKey { port, proto };
+            let prev = pass.previous.and_then(|p| p.listeners.get(&lk));
+            let label = format!("listener [{port}] {}", proto.as_str());
+            let ext = &ext.doc;
+            let parsed = pass.entry(&label, cands, prev, |v, pr| {
+                if v.get("connection").is_some() {
+                    let cx = Context {
+                        layer: Layer::L4,
+                        protocol: proto.as_str(),
+                        plugins: ext,
+                        limits: Limits::from_settings(),
+                    };
+                    validate::compile(v, "connection", &cx, pr).map(ListenerDoc::Flow)
+                } else if v.get("protocols").is_some() {
+                    legacy::parse(v, pr).map(ListenerDoc::Legacy)
+                } else {
+                    pr.error(
+                        "",
+                        "expected `connection:` (flow) or `protocols:` (legacy rules)",
+                    );
+                    None
+                }
+            });
+            if let Some(e) = parsed {
+                snap.listeners.insert(lk, e);
+            }
+        }
+    }
+    cross_checks(&snap, &mut pass.problems);
+    Loaded {
+        snapshot: snap,
+        problems: pass.problems,
+        kept: pass.kept,
+    }
+}
+
+/// Problems that span files: upgrades to resolvers that do not exist.
+fn cross_checks(snap: &Snapshot, problems: &mut Vec<Problem>) {
+    for entry in snap.listeners.values() {
+        if let ListenerDoc::Flow(f) = &entry.doc {
+            let mut ups = BTreeSet::new();
+            collect_upgrades(&f.root, &mut ups);
+            for (at, proto) in ups {
+                if !snap.resolvers.contains_key(&proto) {
+                    problems.push(Problem { file: entry.file.clone(), at, message: format!("no resolver `{proto}` is configured; connections taking this upgrade are closed"), severity: super::error::Severity::Warning });
+                }
+            }
+        }
+    }
+}
+
+fn collect_upgrades(step: &crate::flow::step::Step, out: &mut BTreeSet<(String, String)>) {
+    use crate::flow::catalogue::Builtin;
+    use crate::flow::step::{Input, PluginRef};
+    if let PluginRef::Builtin(spec) = &step.plugin {
+        if spec.kind == Builtin::Upgrade {
+            if let Some(Input::Lit(Value::String(p))) = step.input("protocol") {
+                out.insert((step.at.clone(), p.to_ascii_lowercase()));
+            }
+        }
+    }
+    for (_, s) in &step.output {
+        collect_upgrades(s, out);
+    }
+}
+
+/// What differs between two snapshots, by owner.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub listeners_added: Vec<ListenerKey>,
+    pub listeners_removed: Vec<ListenerKey>,
+    pub listeners_changed: Vec<ListenerKey>,
+    pub resolvers: Vec<String>,
+    pub applications: Vec<String>,
+    pub nodes: bool,
+    pub plugins: bool,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+
+    pub fn listeners(&self) -> bool {
+        !(self.listeners_added.is_empty()
+            && self.listeners_removed.is_empty()
+            && self.listeners_changed.is_empty())
+    }
+}
+
+fn diff_map<K: Ord + Clone, T>(
+    old: &BTreeMap<K, Arc<Entry<T>>>,
+    new: &BTreeMap<K, Arc<Entry<T>>>,
+) -> (Vec<K>, Vec<K>, Vec<K>) {
+    let added = new
+        .keys()
+        .filter(|k| !old.contains_key(*k))
+        .cloned()
+        .collect();
+    let removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
+    let changed = new
+        .iter()
+        .filter(|(k, v)| old.get(*k).is_some_and(|o| !Arc::ptr_eq(o, v)))
+        .map(|(k, _)| k.clone())
+        .collect();
+    (added, removed, changed)
+}
+
+/// Compares two snapshots. Entries are shared when unchanged, so this is pointer equality.
+pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
+    let (la, lr, lc) = diff_map(&old.listeners, &new.listeners);
+    let (ra, rr, rc) = diff_map(&old.resolvers, &new.resolvers);
+    let (aa, ar, ac) = diff_map(&old.applications, &new.applications);
+    Changes {
+        listeners_added: la,
+        listeners_removed: lr,
+        listeners_changed: lc,
+        resolvers: ra.into_iter().chain(rr).chain(rc).collect(),
+        applications: aa.into_iter().chain(ar).chain(ac).collect(),
+        nodes: !Arc::ptr_eq(&old.nodes, &new.nodes) && old.nodes.source != new.nodes.source,
+        plugins: !Arc::ptr_eq(&old.plugins, &new.plugins)
+            && old.plugins.source != new.plugins.source,
+    }
+}

@@ -1,0 +1,83 @@
+//! The config dir: files, formats, validation, the published snapshot and hot reload.
+
+pub mod error;
+pub mod format;
+pub mod legacy;
+pub mod load;
+pub mod nodes;
+pub mod plugins;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::flow::step::Flow;
+
+/// Transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A listener is keyed by port and transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerKey {
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl fmt::Display for ListenerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.proto.as_str(), self.port)
+    }
+}
+
+/// What a listener file holds.
+#[derive(Debug, Clone)]
+pub enum ListenerDoc {
+    Flow(Flow),
+    Legacy(legacy::Rules),
+}
+
+/// One loaded entry with the parsed document it came from (for change detection).
+#[derive(Debug)]
+pub struct Entry<T> {
+    /// Path relative to the config dir.
+    pub file: String,
+    pub source: Value,
+    pub doc: T,
+}
+
+/// Everything loaded from the config dir; published whole, read lock-free.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub listeners: BTreeMap<ListenerKey, Arc<Entry<ListenerDoc>>>,
+    pub resolvers: BTreeMap<String, Arc<Entry<Flow>>>,
+    pub applications: BTreeMap<String, Arc<Entry<Flow>>>,
+    pub nodes: Arc<Entry<nodes::Nodes>>,
+    pub plugins: Arc<Entry<plugins::ExternalPlugins>>,
+}
+
+impl<T: Default> Default for Entry<T> {
+    fn default() -> Self {
+        Self {
+            file: String::new(),
+            source: Value::Null,
+            doc: T::default(),
+        }
+    }
+}

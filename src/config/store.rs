@@ -1,0 +1,196 @@
+//! The published config: an atomically swapped [`Snapshot`] and the reload that replaces it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tracing::{info, warn};
+use vane_actors::config::{ConfigSource, ReloadReport};
+
+use super::error::Severity;
+use super::load::{self, Changes};
+use super::Snapshot;
+
+/// Owns the current snapshot of a config dir.
+pub struct ConfigStore {
+    dir: PathBuf,
+    current: ArcSwap<Snapshot>,
+    /// Serialises reloads (file events and `POST /reload` may race).
+    reloading: Mutex<()>,
+}
+
+impl ConfigStore {
+    pub fn new(dir: PathBuf, initial: Snapshot) -> Arc<Self> {
+        Arc::new(Self {
+            dir,
+            current: ArcSwap::from_pointee(initial),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Reloads the dir, publishes the result and says which actors must refresh.
+    pub fn reload_now(&self) -> ReloadReport {
+        let _guard = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.load();
+        let loaded = load::load(&self.dir, Some(&old));
+        let problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
+        let errors = loaded
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count();
+        for p in &loaded.problems {
+            match p.severity {
+                Severity::Error => warn!("{p}"),
+                Severity::Warning => info!("{p}"),
+            }
+        }
+        let changes = load::diff(&old, &loaded.snapshot);
+        if changes.is_empty() {
+            let summary = if errors > 0 {
+                format!("config reload refused ({errors} problem(s)); the last good config stays in force")
+            } else {
+                "config reloaded: nothing changed".to_string()
+            };
+            log_outcome(errors, &summary, &loaded.kept);
+            metrics::counter!("vane_config_reloads_total", "result" => if errors > 0 { "rejected" } else { "unchanged" }).increment(1);
+            return ReloadReport {
+                ok: errors == 0,
+                changed: Vec::new(),
+                problems,
+                summary,
+            };
+        }
+        announce(&changes);
+        let changed = owners(&changes);
+        self.current.store(Arc::new(loaded.snapshot));
+        let mut summary = format!("config reloaded: {}", describe(&changes));
+        if errors > 0 {
+            summary.push_str(&format!(
+                "; {errors} problem(s), affected entries keep their last good version"
+            ));
+        }
+        log_outcome(errors, &summary, &loaded.kept);
+        metrics::counter!("vane_config_reloads_total", "result" => if errors > 0 { "partial" } else { "applied" }).increment(1);
+        ReloadReport {
+            ok: errors == 0,
+            changed,
+            problems,
+            summary,
+        }
+    }
+}
+
+fn log_outcome(errors: usize, summary: &str, kept: &[String]) {
+    if errors > 0 {
+        warn!("{summary}");
+        for k in kept {
+            warn!("{k}");
+        }
+    } else {
+        info!("{summary}");
+    }
+}
+
+/// The 0.9.2 log lines operators and the Go suite look for.
+fn announce(c: &Changes) {
+    for (proto, label) in [(super::Proto::Tcp, "TCP"), (super::Proto::Udp, "UDP")] {
+        let touched = |v: &Vec<super::ListenerKey>| v.iter().any(|k| k.proto == proto);
+        if touched(&c.listeners_added)
+            || touched(&c.listeners_removed)
+            || touched(&c.listeners_changed)
+        {
+            info!("⚙ Config change signal received for {label} Listener, reloading...");
+        }
+        for k in c.listeners_changed.iter().filter(|k| k.proto == proto) {
+            info!("↻ PORT {} {label} RELOAD", k.port);
+        }
+        for k in c.listeners_removed.iter().filter(|k| k.proto == proto) {
+            info!("↓ PORT {} {label} DOWN", k.port);
+        }
+    }
+    if !c.resolvers.is_empty() {
+        info!("⚙ Config change signal received for Resolver, reloading...");
+    }
+    if !c.applications.is_empty() {
+        info!("⚙ Config change signal received for Application, reloading...");
+    }
+}
+
+fn describe(c: &Changes) -> String {
+    let mut parts = Vec::new();
+    let keys = |v: &Vec<super::ListenerKey>| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if !c.listeners_added.is_empty() {
+        parts.push(format!("listeners added [{}]", keys(&c.listeners_added)));
+    }
+    if !c.listeners_removed.is_empty() {
+        parts.push(format!(
+            "listeners removed [{}]",
+            keys(&c.listeners_removed)
+        ));
+    }
+    if !c.listeners_changed.is_empty() {
+        parts.push(format!(
+            "listeners changed [{}]",
+            keys(&c.listeners_changed)
+        ));
+    }
+    if !c.resolvers.is_empty() {
+        parts.push(format!("resolvers [{}]", c.resolvers.join(" ")));
+    }
+    if !c.applications.is_empty() {
+        parts.push(format!("applications [{}]", c.applications.join(" ")));
+    }
+    if c.nodes {
+        parts.push("nodes".into());
+    }
+    if c.plugins {
+        parts.push("plugins".into());
+    }
+    parts.join("; ")
+}
+
+/// Actors whose inputs changed.
+fn owners(c: &Changes) -> Vec<String> {
+    let mut out = Vec::new();
+    if !c.listeners_added.is_empty() || !c.listeners_removed.is_empty() {
+        out.push("listeners".to_string());
+    }
+    if c.listeners() || c.nodes {
+        out.push("registries/health".to_string());
+    }
+    if c.nodes {
+        out.push("registries/nodes".to_string());
+    }
+    if c.plugins {
+        out.push("registries/plugins".to_string());
+    }
+    out
+}
+
+/// The `config` actor reloads through this.
+pub struct StoreSource(pub Arc<ConfigStore>);
+
+impl ConfigSource for StoreSource {
+    fn dir(&self) -> PathBuf {
+        self.0.dir.clone()
+    }
+
+    fn reload(&self) -> ReloadReport {
+        self.0.reload_now()
+    }
+}

@@ -1,0 +1,290 @@
+//! The executor: walks a compiled flow from its root, one branch per step, until a terminator
+//! decides what happens to the connection. Terminators are returned as a [`Decision`]; the
+//! layer that owns the connection carries it out.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::catalogue::Builtin;
+use super::kv::Kv;
+use super::step::{Flow, Input, PluginRef, Step};
+use crate::plugins::{detect, matcher};
+use crate::runtime::Runtime;
+use crate::upstream::balance::Strategy;
+
+/// Where a proxy terminator sends the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    Ip(std::net::SocketAddr),
+    Node {
+        node: String,
+        port: u16,
+        strategy: Strategy,
+        key: Option<String>,
+    },
+    Domain {
+        domain: String,
+        port: u16,
+        strategy: Strategy,
+        key: Option<String>,
+    },
+}
+
+/// The terminator's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Proxy(Upstream),
+    Abort,
+    Upgrade {
+        protocol: String,
+        cert: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("{at}: flow stalled at `{plugin}`: branch `{branch}` not configured in output")]
+    Stalled {
+        at: String,
+        plugin: String,
+        branch: String,
+    },
+    #[error("{at}: parameter `{param}`: {msg}")]
+    Param {
+        at: String,
+        param: String,
+        msg: String,
+    },
+    #[error("{at}: {msg}")]
+    Plugin { at: String, msg: String },
+    #[error("Flow execution timed out after {0}s")]
+    Timeout(u64),
+}
+
+/// Inputs of one step after template resolution.
+struct Resolved<'s> {
+    step: &'s Step,
+    values: Vec<(&'s str, Value)>,
+}
+
+impl Resolved<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.values.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    fn err(&self, param: &str, msg: impl Into<String>) -> FlowError {
+        FlowError::Param {
+            at: self.step.at.clone(),
+            param: param.into(),
+            msg: msg.into(),
+        }
+    }
+
+    fn str(&self, name: &str) -> Result<&str, FlowError> {
+        match self.get(name) {
+            Some(Value::String(s)) => Ok(s),
+            Some(other) => Err(self.err(name, format!("expected a string, got {other}"))),
+            None => Err(self.err(name, "missing")),
+        }
+    }
+
+    fn opt_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(Value::as_str)
+    }
+
+    /// An integer, or the text of a resolved template that parses as one.
+    fn int(&self, name: &str) -> Result<i64, FlowError> {
+        match self.get(name) {
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| self.err(name, format!("{n} is not an integer"))),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map_err(|_| self.err(name, format!("`{s}` is not an integer"))),
+            Some(other) => Err(self.err(name, format!("expected an integer, got {other}"))),
+            None => Err(self.err(name, "missing")),
+        }
+    }
+
+    fn port(&self) -> Result<u16, FlowError> {
+        let p = self.int("target.port")?;
+        u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| self.err("target.port", format!("{p} is not a port")))
+    }
+
+    fn strategy(&self) -> Result<Strategy, FlowError> {
+        match self.opt_str("strategy") {
+            None => Ok(Strategy::Random),
+            Some(s) => Strategy::parse(s)
+                .ok_or_else(|| self.err("strategy", format!("unknown strategy `{s}`"))),
+        }
+    }
+}
+
+fn resolve(input: &Input, kv: &Kv, max: usize) -> Value {
+    match input {
+        Input::Lit(v) => v.clone(),
+        Input::Text(t) => Value::String(t.render(&|k: &str| kv.get(k).map(Cow::Borrowed), max)),
+        Input::List(items) => Value::Array(items.iter().map(|i| resolve(i, kv, max)).collect()),
+        Input::Map(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), resolve(v, kv, max)))
+                .collect(),
+        ),
+    }
+}
+
+/// Runs `flow` against `kv` until a terminator decides. Middleware output is stored under
+/// scoped keys; a missing branch or a bad parameter is an error with the step's path.
+pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, FlowError> {
+    let max = rt.settings.max_template_result;
+    let mut step = &flow.root;
+    let mut path = String::new();
+    loop {
+        let started = Instant::now();
+        let values = step
+            .input
+            .iter()
+            .map(|(k, v)| (k.as_str(), resolve(v, kv, max)))
+            .collect();
+        let r = Resolved { step, values };
+        let outcome = match &step.plugin {
+            PluginRef::Builtin(spec) => builtin(spec.kind, &r, rt)?,
+            PluginRef::External(p) => {
+                return Err(FlowError::Plugin { at: step.at.clone(), msg: format!("external plugin `{}` cannot run: its {:?} driver is not available in this build", p.name, driver_name(&p.driver)) });
+            }
+        };
+        metrics::histogram!("vane_plugin_duration_seconds", "plugin" => step.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        match outcome {
+            Outcome::Branch(branch) => {
+                let next = step.branch(branch).ok_or_else(|| FlowError::Stalled {
+                    at: step.at.clone(),
+                    plugin: step.name.clone(),
+                    branch: branch.to_string(),
+                })?;
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&step.sanitized);
+                path.push('.');
+                path.push_str(branch);
+                step = next;
+            }
+            Outcome::Done(d) => return Ok(d),
+        }
+    }
+}
+
+fn driver_name(d: &crate::config::plugins::Driver) -> &'static str {
+    use crate::config::plugins::Driver;
+    match d {
+        Driver::Http { .. } => "http",
+        Driver::Unix { .. } => "unix",
+        Driver::Command { .. } => "command",
+    }
+}
+
+enum Outcome {
+    Branch(&'static str),
+    Done(Decision),
+}
+
+fn bool_branch(b: bool) -> Outcome {
+    Outcome::Branch(if b { "true" } else { "false" })
+}
+
+fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, FlowError> {
+    Ok(match kind {
+        Builtin::Detect => {
+            let method = r.str("method")?;
+            let payload = hex::decode(r.str("payload")?)
+                .map_err(|e| r.err("payload", format!("not hex: {e}")))?;
+            bool_branch(detect::matches(method, &payload))
+        }
+        Builtin::Match => {
+            let op = matcher::Operator::parse(r.opt_str("operator").unwrap_or("=="));
+            bool_branch(matcher::eval(
+                op,
+                r.str("left")?,
+                r.str("right")?,
+                r.step.regex.as_deref(),
+            ))
+        }
+        Builtin::RateSec | Builtin::RateMin => {
+            let limit = r.int("limit")?;
+            let limit = u64::try_from(limit).map_err(|_| r.err("limit", "must not be negative"))?;
+            let table = if kind == Builtin::RateSec {
+                &rt.rate_sec
+            } else {
+                &rt.rate_min
+            };
+            bool_branch(table.hit(r.str("key")?, limit))
+        }
+        Builtin::Abort => Outcome::Done(Decision::Abort),
+        Builtin::Proxy => {
+            let ip = r.str("target.ip")?;
+            let ip: std::net::IpAddr = ip
+                .parse()
+                .map_err(|_| r.err("target.ip", format!("`{ip}` is not an IP address")))?;
+            Outcome::Done(Decision::Proxy(Upstream::Ip((ip, r.port()?).into())))
+        }
+        Builtin::ProxyNode => Outcome::Done(Decision::Proxy(Upstream::Node {
+            node: r.str("target.node")?.to_string(),
+            port: r.port()?,
+            strategy: r.strategy()?,
+            key: r.opt_str("hash_key").map(str::to_string),
+        })),
+        Builtin::ProxyDomain => Outcome::Done(Decision::Proxy(Upstream::Domain {
+            domain: r.str("target.domain")?.to_string(),
+            port: r.port()?,
+            strategy: r.strategy()?,
+            key: r.opt_str("hash_key").map(str::to_string),
+        })),
+        Builtin::Upgrade => Outcome::Done(Decision::Upgrade {
+            protocol: r.str("protocol")?.to_ascii_lowercase(),
+            cert: r.opt_str("cert").map(str::to_string),
+        }),
+        Builtin::Upstream | Builtin::Cgi | Builtin::Static | Builtin::Response => {
+            return Err(FlowError::Plugin {
+                at: r.step.at.clone(),
+                msg: format!("`{}` runs only in HTTP applications", r.step.name),
+            });
+        }
+    })
+}
+
+/// Sets the scoped key of a middleware's stored value (kept for external plugins).
+pub fn scoped_key(path: &str, sanitized: &str, key: &str) -> String {
+    if path.is_empty() {
+        format!("plugin.{sanitized}.{key}")
+    } else {
+        format!("plugin.{path}.{sanitized}.{key}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_keys_follow_the_flow_path() {
+        assert_eq!(
+            scoped_key("", "internal_protocol_detect", "method"),
+            "plugin.internal_protocol_detect.method"
+        );
+        assert_eq!(
+            scoped_key(
+                "internal_protocol_detect.true",
+                "internal_common_ratelimit_sec",
+                "count"
+            ),
+            "plugin.internal_protocol_detect.true.internal_common_ratelimit_sec.count"
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! A compiled flow: the validated tree of steps the executor walks.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::catalogue::{Layer, PluginSpec};
+use super::template::Template;
+use crate::config::plugins::ExternalPlugin;
+
+/// Which plugin a step runs.
+#[derive(Debug, Clone)]
+pub enum PluginRef {
+    Builtin(&'static PluginSpec),
+    External(Arc<ExternalPlugin>),
+}
+
+/// A parameter value with its templates parsed.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A string containing placeholders.
+    Text(Template),
+    /// Anything without placeholders, used as is.
+    Lit(Value),
+    List(Vec<Input>),
+    Map(Vec<(String, Input)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub plugin: PluginRef,
+    /// The name as written in the file (aliases kept, for logs and scoped keys).
+    pub name: String,
+    /// `name` with dots replaced by underscores, used in flow paths and scoped keys.
+    pub sanitized: String,
+    pub input: Vec<(String, Input)>,
+    pub output: Vec<(String, Step)>,
+    /// Where the step sits in its file, for run-time errors.
+    pub at: String,
+    /// Pre-compiled regex for `internal.common.match` with a literal pattern.
+    pub regex: Option<Arc<regex::Regex>>,
+}
+
+impl Step {
+    pub fn branch(&self, name: &str) -> Option<&Step> {
+        self.output.iter().find(|(b, _)| b == name).map(|(_, s)| s)
+    }
+
+    pub fn input(&self, name: &str) -> Option<&Input> {
+        self.input.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// A validated flow document.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub root: Step,
+    pub layer: Layer,
+    /// Protocol context: `tcp`/`udp` for listeners, the resolver or application name otherwise.
+    pub protocol: String,
+}

@@ -1,0 +1,85 @@
+//! Connecting to an upstream: pick an address, connect with a timeout, record health.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+use crate::config::legacy::TargetSpec;
+use crate::flow::exec::Upstream;
+use crate::runtime::Runtime;
+use crate::upstream::resolve;
+
+/// The address a flow's proxy terminator designates, chosen among healthy candidates.
+pub async fn address(rt: &Runtime, up: &Upstream, rule: &str) -> Option<SocketAddr> {
+    let (spec, strategy, key) = match up {
+        Upstream::Ip(a) => return Some(*a),
+        Upstream::Node {
+            node,
+            port,
+            strategy,
+            key,
+        } => (
+            TargetSpec::Node {
+                node: node.clone(),
+                port: *port,
+            },
+            *strategy,
+            key,
+        ),
+        Upstream::Domain {
+            domain,
+            port,
+            strategy,
+            key,
+        } => (
+            TargetSpec::Domain {
+                domain: domain.clone(),
+                port: *port,
+            },
+            *strategy,
+            key,
+        ),
+    };
+    let all = resolve::addresses(rt, &spec).await;
+    if all.is_empty() {
+        tracing::warn!("{rule}: no address for {spec:?}");
+        return None;
+    }
+    let healthy: Vec<SocketAddr> = all
+        .iter()
+        .copied()
+        .filter(|a| rt.health.is_healthy(a))
+        .collect();
+    // With every candidate marked down, still try one: the mark may be stale.
+    let pool = if healthy.is_empty() { all } else { healthy };
+    crate::upstream::balance::pick(
+        strategy,
+        &pool,
+        rule,
+        &rt.counters,
+        &rt.health,
+        key.as_deref(),
+    )
+}
+
+/// Connects with the configured timeout and no-delay; a failure marks the target down.
+pub async fn tcp(rt: &Runtime, addr: SocketAddr) -> io::Result<TcpStream> {
+    let r = match tokio::time::timeout(rt.settings.connect_timeout, TcpStream::connect(addr)).await
+    {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    };
+    match r {
+        Ok(s) => {
+            let _ = s.set_nodelay(true);
+            metrics::counter!("vane_upstream_requests_total", "target" => addr.to_string(), "outcome" => "connected").increment(1);
+            Ok(s)
+        }
+        Err(e) => {
+            rt.health.mark_down(addr, &e.to_string());
+            metrics::counter!("vane_upstream_requests_total", "target" => addr.to_string(), "outcome" => "connect_failed").increment(1);
+            Err(e)
+        }
+    }
+}

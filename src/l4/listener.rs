@@ -1,0 +1,104 @@
+//! One actor per (port, transport): binds the socket and owns its accept or receive loop.
+//! A restart re-binds the port; connections already accepted are unaffected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::info;
+use vane_actors::service::{AbortOnDrop, Guard, Service, ServiceActor, ServiceArgs, StartFuture};
+use vane_actors::supervisor::{ChildSource, ChildSpec};
+
+use crate::config::{ListenerKey, Proto};
+use crate::runtime::Runtime;
+
+/// Bind attempts before a start counts as failed (the actor then retries later).
+const BIND_ATTEMPTS: usize = 5;
+
+pub struct ListenerService {
+    rt: Arc<Runtime>,
+    key: ListenerKey,
+}
+
+async fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
+impl Service for ListenerService {
+    fn start(&self) -> StartFuture {
+        let (rt, key) = (self.rt.clone(), self.key);
+        Box::pin(async move {
+            let addr = SocketAddr::new(rt.settings.listen_ip, key.port);
+            let label = key.proto.as_str().to_ascii_uppercase();
+            info!("↑ PORT {} {label} UP", key.port);
+            let mut last_err = None;
+            for attempt in 0..BIND_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let task = match key.proto {
+                    Proto::Tcp => bind_tcp(addr)
+                        .await
+                        .map(|l| tokio::spawn(super::tcp::accept_loop(rt.clone(), key, l))),
+                    Proto::Udp => UdpSocket::bind(addr)
+                        .await
+                        .map(|s| tokio::spawn(super::udp::recv_loop(rt.clone(), key, Arc::new(s)))),
+                };
+                match task {
+                    Ok(t) => {
+                        let name = if key.proto == Proto::Tcp {
+                            "Tcp"
+                        } else {
+                            "Udp"
+                        };
+                        info!("✓ {name} listener on port {} is UP", key.port);
+                        return Ok(Guard::new(AbortOnDrop(t)));
+                    }
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            let e = last_err.map(|e| e.to_string()).unwrap_or_default();
+            metrics::counter!("vane_listener_bind_failures_total", "listener" => key.to_string())
+                .increment(1);
+            Err(format!("✗ cannot bind {} {addr}: {e}", key.proto.as_str()))
+        })
+    }
+
+    fn retry_after(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+/// The listener set of the current snapshot, for the `listeners` supervisor.
+pub struct Listeners {
+    pub rt: Arc<Runtime>,
+}
+
+impl ChildSource for Listeners {
+    fn desired(&self) -> Vec<(ChildSpec, u64)> {
+        let snap = self.rt.config.load();
+        snap.listeners
+            .keys()
+            .map(|key| {
+                let args = ServiceArgs {
+                    name: format!("listeners/{key}"),
+                    parent: "listeners".into(),
+                    table: self.rt.actors.clone(),
+                    service: Arc::new(ListenerService {
+                        rt: self.rt.clone(),
+                        key: *key,
+                    }),
+                };
+                (ServiceActor::child_spec(args), 0)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,194 @@
+//! The life of one TCP connection at L4: peek, run the listener flow (or legacy rules) under
+//! the flow timeout, then relay under the idle timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::{connect, relay};
+use crate::config::legacy::{Destination, Rules};
+use crate::config::{Entry, ListenerDoc, ListenerKey};
+use crate::flow::exec::{self, Decision};
+use crate::flow::kv::Kv;
+use crate::runtime::Runtime;
+use crate::upstream::health::ActiveGuard;
+use crate::upstream::resolve;
+
+/// Addresses of one accepted connection or UDP session.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub key: ListenerKey,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// A UUIDv7 as 32 lowercase hex digits.
+pub fn uuid_v7() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut b: [u8; 16] = rand::random();
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6] = (b[6] & 0x0F) | 0x70;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    hex::encode(b)
+}
+
+/// The L4 keys every listener flow starts with.
+pub fn base_kv(conn: &Conn) -> Kv {
+    let mut kv = Kv::new();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    kv.set("conn.uuid", uuid_v7());
+    kv.set("conn.ip", conn.peer.ip().to_string());
+    kv.set("conn.port", conn.peer.port().to_string());
+    kv.set("conn.proto", conn.key.proto.as_str());
+    kv.set("conn.timestamp", now.to_string());
+    kv.set("conn.layer", "l4");
+    kv.set("server.ip", conn.local.ip().to_string());
+    kv.set("server.port", conn.local.port().to_string());
+    kv
+}
+
+/// Serves one accepted TCP connection to the end.
+pub async fn tcp(
+    rt: Arc<Runtime>,
+    entry: Arc<Entry<ListenerDoc>>,
+    mut stream: TcpStream,
+    conn: Conn,
+    panic_armed: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    let decided = Box::pin(decide_tcp(&rt, &entry, &stream, &conn)).await;
+    drop(entry);
+    let Some((upstream, _active)) = decided else {
+        close_gently(&mut stream).await;
+        return;
+    };
+    if panic_armed {
+        panic!("chaos: session panic requested on {}", conn.key);
+    }
+    let r = relay::relay(stream, upstream, rt.settings.stream_idle_timeout).await;
+    debug!(listener = %conn.key, peer = %conn.peer, up = r.to_upstream, down = r.to_client, idle = r.idle_timeout, "relay ended");
+}
+
+/// Orderly close: FIN first, then discard what the client already sent so the kernel does
+/// not answer with a reset.
+async fn close_gently(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut buf = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut buf) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+}
+
+/// Reads the first bytes without consuming them. A silent client gets an empty peek after
+/// `TCP_PEEK_TIMEOUT_MS`, so server-speaks-first protocols can still be routed.
+async fn peek(rt: &Runtime, stream: &TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; rt.settings.tcp_detect_limit];
+    match tokio::time::timeout(rt.settings.tcp_peek_timeout, stream.peek(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => None,
+        Ok(Ok(n)) => {
+            buf.truncate(n);
+            Some(buf)
+        }
+        Err(_) => Some(Vec::new()),
+    }
+}
+
+async fn decide_tcp(
+    rt: &Runtime,
+    entry: &Entry<ListenerDoc>,
+    stream: &TcpStream,
+    conn: &Conn,
+) -> Option<(TcpStream, ActiveGuard)> {
+    let peeked = peek(rt, stream).await?;
+    let label = conn.key.to_string();
+    let work = async {
+        let addr = match &entry.doc {
+            ListenerDoc::Flow(flow) => {
+                let mut kv = base_kv(conn);
+                kv.set("req.peek_buffer_hex", hex::encode(&peeked));
+                match exec::run(flow, &mut kv, rt).await {
+                    Ok(Decision::Proxy(up)) => connect::address(rt, &up, &label).await?,
+                    Ok(Decision::Abort) => return None,
+                    Ok(Decision::Upgrade { protocol, .. }) => {
+                        upgrade_unavailable(rt, &label, &protocol);
+                        return None;
+                    }
+                    Err(e) => {
+                        warn!(listener = %label, peer = %conn.peer, "flow error: {e}");
+                        return None;
+                    }
+                }
+            }
+            ListenerDoc::Legacy(rules) => legacy(rt, rules, conn, &peeked).await?,
+        };
+        let s = connect::tcp(rt, addr)
+            .await
+            .map_err(|e| warn!(listener = %label, "connect to {addr} failed: {e}"))
+            .ok()?;
+        Some((s, rt.health.track(addr)))
+    };
+    match tokio::time::timeout(rt.settings.flow_timeout, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
+            None
+        }
+    }
+}
+
+/// L4+ carriers come with the next layer; until then an upgrade closes cleanly and says why.
+pub fn upgrade_unavailable(rt: &Runtime, label: &str, protocol: &str) {
+    if rt.config.load().resolvers.contains_key(protocol) {
+        info!(listener = %label, "upgrade to `{protocol}`: L4+ inspection is not available in this build; connection closed");
+    } else {
+        info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
+    }
+    metrics::counter!("vane_upgrades_refused_total", "protocol" => protocol.to_string())
+        .increment(1);
+}
+
+/// Legacy rules: the first rule (by priority) whose detector matches picks the target.
+pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> Option<SocketAddr> {
+    let Some(rule) = rules.rules.iter().find(|r| r.detect.matches(peeked)) else {
+        debug!(listener = %conn.key, "no legacy rule matched");
+        return None;
+    };
+    match &rule.destination {
+        Destination::Resolver(name) => {
+            upgrade_unavailable(rt, &conn.key.to_string(), name);
+            None
+        }
+        Destination::Forward(f) => {
+            let key = f.hash_key.as_ref().map(|t| {
+                let kv = base_kv(conn);
+                t.render(
+                    &|k: &str| kv.get(k).map(|v| std::borrow::Cow::Owned(v.to_string())),
+                    1024,
+                )
+            });
+            let rule_id = format!("{}:{}", conn.key, rule.name);
+            resolve::choose(
+                rt,
+                &rule_id,
+                f.strategy,
+                &f.targets,
+                &f.fallbacks,
+                key.as_deref(),
+            )
+            .await
+        }
+    }
+}

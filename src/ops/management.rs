@@ -1,0 +1,195 @@
+//! The management API on `PORT` (enabled by `ACCESS_TOKEN`): health, status, the actor tree,
+//! reload, and (with `CHAOS_ENDPOINTS=true`) fault injection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use serde_json::json;
+use vane_actors::control::Control;
+use vane_actors::service::{AbortOnDrop, Guard, Service, StartFuture};
+
+use super::http::{self, json as reply, Req, Resp};
+use crate::runtime::Runtime;
+
+pub struct Management {
+    pub rt: Arc<Runtime>,
+    pub token: String,
+}
+
+impl Service for Management {
+    fn start(&self) -> StartFuture {
+        let rt = self.rt.clone();
+        let token = self.token.clone();
+        Box::pin(async move {
+            let addr = SocketAddr::new(rt.settings.console_listen, rt.settings.mgmt_port);
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("management API cannot bind {addr}: {e}"))?;
+            tracing::info!("✓ Management console listening on http://{addr}");
+            let handler = Arc::new(move |req: Req| handle(rt.clone(), token.clone(), req));
+            Ok(Guard::new(AbortOnDrop(tokio::spawn(http::serve(
+                l, handler,
+            )))))
+        })
+    }
+}
+
+fn ok(data: serde_json::Value) -> Resp {
+    reply(StatusCode::OK, &json!({"status": "success", "data": data}))
+}
+
+fn err(status: StatusCode, message: &str) -> Resp {
+    reply(status, &json!({"status": "error", "message": message}))
+}
+
+/// Constant-time comparison of the bearer token.
+fn authorized(req: &Req, token: &str) -> bool {
+    let Some(h) = req
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(given) = h.strip_prefix("Bearer ") else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn handle(rt: Arc<Runtime>, token: String, req: Req) -> Resp {
+    let path = req.path.trim_end_matches('/').to_string();
+    if req.method == Method::GET && path == "/health" {
+        return ok(json!({"healthy": true, "uptime_secs": rt.started.elapsed().as_secs()}));
+    }
+    if !authorized(&req, &token) {
+        return http::respond(StatusCode::UNAUTHORIZED, "text/plain", "");
+    }
+    tracing::debug!("➜ {} {}", req.method, req.path);
+    match (req.method.clone(), path.as_str()) {
+        (Method::GET, "/actors") => {
+            let rows: Vec<_> = rt.actors.snapshot().into_iter().map(|a| json!({"name": a.name, "parent": a.parent, "status": a.status.as_str(), "restarts": a.restarts})).collect();
+            reply(StatusCode::OK, &json!(rows))
+        }
+        (Method::POST, "/reload") | (Method::POST, "/config/reload") => {
+            let store = rt.config.clone();
+            match tokio::task::spawn_blocking(move || store.reload_now()).await {
+                Ok(report) => {
+                    vane_actors::config::notify_owners(&rt.actors, &report);
+                    let status = if report.ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    };
+                    reply(
+                        status,
+                        &json!({"status": if report.ok {"success"} else {"error"}, "data": {"valid": report.ok, "summary": report.summary, "problems": report.problems, "changed": report.changed}}),
+                    )
+                }
+                Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
+        (Method::GET, "/status") => {
+            let snap = rt.config.load();
+            let tcp: Vec<u16> = snap
+                .listeners
+                .keys()
+                .filter(|k| k.proto == crate::config::Proto::Tcp)
+                .map(|k| k.port)
+                .collect();
+            let udp: Vec<u16> = snap
+                .listeners
+                .keys()
+                .filter(|k| k.proto == crate::config::Proto::Udp)
+                .map(|k| k.port)
+                .collect();
+            ok(json!({
+                "listeners": {"active": tcp.len() + udp.len(), "tcp": tcp, "udp": udp},
+                "plugins": {"internal": crate::flow::catalogue::BUILTINS.len(), "external": snap.plugins.doc.len()},
+                "resources": {"nodes": snap.nodes.doc.names.len(), "resolvers": snap.resolvers.len(), "applications": snap.applications.len()},
+                "connections": rt.limits.active(),
+                "config_generation": snap.generation,
+            }))
+        }
+        (Method::GET, "/ports") => {
+            let snap = rt.config.load();
+            let mut ports: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+            for k in snap.listeners.keys() {
+                ports.entry(k.port).or_default().push(k.proto.as_str());
+            }
+            let list: Vec<_> = ports
+                .into_iter()
+                .map(|(p, protos)| json!({"port": p, "protocols": protos, "active": true}))
+                .collect();
+            ok(json!(list))
+        }
+        (Method::GET, "/plugins") => {
+            let snap = rt.config.load();
+            let internal: Vec<_> = crate::flow::catalogue::BUILTINS.iter().map(|p| json!({"name": p.name, "role": format!("{:?}", p.role).to_lowercase(), "type": "internal"})).collect();
+            let external: Vec<_> = snap
+                .plugins
+                .doc
+                .values()
+                .map(|p| json!({"name": p.name, "role": p.role, "type": "external"}))
+                .collect();
+            ok(json!({"internal": internal, "external": external}))
+        }
+        (Method::GET, "/system") => ok(
+            json!({"package": {"name": "vane", "version": env!("CARGO_PKG_VERSION")}, "runtime": {"arch": std::env::consts::ARCH, "platform": std::env::consts::OS}}),
+        ),
+        (Method::POST, p) if p.starts_with("/chaos/") => chaos(&rt, p, &req.query),
+        _ => err(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+fn chaos(rt: &Runtime, path: &str, query: &str) -> Resp {
+    if !rt.settings.chaos {
+        return err(
+            StatusCode::NOT_FOUND,
+            "chaos endpoints are disabled (CHAOS_ENDPOINTS=true enables them)",
+        );
+    }
+    let (cmd, actor) = if let Some(a) = path.strip_prefix("/chaos/panic/") {
+        (Control::Panic, a)
+    } else if let Some(a) = path.strip_prefix("/chaos/stall/") {
+        let ms = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        (Control::Stall(Duration::from_millis(ms)), a)
+    } else {
+        return err(StatusCode::NOT_FOUND, "no such chaos route");
+    };
+    if let (Control::Panic, Some(listener)) = (
+        cmd,
+        actor
+            .strip_prefix("listeners/")
+            .and_then(|a| a.strip_suffix("/sessions")),
+    ) {
+        return if super::chaos::arm_session_panic(rt, listener) {
+            reply(
+                StatusCode::ACCEPTED,
+                &json!({"status": "success", "data": {"armed": actor}}),
+            )
+        } else {
+            err(StatusCode::NOT_FOUND, "no such listener")
+        };
+    }
+    if rt.actors.control(actor, cmd) {
+        tracing::warn!("chaos: {cmd:?} sent to actor {actor}");
+        reply(
+            StatusCode::ACCEPTED,
+            &json!({"status": "success", "data": {"actor": actor, "command": format!("{cmd:?}")}}),
+        )
+    } else {
+        err(StatusCode::NOT_FOUND, "no such running actor")
+    }
+}

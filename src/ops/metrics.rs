@@ -1,0 +1,93 @@
+//! Prometheus exposition on `METRICS_ADDR` (the `metrics` actor owns the endpoint).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use vane_actors::service::{AbortOnDrop, Guard, Service, StartFuture};
+
+use super::http::{self, Req};
+
+/// Installs the global recorder once; later calls return the same handle.
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+pub struct MetricsEndpoint {
+    pub addr: SocketAddr,
+    pub handle: PrometheusHandle,
+}
+
+impl Service for MetricsEndpoint {
+    fn start(&self) -> StartFuture {
+        let (addr, handle) = (self.addr, self.handle.clone());
+        Box::pin(async move {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("metrics endpoint cannot bind {addr}: {e}"))?;
+            tracing::info!("✓ Metrics on http://{addr}/metrics");
+            let handler = Arc::new(move |req: Req| {
+                let handle = handle.clone();
+                async move {
+                    if req.path != "/metrics" {
+                        return http::respond(
+                            StatusCode::NOT_FOUND,
+                            "text/plain",
+                            "try /metrics\n",
+                        );
+                    }
+                    process_metrics();
+                    http::respond(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+                }
+            });
+            Ok(Guard::new(AbortOnDrop(tokio::spawn(http::serve(
+                l, handler,
+            )))))
+        })
+    }
+}
+
+/// `process_*` basics from /proc (Linux); silently absent elsewhere.
+fn process_metrics() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let kb = |name: &str| {
+            status.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        if let Some(rss) = kb("VmRSS:") {
+            metrics::gauge!("process_resident_memory_bytes").set(rss * 1024.0);
+        }
+        if let Some(vm) = kb("VmSize:") {
+            metrics::gauge!("process_virtual_memory_bytes").set(vm * 1024.0);
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("process_open_fds").set(rd.count() as f64);
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        if let Some(rest) = stat.rsplit(')').next() {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            metrics::gauge!("process_cpu_seconds_total").set((ticks(11) + ticks(12)) / 100.0);
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Operating the gateway: logs, metrics, the management API, chaos hooks and the registries'
+//! services.
+
+pub mod chaos;
+pub mod http;
+pub mod logging;
+pub mod management;
+pub mod metrics;
+pub mod registries;

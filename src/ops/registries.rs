@@ -1,0 +1,180 @@
+//! The `registries/*` services: each rebuilds its view from the current snapshot when it
+//! starts and whenever the `config` actor says its inputs changed.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+use vane_actors::service::{AbortOnDrop, Guard, Service, StartFuture};
+
+use crate::config::legacy::TargetSpec;
+use crate::config::{ListenerDoc, Proto, Snapshot};
+use crate::flow::catalogue::Builtin;
+use crate::flow::step::{Input, PluginRef, Step};
+use crate::runtime::Runtime;
+use crate::upstream::{health, resolve};
+
+/// `registries/nodes`: publishes the node count and validates references.
+pub struct NodesRegistry(pub Arc<Runtime>);
+
+impl Service for NodesRegistry {
+    fn start(&self) -> StartFuture {
+        let snap = self.0.config.load();
+        let n = snap.nodes.doc.names.len();
+        metrics::gauge!("vane_nodes").set(n as f64);
+        tracing::debug!(
+            "nodes registry: {n} node(s), {} address(es)",
+            snap.nodes.doc.records.len()
+        );
+        Box::pin(async { Ok(Guard::new(())) })
+    }
+}
+
+/// `registries/plugins`: the external plugins of `plugins.json`.
+pub struct PluginsRegistry(pub Arc<Runtime>);
+
+impl Service for PluginsRegistry {
+    fn start(&self) -> StartFuture {
+        let n = self.0.config.load().plugins.doc.len();
+        metrics::gauge!("vane_external_plugins").set(n as f64);
+        Box::pin(async { Ok(Guard::new(())) })
+    }
+}
+
+/// `registries/certs`: the certificate pairs in `certs/` (ids by file stem).
+pub struct CertsRegistry(pub Arc<Runtime>);
+
+impl Service for CertsRegistry {
+    fn start(&self) -> StartFuture {
+        let dir = self.0.config.dir().join("certs");
+        Box::pin(async move {
+            let ids = cert_ids(&dir);
+            metrics::gauge!("vane_certificates").set(ids.len() as f64);
+            Ok(Guard::new(ids))
+        })
+    }
+}
+
+/// Certificate ids: stems that have both a key and a `.crt`/`.pem` chain.
+pub fn cert_ids(dir: &std::path::Path) -> Vec<String> {
+    let mut certs = HashSet::new();
+    let mut keys = HashSet::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let (Some(stem), Some(ext)) = (
+            p.file_stem().and_then(|s| s.to_str()),
+            p.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        match ext {
+            "crt" | "pem" => certs.insert(stem.to_string()),
+            "key" => keys.insert(stem.to_string()),
+            _ => false,
+        };
+    }
+    let mut ids: Vec<String> = certs.intersection(&keys).cloned().collect();
+    ids.sort();
+    ids
+}
+
+/// `registries/health`: probes every TCP target that flows, legacy rules or nodes name.
+pub struct HealthChecker(pub Arc<Runtime>);
+
+impl Service for HealthChecker {
+    fn start(&self) -> StartFuture {
+        let rt = self.0.clone();
+        Box::pin(async move {
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(rt.settings.health_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    round(&rt).await;
+                }
+            });
+            Ok(Guard::new(AbortOnDrop(task)))
+        })
+    }
+}
+
+async fn round(rt: &Arc<Runtime>) {
+    let snap = rt.config.load();
+    let mut wanted: HashSet<SocketAddr> = HashSet::new();
+    for spec in target_specs(&snap) {
+        wanted.extend(resolve::addresses(rt, &spec).await);
+    }
+    wanted.extend(snap.nodes.doc.records.iter().map(|r| r.addr));
+    rt.health.retain(&wanted);
+    let mut all = wanted.clone();
+    all.extend(rt.health.down());
+    let mut set = tokio::task::JoinSet::new();
+    for addr in all {
+        let timeout = rt.settings.health_timeout;
+        set.spawn(async move { (addr, health::probe(addr, timeout).await) });
+    }
+    while let Some(Ok((addr, r))) = set.join_next().await {
+        rt.health.record_probe(addr, r);
+    }
+}
+
+/// Literal targets of every TCP listener (flows and legacy rules).
+fn target_specs(snap: &Snapshot) -> Vec<TargetSpec> {
+    let mut out = Vec::new();
+    for (key, entry) in &snap.listeners {
+        if key.proto != Proto::Tcp {
+            continue;
+        }
+        match &entry.doc {
+            ListenerDoc::Legacy(rules) => out.extend(rules.targets().cloned()),
+            ListenerDoc::Flow(f) => walk(&f.root, &mut out),
+        }
+    }
+    for entry in snap.resolvers.values() {
+        walk(&entry.doc.root, &mut out);
+    }
+    out
+}
+
+fn walk(step: &Step, out: &mut Vec<TargetSpec>) {
+    if let PluginRef::Builtin(spec) = &step.plugin {
+        let lit = |k: &str| match step.input(k) {
+            Some(Input::Lit(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let port = lit("target.port")
+            .and_then(|v| v.as_u64())
+            .and_then(|p| u16::try_from(p).ok());
+        let text = |k: &str| {
+            lit(k).and_then(|v| {
+                if let Value::String(s) = v {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+        };
+        match (spec.kind, port) {
+            (Builtin::Proxy, Some(port)) => {
+                if let Some(ip) = text("target.ip").and_then(|s| s.parse().ok()) {
+                    out.push(TargetSpec::Ip(SocketAddr::new(ip, port)));
+                }
+            }
+            (Builtin::ProxyNode, Some(port)) => {
+                if let Some(node) = text("target.node") {
+                    out.push(TargetSpec::Node { node, port });
+                }
+            }
+            (Builtin::ProxyDomain, Some(port)) => {
+                if let Some(domain) = text("target.domain") {
+                    out.push(TargetSpec::Domain { domain, port });
+                }
+            }
+            _ => {}
+        }
+    }
+    for (_, s) in &step.output {
+        walk(s, out);
+    }
+}

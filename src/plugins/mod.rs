@@ -1,0 +1,6 @@
+//! Built-in middleware logic, sans-IO: each takes resolved inputs and returns a decision.
+//! (Terminators live with the layers that carry them out.)
+
+pub mod detect;
+pub mod matcher;
+pub mod ratelimit;

@@ -1,0 +1,204 @@
+//! Environment settings, read once at start.
+//!
+//! Names, defaults and parsing follow Vane 0.9.2: booleans are true only for the text `true`
+//! (any case) and numbers that fail to parse fall back to their default.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Reads one variable (the process environment wins over `.env`).
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    var(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn flag(name: &str, default: bool) -> bool {
+    match var(name) {
+        Some(v) => v.trim().eq_ignore_ascii_case("true"),
+        None => default,
+    }
+}
+
+/// Loads `KEY=VALUE` lines from `.env` in the working directory without overriding the
+/// environment.
+pub fn load_dotenv(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        if let Some((k, v)) = line.split_once('=') {
+            let k = k.trim();
+            let v = v.trim().trim_matches('"').trim_matches('\'');
+            if !k.is_empty() && std::env::var_os(k).is_none() {
+                std::env::set_var(k, v);
+            }
+        }
+    }
+}
+
+/// Every knob the L4 gateway reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub log_level: String,
+    pub log_json: bool,
+    pub access_token: Option<String>,
+    pub mgmt_port: u16,
+    pub console_listen: IpAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub chaos: bool,
+    pub shutdown_grace: Duration,
+
+    /// Address data listeners bind (`LISTEN_ADDR`, ours); `LISTEN_IPV6` switches to `::`.
+    pub listen_ip: IpAddr,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub tcp_detect_limit: usize,
+    pub tcp_peek_timeout: Duration,
+    pub udp_detect_limit: usize,
+    pub stream_idle_timeout: Duration,
+    pub udp_session_timeout: Duration,
+    pub udp_max_sessions: usize,
+    pub connect_timeout: Duration,
+
+    pub flow_timeout: Duration,
+    pub max_template_depth: usize,
+    pub max_template_result: usize,
+    pub max_template_parse_depth: usize,
+    pub max_template_parse_nodes: usize,
+    pub max_limiter_memory: usize,
+    pub ratelimit_key_max_len: usize,
+
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub health_udp_ttl: Duration,
+    pub nameservers: Vec<SocketAddr>,
+
+    pub l7_adaptive: bool,
+    pub l7_ratio: u64,
+    pub l7_fixed_limit: u64,
+
+    pub quic_session_ttl: Duration,
+    pub quic_sticky_ttl: Duration,
+    pub quic_max_entries: usize,
+}
+
+impl Settings {
+    pub fn from_env() -> Self {
+        let level = var("LOG_LEVEL").unwrap_or_default().to_ascii_lowercase();
+        let log_level = match level.as_str() {
+            "debug" | "info" | "warn" | "error" => level,
+            _ => "info".into(),
+        };
+        let metrics_addr = match var("METRICS_ADDR") {
+            Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
+            Some(v) => v.trim().parse().ok().or(Some(default_metrics())),
+            None => Some(default_metrics()),
+        };
+        let listen_ip = if flag("LISTEN_IPV6", false) {
+            IpAddr::from([0u16; 8])
+        } else {
+            var("LISTEN_ADDR")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        };
+        let mut nameservers = Vec::new();
+        for (host, port, dh) in [
+            ("NAMESERVER1", "NAMESERVER1_PORT", "1.1.1.1"),
+            ("NAMESERVER2", "NAMESERVER2_PORT", "8.8.8.8"),
+        ] {
+            let h = var(host).unwrap_or_else(|| dh.to_string());
+            match h.trim().parse::<Ipv4Addr>() {
+                Ok(ip) => nameservers.push(SocketAddr::new(ip.into(), num(port, 53u16))),
+                Err(_) => tracing::warn!("{host}={h} is not an IPv4 address; skipped"),
+            }
+        }
+        let console_listen = var("CONSOLE_LISTEN")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(if flag("CONSOLE_LISTEN_IPV6", false) {
+                IpAddr::from([0u16; 8])
+            } else {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            });
+        let mgmt_port = match num("PORT", 3333u16) {
+            0 => 3333,
+            p => p,
+        };
+        Self {
+            log_level,
+            log_json: var("LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
+            access_token: var("ACCESS_TOKEN").filter(|t| !t.is_empty()),
+            mgmt_port,
+            console_listen,
+            metrics_addr,
+            chaos: flag("CHAOS_ENDPOINTS", false),
+            shutdown_grace: Duration::from_secs(num("SHUTDOWN_GRACE_SECS", 30)),
+            listen_ip,
+            max_connections: num("MAX_CONNECTIONS", 10_000),
+            max_connections_per_ip: num("MAX_CONNECTIONS_PER_IP", 50),
+            tcp_detect_limit: num("TCP_DETECT_LIMIT", 64usize).clamp(1, 8192),
+            tcp_peek_timeout: Duration::from_millis(num("TCP_PEEK_TIMEOUT_MS", 1000)),
+            udp_detect_limit: num("UDP_DETECT_LIMIT", 64usize).clamp(1, 65535),
+            stream_idle_timeout: Duration::from_secs(num("STREAM_IDLE_TIMEOUT_SECS", 10).max(1)),
+            udp_session_timeout: Duration::from_secs(num("UDP_SESSION_TIMEOUT_SECS", 30).max(1)),
+            udp_max_sessions: num("UDP_SESSION_BUFFER", 4_194_304usize) / 48,
+            connect_timeout: Duration::from_millis(num("UPSTREAM_CONNECT_TIMEOUT_MS", 5000)),
+            flow_timeout: Duration::from_secs(num("FLOW_EXECUTION_TIMEOUT_SECS", 10).max(1)),
+            max_template_depth: num("MAX_TEMPLATE_DEPTH", 5),
+            max_template_result: num("MAX_TEMPLATE_RESULT_SIZE", 65_536),
+            max_template_parse_depth: num("MAX_TEMPLATE_PARSE_DEPTH", 5),
+            max_template_parse_nodes: num("MAX_TEMPLATE_PARSE_NODES", 50),
+            max_limiter_memory: num("MAX_LIMITER_MEMORY", 4_194_304),
+            ratelimit_key_max_len: num("RATELIMIT_KEY_MAX_LEN", 256),
+            health_interval: Duration::from_secs(num("HEALTH_TCP_INTERVAL_SECS", 5).max(1)),
+            health_timeout: Duration::from_millis(num("HEALTH_TCP_CONNECT_TIMEOUT_MS", 2000)),
+            health_udp_ttl: Duration::from_secs(num("HEALTH_UDP_UNHEALTHY_TTL_SECS", 10)),
+            nameservers,
+            l7_adaptive: flag("L7_ADAPTIVE_MEMORY_LIMIT", true),
+            l7_ratio: num("L7_ADAPTIVE_MEMORY_RATIO", 85),
+            l7_fixed_limit: num("L7_GLOBAL_BUFFER_LIMIT", 536_870_912),
+            quic_session_ttl: Duration::from_secs(num("QUIC_SESSION_TTL_SECS", 300).max(1)),
+            quic_sticky_ttl: Duration::from_secs(num("QUIC_STICKY_SESSION_TTL", 60).max(1)),
+            quic_max_entries: num("QUIC_MAX_SESSIONS", 100_000usize).max(16),
+        }
+    }
+}
+
+fn default_metrics() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+/// The config dir: `--config DIR`, else `CONFIG_DIR`, else `./config` when present, else
+/// `/etc/vane`. A leading `~` is expanded.
+pub fn config_dir(flag: Option<&str>) -> PathBuf {
+    let raw = flag.map(str::to_string).or_else(|| var("CONFIG_DIR"));
+    match raw {
+        Some(p) => expand_home(&p),
+        None if Path::new("config").is_dir() => PathBuf::from("config"),
+        None => PathBuf::from("/etc/vane"),
+    }
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix('~'), var("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(format!("{home}{rest}")),
+        _ => PathBuf::from(p),
+    }
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+/// The process-wide settings, read from the environment on first use.
+pub fn get() -> &'static Settings {
+    SETTINGS.get_or_init(Settings::from_env)
+}
