@@ -1,0 +1,308 @@
+//! `vane check` and start-up validation: every class of config error is reported as
+//! `FILE: path: message`, exit codes are 0/1, and a bad config refuses to start.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn check(cfg: &ConfigDir) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vane"))
+        .arg("check")
+        .arg("--config")
+        .arg(cfg.path())
+        .env_clear()
+        .output()
+        .expect("run vane check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn has(text: &str, file: &str, at: &str, msg: &str) -> bool {
+    text.lines()
+        .any(|l| l.starts_with(&format!("{file}: ")) && l.contains(at) && l.contains(msg))
+}
+
+#[test]
+fn valid_dir_exits_zero() {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "listener/[8080]/tcp.yaml",
+        &proxy_flow("127.0.0.1:9".parse().expect("addr")),
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("ok (1 listener(s)"), "{text}");
+}
+
+#[test]
+fn every_error_class_is_reported_with_file_and_path() {
+    let cfg = ConfigDir::new();
+    let l = |p: u16| format!("listener/[{p}]/tcp.yaml");
+    cfg.write(&l(1), "connection:\n  internal.nope:\n    input: {}\n");
+    cfg.write(&l(2), "connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: \"http\" }\n");
+    cfg.write(
+        &l(3),
+        "connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1 }\n",
+    );
+    cfg.write(&l(4), "connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: 80, colour: red }\n");
+    cfg.write(&l(5), "connection:\n  internal.common.match:\n    input: { left: a, right: b }\n    output:\n      maybe:\n        internal.transport.abort: {}\n");
+    cfg.write(
+        &l(6),
+        "connection:\n  internal.terminator.response:\n    input: { status: 200 }\n",
+    );
+    cfg.write(
+        &l(7),
+        "connection:\n  internal.driver.static:\n    input: { root: /tmp, uri: / }\n",
+    );
+    cfg.write(
+        &l(8),
+        "connection:\n  internal.common.match:\n    input: { left: \"{{conn.ip\", right: b }\n",
+    );
+    cfg.write(
+        &l(9),
+        "connection:\n  internal.transport.abort: {}\n  internal.transport.proxy: {}\n",
+    );
+    cfg.write(&l(10), "connection: [ oops\n");
+    cfg.write(
+        &l(11),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
+    );
+    cfg.write(&l(12), "connection:\n  internal.transport.proxy:\n    input: { target.ip: not-an-ip, target.port: 80 }\n");
+    cfg.write("listener/[13]/tcp.yaml", "protocols:\n  - name: Bad Name\n    priority: 0\n    detect: { method: magic, pattern: \"\" }\n    destination: { type: forward, forward: { targets: [] } }\n");
+    cfg.write(
+        "resolver/http.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
+    );
+    cfg.write(
+        "nodes.yaml",
+        "nodes:\n  - name: web\n    ips:\n      - { address: 300.1.1.1, ports: [], type: ipv4 }\n",
+    );
+    std::fs::create_dir_all(cfg.path().join("listener/[14]")).expect("mkdir");
+    std::fs::write(
+        cfg.path().join("listener/[14]/tcp.yaml"),
+        [0xffu8, 0xfe, 0x00, 0x41],
+    )
+    .expect("write");
+    cfg.write(
+        "listener/[15]/tcp.yaml",
+        &proxy_flow("127.0.0.1:9".parse().expect("addr")),
+    );
+    cfg.write(
+        "listener/[15]/tcp.json",
+        r#"{"connection": {"internal.transport.abort": {}}}"#,
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, 1, "{text}");
+    let expect = [
+        (
+            l(1),
+            "connection.internal.nope",
+            "unknown plugin `internal.nope`",
+        ),
+        (
+            l(2),
+            "connection.internal.transport.proxy.input.target.port",
+            "expected integer, got string \"http\"",
+        ),
+        (
+            l(3),
+            "connection.internal.transport.proxy.input",
+            "missing required parameter `target.port`",
+        ),
+        (
+            l(4),
+            "connection.internal.transport.proxy.input.colour",
+            "unknown parameter",
+        ),
+        (
+            l(5),
+            "connection.internal.common.match.output.maybe",
+            "has no branch `maybe`",
+        ),
+        (
+            l(6),
+            "connection.internal.terminator.response",
+            "cannot run at L4",
+        ),
+        (
+            l(7),
+            "connection.internal.driver.static",
+            "only runs in the application `httpx`",
+        ),
+        (
+            l(8),
+            "connection.internal.common.match.input.left",
+            "unclosed `{{`",
+        ),
+        (l(9), "connection", "exactly one plugin"),
+        (l(10), "", "syntax error"),
+        (
+            l(11),
+            "connection.internal.transport.upgrade.input.protocol",
+            "cannot upgrade to `quic`",
+        ),
+        (
+            l(12),
+            "connection.internal.transport.proxy.input.target.ip",
+            "is not an IP address",
+        ),
+        (
+            "listener/[13]/tcp.yaml".into(),
+            "protocols.0.name",
+            "must match",
+        ),
+        (
+            "listener/[13]/tcp.yaml".into(),
+            "protocols.0.priority",
+            ">= 1",
+        ),
+        (
+            "listener/[13]/tcp.yaml".into(),
+            "protocols.0.detect.pattern",
+            "must not be empty",
+        ),
+        (
+            "listener/[13]/tcp.yaml".into(),
+            "protocols.0.destination.forward.targets",
+            "at least one target",
+        ),
+        (
+            "resolver/http.yaml".into(),
+            "connection.internal.transport.upgrade.input.protocol",
+            "loop back into a resolver",
+        ),
+        (
+            "nodes.yaml".into(),
+            "nodes.0.ips.0.address",
+            "not an IP address",
+        ),
+        (
+            "nodes.yaml".into(),
+            "nodes.0.ips.0.ports",
+            "at least one port",
+        ),
+        ("listener/[14]/tcp.yaml".into(), "", "cannot read"),
+        ("listener/[15]/tcp.json".into(), "", "several formats"),
+    ];
+    for (file, at, msg) in expect {
+        assert!(
+            has(&text, &file, at, msg),
+            "missing `{file}: {at}: ...{msg}...` in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("line"),
+        "syntax errors carry a position:\n{text}"
+    );
+}
+
+#[test]
+fn warnings_do_not_fail_the_check() {
+    let cfg = ConfigDir::new();
+    cfg.write("listener/[80]/tcp.yaml", "connection:\n  internal.common.match:\n    input: { left: a, right: b }\n    output:\n      \"true\":\n        internal.transport.upgrade:\n          input: { protocol: tls }\n");
+    let (code, text) = check(&cfg);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: branch `false` is not handled"),
+        "{text}"
+    );
+    assert!(text.contains("no resolver `tls` is configured"), "{text}");
+}
+
+#[test]
+fn external_plugins_are_known_before_flows_validate() {
+    let cfg = ConfigDir::new();
+    cfg.write("plugins.json", r#"{"auth.check": {"name": "auth.check", "role": "middleware", "driver": {"type": "command", "program": "auth"}, "params": [{"name": "token", "required": true}], "output": ["ok", "deny"]}}"#);
+    cfg.write("listener/[80]/tcp.yaml", "connection:\n  auth.check:\n    input: { token: \"{{conn.ip}}\" }\n    output:\n      ok: { internal.transport.abort: {} }\n      deny: { internal.transport.abort: {} }\n");
+    let (code, text) = check(&cfg);
+    assert_eq!(code, 0, "{text}");
+    cfg.write(
+        "listener/[81]/tcp.yaml",
+        "connection:\n  auth.check:\n    output:\n      maybe: { internal.transport.abort: {} }\n",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, 1);
+    assert!(
+        has(
+            &text,
+            "listener/[81]/tcp.yaml",
+            "connection.auth.check.input",
+            "missing required parameter `token`"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &text,
+            "listener/[81]/tcp.yaml",
+            "connection.auth.check.output.maybe",
+            "no branch"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_config_refuses_to_start_with_the_reasons() {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "listener/[80]/tcp.yaml",
+        "connection:\n  internal.nope: {}\n",
+    );
+    let mut v = Vane::spawn(&cfg, &[]);
+    assert_eq!(v.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        v.logs()
+            .contains("listener/[80]/tcp.yaml: connection.internal.nope: unknown plugin"),
+        "{}",
+        v.logs()
+    );
+}
+
+#[test]
+fn a_bad_access_token_refuses_to_start_before_binding() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, "127.0.0.1:9".parse().expect("addr"));
+    let mut v = Vane::spawn(&cfg, &[("ACCESS_TOKEN", "short".into())]);
+    assert_eq!(v.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(!v.logs().contains("TCP UP"), "{}", v.logs());
+}
+
+#[test]
+fn a_port_in_use_is_reported_and_the_rest_serves() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let up = Echo::start("OK");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, up.addr);
+    cfg.tcp_proxy(busy_port, up.addr);
+    let mut v = Vane::start(&cfg, &[port]);
+    assert_eq!(ask_once(port, "x").as_deref(), Some("OK:x"));
+    assert!(
+        v.wait_log(
+            &format!("cannot bind tcp 127.0.0.1:{busy_port}"),
+            Duration::from_secs(5)
+        ),
+        "{}",
+        v.logs()
+    );
+    assert!(v.alive());
+    drop(busy);
+    // The listener actor retries and takes the port once it is free.
+    assert!(
+        wait_until(Duration::from_secs(12), || ask_once(busy_port, "y")
+            .as_deref()
+            == Some("OK:y")),
+        "{}",
+        v.logs()
+    );
+}

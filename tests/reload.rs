@@ -1,0 +1,175 @@
+//! Hot reload: ports open and close with their directories, a changed flow applies to new
+//! connections only, garbage keeps the last good version, identical content restarts nothing.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+/// Settled changes must take effect within 2.5 s.
+const SETTLE: Duration = Duration::from_millis(2500);
+
+#[test]
+fn add_change_break_and_remove_a_listener() {
+    let a = Echo::start("A");
+    let b = Echo::start("B");
+    let cfg = ConfigDir::new();
+    let base = free_port();
+    cfg.tcp_proxy(base, a.addr);
+    let v = Vane::start(&cfg, &[base]);
+
+    // Add a port.
+    let port = free_port();
+    cfg.tcp_proxy(port, a.addr);
+    assert!(
+        wait_until(SETTLE, || ask_once(port, "x").as_deref() == Some("A:x")),
+        "new port opens\n{}",
+        v.logs()
+    );
+    assert!(v.logs().contains(&format!("PORT {port} TCP UP")));
+    assert!(v
+        .logs()
+        .contains("Config change signal received for TCP Listener"));
+
+    // Change its flow while a connection is open: the open one keeps its target.
+    let mut open = Client::connect(port).expect("connect");
+    assert_eq!(open.ask("old").as_deref(), Some("A:old"));
+    cfg.tcp_proxy(port, b.addr);
+    assert!(
+        wait_until(SETTLE, || ask_once(port, "y").as_deref() == Some("B:y")),
+        "new connections use the new flow\n{}",
+        v.logs()
+    );
+    assert_eq!(
+        open.ask("still").as_deref(),
+        Some("A:still"),
+        "the open connection survived the reload on its old flow"
+    );
+    assert!(v.logs().contains(&format!("PORT {port} TCP RELOAD")));
+
+    // Garbage: refused, the last good version keeps serving.
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        "connection:\n  internal.transport.proxy: [ broken\n",
+    );
+    assert!(
+        v.wait_log(
+            "keeping last known good version",
+            SETTLE + Duration::from_secs(1)
+        ),
+        "{}",
+        v.logs()
+    );
+    assert_eq!(ask_once(port, "z").as_deref(), Some("B:z"));
+    assert!(
+        v.metric("vane_config_reloads_total{result=\"rejected\"}")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        v.metrics_text()
+    );
+
+    // Remove the port: it closes; the other port is untouched.
+    cfg.remove(&format!("listener/[{port}]"));
+    assert!(
+        wait_until(SETTLE, || TcpStream::connect(("127.0.0.1", port)).is_err()),
+        "port closes\n{}",
+        v.logs()
+    );
+    assert!(v.logs().contains(&format!("PORT {port} TCP DOWN")));
+    assert_eq!(ask_once(base, "base").as_deref(), Some("A:base"));
+    assert_eq!(
+        open.ask("after removal").as_deref(),
+        Some("A:after removal"),
+        "open connections outlive their listener"
+    );
+}
+
+#[test]
+fn identical_content_restarts_nothing_and_hidden_files_are_ignored() {
+    let a = Echo::start("A");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, a.addr);
+    let v = Vane::start(&cfg, &[port]);
+    let ups = v.count_log(&format!("PORT {port} TCP UP"));
+    std::thread::sleep(Duration::from_millis(300));
+    let unchanged = v.count_log("config reloaded: nothing changed");
+    cfg.tcp_proxy(port, a.addr);
+    assert!(
+        wait_until(SETTLE, || v.count_log("config reloaded: nothing changed")
+            > unchanged),
+        "{}",
+        v.logs()
+    );
+    let before = v.count_log("config reloaded");
+    cfg.write(&format!("listener/[{port}]/.tcp.yaml.swp"), "garbage");
+    cfg.write(".reload", "x");
+    std::thread::sleep(SETTLE);
+    assert_eq!(
+        v.count_log("config reloaded"),
+        before,
+        "hidden files trigger nothing\n{}",
+        v.logs()
+    );
+    assert_eq!(
+        v.count_log(&format!("PORT {port} TCP UP")),
+        ups,
+        "no rebind"
+    );
+    assert_eq!(ask_once(port, "ok").as_deref(), Some("A:ok"));
+}
+
+#[test]
+fn an_emptied_listener_file_closes_the_port() {
+    let a = Echo::start("A");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, a.addr);
+    let _v = Vane::start(&cfg, &[port]);
+    cfg.write(&format!("listener/[{port}]/tcp.yaml"), "");
+    assert!(wait_until(SETTLE, || TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_err()));
+}
+
+#[test]
+fn post_reload_answers_with_the_validation_result() {
+    let a = Echo::start("A");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, a.addr);
+    let v = Vane::start(&cfg, &[port]);
+    let (code, body) = v.post("/reload");
+    assert_eq!(code, 200, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(j["data"]["valid"], true);
+    cfg.write(
+        "listener/[1]/tcp.yaml",
+        "connection:\n  internal.nope: {}\n",
+    );
+    let (code, body) = v.post("/reload");
+    assert_eq!(code, 422, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(j["data"]["valid"], false);
+    let problems = j["data"]["problems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        problems.iter().any(|p| p.as_str().is_some_and(
+            |s| s.contains("listener/[1]/tcp.yaml: connection.internal.nope: unknown plugin")
+        )),
+        "{body}"
+    );
+    assert_eq!(
+        http(v.mgmt, "POST", "/reload", None).0,
+        401,
+        "token required"
+    );
+    assert_eq!(ask_once(port, "still").as_deref(), Some("A:still"));
+}
