@@ -165,7 +165,11 @@ fn tree_spec(
     }
     TreeSpec {
         table: rt.actors.clone(),
-        policy: RestartPolicy::default(),
+        policy: RestartPolicy {
+            max_restarts: s.restart_max,
+            window: s.restart_window,
+            ..RestartPolicy::default()
+        },
         config: Arc::new(StoreSource(store)),
         config_debounce: Duration::from_millis(500),
         registries: vec![

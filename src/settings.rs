@@ -58,6 +58,9 @@ pub struct Settings {
     pub metrics_addr: Option<SocketAddr>,
     pub chaos: bool,
     pub shutdown_grace: Duration,
+    /// Crashes a supervisor absorbs within `restart_window` before giving up.
+    pub restart_max: usize,
+    pub restart_window: Duration,
 
     /// Address data listeners bind (`LISTEN_ADDR`, ours); `LISTEN_IPV6` switches to `::`.
     pub listen_ip: IpAddr,
@@ -143,6 +146,8 @@ impl Settings {
             metrics_addr,
             chaos: flag("CHAOS_ENDPOINTS", false),
             shutdown_grace: Duration::from_secs(num("SHUTDOWN_GRACE_SECS", 30)),
+            restart_max: num("RESTART_MAX", 20usize).max(1),
+            restart_window: Duration::from_secs(num("RESTART_WINDOW_SECS", 60).max(1)),
             listen_ip,
             max_connections: num("MAX_CONNECTIONS", 10_000),
             max_connections_per_ip: num("MAX_CONNECTIONS_PER_IP", 50),
