@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Idle-connection load for the memory benchmark.
+
+  idle_conns.py server PORT          accept and hold connections on 127.0.0.1:PORT
+  idle_conns.py client PORT N        open N connections to PORT, send one byte each, hold
+
+Both print `ready N` on stdout once N connections are held (the server prints its count every
+time it grows by 1000) and then sleep until killed.
+"""
+import asyncio
+import sys
+
+
+async def server(port):
+    held = []
+    count = 0
+
+    async def on_conn(reader, writer):
+        nonlocal count
+        held.append(writer)
+        count += 1
+        if count % 1000 == 0:
+            print(f"held {count}", flush=True)
+        await reader.read(1)
+        await asyncio.Event().wait()
+
+    srv = await asyncio.start_server(on_conn, "127.0.0.1", port, backlog=4096)
+    print("listening", flush=True)
+    async with srv:
+        await srv.serve_forever()
+
+
+async def client(port, n):
+    conns = []
+    for i in range(n):
+        for attempt in range(50):
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(b"x")
+                conns.append((r, w))
+                break
+            except OSError:
+                await asyncio.sleep(0.01)
+        if i % 500 == 0:
+            await asyncio.sleep(0)
+    print(f"ready {len(conns)}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        asyncio.run(server(int(sys.argv[2])))
+    else:
+        asyncio.run(client(int(sys.argv[2]), int(sys.argv[3])))

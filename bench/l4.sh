@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# L4 benchmark: TCP throughput through vane vs direct loopback vs HAProxy (mode tcp) vs nginx
+# (stream), and RSS per idle relayed connection, all in one run on this machine.
+#
+#   bench/l4.sh                 # defaults: 10 s iperf3 runs, 9000 idle connections
+#   SECS=20 IDLE=5000 bench/l4.sh
+#
+# Idle connections: each relayed connection costs the proxy two descriptors; the default
+# count stays under a 20000 open-files hard limit. Raise IDLE where the limit allows.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${SECS:-10}
+IDLE=${IDLE:-9000}
+STREAMS=${STREAMS:-1}
+OUT=bench/results
+mkdir -p "$OUT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need iperf3 || ! need haproxy || ! need nginx; then
+  apt-get install -y -q iperf3 haproxy nginx-light libnginx-mod-stream >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q iperf3 haproxy nginx-light libnginx-mod-stream >/dev/null; }
+fi
+cargo build --release -q
+VANE="$CARGO_TARGET_DIR/release/vane"
+ulimit -n "$(ulimit -Hn)" || true
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; tail -n 5 "$TMP"/*.log "$TMP"/*.err >&2 2>/dev/null; return 1; }
+rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo "$t"; }
+
+IPERF=$(port)
+iperf3 -s -p "$IPERF" -D --logfile "$TMP/iperf.log"
+sleep 0.3
+PIDS+=("$(pgrep -f "iperf3 -s -p $IPERF" | head -1)")
+
+# --- vane
+VP=$(port)
+mkdir -p "$TMP/vane/listener/[$VP]"
+printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$IPERF" > "$TMP/vane/listener/[$VP]/tcp.yaml"
+LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off STREAM_IDLE_TIMEOUT_SECS=600 MAX_CONNECTIONS=100000 MAX_CONNECTIONS_PER_IP=100000 \
+  LOG_LEVEL=warn env ${VANE_ENV:-} "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 &
+VPID=$!; PIDS+=("$VPID")
+
+# --- haproxy
+HP=$(port)
+cat > "$TMP/haproxy.cfg" <<CFG
+global
+  maxconn 9900
+  nbthread 2
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 10m
+  timeout server 10m
+frontend f
+  bind 127.0.0.1:$HP
+  default_backend b
+backend b
+  server s1 127.0.0.1:$IPERF
+CFG
+haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 &
+HPID=$!; PIDS+=("$HPID")
+
+# --- nginx stream
+NP=$(port)
+MOD=$(ls /usr/lib/nginx/modules/ngx_stream_module.so 2>/dev/null || true)
+cat > "$TMP/nginx.conf" <<CFG
+${MOD:+load_module $MOD;}
+worker_processes 2;
+worker_rlimit_nofile 20000;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+events { worker_connections 19900; }
+stream {
+  server { listen 127.0.0.1:$NP; proxy_pass 127.0.0.1:$IPERF; proxy_timeout 10m; }
+}
+CFG
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 &
+NPID=$!; PIDS+=("$NPID")
+
+wait_port "$VP"; wait_port "$HP"; wait_port "$NP"
+
+gbps() { iperf3 -c 127.0.0.1 -p "$1" -t "$SECS" -P "$STREAMS" -J 2>/dev/null | python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'; }
+echo "== throughput (iperf3, ${SECS}s, ${STREAMS} stream(s)), Gbit/s"
+D=$(gbps "$IPERF"); echo "direct  $D"
+V=$(gbps "$VP");    echo "vane    $V"
+H=$(gbps "$HP");    echo "haproxy $H"
+N=$(gbps "$NP");    echo "nginx   $N"
+python3 - "$D" "$V" "$H" "$N" <<'PY'
+import sys
+d, v, h, n = map(float, sys.argv[1:])
+best = max(h, n)
+print(f"ratios: vane/direct {v/d:.2f}  haproxy/direct {h/d:.2f}  nginx/direct {n/d:.2f}  vane/best-of(haproxy,nginx) {v/best:.2f}")
+PY
+
+echo "== RSS per idle relayed connection ($IDLE connections)"
+UP=$(port)
+python3 bench/idle_conns.py server "$UP" > "$TMP/up.log" 2>&1 &
+PIDS+=("$!")
+wait_port "$UP"
+idle_rss() {  # $1 = listen port of the proxy already pointing at $UP, rest = pids
+  local lport=$1; shift
+  local before after
+  before=$(rss_kb "$@")
+  python3 bench/idle_conns.py client "$lport" "$IDLE" > "$TMP/client.log" 2>&1 &
+  local cpid=$!
+  for _ in $(seq 1 600); do grep -q ready "$TMP/client.log" && break; sleep 0.1; done
+  sleep 3
+  after=$(rss_kb "$@")
+  kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null || true
+  sleep 2
+  python3 -c "print('%.2f' % ((($after) - ($before)) * 1024 / 1024 / $IDLE))"
+}
+# Re-point the three proxies at the idle server.
+VP2=$(port); mkdir -p "$TMP/vane/listener/[$VP2]"
+printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP2]/tcp.yaml"
+wait_port "$VP2"
+sed -i "s/server s1 127.0.0.1:$IPERF/server s1 127.0.0.1:$UP/" "$TMP/haproxy.cfg"
+kill "$HPID"; wait "$HPID" 2>/dev/null || true
+haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 & HPID=$!; PIDS+=("$HPID")
+sed -i "s/proxy_pass 127.0.0.1:$IPERF/proxy_pass 127.0.0.1:$UP/" "$TMP/nginx.conf"
+kill "$NPID"; wait "$NPID" 2>/dev/null || true
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & NPID=$!; PIDS+=("$NPID")
+wait_port "$HP"; wait_port "$NP"; sleep 0.5
+NGX_PIDS=$(pgrep -P "$NPID" | tr '\n' ' ')
+VK=$(idle_rss "$VP2" "$VPID");           echo "vane    ${VK} KiB/conn"
+HK=$(idle_rss "$HP" "$HPID");            echo "haproxy ${HK} KiB/conn"
+NK=$(idle_rss "$NP" "$NPID" $NGX_PIDS);  echo "nginx   ${NK} KiB/conn"
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "throughput_gbps direct=$D vane=$V haproxy=$H nginx=$N"
+  echo "idle_kib_per_conn vane=$VK haproxy=$HK nginx=$NK (n=$IDLE)"
+} | tee "$OUT/l4-$(date -u +%Y%m%dT%H%M%SZ).txt"
