@@ -5,9 +5,11 @@
 //! no buffer at all. On this project's benchmark machine a 256 KiB user-space copy beat
 //! splice(2) through a pipe (see bench/README.md), so the relay copies.
 
+use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -41,97 +43,154 @@ fn give_buf(mut b: Vec<u8>) {
     }
 }
 
-/// Last activity in milliseconds since the relay started.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
+/// One direction of a relay: a burst in flight (if any) and what has been moved.
+#[derive(Default)]
+struct Dir {
+    buf: Option<Vec<u8>>,
+    /// Bytes of `buf` already written.
+    pos: usize,
+    eof: bool,
+    done: bool,
+    total: u64,
 }
 
-impl Activity {
-    fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+impl Dir {
+    fn release(&mut self) {
+        if let Some(b) = self.buf.take() {
+            give_buf(b);
+        }
+    }
+}
+
+/// Moves bytes from `src` to `dst` until it would block; `Ready(Ok)` once EOF has been passed
+/// on as a half-close. Readiness is polled directly on the sockets (no per-await futures), so
+/// a relay costs a few hundred bytes, not kilobytes.
+fn poll_dir(
+    cx: &mut Context<'_>,
+    src: &TcpStream,
+    dst: &TcpStream,
+    d: &mut Dir,
+    moved: &mut bool,
+) -> Poll<io::Result<()>> {
+    loop {
+        if let Some(b) = &d.buf {
+            while d.pos < b.len() {
+                ready!(dst.poll_write_ready(cx))?;
+                match dst.try_write(&b[d.pos..]) {
+                    Ok(n) => d.pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+        if d.eof {
+            d.release();
+            let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+            d.done = true;
+            return Poll::Ready(Ok(()));
+        }
+        match src.poll_read_ready(cx) {
+            Poll::Pending => {
+                // Nothing to do until the peer sends: hold no buffer meanwhile.
+                d.release();
+                return Poll::Pending;
+            }
+            Poll::Ready(r) => r?,
+        }
+        let b = d.buf.get_or_insert_with(take_buf);
+        b.clear();
+        d.pos = 0;
+        match src.try_read_buf(b) {
+            Ok(0) => d.eof = true,
+            Ok(n) => {
+                d.total += n as u64;
+                *moved = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.release(),
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The relay of one connection pair; resolves when both directions ended, one failed, or
+    /// nothing moved for the idle timeout.
+    struct Relay {
+        client: TcpStream,
+        upstream: TcpStream,
+        up: Dir,
+        down: Dir,
+        idle: Duration,
+        last: Instant,
+        #[pin]
+        timer: tokio::time::Sleep,
+    }
+
+    impl PinnedDrop for Relay {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            this.up.release();
+            this.down.release();
+        }
+    }
+}
+
+impl Future for Relay {
+    type Output = Relayed;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Relayed> {
+        let mut this = self.project();
+        let mut moved = false;
+        let mut failed = false;
+        if !this.up.done {
+            failed |= matches!(
+                poll_dir(cx, this.client, this.upstream, this.up, &mut moved),
+                Poll::Ready(Err(_))
+            );
+        }
+        if !this.down.done && !failed {
+            failed |= matches!(
+                poll_dir(cx, this.upstream, this.client, this.down, &mut moved),
+                Poll::Ready(Err(_))
+            );
+        }
+        let out = |idle_timeout| Relayed {
+            to_upstream: this.up.total,
+            to_client: this.down.total,
+            idle_timeout,
+        };
+        if failed || (this.up.done && this.down.done) {
+            return Poll::Ready(out(false));
+        }
+        if moved {
+            *this.last = Instant::now();
+        }
+        // The timer is only re-armed when it fires, not on every burst.
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let deadline = *this.last + *this.idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(out(true));
+            }
+            this.timer.as_mut().reset(deadline.into());
+        }
+        Poll::Pending
     }
 }
 
 /// Copies both ways until both directions end, either fails, or nothing moves for `idle`.
 /// An EOF in one direction is passed on as a half-close (shutdown of the write side).
 pub async fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) -> Relayed {
-    let act = Activity { start: Instant::now(), last_ms: AtomicU64::new(0) };
-    let up = pump(&client, &upstream, &act);
-    let down = pump(&upstream, &client, &act);
-    tokio::pin!(up, down);
-    let mut out = Relayed::default();
-    let (mut up_done, mut down_done) = (false, false);
-    let idle_ms = idle.as_millis() as u64;
-    while !(up_done && down_done) {
-        let last = act.last_ms.load(Ordering::Relaxed);
-        let deadline = act.start + Duration::from_millis(last + idle_ms);
-        tokio::select! {
-            r = &mut up, if !up_done => {
-                up_done = true;
-                match r { Ok(n) => out.to_upstream = n, Err(_) => break }
-            }
-            r = &mut down, if !down_done => {
-                down_done = true;
-                match r { Ok(n) => out.to_client = n, Err(_) => break }
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                if act.last_ms.load(Ordering::Relaxed) == last {
-                    out.idle_timeout = true;
-                    break;
-                }
-            }
-        }
+    let now = Instant::now();
+    Relay {
+        client,
+        upstream,
+        up: Dir::default(),
+        down: Dir::default(),
+        idle,
+        last: now,
+        timer: tokio::time::sleep_until((now + idle).into()),
     }
-    out
-}
-
-/// One direction: read a burst, write it all, repeat; EOF becomes a half-close.
-async fn pump(src: &TcpStream, dst: &TcpStream, act: &Activity) -> io::Result<u64> {
-    let mut total = 0u64;
-    let mut buf: Option<Vec<u8>> = None;
-    let result = loop {
-        if let Err(e) = src.readable().await {
-            break Err(e);
-        }
-        let b = buf.get_or_insert_with(take_buf);
-        b.clear();
-        let n = match src.try_read_buf(b) {
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Idle for now: give the buffer back while we wait.
-                if let Some(b) = buf.take() {
-                    give_buf(b);
-                }
-                continue;
-            }
-            Err(e) => break Err(e),
-        };
-        act.touch();
-        if let Err(e) = write_all(dst, &b[..n]).await {
-            break Err(e);
-        }
-        total += n as u64;
-    };
-    if let Some(b) = buf.take() {
-        give_buf(b);
-    }
-    result?;
-    let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
-    Ok(total)
-}
-
-async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        dst.writable().await?;
-        match dst.try_write(data) {
-            Ok(m) => data = &data[m..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    .await
 }
 
 #[cfg(test)]
@@ -142,7 +201,9 @@ mod tests {
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let a = TcpStream::connect(l.local_addr().expect("addr")).await.expect("connect");
+        let a = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
         let (b, _) = l.accept().await.expect("accept");
         (a, b)
     }
@@ -151,7 +212,11 @@ mod tests {
     async fn moves_bytes_both_ways_with_half_close() {
         let (mut client, proxy_client_side) = pair().await;
         let (proxy_up_side, mut upstream) = pair().await;
-        let task = tokio::spawn(relay(proxy_client_side, proxy_up_side, Duration::from_secs(5)));
+        let task = tokio::spawn(relay(
+            proxy_client_side,
+            proxy_up_side,
+            Duration::from_secs(5),
+        ));
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let writer = {
             let payload = payload.clone();
@@ -162,16 +227,28 @@ mod tests {
             })
         };
         let mut got = Vec::new();
-        upstream.read_to_end(&mut got).await.expect("upstream reads to EOF");
+        upstream
+            .read_to_end(&mut got)
+            .await
+            .expect("upstream reads to EOF");
         assert!(got == payload, "bytes arrive intact and in order");
         let mut client = writer.await.expect("writer");
-        upstream.write_all(b"reply after client half-close").await.expect("reply");
+        upstream
+            .write_all(b"reply after client half-close")
+            .await
+            .expect("reply");
         drop(upstream);
         let mut back = Vec::new();
-        client.read_to_end(&mut back).await.expect("client reads reply");
+        client
+            .read_to_end(&mut back)
+            .await
+            .expect("client reads reply");
         assert_eq!(back, b"reply after client half-close");
         let r = task.await.expect("relay");
-        assert_eq!((r.to_upstream, r.to_client, r.idle_timeout), (3_000_000, 29, false));
+        assert_eq!(
+            (r.to_upstream, r.to_client, r.idle_timeout),
+            (3_000_000, 29, false)
+        );
     }
 
     #[tokio::test]
@@ -181,7 +258,27 @@ mod tests {
         let r = relay(a, b, Duration::from_millis(100)).await;
         assert!(r.idle_timeout);
         let mut buf = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await.expect("closed promptly");
+        let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf))
+            .await
+            .expect("closed promptly");
         assert!(matches!(n, Ok(0) | Err(_)));
+    }
+}
+#[cfg(test)]
+mod footprint {
+    use super::*;
+
+    /// Idle relays are the bulk of a busy proxy's memory; keep their state small.
+    #[tokio::test]
+    async fn relay_state_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let a = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (b, _) = l.accept().await.expect("accept");
+        let size = std::mem::size_of_val(&relay(a, b, Duration::from_secs(1)));
+        assert!(size <= 512, "relay future is {size} bytes");
     }
 }

@@ -14,10 +14,10 @@ use crate::runtime::Runtime;
 /// Accepts until the task is aborted (the listener actor stopped). Connections already
 /// accepted are independent tasks and keep running.
 pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListener) {
-    let label = key.to_string();
-    let total = metrics::counter!("vane_connections_total", "listener" => label.clone(), "protocol" => "tcp");
-    let active = metrics::gauge!("vane_connections_active", "listener" => label.clone(), "protocol" => "tcp");
-    let panics = metrics::counter!("vane_session_panics_total", "listener" => label.clone());
+    let label: Arc<str> = Arc::from(key.to_string());
+    let total = metrics::counter!("vane_connections_total", "listener" => label.to_string(), "protocol" => "tcp");
+    let active = metrics::gauge!("vane_connections_active", "listener" => label.to_string(), "protocol" => "tcp");
+    let panics = metrics::counter!("vane_session_panics_total", "listener" => label.to_string());
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, peer) = match listener.accept().await {
