@@ -1,5 +1,6 @@
 //! Vane's data plane: config model and validation, flows, plugins, the L4 layer, upstreams,
 //! and the operator surfaces. The control plane (actors) lives in `vane-actors`.
+#![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod boot;

@@ -10,6 +10,7 @@ use vane_actors::ActorTable;
 
 use crate::config::store::ConfigStore;
 use crate::l4::limits::ConnLimits;
+use crate::plugins::external::Caller;
 use crate::plugins::ratelimit::RateLimiter;
 use crate::settings::Settings;
 use crate::upstream::balance::Counters;
@@ -31,6 +32,7 @@ pub struct Runtime {
     pub dns: Dns,
     pub rate_sec: RateLimiter,
     pub rate_min: RateLimiter,
+    pub plugins: Caller,
     pub actors: ActorTable,
     pub memory: Arc<MemoryBudget>,
     pub quic: QuicTablesHandle<QuicRoute>,
@@ -46,6 +48,7 @@ impl Runtime {
         };
         Arc::new(Self {
             settings,
+            plugins: Caller::new(config.dir(), settings.plugin_quiet, settings.flow_timeout),
             config,
             health: HealthRegistry::default(),
             counters: Counters::default(),

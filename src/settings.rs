@@ -80,6 +80,7 @@ pub struct Settings {
     pub max_template_parse_depth: usize,
     pub max_template_parse_nodes: usize,
     pub max_limiter_memory: usize,
+    pub plugin_quiet: Duration,
     pub ratelimit_key_max_len: usize,
 
     pub health_interval: Duration,
@@ -164,6 +165,7 @@ impl Settings {
             max_template_parse_depth: num("MAX_TEMPLATE_PARSE_DEPTH", 5),
             max_template_parse_nodes: num("MAX_TEMPLATE_PARSE_NODES", 50),
             max_limiter_memory: num("MAX_LIMITER_MEMORY", 4_194_304),
+            plugin_quiet: Duration::from_secs(num("EXTERNAL_PLUGIN_QUIET_PERIOD_SECS", 3)),
             ratelimit_key_max_len: num("RATELIMIT_KEY_MAX_LEN", 256),
             health_interval: Duration::from_secs(num("HEALTH_TCP_INTERVAL_SECS", 5).max(1)),
             health_timeout: Duration::from_millis(num("HEALTH_TCP_CONNECT_TIMEOUT_MS", 2000)),

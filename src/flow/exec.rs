@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::catalogue::Builtin;
 use super::kv::Kv;
 use super::step::{Flow, Input, PluginRef, Step};
+use crate::plugins::external::CallError;
 use crate::plugins::{detect, matcher};
 use crate::runtime::Runtime;
 use crate::upstream::balance::Strategy;
@@ -154,16 +155,40 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
             .collect();
         let r = Resolved { step, values };
         let outcome = match &step.plugin {
-            PluginRef::Builtin(spec) => builtin(spec.kind, &r, rt)?,
+            PluginRef::Builtin(spec) => {
+                let o = builtin(spec.kind, &r, rt)?;
+                metrics::histogram!("vane_plugin_duration_seconds", "plugin" => step.name.clone())
+                    .record(started.elapsed().as_secs_f64());
+                o
+            }
             PluginRef::External(p) => {
-                return Err(FlowError::Plugin { at: step.at.clone(), msg: format!("external plugin `{}` cannot run: its {:?} driver is not available in this build", p.name, driver_name(&p.driver)) });
+                let input = Value::Object(
+                    r.values
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                );
+                let (branch, store) = match rt.plugins.call(p, &input).await {
+                    Ok(v) => (v.branch, v.store.unwrap_or_default()),
+                    Err(CallError::Quiet) => (
+                        "failure".to_string(),
+                        [("error".to_string(), "circuit_breaker_active".to_string())].into(),
+                    ),
+                    Err(CallError::Failed(_)) => ("failure".to_string(), Default::default()),
+                };
+                for (k, v) in store {
+                    if k.contains('{') || k.contains('}') {
+                        tracing::error!(plugin = %p.name, "security: store key `{k}` contains braces; dropped");
+                        continue;
+                    }
+                    kv.set(scoped_key(&path, &step.sanitized, &k), v);
+                }
+                Outcome::Branch(branch.into())
             }
         };
-        metrics::histogram!("vane_plugin_duration_seconds", "plugin" => step.name.clone())
-            .record(started.elapsed().as_secs_f64());
         match outcome {
             Outcome::Branch(branch) => {
-                let next = step.branch(branch).ok_or_else(|| FlowError::Stalled {
+                let next = step.branch(&branch).ok_or_else(|| FlowError::Stalled {
                     at: step.at.clone(),
                     plugin: step.name.clone(),
                     branch: branch.to_string(),
@@ -173,7 +198,7 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
                 }
                 path.push_str(&step.sanitized);
                 path.push('.');
-                path.push_str(branch);
+                path.push_str(&branch);
                 step = next;
             }
             Outcome::Done(d) => return Ok(d),
@@ -181,22 +206,13 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
     }
 }
 
-fn driver_name(d: &crate::config::plugins::Driver) -> &'static str {
-    use crate::config::plugins::Driver;
-    match d {
-        Driver::Http { .. } => "http",
-        Driver::Unix { .. } => "unix",
-        Driver::Command { .. } => "command",
-    }
-}
-
 enum Outcome {
-    Branch(&'static str),
+    Branch(Cow<'static, str>),
     Done(Decision),
 }
 
 fn bool_branch(b: bool) -> Outcome {
-    Outcome::Branch(if b { "true" } else { "false" })
+    Outcome::Branch(Cow::Borrowed(if b { "true" } else { "false" }))
 }
 
 fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, FlowError> {
@@ -259,7 +275,7 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, Flo
     })
 }
 
-/// Sets the scoped key of a middleware's stored value (kept for external plugins).
+/// The KV key a middleware's stored value goes to: `plugin.<flow path>.<plugin>.<key>`.
 pub fn scoped_key(path: &str, sanitized: &str, key: &str) -> String {
     if path.is_empty() {
         format!("plugin.{sanitized}.{key}")

@@ -2,5 +2,6 @@
 //! (Terminators live with the layers that carry them out.)
 
 pub mod detect;
+pub mod external;
 pub mod matcher;
 pub mod ratelimit;

@@ -1,0 +1,366 @@
+//! External middleware: a declared plugin reached over HTTP, HTTP on a Unix socket, or a
+//! command in the trusted `bin/` directory. The request is the step's resolved input as JSON;
+//! the reply names a branch and may store string values.
+//!
+//! A passive circuit breaker skips a plugin for `EXTERNAL_PLUGIN_QUIET_PERIOD_SECS` after it
+//! *failed* (unreachable, timed out, invalid reply). Unlike 0.9.2, a plugin that answers with
+//! its own `failure` branch is working as designed and does not trip the breaker.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::plugins::{Driver, ExternalPlugin};
+
+/// Replies larger than this are refused.
+const MAX_REPLY: usize = 1024 * 1024;
+
+/// What a plugin decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct Verdict {
+    pub branch: String,
+    #[serde(default)]
+    pub store: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("circuit breaker active")]
+    Quiet,
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<Verdict>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Calls plugins and remembers which ones recently failed.
+pub struct Caller {
+    bin: PathBuf,
+    quiet: Duration,
+    timeout: Duration,
+    failed_at: DashMap<String, Instant>,
+}
+
+impl Caller {
+    pub fn new(config_dir: &Path, quiet: Duration, timeout: Duration) -> Self {
+        Self {
+            bin: config_dir.join("bin"),
+            quiet,
+            timeout,
+            failed_at: DashMap::new(),
+        }
+    }
+
+    /// Calls `p` with `input`; a fault trips the breaker and yields `Failed`.
+    pub async fn call(&self, p: &ExternalPlugin, input: &Value) -> Result<Verdict, CallError> {
+        if let Some(t) = self.failed_at.get(&p.name) {
+            if t.elapsed() < self.quiet {
+                tracing::debug!("Circuit Breaker: Plugin '{}' is in quiet period", p.name);
+                return Err(CallError::Quiet);
+            }
+        }
+        let started = Instant::now();
+        let r = tokio::time::timeout(self.timeout, self.dispatch(p, input))
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.timeout)));
+        metrics::histogram!("vane_plugin_duration_seconds", "plugin" => p.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        match r {
+            Ok(v) if p.branches().contains(&v.branch) => {
+                self.failed_at.remove(&p.name);
+                Ok(v)
+            }
+            Ok(v) => self.fault(p, format!("returned undeclared branch `{}`", v.branch)),
+            Err(e) => self.fault(p, e),
+        }
+    }
+
+    fn fault(&self, p: &ExternalPlugin, why: String) -> Result<Verdict, CallError> {
+        tracing::warn!(
+            "Circuit Breaker: Plugin '{}' failed ({why}). Marking as failed in Circuit Breaker.",
+            p.name
+        );
+        self.failed_at.insert(p.name.clone(), Instant::now());
+        metrics::counter!("vane_external_plugin_failures_total", "plugin" => p.name.clone())
+            .increment(1);
+        Err(CallError::Failed(why))
+    }
+
+    async fn dispatch(&self, p: &ExternalPlugin, input: &Value) -> Result<Verdict, String> {
+        match &p.driver {
+            Driver::Command { program, args, env } => self.command(program, args, env, input).await,
+            Driver::Http { url } => http(url, input).await,
+            Driver::Unix { path } => unix(Path::new(path), input).await,
+        }
+    }
+
+    async fn command(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        input: &Value,
+    ) -> Result<Verdict, String> {
+        let path = trusted_program(&self.bin, program)?;
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // The child does not inherit secrets such as ACCESS_TOKEN.
+        cmd.env_remove("ACCESS_TOKEN");
+        for (k, v) in sanitize_env(env) {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut body = input.to_string().into_bytes();
+        body.push(b'\n');
+        stdin
+            .write_all(&body)
+            .await
+            .map_err(|e| format!("writing stdin: {e}"))?;
+        drop(stdin);
+        let mut out = Vec::new();
+        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        (&mut stdout)
+            .take(MAX_REPLY as u64 + 1)
+            .read_to_end(&mut out)
+            .await
+            .map_err(|e| format!("reading stdout: {e}"))?;
+        if out.len() > MAX_REPLY {
+            return Err("reply too large".into());
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let mut e = String::new();
+            let _ = (&mut err).take(64 * 1024).read_to_string(&mut e).await;
+            for line in e.lines() {
+                tracing::debug!(program, "stderr: {line}");
+            }
+        }
+        let status = child.wait().await.map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("exited with {status}"));
+        }
+        serde_json::from_slice::<Verdict>(&out).map_err(|e| format!("invalid reply: {e}"))
+    }
+}
+
+/// Resolves `program` inside `bin/` (after following symlinks); anything else is refused.
+pub fn trusted_program(bin: &Path, program: &str) -> Result<PathBuf, String> {
+    let candidate = if Path::new(program).is_absolute() {
+        PathBuf::from(program)
+    } else {
+        bin.join(program)
+    };
+    let real = candidate
+        .canonicalize()
+        .map_err(|e| format!("Security violation: {program}: {e}"))?;
+    let root = bin
+        .canonicalize()
+        .map_err(|e| format!("Security violation: bin/: {e}"))?;
+    if !real.starts_with(&root) || !real.is_file() {
+        tracing::error!(
+            "Security violation: {program} is not a file inside {}",
+            root.display()
+        );
+        return Err(format!(
+            "Security violation: {program} is outside the trusted bin/ directory"
+        ));
+    }
+    Ok(real)
+}
+
+/// Drops environment entries that could hijack the child (linker, runtime, shell, PATH)
+/// unless the matching `ALLOW_EXTERNAL_*` switch is on.
+pub fn sanitize_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let on = |k: &str| crate::settings::var(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut out = Vec::new();
+    for (k, v) in env {
+        let u = k.to_ascii_uppercase();
+        let linker = ["LD_", "DYLD_", "_RLD_"].iter().any(|p| u.starts_with(p))
+            || u == "SHLIB_PATH"
+            || u == "LIBPATH";
+        let runtime = ["PYTHON", "NODE_", "PERL", "RUBY", "JAVA_"]
+            .iter()
+            .any(|p| u.starts_with(p))
+            || u == "CLASSPATH";
+        let shell = ["IFS", "ENV", "BASH_ENV", "SHELLOPTS"].contains(&u.as_str());
+        let allowed = if linker {
+            on("ALLOW_EXTERNAL_LINKER_ENV")
+        } else if runtime {
+            on("ALLOW_EXTERNAL_RUNTIME_ENV")
+        } else if shell {
+            on("ALLOW_EXTERNAL_SHELL_ENV")
+        } else if u == "PATH" {
+            if on("ALLOW_EXTERNAL_PATH_ENV_APPEND") {
+                let base = std::env::var("PATH").unwrap_or_default();
+                out.push((k.clone(), format!("{base}:{v}")));
+            }
+            false
+        } else {
+            true
+        };
+        if allowed {
+            out.push((k.clone(), v.clone()));
+        } else if u != "PATH" || !on("ALLOW_EXTERNAL_PATH_ENV_APPEND") {
+            tracing::warn!("external plugin env `{k}` dropped (not allowed)");
+        }
+    }
+    out
+}
+
+fn envelope(body: &[u8]) -> Result<Verdict, String> {
+    let e: Envelope = serde_json::from_slice(body).map_err(|e| format!("invalid reply: {e}"))?;
+    if e.status != "success" {
+        return Err(format!("plugin said: {}", e.message.unwrap_or(e.status)));
+    }
+    e.data.ok_or_else(|| "reply without data".to_string())
+}
+
+/// Sends a raw HTTP/1.1 POST over any stream and returns the body of the reply.
+async fn post<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    host: &str,
+    path: &str,
+    input: &Value,
+) -> Result<Vec<u8>, String> {
+    let body = input.to_string();
+    let req = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    (&mut s)
+        .take(MAX_REPLY as u64)
+        .read_to_end(&mut out)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP header end in reply")?;
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("bad status line")?;
+    if !(200..300).contains(&status) {
+        return Err(format!("HTTP {status}"));
+    }
+    let mut rest = out[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        rest = dechunk(&rest).ok_or("bad chunked body")?;
+    }
+    Ok(rest)
+}
+
+/// Decodes a chunked body (0.9.2's Unix driver could not).
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_txt = std::str::from_utf8(&b[..line_end])
+            .ok()?
+            .split(';')
+            .next()?
+            .trim()
+            .to_string();
+        let size = usize::from_str_radix(&size_txt, 16).ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+async fn http(url: &str, input: &Value) -> Result<Verdict, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported for external plugins in this build")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connect {authority}: {e}"))?;
+    envelope(&post(stream, authority, path, input).await?)
+}
+
+#[cfg(unix)]
+async fn unix(path: &Path, input: &Value) -> Result<Verdict, String> {
+    let s = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| format!("connect {}: {e}", path.display()))?;
+    envelope(&post(s, "localhost", "/", input).await?)
+}
+
+#[cfg(not(unix))]
+async fn unix(_path: &Path, _input: &Value) -> Result<Verdict, String> {
+    Err("unix sockets are not available on this platform".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_categories_are_filtered() {
+        let env: BTreeMap<String, String> = [
+            ("LD_PRELOAD", "x"),
+            ("PYTHONPATH", "y"),
+            ("IFS", "z"),
+            ("MODE", "strict"),
+            ("path", "/evil"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let kept = sanitize_env(&env);
+        assert_eq!(kept, vec![("MODE".to_string(), "strict".to_string())]);
+    }
+
+    #[test]
+    fn programs_outside_bin_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::write(bin.join("ok"), "#!/bin/sh\n").expect("write");
+        std::fs::write(dir.path().join("outside"), "#!/bin/sh\n").expect("write");
+        assert!(trusted_program(&bin, "ok").is_ok());
+        assert!(trusted_program(&bin, "../outside").is_err());
+        assert!(trusted_program(&bin, "/bin/sh").is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_decode() {
+        assert_eq!(
+            dechunk(b"4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n").as_deref(),
+            Some(&b"abcdef"[..])
+        );
+        assert!(dechunk(b"zz\r\n").is_none());
+    }
+}
