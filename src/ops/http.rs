@@ -49,17 +49,39 @@ where
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
-        let h = handler.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let h = h.clone();
-                async move { Ok::<_, Infallible>(dispatch(req, h).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        tokio::spawn(serve_conn(stream, handler.clone()));
     }
+}
+
+/// Serves `handler` on a Unix socket until the task is aborted.
+#[cfg(unix)]
+pub async fn serve_unix<H, F>(listener: tokio::net::UnixListener, handler: Arc<H>)
+where
+    H: Fn(Req) -> F + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        tokio::spawn(serve_conn(stream, handler.clone()));
+    }
+}
+
+async fn serve_conn<S, H, F>(stream: S, h: Arc<H>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Req) -> F + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let h = h.clone();
+        async move { Ok::<_, Infallible>(dispatch(req, h).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
 }
 
 async fn dispatch<H, F>(req: Request<Incoming>, h: Arc<H>) -> Resp

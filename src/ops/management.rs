@@ -28,12 +28,47 @@ impl Service for Management {
                 .await
                 .map_err(|e| format!("management API cannot bind {addr}: {e}"))?;
             tracing::info!("✓ Management console listening on http://{addr}");
-            let handler = Arc::new(move |req: Req| handle(rt.clone(), token.clone(), req));
-            Ok(Guard::new(AbortOnDrop(tokio::spawn(http::serve(
-                l, handler,
-            )))))
+            let (rt2, token2) = (rt.clone(), token.clone());
+            let handler = Arc::new(move |req: Req| handle(rt2.clone(), token2.clone(), req));
+            let tcp = AbortOnDrop(tokio::spawn(http::serve(l, handler.clone())));
+            let unix = unix_console(&rt.settings.socket_dir, handler);
+            Ok(Guard::new((tcp, unix)))
         })
     }
+}
+
+/// The same API on `SOCKET_DIR/console.sock`; a stale socket file is replaced.
+#[cfg(unix)]
+fn unix_console<H, F>(dir: &std::path::Path, handler: Arc<H>) -> Option<AbortOnDrop>
+where
+    H: Fn(Req) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let path = dir.join("console.sock");
+    let bound = std::fs::create_dir_all(dir)
+        .and_then(|_| match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .and_then(|_| tokio::net::UnixListener::bind(&path));
+    match bound {
+        Ok(l) => {
+            tracing::info!("✓ Management console listening on unix:{}", path.display());
+            Some(AbortOnDrop(tokio::spawn(http::serve_unix(l, handler))))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "management console socket {} unavailable: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn unix_console<H>(_dir: &std::path::Path, _handler: Arc<H>) -> Option<AbortOnDrop> {
+    None
 }
 
 fn ok(data: serde_json::Value) -> Resp {

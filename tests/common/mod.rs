@@ -130,6 +130,7 @@ impl Vane {
             .env("PORT", mgmt.port().to_string())
             .env("CHAOS_ENDPOINTS", "true")
             .env("LOG_LEVEL", "debug")
+            .env("SOCKET_DIR", logdir.path())
             .env("NAMESERVER1", "127.0.0.1")
             .env("NAMESERVER1_PORT", "9")
             .env("NAMESERVER2", "127.0.0.1")
@@ -169,6 +170,11 @@ impl Vane {
             v.logs()
         );
         v
+    }
+
+    /// The management console's Unix socket (`SOCKET_DIR/console.sock`).
+    pub fn console_sock(&self) -> PathBuf {
+        self._logdir.path().join("console.sock")
     }
 
     pub fn logs(&self) -> String {

@@ -1,0 +1,144 @@
+//! The management API over TCP and the Unix socket, the actor tree it reports, and JSON logs.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+
+fn unix_get(v: &Vane, path: &str, token: Option<&str>) -> (u16, String) {
+    let Ok(mut s) = UnixStream::connect(v.console_sock()) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let _ = s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn actor_tree_status_and_unix_console() {
+    let cfg = ConfigDir::new();
+    let (tcp, udp) = (free_port(), free_port());
+    cfg.tcp_proxy(tcp, "127.0.0.1:9".parse().expect("addr"));
+    cfg.write(
+        &format!("listener/[{udp}]/udp.yaml"),
+        &proxy_flow("127.0.0.1:9".parse().expect("addr")),
+    );
+    let v = Vane::start(&cfg, &[tcp]);
+    let (code, body) = v.get("/actors");
+    assert_eq!(code, 200);
+    let rows: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let names: Vec<String> = rows
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for want in [
+        "root",
+        "config",
+        "registries",
+        "registries/nodes",
+        "registries/certs",
+        "registries/plugins",
+        "registries/health",
+        "memory",
+        "quic",
+        "listeners",
+        "management",
+        "metrics",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    assert!(
+        names.contains(&format!("listeners/tcp:{tcp}"))
+            && names.contains(&format!("listeners/udp:{udp}")),
+        "{names:?}"
+    );
+    let listener = rows
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|x| x["name"] == format!("listeners/tcp:{tcp}"))
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listener["parent"], "listeners");
+    assert_eq!(listener["status"], "running");
+
+    let (code, body) = v.get("/status");
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(s["data"]["listeners"]["tcp"], serde_json::json!([tcp]));
+    assert_eq!(s["data"]["listeners"]["udp"], serde_json::json!([udp]));
+
+    assert!(v.logs().contains(&format!(
+        "Management console listening on unix:{}",
+        v.console_sock().display()
+    )));
+    assert_eq!(unix_get(&v, "/health", None).0, 200);
+    assert_eq!(unix_get(&v, "/actors", None).0, 401);
+    assert_eq!(unix_get(&v, "/actors", Some(TOKEN)).0, 200);
+    assert_eq!(
+        http(v.mgmt, "GET", "/health", None).0,
+        200,
+        "health is public"
+    );
+    assert_eq!(http(v.mgmt, "GET", "/status", None).0, 401);
+}
+
+#[test]
+fn json_logs_keep_the_operator_substrings() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, "127.0.0.1:9".parse().expect("addr"));
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("LOG_FORMAT", "json".into()), ("LOG_LEVEL", "info".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let logs = v.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() == logs.lines().count(),
+        "every line is JSON:\n{logs}"
+    );
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("PORT {port} TCP UP")))),
+        "{logs}"
+    );
+    assert!(
+        lines.iter().all(|l| l["level"] != "DEBUG"),
+        "LOG_LEVEL=info hides debug lines"
+    );
+}
