@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -71,16 +71,7 @@ pub struct ConfigActor;
 
 impl ConfigActor {
     pub fn child_spec(args: ConfigArgs) -> ChildSpec {
-        ChildSpec {
-            name: args.name.clone(),
-            start: Arc::new(move |parent: ActorCell| {
-                let args = args.clone();
-                Box::pin(async move {
-                    let (r, _) = Actor::spawn_linked(None, ConfigActor, args, parent).await?;
-                    Ok(r.get_cell())
-                })
-            }),
-        }
+        ChildSpec::linked(args.name.clone(), || ConfigActor, args)
     }
 }
 

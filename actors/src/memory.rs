@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::control::{self, Control};
 use crate::status::ActorTable;
@@ -172,16 +172,7 @@ pub struct MemoryActor;
 
 impl MemoryActor {
     pub fn child_spec(args: MemoryArgs) -> ChildSpec {
-        ChildSpec {
-            name: args.name.clone(),
-            start: Arc::new(move |parent: ActorCell| {
-                let args = args.clone();
-                Box::pin(async move {
-                    let (r, _) = Actor::spawn_linked(None, MemoryActor, args, parent).await?;
-                    Ok(r.get_cell())
-                })
-            }),
-        }
+        ChildSpec::linked(args.name.clone(), || MemoryActor, args)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::control::{self, Control};
 use crate::status::ActorTable;
@@ -193,17 +193,11 @@ pub struct QuicActor<R>(std::marker::PhantomData<fn() -> R>);
 
 impl<R: Clone + Send + Sync + 'static> QuicActor<R> {
     pub fn child_spec(args: QuicArgs<R>) -> ChildSpec {
-        ChildSpec {
-            name: args.name.clone(),
-            start: Arc::new(move |parent: ActorCell| {
-                let args = args.clone();
-                Box::pin(async move {
-                    let actor = QuicActor::<R>(std::marker::PhantomData);
-                    let (r, _) = Actor::spawn_linked(None, actor, args, parent).await?;
-                    Ok(r.get_cell())
-                })
-            }),
-        }
+        ChildSpec::linked(
+            args.name.clone(),
+            || QuicActor::<R>(std::marker::PhantomData),
+            args,
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, warn};
 
 use crate::control::{self, Control};
@@ -78,16 +78,7 @@ pub struct ServiceActor;
 impl ServiceActor {
     /// A [`ChildSpec`] that starts this service under a supervisor.
     pub fn child_spec(args: ServiceArgs) -> ChildSpec {
-        ChildSpec {
-            name: args.name.clone(),
-            start: Arc::new(move |parent: ActorCell| {
-                let args = args.clone();
-                Box::pin(async move {
-                    let (r, _) = Actor::spawn_linked(None, ServiceActor, args, parent).await?;
-                    Ok(r.get_cell())
-                })
-            }),
-        }
+        ChildSpec::linked(args.name.clone(), || ServiceActor, args)
     }
 }
 

@@ -32,6 +32,28 @@ pub struct ChildSpec {
     pub start: StartFn,
 }
 
+impl ChildSpec {
+    /// A spec that spawns `make()` linked to its supervisor, with a fresh clone of `args` on
+    /// every (re)start.
+    pub fn linked<A, F>(name: impl Into<String>, make: F, args: A::Arguments) -> ChildSpec
+    where
+        A: Actor,
+        A::Arguments: Clone + Sync,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        ChildSpec {
+            name: name.into(),
+            start: Arc::new(move |parent: ActorCell| {
+                let (actor, args) = (make(), args.clone());
+                Box::pin(async move {
+                    let (r, _) = Actor::spawn_linked(None, actor, args, parent).await?;
+                    Ok(r.get_cell())
+                })
+            }),
+        }
+    }
+}
+
 /// Supplies the children a supervisor should have right now, each with a fingerprint of its
 /// configuration; a child whose fingerprint changed is replaced.
 pub trait ChildSource: Send + Sync + 'static {
@@ -101,17 +123,7 @@ pub struct Supervisor;
 impl Supervisor {
     /// A [`ChildSpec`] that starts a supervisor with these arguments.
     pub fn child_spec(args: SupervisorArgs) -> ChildSpec {
-        let name = args.name.clone();
-        ChildSpec {
-            name,
-            start: Arc::new(move |parent: ActorCell| {
-                let args = args.clone();
-                Box::pin(async move {
-                    let (r, _) = Actor::spawn_linked(None, Supervisor, args, parent).await?;
-                    Ok(r.get_cell())
-                })
-            }),
-        }
+        ChildSpec::linked(args.name.clone(), || Supervisor, args)
     }
 }
 

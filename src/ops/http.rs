@@ -38,30 +38,36 @@ pub fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
     respond(status, "application/json", v.to_string())
 }
 
-/// Serves `handler` on `listener` until the task is aborted.
-pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>)
-where
-    H: Fn(Req) -> F + Send + Sync + 'static,
-    F: Future<Output = Resp> + Send + 'static,
-{
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
-        };
-        tokio::spawn(serve_conn(stream, handler.clone()));
+/// Something that accepts byte-stream connections (TCP or Unix listeners).
+pub trait Acceptor: Send + 'static {
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn accept_io(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send;
+}
+
+impl Acceptor for TcpListener {
+    type Io = tokio::net::TcpStream;
+    async fn accept_io(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
     }
 }
 
-/// Serves `handler` on a Unix socket until the task is aborted.
 #[cfg(unix)]
-pub async fn serve_unix<H, F>(listener: tokio::net::UnixListener, handler: Arc<H>)
+impl Acceptor for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+    async fn accept_io(&self) -> std::io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+/// Serves `handler` on `listener` until the task is aborted.
+pub async fn serve<L, H, F>(listener: L, handler: Arc<H>)
 where
+    L: Acceptor,
     H: Fn(Req) -> F + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok(stream) = listener.accept_io().await else {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };

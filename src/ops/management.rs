@@ -54,7 +54,7 @@ where
     match bound {
         Ok(l) => {
             tracing::info!("✓ Management console listening on unix:{}", path.display());
-            Some(AbortOnDrop(tokio::spawn(http::serve_unix(l, handler))))
+            Some(AbortOnDrop(tokio::spawn(http::serve(l, handler))))
         }
         Err(e) => {
             tracing::warn!(
