@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod flow;
 pub mod l4;
+pub mod l4p;
 pub mod ops;
 pub mod plugins;
 pub mod runtime;

@@ -58,4 +58,13 @@ pub struct Flow {
     pub layer: Layer,
     /// Protocol context: `tcp`/`udp` for listeners, the resolver or application name otherwise.
     pub protocol: String,
+    /// Raw-payload keys (`tls.clienthello`, `quic.initial`) some template reads; they are only
+    /// hex-encoded into the KV when listed here.
+    pub raw_keys: Vec<&'static str>,
+}
+
+impl Flow {
+    pub fn mentions(&self, key: &str) -> bool {
+        self.raw_keys.contains(&key)
+    }
 }

@@ -41,10 +41,16 @@ pub fn compile(
     if problems.has_errors() {
         return None;
     }
+    let text = root.to_string();
+    let raw_keys = ["tls.clienthello", "quic.initial"]
+        .into_iter()
+        .filter(|k| text.contains(&format!("{{{{{k}}}}}")))
+        .collect();
     Some(Flow {
         root: step,
         layer: cx.layer,
         protocol: cx.protocol.to_string(),
+        raw_keys,
     })
 }
 

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{connect, relay};
 use crate::config::legacy::{Destination, Rules};
@@ -106,6 +106,48 @@ async fn peek(rt: &Runtime, stream: &TcpStream) -> Option<Vec<u8>> {
     }
 }
 
+/// What the listener flow decided for a TCP connection.
+enum Verdict {
+    Target(SocketAddr),
+    Upgrade(String, Kv),
+    Close,
+}
+
+async fn l4_verdict(
+    rt: &Runtime,
+    entry: &Entry<ListenerDoc>,
+    conn: &Conn,
+    peeked: &[u8],
+) -> Verdict {
+    let label = conn.key.to_string();
+    match &entry.doc {
+        ListenerDoc::Flow(flow) => {
+            let mut kv = base_kv(conn);
+            kv.set("req.peek_buffer_hex", hex::encode(peeked));
+            match exec::run(flow, &mut kv, rt).await {
+                Ok(Decision::Proxy(up)) => connect::address(rt, &up, &label)
+                    .await
+                    .map_or(Verdict::Close, Verdict::Target),
+                Ok(Decision::Abort) => Verdict::Close,
+                Ok(Decision::Upgrade { protocol, .. }) => Verdict::Upgrade(protocol, kv),
+                Err(e) => {
+                    warn!(listener = %label, peer = %conn.peer, "flow error: {e}");
+                    Verdict::Close
+                }
+            }
+        }
+        ListenerDoc::Legacy(rules) => match legacy(rt, rules, conn, peeked).await {
+            LegacyPick::Target(a) => Verdict::Target(a),
+            LegacyPick::Resolver(name) => {
+                let mut kv = base_kv(conn);
+                kv.set("req.peek_buffer_hex", hex::encode(peeked));
+                Verdict::Upgrade(name, kv)
+            }
+            LegacyPick::None => Verdict::Close,
+        },
+    }
+}
+
 async fn decide_tcp(
     rt: &Runtime,
     entry: &Entry<ListenerDoc>,
@@ -114,63 +156,41 @@ async fn decide_tcp(
 ) -> Option<(TcpStream, ActiveGuard)> {
     let peeked = peek(rt, stream).await?;
     let label = conn.key.to_string();
-    let work = async {
-        let addr = match &entry.doc {
-            ListenerDoc::Flow(flow) => {
-                let mut kv = base_kv(conn);
-                kv.set("req.peek_buffer_hex", hex::encode(&peeked));
-                match exec::run(flow, &mut kv, rt).await {
-                    Ok(Decision::Proxy(up)) => connect::address(rt, &up, &label).await?,
-                    Ok(Decision::Abort) => return None,
-                    Ok(Decision::Upgrade { protocol, .. }) => {
-                        upgrade_unavailable(rt, &label, &protocol);
-                        return None;
-                    }
-                    Err(e) => {
-                        warn!(listener = %label, peer = %conn.peer, "flow error: {e}");
-                        return None;
-                    }
-                }
-            }
-            ListenerDoc::Legacy(rules) => legacy(rt, rules, conn, &peeked).await?,
-        };
-        let s = connect::tcp(rt, addr)
-            .await
-            .map_err(|e| warn!(listener = %label, "connect to {addr} failed: {e}"))
-            .ok()?;
-        Some((s, rt.health.track(addr)))
-    };
-    match tokio::time::timeout(rt.settings.flow_timeout, work).await {
-        Ok(r) => r,
-        Err(_) => {
-            warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
-            None
+    let verdict = tokio::time::timeout(rt.settings.flow_timeout, l4_verdict(rt, entry, conn, &peeked)).await.unwrap_or_else(|_| {
+        warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
+        Verdict::Close
+    });
+    drop(peeked);
+    let addr = match verdict {
+        Verdict::Target(a) => a,
+        Verdict::Upgrade(protocol, kv) => {
+            crate::l4p::route::route(rt, stream, kv, &protocol, conn).await?
         }
-    }
+        Verdict::Close => return None,
+    };
+    let s = connect::tcp(rt, addr)
+        .await
+        .map_err(|e| warn!(listener = %label, "connect to {addr} failed: {e}"))
+        .ok()?;
+    Some((s, rt.health.track(addr)))
 }
 
-/// L4+ carriers come with the next layer; until then an upgrade closes cleanly and says why.
-pub fn upgrade_unavailable(rt: &Runtime, label: &str, protocol: &str) {
-    if rt.config.load().resolvers.contains_key(protocol) {
-        info!(listener = %label, "upgrade to `{protocol}`: L4+ inspection is not available in this build; connection closed");
-    } else {
-        info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
-    }
-    metrics::counter!("vane_upgrades_refused_total", "protocol" => protocol.to_string())
-        .increment(1);
+/// What a legacy rule list picked.
+pub enum LegacyPick {
+    Target(SocketAddr),
+    /// `destination.type: resolver`: hand the connection to that resolver (0.9.2 dropped it).
+    Resolver(String),
+    None,
 }
 
 /// Legacy rules: the first rule (by priority) whose detector matches picks the target.
-pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> Option<SocketAddr> {
+pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> LegacyPick {
     let Some(rule) = rules.rules.iter().find(|r| r.detect.matches(peeked)) else {
         debug!(listener = %conn.key, "no legacy rule matched");
-        return None;
+        return LegacyPick::None;
     };
     match &rule.destination {
-        Destination::Resolver(name) => {
-            upgrade_unavailable(rt, &conn.key.to_string(), name);
-            None
-        }
+        Destination::Resolver(name) => LegacyPick::Resolver(name.clone()),
         Destination::Forward(f) => {
             let key = f.hash_key.as_ref().map(|t| {
                 let kv = base_kv(conn);
@@ -180,7 +200,7 @@ pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> 
                 )
             });
             let rule_id = format!("{}:{}", conn.key, rule.name);
-            resolve::choose(
+            match resolve::choose(
                 rt,
                 &rule_id,
                 f.strategy,
@@ -189,6 +209,10 @@ pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> 
                 key.as_deref(),
             )
             .await
+            {
+                Some(a) => LegacyPick::Target(a),
+                None => LegacyPick::None,
+            }
         }
     }
 }

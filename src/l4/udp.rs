@@ -130,7 +130,14 @@ async fn decide(
                     }
                 }
             }
-            ListenerDoc::Legacy(rules) => session::legacy(rt, rules, conn, first).await,
+            ListenerDoc::Legacy(rules) => match session::legacy(rt, rules, conn, first).await {
+                session::LegacyPick::Target(a) => Some(a),
+                session::LegacyPick::Resolver(name) => {
+                    info!(listener = %label, "UDP resolver `{name}`: QUIC inspection is not available in this build; session dropped");
+                    None
+                }
+                session::LegacyPick::None => None,
+            },
         }
     };
     tokio::time::timeout(rt.settings.flow_timeout, work).await.unwrap_or_else(|_| {

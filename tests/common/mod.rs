@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod tls;
+
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 pub fn free_port() -> u16 {

@@ -1,0 +1,90 @@
+//! Sans-IO reading of a plaintext HTTP/1.x request head from peeked bytes. Partial heads are
+//! fine: whatever is complete is reported; non-HTTP bytes yield nothing.
+
+/// What the head says so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+}
+
+/// Header lines looked at, as 0.9.2 (32).
+const MAX_HEADERS: usize = 32;
+
+fn token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses the request line and the first `Host` header found in `buf`.
+pub fn parse(buf: &[u8]) -> Head {
+    let mut head = Head::default();
+    let text = match std::str::from_utf8(buf) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    let mut lines = text.split("\r\n");
+    let Some(first) = lines.next() else {
+        return head;
+    };
+    let complete_first = text.contains("\r\n");
+    let mut parts = first.split(' ');
+    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return head;
+    };
+    // A version is required once the request line is complete.
+    let version_ok = version.starts_with("HTTP/1.") || !complete_first;
+    if !token(method) || path.is_empty() || !version_ok {
+        return head;
+    }
+    head.method = Some(method.to_string());
+    head.path = Some(path.to_string());
+    // Only header lines that are complete (end in CRLF) count.
+    let complete_lines = text[..text.rfind("\r\n").unwrap_or(0)]
+        .split("\r\n")
+        .count();
+    for line in lines.take(MAX_HEADERS.min(complete_lines.saturating_sub(1))) {
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("host") {
+                head.host = Some(value.trim().to_string());
+                break;
+            }
+        }
+    }
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_partial_and_garbage() {
+        let h = parse(b"GET /a?b=1 HTTP/1.1\r\nUser-Agent: x\r\nhOsT: Example.com:8080 \r\n\r\n");
+        assert_eq!(h.method.as_deref(), Some("GET"));
+        assert_eq!(h.path.as_deref(), Some("/a?b=1"));
+        assert_eq!(h.host.as_deref(), Some("Example.com:8080"));
+        let p = parse(b"POST /upload HTTP/1.1\r\nHo");
+        assert_eq!((p.method.as_deref(), p.host), (Some("POST"), None));
+        assert_eq!(parse(b"\x16\x03\x01\x02\x00"), Head::default());
+        assert_eq!(parse(b"SSH-2.0-OpenSSH_9.6\r\n"), Head::default());
+        let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for i in 0..=full.len() {
+            let h = parse(&full[..i]);
+            assert!(
+                h.method.is_none() || h.method.as_deref() == Some("GET"),
+                "prefix {i}"
+            );
+            assert!(
+                h.host.is_none() || h.host.as_deref() == Some("a"),
+                "prefix {i}"
+            );
+        }
+    }
+}

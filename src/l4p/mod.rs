@@ -1,0 +1,6 @@
+//! L4+: carriers inspected without terminating them (TLS ClientHello, plaintext HTTP head),
+//! then routed by a resolver flow.
+
+pub mod clienthello;
+pub mod http_head;
+pub mod route;

@@ -1,0 +1,163 @@
+//! The L4+ stage of a TCP connection: inspect the carrier named by the L4 upgrade without
+//! consuming a byte, publish what it says into the KV, and run the resolver flow.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use super::clienthello::{self, Assembled};
+use super::http_head;
+use crate::flow::exec::{self, Decision};
+use crate::flow::kv::Kv;
+use crate::l4::connect;
+use crate::l4::session::Conn;
+use crate::runtime::Runtime;
+
+/// Why TLS inspection failed (the `tls.error` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsError {
+    NotTls,
+    BufferTooSmall,
+    Closed,
+    Io,
+    Timeout,
+    Malformed,
+}
+
+impl TlsError {
+    pub fn code(self) -> &'static str {
+        match self {
+            TlsError::NotTls => "not_tls",
+            TlsError::BufferTooSmall => "buffer_too_small",
+            TlsError::Closed => "closed",
+            TlsError::Io => "io_error",
+            TlsError::Timeout => "timeout",
+            TlsError::Malformed => "malformed",
+        }
+    }
+}
+
+/// Peeks until the whole ClientHello is buffered in the socket (it may span several records
+/// and segments), bounded by `limit` bytes and `deadline`.
+pub async fn peek_client_hello(
+    stream: &TcpStream,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(Vec<u8>, clienthello::ClientHello), TlsError> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; limit];
+    let mut last = 0usize;
+    loop {
+        let n = match tokio::time::timeout_at(deadline.into(), stream.peek(&mut buf)).await {
+            Err(_) => return Err(TlsError::Timeout),
+            Ok(Err(_)) => return Err(TlsError::Io),
+            Ok(Ok(0)) => return Err(TlsError::Closed),
+            Ok(Ok(n)) => n,
+        };
+        match clienthello::assemble(&buf[..n]) {
+            Assembled::NotTls => return Err(TlsError::NotTls),
+            Assembled::NeedMore(need) if need > limit => return Err(TlsError::BufferTooSmall),
+            Assembled::NeedMore(_) => {
+                // The peer has sent only part of it; poll again shortly (peek does not consume,
+                // so readiness alone would spin).
+                if Instant::now() >= deadline {
+                    return Err(TlsError::Timeout);
+                }
+                if n == last {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                last = n;
+            }
+            Assembled::Complete {
+                message,
+                records_len,
+            } => {
+                let ch = clienthello::parse(&message).map_err(|_| TlsError::Malformed)?;
+                buf.truncate(records_len);
+                return Ok((buf, ch));
+            }
+        }
+    }
+}
+
+/// Runs the L4+ stage; `Some(address)` when the resolver decided to pass the connection on.
+pub async fn route(
+    rt: &Runtime,
+    stream: &TcpStream,
+    mut kv: Kv,
+    protocol: &str,
+    conn: &Conn,
+) -> Option<SocketAddr> {
+    let label = conn.key.to_string();
+    let Some(entry) = rt.config.load().resolvers.get(protocol).cloned() else {
+        info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
+        metrics::counter!("vane_l4p_inspections_total", "protocol" => protocol.to_string(), "outcome" => "no_resolver").increment(1);
+        return None;
+    };
+    kv.set("conn.layer", "l4p");
+    kv.set("conn.proto.carrier", protocol);
+    let outcome = if protocol == "tls" {
+        match peek_client_hello(stream, rt.settings.tls_buffer, rt.settings.tls_peek_timeout).await
+        {
+            Ok((raw, ch)) => {
+                for (k, v) in ch.kv() {
+                    kv.set(k, v);
+                }
+                if entry.doc.mentions("tls.clienthello") {
+                    kv.set("tls.clienthello", hex::encode(&raw));
+                }
+                "ok"
+            }
+            Err(e) => {
+                kv.set("tls.error", e.code());
+                metrics::counter!("vane_l4p_parse_failures_total", "protocol" => "tls", "error" => e.code()).increment(1);
+                if !rt.settings.tls_allow_parse_failure {
+                    info!(listener = %label, peer = %conn.peer, "TLS inspection failed ({}); connection closed", e.code());
+                    return None;
+                }
+                kv.set("tls.sni", "unknown");
+                e.code()
+            }
+        }
+    } else {
+        let mut buf = vec![0u8; rt.settings.http_plain_buffer];
+        let n = tokio::time::timeout(rt.settings.tcp_peek_timeout, stream.peek(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        let head = http_head::parse(&buf[..n]);
+        for (k, v) in [
+            ("http.method", head.method),
+            ("http.path", head.path),
+            ("http.host", head.host),
+        ] {
+            if let Some(v) = v {
+                kv.set(k, v);
+            }
+        }
+        "ok"
+    };
+    metrics::counter!("vane_l4p_inspections_total", "protocol" => protocol.to_string(), "outcome" => outcome).increment(1);
+    let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
+        match exec::run(&entry.doc, &mut kv, rt).await {
+            Ok(Decision::Proxy(up)) => connect::address(rt, &up, &label).await,
+            Ok(Decision::Abort) => None,
+            Ok(Decision::Upgrade { protocol: app, .. }) => {
+                info!(listener = %label, "upgrade from `{protocol}` to `{app}`: L7 is not available in this build; connection closed");
+                None
+            }
+            Err(e) => {
+                warn!(listener = %label, peer = %conn.peer, "resolver `{protocol}` flow error: {e}");
+                None
+            }
+        }
+    })
+    .await;
+    decided.unwrap_or_else(|_| {
+        warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
+        None
+    })
+}
