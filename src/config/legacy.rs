@@ -45,6 +45,8 @@ pub struct Forward {
     pub fallbacks: Vec<TargetSpec>,
     /// Key for `strategy: hash` (ours), a template such as `{{conn.ip}}`.
     pub hash_key: Option<Template>,
+    /// Send a PROXY protocol header to the target (ours; `proxy_protocol: v1|v2`).
+    pub proxy_protocol: Option<crate::l4p::proxy_protocol::Version>,
 }
 
 #[derive(Debug, Clone)]
@@ -273,12 +275,25 @@ pub fn parse(doc: &Value, pr: &mut Problems) -> Option<Rules> {
                             .map_err(|e| pr.error(&join(&fat, "hash_key"), e.to_string()))
                             .ok()
                     });
+                    let proxy_protocol = f.get("proxy_protocol").and_then(|p| {
+                        let v = p
+                            .as_str()
+                            .and_then(crate::l4p::proxy_protocol::Version::parse);
+                        if v.is_none() {
+                            pr.error(
+                                &join(&fat, "proxy_protocol"),
+                                format!("expected v1 or v2, got {p}"),
+                            );
+                        }
+                        v
+                    });
                     strategy.map(|strategy| {
                         Destination::Forward(Forward {
                             strategy,
                             targets: t,
                             fallbacks: fb,
                             hash_key,
+                            proxy_protocol,
                         })
                     })
                 }

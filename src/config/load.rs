@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::error::{Problem, Problems};
 use super::format::{self, Format};
-use super::{legacy, nodes, plugins, Entry, ListenerDoc, ListenerKey, Proto, Snapshot};
+use super::{
+    legacy, nodes, plugins, AcceptProxy, Entry, Listener, ListenerDoc, ListenerKey, Proto, Snapshot,
+};
 use crate::flow::catalogue::Layer;
 use crate::flow::template::Limits;
 use crate::flow::validate::{self, Context};
@@ -308,7 +310,7 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
             let label = format!("listener [{port}] {}", proto.as_str());
             let ext = &ext.doc;
             let parsed = pass.entry(&label, cands, prev, |v, pr| {
-                if v.get("connection").is_some() {
+                let mode = if v.get("connection").is_some() {
                     let cx = Context {
                         layer: Layer::L4,
                         protocol: proto.as_str(),
@@ -324,7 +326,12 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
                         "expected `connection:` (flow) or `protocols:` (legacy rules)",
                     );
                     None
-                }
+                };
+                let accept_proxy = accept_proxy(v.get("proxy_protocol"), proto, pr);
+                Some(Listener {
+                    mode: mode?,
+                    accept_proxy,
+                })
             });
             if let Some(e) = parsed {
                 snap.listeners.insert(lk, e);
@@ -339,10 +346,51 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
     }
 }
 
+/// Parses a listener's `proxy_protocol` block.
+fn accept_proxy(v: Option<&Value>, proto: Proto, pr: &mut Problems) -> Option<AcceptProxy> {
+    let v = v?;
+    if proto != Proto::Tcp {
+        pr.error(
+            "proxy_protocol",
+            "only TCP listeners accept a PROXY protocol header",
+        );
+        return None;
+    }
+    let Some(list) = v.get("trusted").and_then(Value::as_array) else {
+        pr.error(
+            "proxy_protocol",
+            "`trusted` must list the balancers' addresses or CIDRs",
+        );
+        return None;
+    };
+    let mut trusted = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        match c.as_str().and_then(crate::l4p::proxy_protocol::Cidr::parse) {
+            Some(c) => trusted.push(c),
+            None => pr.error(
+                &format!("proxy_protocol.trusted.{i}"),
+                format!("{c} is not an address or CIDR"),
+            ),
+        }
+    }
+    let required = match v.get("required") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            pr.error(
+                "proxy_protocol.required",
+                format!("expected boolean, got {other}"),
+            );
+            true
+        }
+    };
+    Some(AcceptProxy { trusted, required })
+}
+
 /// Problems that span files: upgrades to resolvers that do not exist.
 fn cross_checks(snap: &Snapshot, problems: &mut Vec<Problem>) {
     for entry in snap.listeners.values() {
-        if let ListenerDoc::Flow(f) = &entry.doc {
+        if let ListenerDoc::Flow(f) = &entry.doc.mode {
             let mut ups = BTreeSet::new();
             collect_upgrades(&f.root, &mut ups);
             for (at, proto) in ups {

@@ -52,6 +52,28 @@ pub enum ListenerDoc {
     Legacy(legacy::Rules),
 }
 
+/// A listener: its flow or rules, and its connection options.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub mode: ListenerDoc,
+    /// Accept a PROXY protocol header from these balancers (ours; key `proxy_protocol`).
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// `proxy_protocol: { trusted: [CIDR, ...], required: true }` in a TCP listener file.
+#[derive(Debug, Clone)]
+pub struct AcceptProxy {
+    pub trusted: Vec<crate::l4p::proxy_protocol::Cidr>,
+    /// When true, a trusted peer that sends no valid header is refused.
+    pub required: bool,
+}
+
+impl AcceptProxy {
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+}
+
 /// One loaded entry with the parsed document it came from (for change detection).
 #[derive(Debug)]
 pub struct Entry<T> {
@@ -65,7 +87,7 @@ pub struct Entry<T> {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub generation: u64,
-    pub listeners: BTreeMap<ListenerKey, Arc<Entry<ListenerDoc>>>,
+    pub listeners: BTreeMap<ListenerKey, Arc<Entry<Listener>>>,
     pub resolvers: BTreeMap<String, Arc<Entry<Flow>>>,
     pub applications: BTreeMap<String, Arc<Entry<Flow>>>,
     pub nodes: Arc<Entry<nodes::Nodes>>,

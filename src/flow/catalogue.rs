@@ -128,6 +128,8 @@ const HTTPX: Option<&[&str]> = Some(&["httpx"]);
 
 /// Extra parameters of the proxy terminators (ours): how to pick among several addresses.
 const BALANCE: [ParamSpec; 2] = [p("strategy", Ty::Str, false), p("hash_key", Ty::Str, false)];
+/// Extra parameter of the proxy terminators (ours): send a PROXY protocol header (`v1`, `v2`).
+const SEND_PROXY: ParamSpec = p("proxy_protocol", Ty::Str, false);
 
 /// Every built-in plugin of Vane 0.9.2 (plus our optional balancing parameters).
 pub static BUILTINS: &[PluginSpec] = &[
@@ -188,6 +190,7 @@ pub static BUILTINS: &[PluginSpec] = &[
         params: &[
             p("target.ip", Ty::Str, true),
             p("target.port", Ty::Int, true),
+            SEND_PROXY,
         ],
         branches: &[],
         protocols: None,
@@ -202,6 +205,7 @@ pub static BUILTINS: &[PluginSpec] = &[
             p("target.port", Ty::Int, true),
             BALANCE[0],
             BALANCE[1],
+            SEND_PROXY,
         ],
         branches: &[],
         protocols: None,
@@ -216,6 +220,7 @@ pub static BUILTINS: &[PluginSpec] = &[
             p("target.port", Ty::Int, true),
             BALANCE[0],
             BALANCE[1],
+            SEND_PROXY,
         ],
         branches: &[],
         protocols: None,

@@ -33,10 +33,18 @@ pub enum Upstream {
     },
 }
 
+/// A proxy terminator's target and how to open the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTo {
+    pub upstream: Upstream,
+    /// Send a PROXY protocol header first (`proxy_protocol: v1|v2`).
+    pub header: Option<crate::l4p::proxy_protocol::Version>,
+}
+
 /// The terminator's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Proxy(Upstream),
+    Proxy(ProxyTo),
     Abort,
     Upgrade {
         protocol: String,
@@ -116,6 +124,17 @@ impl Resolved<'_> {
             .ok()
             .filter(|p| *p > 0)
             .ok_or_else(|| self.err("target.port", format!("{p} is not a port")))
+    }
+
+    fn proxy_to(&self, upstream: Upstream) -> Result<Outcome, FlowError> {
+        let header = match self.opt_str("proxy_protocol") {
+            None => None,
+            Some(v) => Some(
+                crate::l4p::proxy_protocol::Version::parse(v)
+                    .ok_or_else(|| self.err("proxy_protocol", format!("`{v}` is not v1 or v2")))?,
+            ),
+        };
+        Ok(Outcome::Done(Decision::Proxy(ProxyTo { upstream, header })))
     }
 
     fn strategy(&self) -> Result<Strategy, FlowError> {
@@ -248,20 +267,20 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, Flo
             let ip: std::net::IpAddr = ip
                 .parse()
                 .map_err(|_| r.err("target.ip", format!("`{ip}` is not an IP address")))?;
-            Outcome::Done(Decision::Proxy(Upstream::Ip((ip, r.port()?).into())))
+            r.proxy_to(Upstream::Ip((ip, r.port()?).into()))?
         }
-        Builtin::ProxyNode => Outcome::Done(Decision::Proxy(Upstream::Node {
+        Builtin::ProxyNode => r.proxy_to(Upstream::Node {
             node: r.str("target.node")?.to_string(),
             port: r.port()?,
             strategy: r.strategy()?,
             key: r.opt_str("hash_key").map(str::to_string),
-        })),
-        Builtin::ProxyDomain => Outcome::Done(Decision::Proxy(Upstream::Domain {
+        })?,
+        Builtin::ProxyDomain => r.proxy_to(Upstream::Domain {
             domain: r.str("target.domain")?.to_string(),
             port: r.port()?,
             strategy: r.strategy()?,
             key: r.opt_str("hash_key").map(str::to_string),
-        })),
+        })?,
         Builtin::Upgrade => Outcome::Done(Decision::Upgrade {
             protocol: r.str("protocol")?.to_ascii_lowercase(),
             cert: r.opt_str("cert").map(str::to_string),

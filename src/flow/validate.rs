@@ -358,6 +358,20 @@ fn check_semantics(step: &mut Step, cx: &Context<'_>, pr: &mut Problems) {
             );
         }
     }
+    if let Some(Value::String(v)) = literal(step, "proxy_protocol") {
+        if crate::l4p::proxy_protocol::Version::parse(v).is_none() {
+            pr.error(
+                &join(&at, "proxy_protocol"),
+                format!("expected v1 or v2, got `{v}`"),
+            );
+        }
+    }
+    if step.input("proxy_protocol").is_some() && cx.protocol == "udp" {
+        pr.error(
+            &join(&at, "proxy_protocol"),
+            "the PROXY protocol is sent on TCP connections only",
+        );
+    }
     match spec.kind {
         Builtin::Proxy => {
             if let Some(Value::String(ip)) = literal(step, "target.ip") {

@@ -10,6 +10,22 @@ use crate::flow::exec::Upstream;
 use crate::runtime::Runtime;
 use crate::upstream::resolve;
 
+/// Where a TCP connection goes and whether it is introduced with a PROXY header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub header: Option<crate::l4p::proxy_protocol::Version>,
+}
+
+/// The target of a proxy decision.
+pub async fn target(rt: &Runtime, to: &crate::flow::exec::ProxyTo, rule: &str) -> Option<Target> {
+    let addr = address(rt, &to.upstream, rule).await?;
+    Some(Target {
+        addr,
+        header: to.header,
+    })
+}
+
 /// The address a flow's proxy terminator designates, chosen among healthy candidates.
 pub async fn address(rt: &Runtime, up: &Upstream, rule: &str) -> Option<SocketAddr> {
     let (spec, strategy, key) = match up {

@@ -9,9 +9,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::{connect, relay};
+use super::connect::{self, Target};
+use super::relay;
 use crate::config::legacy::{Destination, Rules};
-use crate::config::{Entry, ListenerDoc, ListenerKey};
+use crate::config::{Entry, Listener, ListenerDoc, ListenerKey};
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
 use crate::runtime::Runtime;
@@ -60,12 +61,31 @@ pub fn base_kv(conn: &Conn) -> Kv {
 /// Serves one accepted TCP connection to the end.
 pub async fn tcp(
     rt: Arc<Runtime>,
-    entry: Arc<Entry<ListenerDoc>>,
+    entry: Arc<Entry<Listener>>,
     mut stream: TcpStream,
-    conn: Conn,
+    mut conn: Conn,
     panic_armed: bool,
 ) {
     let _ = stream.set_nodelay(true);
+    if let Some(ap) = entry
+        .doc
+        .accept_proxy
+        .as_ref()
+        .filter(|ap| ap.trusts(conn.peer.ip()))
+    {
+        match Box::pin(accept_proxy_header(&rt, &mut stream, ap.required)).await {
+            Ok(Some((src, dst))) => {
+                conn.peer = src;
+                conn.local = dst;
+            }
+            Ok(None) => {}
+            Err(why) => {
+                debug!(listener = %conn.key, peer = %conn.peer, "PROXY header refused: {why}");
+                metrics::counter!("vane_proxy_protocol_rejected_total", "listener" => conn.key.to_string()).increment(1);
+                return;
+            }
+        }
+    }
     let decided = Box::pin(decide_tcp(&rt, &entry, &stream, &conn)).await;
     drop(entry);
     let Some((upstream, _active)) = decided else {
@@ -77,6 +97,43 @@ pub async fn tcp(
     }
     let r = relay::relay(stream, upstream, rt.settings.stream_idle_timeout).await;
     debug!(listener = %conn.key, peer = %conn.peer, up = r.to_upstream, down = r.to_client, idle = r.idle_timeout, "relay ended");
+}
+
+/// Reads (and consumes) the PROXY header a trusted balancer sends first; the addresses it
+/// carries replace the balancer's. `Ok(None)`: no header, and none was required, or `LOCAL`.
+async fn accept_proxy_header(
+    rt: &Runtime,
+    stream: &mut TcpStream,
+    required: bool,
+) -> Result<Option<(SocketAddr, SocketAddr)>, &'static str> {
+    use crate::l4p::proxy_protocol::{parse, Parsed};
+    let deadline = tokio::time::Instant::now() + rt.settings.tcp_peek_timeout;
+    let mut buf = [0u8; 600];
+    let mut last = 0;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Err(_) => return Err("timed out waiting for the header"),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err("closed"),
+            Ok(Ok(n)) => n,
+        };
+        match parse(&buf[..n]) {
+            Parsed::NeedMore => {
+                if n == last {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                last = n;
+            }
+            Parsed::Header { src, dst, len, .. } => {
+                let mut sink = vec![0u8; len];
+                tokio::io::AsyncReadExt::read_exact(stream, &mut sink)
+                    .await
+                    .map_err(|_| "closed")?;
+                return Ok(src.zip(dst));
+            }
+            Parsed::Invalid(why) if required || why != "no PROXY header" => return Err(why),
+            Parsed::Invalid(_) => return Ok(None),
+        }
+    }
 }
 
 /// Orderly close: FIN first, then discard what the client already sent so the kernel does
@@ -108,24 +165,19 @@ async fn peek(rt: &Runtime, stream: &TcpStream) -> Option<Vec<u8>> {
 
 /// What the listener flow decided for a TCP connection.
 enum Verdict {
-    Target(SocketAddr),
+    Target(Target),
     Upgrade(String, Kv),
     Close,
 }
 
-async fn l4_verdict(
-    rt: &Runtime,
-    entry: &Entry<ListenerDoc>,
-    conn: &Conn,
-    peeked: &[u8],
-) -> Verdict {
+async fn l4_verdict(rt: &Runtime, entry: &Entry<Listener>, conn: &Conn, peeked: &[u8]) -> Verdict {
     let label = conn.key.to_string();
-    match &entry.doc {
+    match &entry.doc.mode {
         ListenerDoc::Flow(flow) => {
             let mut kv = base_kv(conn);
             kv.set("req.peek_buffer_hex", hex::encode(peeked));
             match exec::run(flow, &mut kv, rt).await {
-                Ok(Decision::Proxy(up)) => connect::address(rt, &up, &label)
+                Ok(Decision::Proxy(to)) => connect::target(rt, &to, &label)
                     .await
                     .map_or(Verdict::Close, Verdict::Target),
                 Ok(Decision::Abort) => Verdict::Close,
@@ -150,7 +202,7 @@ async fn l4_verdict(
 
 async fn decide_tcp(
     rt: &Runtime,
-    entry: &Entry<ListenerDoc>,
+    entry: &Entry<Listener>,
     stream: &TcpStream,
     conn: &Conn,
 ) -> Option<(TcpStream, ActiveGuard)> {
@@ -161,23 +213,31 @@ async fn decide_tcp(
         Verdict::Close
     });
     drop(peeked);
-    let addr = match verdict {
-        Verdict::Target(a) => a,
+    let target = match verdict {
+        Verdict::Target(t) => t,
         Verdict::Upgrade(protocol, kv) => {
             crate::l4p::route::route(rt, stream, kv, &protocol, conn).await?
         }
         Verdict::Close => return None,
     };
-    let s = connect::tcp(rt, addr)
+    let addr = target.addr;
+    let mut s = connect::tcp(rt, addr)
         .await
         .map_err(|e| warn!(listener = %label, "connect to {addr} failed: {e}"))
         .ok()?;
+    if let Some(v) = target.header {
+        let header = crate::l4p::proxy_protocol::encode(v, conn.peer, conn.local);
+        s.write_all(&header)
+            .await
+            .map_err(|e| warn!(listener = %label, "PROXY header to {addr} failed: {e}"))
+            .ok()?;
+    }
     Some((s, rt.health.track(addr)))
 }
 
 /// What a legacy rule list picked.
 pub enum LegacyPick {
-    Target(SocketAddr),
+    Target(Target),
     /// `destination.type: resolver`: hand the connection to that resolver (0.9.2 dropped it).
     Resolver(String),
     None,
@@ -210,7 +270,10 @@ pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> 
             )
             .await
             {
-                Some(a) => LegacyPick::Target(a),
+                Some(addr) => LegacyPick::Target(Target {
+                    addr,
+                    header: f.proxy_protocol,
+                }),
                 None => LegacyPick::None,
             }
         }

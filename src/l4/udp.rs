@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 use vane_actors::catch::CatchUnwind;
 
 use super::session::{self, Conn};
-use crate::config::{Entry, ListenerDoc, ListenerKey};
+use crate::config::{Entry, Listener, ListenerDoc, ListenerKey};
 use crate::flow::exec::{self, Decision};
 use crate::runtime::Runtime;
 
@@ -106,19 +106,21 @@ pub async fn recv_loop(rt: Arc<Runtime>, key: ListenerKey, socket: Arc<UdpSocket
 
 async fn decide(
     rt: &Runtime,
-    entry: &Entry<ListenerDoc>,
+    entry: &Entry<Listener>,
     conn: &Conn,
     first: &[u8],
 ) -> Option<SocketAddr> {
     let label = conn.key.to_string();
     let work = async {
-        match &entry.doc {
+        match &entry.doc.mode {
             ListenerDoc::Flow(flow) => {
                 let mut kv = session::base_kv(conn);
                 let peek = &first[..first.len().min(rt.settings.udp_detect_limit)];
                 kv.set("req.peek_buffer_hex", hex::encode(peek));
                 match exec::run(flow, &mut kv, rt).await {
-                    Ok(Decision::Proxy(up)) => super::connect::address(rt, &up, &label).await,
+                    Ok(Decision::Proxy(to)) => {
+                        super::connect::address(rt, &to.upstream, &label).await
+                    }
                     Ok(Decision::Abort) => None,
                     Ok(Decision::Upgrade { protocol, .. }) => {
                         info!(listener = %label, "UDP upgrade to `{protocol}` is not available in this build; session dropped");
@@ -131,7 +133,7 @@ async fn decide(
                 }
             }
             ListenerDoc::Legacy(rules) => match session::legacy(rt, rules, conn, first).await {
-                session::LegacyPick::Target(a) => Some(a),
+                session::LegacyPick::Target(t) => Some(t.addr),
                 session::LegacyPick::Resolver(name) => {
                     info!(listener = %label, "UDP resolver `{name}`: QUIC inspection is not available in this build; session dropped");
                     None
@@ -148,7 +150,7 @@ async fn decide(
 
 async fn run_session(
     rt: Arc<Runtime>,
-    entry: Arc<Entry<ListenerDoc>>,
+    entry: Arc<Entry<Listener>>,
     listener: Arc<UdpSocket>,
     conn: Conn,
     sess: Arc<Session>,

@@ -3,4 +3,5 @@
 
 pub mod clienthello;
 pub mod http_head;
+pub mod proxy_protocol;
 pub mod route;

@@ -1,7 +1,6 @@
 //! The L4+ stage of a TCP connection: inspect the carrier named by the L4 upgrade without
 //! consuming a byte, publish what it says into the KV, and run the resolver flow.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -11,7 +10,7 @@ use super::clienthello::{self, Assembled};
 use super::http_head;
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
-use crate::l4::connect;
+use crate::l4::connect::{self, Target};
 use crate::l4::session::Conn;
 use crate::runtime::Runtime;
 
@@ -82,14 +81,14 @@ pub async fn peek_client_hello(
     }
 }
 
-/// Runs the L4+ stage; `Some(address)` when the resolver decided to pass the connection on.
+/// Runs the L4+ stage; `Some(target)` when the resolver decided to pass the connection on.
 pub async fn route(
     rt: &Runtime,
     stream: &TcpStream,
     mut kv: Kv,
     protocol: &str,
     conn: &Conn,
-) -> Option<SocketAddr> {
+) -> Option<Target> {
     let label = conn.key.to_string();
     let Some(entry) = rt.config.load().resolvers.get(protocol).cloned() else {
         info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
@@ -143,7 +142,7 @@ pub async fn route(
     metrics::counter!("vane_l4p_inspections_total", "protocol" => protocol.to_string(), "outcome" => outcome).increment(1);
     let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
         match exec::run(&entry.doc, &mut kv, rt).await {
-            Ok(Decision::Proxy(up)) => connect::address(rt, &up, &label).await,
+            Ok(Decision::Proxy(to)) => connect::target(rt, &to, &label).await,
             Ok(Decision::Abort) => None,
             Ok(Decision::Upgrade { protocol: app, .. }) => {
                 info!(listener = %label, "upgrade from `{protocol}` to `{app}`: L7 is not available in this build; connection closed");

@@ -126,7 +126,7 @@ fn target_specs(snap: &Snapshot) -> Vec<TargetSpec> {
         if key.proto != Proto::Tcp {
             continue;
         }
-        match &entry.doc {
+        match &entry.doc.mode {
             ListenerDoc::Legacy(rules) => out.extend(rules.targets().cloned()),
             ListenerDoc::Flow(f) => walk(&f.root, &mut out),
         }
