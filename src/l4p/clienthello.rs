@@ -285,4 +285,4 @@ impl ClientHello {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,4 +4,5 @@
 pub mod clienthello;
 pub mod http_head;
 pub mod proxy_protocol;
+pub mod quic;
 pub mod route;
