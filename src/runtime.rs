@@ -1,6 +1,7 @@
 //! Shared state of a running gateway: what every connection reads (snapshots, registries,
 //! counters) without going through an actor's mailbox.
 
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,11 +18,8 @@ use crate::upstream::balance::Counters;
 use crate::upstream::dns::Dns;
 use crate::upstream::health::HealthRegistry;
 
-/// Where a QUIC packet goes (filled in by the L4+ layer).
-#[derive(Debug, Clone)]
-pub enum QuicRoute {
-    Forward(std::net::SocketAddr),
-}
+/// What the QUIC tables point at: the UDP session that forwards the connection.
+pub type QuicRoute = std::sync::Weak<crate::l4::udp::Session>;
 
 pub struct Runtime {
     pub settings: &'static Settings,
@@ -37,6 +35,49 @@ pub struct Runtime {
     pub memory: Arc<MemoryBudget>,
     pub quic: QuicTablesHandle<QuicRoute>,
     pub started: Instant,
+    /// Bytes of datagrams held by UDP sessions that are still deciding (all listeners).
+    pending: AtomicUsize,
+    /// Bit n set: connection IDs of length n are in the QUIC table (short headers do not
+    /// say how long their DCID is).
+    cid_lens: AtomicU32,
+}
+
+impl Runtime {
+    /// Charges `n` bytes to the global pending budget (`QUIC_GLOBAL_PENDING_BYTES_LIMIT`).
+    pub fn reserve_pending(&self, n: usize) -> bool {
+        let limit = self.settings.quic_global_pending;
+        let ok = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p + n <= limit).then_some(p + n)
+            })
+            .is_ok();
+        metrics::gauge!("vane_quic_pending_bytes").set(self.pending.load(Ordering::Relaxed) as f64);
+        ok
+    }
+
+    pub fn release_pending(&self, n: usize) {
+        self.pending.fetch_sub(
+            n.min(self.pending.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
+        metrics::gauge!("vane_quic_pending_bytes").set(self.pending.load(Ordering::Relaxed) as f64);
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    pub fn note_cid_len(&self, len: usize) {
+        if (1..=20).contains(&len) {
+            self.cid_lens.fetch_or(1 << len, Ordering::Relaxed);
+        }
+    }
+
+    pub fn quic_cid_lens(&self) -> Vec<usize> {
+        let bits = self.cid_lens.load(Ordering::Relaxed);
+        (1..=20).filter(|l| bits & (1 << l) != 0).collect()
+    }
 }
 
 impl Runtime {
@@ -71,6 +112,8 @@ impl Runtime {
             memory: MemoryBudget::new(settings.l7_fixed_limit),
             quic: Arc::new(arc_swap::ArcSwap::from_pointee(QuicTables::new(limits))),
             started: Instant::now(),
+            pending: AtomicUsize::new(0),
+            cid_lens: AtomicU32::new(0),
         })
     }
 }

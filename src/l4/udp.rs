@@ -1,6 +1,11 @@
 //! UDP listeners: datagrams are grouped into sessions by client address. The listener flow
 //! runs once per session; the session's upstream socket and reply path live exactly as long
 //! as the session (one idle timeout for both directions, so late replies are never lost).
+//!
+//! A listener flow that upgrades to `quic` hands the session to QUIC inspection: datagrams
+//! are held (within the pending limits) until the ClientHello is complete, then the `quic`
+//! resolver decides. Forwarded QUIC sessions are registered in the `quic` actor's tables by
+//! connection ID, so a client that moves to a new address keeps its route.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,21 +20,34 @@ use vane_actors::catch::CatchUnwind;
 use super::session::{self, Conn};
 use crate::config::{Entry, Listener, ListenerDoc, ListenerKey};
 use crate::flow::exec::{self, Decision};
+use crate::flow::kv::Kv;
+use crate::l4p::quic::inspect::{Inspector, Limits};
+use crate::l4p::quic::packet;
 use crate::runtime::Runtime;
 
 /// Datagrams queued per session while its flow decides.
 const MAX_PENDING: usize = 64;
 
 enum State {
-    Deciding(Vec<Vec<u8>>),
+    /// The flow (or QUIC inspection) is deciding; datagrams wait here.
+    Deciding {
+        queue: Vec<Vec<u8>>,
+        bytes: usize,
+    },
     Forward(Arc<UdpSocket>),
     Dropping,
 }
 
-struct Session {
+/// One client's UDP session.
+pub struct Session {
     state: Mutex<State>,
     born: Instant,
     last_ms: AtomicU64,
+    /// Where replies go; a migrating QUIC client moves it.
+    client: Mutex<SocketAddr>,
+    /// Every address this session is known under in the listener's map.
+    addrs: Mutex<Vec<SocketAddr>>,
+    wake: tokio::sync::Notify,
 }
 
 impl Session {
@@ -37,9 +55,71 @@ impl Session {
         self.last_ms
             .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
+
+    fn client(&self) -> SocketAddr {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the queued datagrams, giving their bytes back to the global pending budget.
+    fn drain(&self, rt: &Runtime) -> Vec<Vec<u8>> {
+        let mut st = self.state();
+        if let State::Deciding { queue, bytes } = &mut *st {
+            rt.release_pending(*bytes);
+            *bytes = 0;
+            return std::mem::take(queue);
+        }
+        Vec::new()
+    }
 }
 
 type Sessions = Arc<DashMap<SocketAddr, Arc<Session>>>;
+
+/// Hands a datagram to its session.
+fn deliver(rt: &Runtime, s: &Session, data: &[u8]) {
+    s.touch();
+    let mut st = s.state();
+    match &mut *st {
+        State::Deciding { queue, bytes } => {
+            let fits =
+                queue.len() < MAX_PENDING && *bytes + data.len() <= rt.settings.quic_session_buffer;
+            if fits && rt.reserve_pending(data.len()) {
+                queue.push(data.to_vec());
+                *bytes += data.len();
+                s.wake.notify_one();
+            } else {
+                metrics::counter!("vane_udp_dropped_total", "reason" => "pending_full")
+                    .increment(1);
+            }
+        }
+        State::Forward(up) => {
+            let _ = up.try_send(data);
+        }
+        State::Dropping => {}
+    }
+}
+
+/// The session a QUIC packet from an unknown address belongs to, by connection ID.
+fn quic_lookup(rt: &Runtime, data: &[u8]) -> Option<Arc<Session>> {
+    let first = *data.first()?;
+    if first & 0x40 == 0 {
+        return None;
+    }
+    let tables = rt.quic.load();
+    if first & 0x80 != 0 {
+        let len = *data.get(5)? as usize;
+        let dcid = data.get(6..6 + len)?;
+        return tables.by_cid.get(&dcid.to_vec()).and_then(|w| w.upgrade());
+    }
+    rt.quic_cid_lens().into_iter().find_map(|len| {
+        packet::short_dcid(data, len)
+            .and_then(|c| tables.by_cid.get(&c.to_vec()))
+            .and_then(|w| w.upgrade())
+    })
+}
 
 /// Receives until aborted. Sessions end by themselves after `UDP_SESSION_TIMEOUT_SECS` idle.
 pub async fn recv_loop(rt: Arc<Runtime>, key: ListenerKey, socket: Arc<UdpSocket>) {
@@ -59,15 +139,17 @@ pub async fn recv_loop(rt: Arc<Runtime>, key: ListenerKey, socket: Arc<UdpSocket
         };
         let data = &buf[..n];
         if let Some(s) = sessions.get(&peer).map(|s| s.clone()) {
-            s.touch();
-            let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
-            match &mut *st {
-                State::Deciding(q) if q.len() < MAX_PENDING => q.push(data.to_vec()),
-                State::Forward(up) => {
-                    let _ = up.try_send(data);
-                }
-                _ => {}
-            }
+            deliver(&rt, &s, data);
+            continue;
+        }
+        if let Some(s) = quic_lookup(&rt, data) {
+            // A known QUIC connection from a new address: the client migrated.
+            debug!(listener = %label, "QUIC client moved to {peer}");
+            *s.client.lock().unwrap_or_else(|e| e.into_inner()) = peer;
+            s.addrs.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
+            sessions.insert(peer, s.clone());
+            metrics::counter!("vane_quic_migrations_total").increment(1);
+            deliver(&rt, &s, data);
             continue;
         }
         if sessions.len() >= rt.settings.udp_max_sessions {
@@ -80,11 +162,21 @@ pub async fn recv_loop(rt: Arc<Runtime>, key: ListenerKey, socket: Arc<UdpSocket
         let Some(entry) = rt.config.load().listeners.get(&key).cloned() else {
             continue;
         };
+        if !rt.reserve_pending(n) {
+            metrics::counter!("vane_udp_dropped_total", "reason" => "pending_full").increment(1);
+            continue;
+        }
         total.increment(1);
         let sess = Arc::new(Session {
-            state: Mutex::new(State::Deciding(vec![data.to_vec()])),
+            state: Mutex::new(State::Deciding {
+                queue: vec![data.to_vec()],
+                bytes: n,
+            }),
             born: Instant::now(),
             last_ms: AtomicU64::new(0),
+            client: Mutex::new(peer),
+            addrs: Mutex::new(vec![peer]),
+            wake: tokio::sync::Notify::new(),
         });
         sessions.insert(peer, sess.clone());
         let local = socket.local_addr().unwrap_or(peer);
@@ -92,8 +184,12 @@ pub async fn recv_loop(rt: Arc<Runtime>, key: ListenerKey, socket: Arc<UdpSocket
         let (rt2, socket2, sessions2, label2) =
             (rt.clone(), socket.clone(), sessions.clone(), label.clone());
         tokio::spawn(async move {
-            let r = CatchUnwind::new(run_session(rt2, entry, socket2, conn, sess)).await;
-            sessions2.remove(&peer);
+            let r = CatchUnwind::new(run_session(rt2.clone(), entry, socket2, conn, sess.clone()))
+                .await;
+            let _ = sess.drain(&rt2);
+            for a in sess.addrs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                sessions2.remove_if(a, |_, v| Arc::ptr_eq(v, &sess));
+            }
             drop(slot);
             if let Err(msg) = r {
                 metrics::counter!("vane_session_panics_total", "listener" => label2.clone())
@@ -104,12 +200,17 @@ pub async fn recv_loop(rt: Arc<Runtime>, key: ListenerKey, socket: Arc<UdpSocket
     }
 }
 
-async fn decide(
-    rt: &Runtime,
-    entry: &Entry<Listener>,
-    conn: &Conn,
-    first: &[u8],
-) -> Option<SocketAddr> {
+/// What the listener flow decided for a UDP session.
+enum Verdict {
+    Target(SocketAddr),
+    Quic(Kv),
+    /// Drop datagrams until the session goes idle (an explicit abort).
+    Drop,
+    /// End the session now (nothing worth remembering, e.g. garbage).
+    End,
+}
+
+async fn decide(rt: &Runtime, entry: &Entry<Listener>, conn: &Conn, first: &[u8]) -> Verdict {
     let label = conn.key.to_string();
     let work = async {
         match &entry.doc.mode {
@@ -118,34 +219,97 @@ async fn decide(
                 let peek = &first[..first.len().min(rt.settings.udp_detect_limit)];
                 kv.set("req.peek_buffer_hex", hex::encode(peek));
                 match exec::run(flow, &mut kv, rt).await {
-                    Ok(Decision::Proxy(to)) => {
-                        super::connect::address(rt, &to.upstream, &label).await
+                    Ok(Decision::Proxy(to)) => super::connect::address(rt, &to.upstream, &label)
+                        .await
+                        .map_or(Verdict::End, Verdict::Target),
+                    Ok(Decision::Abort) => Verdict::Drop,
+                    Ok(Decision::Upgrade { protocol, .. }) if protocol == "quic" => {
+                        Verdict::Quic(kv)
                     }
-                    Ok(Decision::Abort) => None,
                     Ok(Decision::Upgrade { protocol, .. }) => {
-                        info!(listener = %label, "UDP upgrade to `{protocol}` is not available in this build; session dropped");
-                        None
+                        info!(listener = %label, "UDP upgrade to `{protocol}` is not supported; session dropped");
+                        Verdict::Drop
                     }
                     Err(e) => {
                         warn!(listener = %label, peer = %conn.peer, "flow error: {e}");
-                        None
+                        Verdict::End
                     }
                 }
             }
             ListenerDoc::Legacy(rules) => match session::legacy(rt, rules, conn, first).await {
-                session::LegacyPick::Target(t) => Some(t.addr),
-                session::LegacyPick::Resolver(name) => {
-                    info!(listener = %label, "UDP resolver `{name}`: QUIC inspection is not available in this build; session dropped");
-                    None
+                session::LegacyPick::Target(t) => Verdict::Target(t.addr),
+                session::LegacyPick::Resolver(name) if name == "quic" => {
+                    Verdict::Quic(session::base_kv(conn))
                 }
-                session::LegacyPick::None => None,
+                session::LegacyPick::Resolver(name) => {
+                    info!(listener = %label, "UDP resolver `{name}` is not supported; session dropped");
+                    Verdict::Drop
+                }
+                session::LegacyPick::None => Verdict::End,
             },
         }
     };
     tokio::time::timeout(rt.settings.flow_timeout, work).await.unwrap_or_else(|_| {
         warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
-        None
+        Verdict::End
     })
+}
+
+/// Holds the session's datagrams until their ClientHello is complete, then asks the `quic`
+/// resolver. Returns the target and every datagram held so far (to be forwarded).
+async fn inspect_quic(
+    rt: &Runtime,
+    sess: &Session,
+    kv: Kv,
+    conn: &Conn,
+) -> Option<(SocketAddr, Vec<Vec<u8>>, Vec<u8>)> {
+    let limits = Limits {
+        max_datagrams: rt.settings.quic_max_pending_packets,
+        max_bytes: rt.settings.quic_session_buffer,
+    };
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut inspector: Option<Inspector> = None;
+    let deadline = tokio::time::Instant::now() + rt.settings.quic_pending_timeout;
+    loop {
+        let batch = sess.drain(rt);
+        for d in batch {
+            let insp = match &mut inspector {
+                Some(i) => i,
+                None => match Inspector::new(&d, limits) {
+                    Ok(i) => inspector.insert(i),
+                    Err(e) => {
+                        metrics::counter!("vane_l4p_parse_failures_total", "protocol" => "quic", "error" => "not_initial").increment(1);
+                        debug!(listener = %conn.key, "QUIC inspection: {e}");
+                        return None;
+                    }
+                },
+            };
+            let r = insp.push(&d);
+            held.push(d);
+            match r {
+                Ok(Some(found)) => {
+                    debug!(listener = %conn.key, "QUIC ClientHello complete after {} datagrams", held.len());
+                    held.extend(sess.drain(rt));
+                    let dcid = found.dcid.clone();
+                    let target = crate::l4p::route::route_quic(rt, kv, found, conn).await?;
+                    return Some((target, held, dcid));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    metrics::counter!("vane_l4p_parse_failures_total", "protocol" => "quic", "error" => "malformed").increment(1);
+                    debug!(listener = %conn.key, "QUIC inspection: {e}");
+                    return None;
+                }
+            }
+        }
+        if tokio::time::timeout_at(deadline, sess.wake.notified())
+            .await
+            .is_err()
+        {
+            metrics::counter!("vane_l4p_parse_failures_total", "protocol" => "quic", "error" => "timeout").increment(1);
+            return None;
+        }
+    }
 }
 
 async fn run_session(
@@ -155,42 +319,62 @@ async fn run_session(
     conn: Conn,
     sess: Arc<Session>,
 ) {
-    let first = match &*sess.state.lock().unwrap_or_else(|e| e.into_inner()) {
-        State::Deciding(q) => q.first().cloned().unwrap_or_default(),
+    let first = match &*sess.state() {
+        State::Deciding { queue, .. } => queue.first().cloned().unwrap_or_default(),
         _ => Vec::new(),
     };
-    let target = decide(&rt, &entry, &conn, &first).await;
+    let verdict = decide(&rt, &entry, &conn, &first).await;
     drop(entry);
-    let idle = rt.settings.udp_session_timeout;
-    let upstream = match target {
-        Some(t) => match open_upstream(t).await {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                warn!(listener = %conn.key, "UDP upstream {t}: {e}");
-                rt.health.mark_down(t, &e.to_string());
-                None
-            }
+    drop(first);
+    let (target, mut held, quic_dcid) = match verdict {
+        Verdict::Target(t) => (t, Vec::new(), None),
+        Verdict::Quic(kv) => match inspect_quic(&rt, &sess, kv, &conn).await {
+            Some((t, held, dcid)) => (t, held, Some(dcid)),
+            None => return,
         },
-        None => None,
-    };
-    let queued = {
-        let mut st = sess.state.lock().unwrap_or_else(|e| e.into_inner());
-        let next = match &upstream {
-            Some(u) => State::Forward(u.clone()),
-            None => State::Dropping,
-        };
-        match std::mem::replace(&mut *st, next) {
-            State::Deciding(q) => q,
-            _ => Vec::new(),
+        Verdict::End => return,
+        Verdict::Drop => {
+            let _ = sess.drain(&rt);
+            *sess.state() = State::Dropping;
+            wait_idle(&sess, rt.settings.udp_session_timeout).await;
+            return;
         }
     };
-    let Some(up) = upstream else {
-        wait_idle(&sess, idle).await;
-        return;
+    let up = match open_upstream(target).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(listener = %conn.key, "UDP upstream {target}: {e}");
+            rt.health.mark_down(target, &e.to_string());
+            return;
+        }
     };
-    for d in &queued {
+    held.extend(sess.drain(&rt));
+    *sess.state() = State::Forward(up.clone());
+    for d in &held {
         let _ = up.send(d).await;
     }
+    drop(held);
+    if let Some(dcid) = &quic_dcid {
+        let tables = rt.quic.load();
+        tables.by_cid.insert(dcid.clone(), Arc::downgrade(&sess));
+        tables.by_client.insert(conn.peer, Arc::downgrade(&sess));
+        rt.note_cid_len(dcid.len());
+        metrics::gauge!("vane_quic_sessions").set(tables.by_cid.len() as f64);
+    }
+    relay_replies(&rt, &sess, &up, &listener, quic_dcid.is_some()).await;
+}
+
+/// Sends the upstream's replies to the session's current client address until the session
+/// has been idle (both directions) for `UDP_SESSION_TIMEOUT_SECS`. For QUIC, the server's
+/// chosen connection IDs are learned from its long-header replies.
+async fn relay_replies(
+    rt: &Runtime,
+    sess: &Arc<Session>,
+    up: &UdpSocket,
+    listener: &UdpSocket,
+    quic: bool,
+) {
+    let idle = rt.settings.udp_session_timeout;
     let mut buf = vec![0u8; 65_535];
     loop {
         let last = sess.last_ms.load(Ordering::Relaxed);
@@ -199,10 +383,13 @@ async fn run_session(
             r = up.recv(&mut buf) => match r {
                 Ok(n) => {
                     sess.touch();
-                    let _ = listener.send_to(&buf[..n], conn.peer).await;
+                    if quic {
+                        learn_server_cids(rt, sess, &buf[..n]);
+                    }
+                    let _ = listener.send_to(&buf[..n], sess.client()).await;
                 }
                 Err(e) => {
-                    debug!(listener = %conn.key, "UDP upstream recv: {e}");
+                    debug!("UDP upstream recv: {e}");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
@@ -212,6 +399,21 @@ async fn run_session(
                 }
             }
         }
+    }
+}
+
+/// Registers the source connection IDs of the server's long-header packets: the client
+/// will address the server with them, possibly from a new address.
+fn learn_server_cids(rt: &Runtime, sess: &Arc<Session>, mut d: &[u8]) {
+    while let Ok(h) = packet::parse_long(d) {
+        if !h.scid.is_empty() {
+            let tables = rt.quic.load();
+            if tables.by_cid.get(&h.scid).is_none() {
+                tables.by_cid.insert(h.scid.clone(), Arc::downgrade(sess));
+                rt.note_cid_len(h.scid.len());
+            }
+        }
+        d = &d[h.end.min(d.len())..];
     }
 }
 

@@ -160,3 +160,53 @@ pub async fn route(
         None
     })
 }
+
+/// Runs the `quic` resolver for an inspected QUIC connection; `Some(address)` to forward.
+pub async fn route_quic(
+    rt: &Runtime,
+    mut kv: Kv,
+    found: crate::l4p::quic::inspect::Inspected,
+    conn: &Conn,
+) -> Option<std::net::SocketAddr> {
+    let label = conn.key.to_string();
+    let Some(entry) = rt.config.load().resolvers.get("quic").cloned() else {
+        info!(listener = %label, "upgrade to `quic`: no resolver `quic` is configured; session dropped");
+        metrics::counter!("vane_l4p_inspections_total", "protocol" => "quic", "outcome" => "no_resolver").increment(1);
+        return None;
+    };
+    kv.set("conn.layer", "l4p");
+    kv.set("conn.proto.carrier", "quic");
+    kv.set("quic.dcid", hex::encode(&found.dcid));
+    kv.set("quic.scid", hex::encode(&found.scid));
+    kv.set("quic.version", format!("0x{:08x}", found.version));
+    if !found.token.is_empty() {
+        kv.set("quic.token", hex::encode(&found.token));
+    }
+    if let Some(sni) = &found.hello.sni {
+        kv.set("quic.sni", clienthello::normalize_sni(sni));
+    }
+    if !found.hello.alpn.is_empty() {
+        kv.set("quic.alpn", found.hello.alpn.join(","));
+    }
+    metrics::counter!("vane_l4p_inspections_total", "protocol" => "quic", "outcome" => "ok")
+        .increment(1);
+    let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
+        match exec::run(&entry.doc, &mut kv, rt).await {
+            Ok(Decision::Proxy(to)) => connect::address(rt, &to.upstream, &label).await,
+            Ok(Decision::Abort) => None,
+            Ok(Decision::Upgrade { protocol: app, .. }) => {
+                info!(listener = %label, "upgrade from `quic` to `{app}`: HTTP/3 termination is not available in this build; session dropped");
+                None
+            }
+            Err(e) => {
+                warn!(listener = %label, peer = %conn.peer, "resolver `quic` flow error: {e}");
+                None
+            }
+        }
+    })
+    .await;
+    decided.unwrap_or_else(|_| {
+        warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
+        None
+    })
+}

@@ -23,6 +23,10 @@ impl Cert {
         }
     }
 
+    pub fn key_der(&self) -> PrivateKeyDer<'static> {
+        self.key()
+    }
+
     fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()))
     }

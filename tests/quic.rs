@@ -1,0 +1,266 @@
+//! QUIC routed by the SNI of its Initial packets, with real quinn clients and servers: a
+//! ClientHello spread over two Initial packets, two upstreams told apart by SNI, and a client
+//! that changes its address mid-connection.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::tls::Cert;
+use common::*;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A QUIC server answering each bidirectional stream with `<tag>:<request>`.
+fn server(name: &str, tag: &'static str) -> (SocketAddr, Cert, quinn::Endpoint) {
+    let cert = Cert::new(name);
+    let crypto = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key_der())
+        .expect("server crypto");
+    let mut crypto = crypto;
+    crypto.alpn_protocols = vec![big_alpn(0), b"test".to_vec()];
+    let cfg = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(crypto).expect("quic server crypto"),
+    ));
+    let ep = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().expect("addr"))
+        .expect("server endpoint");
+    let addr = ep.local_addr().expect("addr");
+    let e2 = ep.clone();
+    tokio::spawn(async move {
+        while let Some(inc) = e2.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = inc.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let Ok(req) = recv.read_to_end(64 * 1024).await else {
+                        return;
+                    };
+                    let mut reply = format!("{tag}:").into_bytes();
+                    reply.extend_from_slice(&req);
+                    let _ = send.write_all(&reply).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    (addr, cert, ep)
+}
+
+fn big_alpn(i: usize) -> Vec<u8> {
+    format!("proto-{i}-{}", "x".repeat(190)).into_bytes()
+}
+
+fn client(roots: &[&Cert], big_hello: bool) -> quinn::Endpoint {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(c.der.clone()).expect("root");
+    }
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    crypto.alpn_protocols = if big_hello {
+        // Ten 200-byte ALPN names push the ClientHello past one datagram.
+        (0..10).map(big_alpn).collect()
+    } else {
+        vec![b"test".to_vec()]
+    };
+    let cfg = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("quic client crypto"),
+    ));
+    let mut ep =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    ep.set_default_client_config(cfg);
+    ep
+}
+
+async fn ask(conn: &quinn::Connection, msg: &str) -> Option<String> {
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    send.write_all(msg.as_bytes()).await.ok()?;
+    send.finish().ok()?;
+    let r = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(64 * 1024))
+        .await
+        .ok()?
+        .ok()?;
+    String::from_utf8(r).ok()
+}
+
+fn quic_config(cfg: &ConfigDir, port: u16, a: SocketAddr, b: SocketAddr) {
+    cfg.write(
+        &format!("listener/[{port}]/udp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
+    );
+    cfg.write(
+        "resolver/quic.yaml",
+        &format!(
+            "connection:\n  internal.common.match:\n    input: {{ left: \"{{{{quic.sni}}}}\", right: a.test }}\n    output:\n      \"true\": {{ internal.transport.proxy: {{ input: {{ target.ip: 127.0.0.1, target.port: {} }} }} }}\n      \"false\": {{ internal.transport.proxy: {{ input: {{ target.ip: 127.0.0.1, target.port: {} }} }} }}\n",
+            a.port(),
+            b.port()
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_is_routed_by_sni_even_when_the_client_hello_spans_two_packets() {
+    let (a, cert_a, _sa) = server("a.test", "A");
+    let (b, cert_b, _sb) = server("b.test", "B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    quic_config(&cfg, port, a, b);
+    let v = Vane::spawn(&cfg, &[]);
+    assert!(
+        v.wait_log(
+            &format!("Udp listener on port {port} is UP"),
+            Duration::from_secs(10)
+        ),
+        "{}",
+        v.logs()
+    );
+    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    let ep = client(&[&cert_a, &cert_b], true);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(vane, "a.test").expect("connect"),
+    )
+    .await
+    .expect("in time")
+    .expect("QUIC handshake with A through vane");
+    assert_eq!(ask(&conn, "hello").await.as_deref(), Some("A:hello"));
+    assert!(
+        v.logs()
+            .contains("QUIC ClientHello complete after 2 datagrams"),
+        "the big ClientHello spanned two Initial packets\n{}",
+        v.logs()
+    );
+
+    let ep2 = client(&[&cert_a, &cert_b], false);
+    let conn_b = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep2.connect(vane, "b.test").expect("connect"),
+    )
+    .await
+    .expect("in time")
+    .expect("QUIC handshake with B");
+    assert_eq!(ask(&conn_b, "hi").await.as_deref(), Some("B:hi"));
+    assert_eq!(
+        ask(&conn, "again").await.as_deref(),
+        Some("A:again"),
+        "A's connection is unaffected"
+    );
+    assert!(
+        v.metric("vane_l4p_inspections_total{protocol=\"quic\",outcome=\"ok\"}")
+            .unwrap_or(0.0)
+            >= 2.0,
+        "{}",
+        v.metrics_text()
+    );
+}
+
+/// A NAT in front of the client whose public port can change (NAT rebinding): the client
+/// keeps its connection IDs and does not know its address changed.
+struct Nat {
+    outer: SocketAddr,
+    inner: Arc<std::sync::Mutex<Arc<tokio::net::UdpSocket>>>,
+    outer_sock: Arc<tokio::net::UdpSocket>,
+    client: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+}
+
+impl Nat {
+    async fn start(to: SocketAddr) -> Nat {
+        let outer_sock = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+        let inner = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+        let nat = Nat {
+            outer: outer_sock.local_addr().expect("addr"),
+            inner: Arc::new(std::sync::Mutex::new(inner.clone())),
+            outer_sock: outer_sock.clone(),
+            client: Arc::new(std::sync::Mutex::new(None)),
+        };
+        let (o, i, c) = (outer_sock.clone(), nat.inner.clone(), nat.client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok((n, from)) = o.recv_from(&mut buf).await {
+                *c.lock().expect("lock") = Some(from);
+                let sock = i.lock().expect("lock").clone();
+                let _ = sock.send_to(&buf[..n], to).await;
+            }
+        });
+        nat.pump(inner);
+        nat
+    }
+
+    fn pump(&self, inner: Arc<tokio::net::UdpSocket>) {
+        let (o, c) = (self.outer_sock.clone(), self.client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok(n) = inner.recv(&mut buf).await {
+                let to = *c.lock().expect("lock");
+                if let Some(to) = to {
+                    let _ = o.send_to(&buf[..n], to).await;
+                }
+            }
+        });
+    }
+
+    /// The NAT picks a new public port.
+    async fn rebind(&self) {
+        let fresh = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+        *self.inner.lock().expect("lock") = fresh.clone();
+        self.pump(fresh);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_address_changes_keeps_its_route() {
+    let (a, cert_a, _sa) = server("a.test", "A");
+    let (b, _cert_b, _sb) = server("b.test", "B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    quic_config(&cfg, port, a, b);
+    let v = Vane::spawn(&cfg, &[]);
+    assert!(v.wait_log(
+        &format!("Udp listener on port {port} is UP"),
+        Duration::from_secs(10)
+    ));
+    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let nat = Nat::start(vane).await;
+    let ep = client(&[&cert_a], false);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(nat.outer, "a.test").expect("connect"),
+    )
+    .await
+    .expect("in time")
+    .expect("handshake");
+    assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
+    nat.rebind().await;
+    assert_eq!(
+        ask(&conn, "after move").await.as_deref(),
+        Some("A:after move"),
+        "routed by connection ID from the new address"
+    );
+    assert!(
+        v.metric("vane_quic_migrations_total").unwrap_or(0.0) >= 1.0,
+        "{}",
+        v.metrics_text()
+    );
+}
