@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod quic;
 pub mod tls;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";

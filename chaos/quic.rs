@@ -1,0 +1,199 @@
+//! Chaos for QUIC: panic the `quic` actor while QUIC connections are active (it restarts with
+//! empty tables, traffic resumes on the sticky path, the process lives), and flood the QUIC
+//! port with garbage and half-finished Initials (pending memory stays bounded and real clients
+//! still get through).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::quic::{ask, client, server};
+use common::*;
+
+fn setup(cfg: &ConfigDir, a: SocketAddr) -> u16 {
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/udp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
+    );
+    cfg.write("resolver/quic.yaml", &format!("connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {} }}\n", a.port()));
+    port
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_the_quic_actor_keeps_connections_flowing() {
+    let (a, cert, _s) = server("a.test", "A");
+    let cfg = ConfigDir::new();
+    let port = setup(&cfg, a);
+    let mut v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![],
+            wait_ports: vec![],
+        },
+    );
+    assert!(v.wait_log(
+        &format!("Udp listener on port {port} is UP"),
+        Duration::from_secs(10)
+    ));
+    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let ep = client(&[&cert], false);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(vane, "a.test").expect("connect"),
+    )
+    .await
+    .expect("in time")
+    .expect("handshake");
+    assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
+    assert!(
+        wait_until(Duration::from_secs(2), || v
+            .metric("vane_quic_sessions")
+            .unwrap_or(0.0)
+            >= 1.0),
+        "{}",
+        v.metrics_text()
+    );
+
+    assert_eq!(v.post("/chaos/panic/quic").0, 202);
+    assert!(
+        wait_until(Duration::from_secs(5), || v.actor("quic")
+            == Some(("running".into(), 1))),
+        "{:?}",
+        v.actor("quic")
+    );
+    assert!(wait_until(Duration::from_secs(3), || v
+        .metric("vane_actor_restarts_total{actor=\"quic\"}")
+        == Some(1.0)));
+    assert_eq!(
+        ask(&conn, "during").await.as_deref(),
+        Some("A:during"),
+        "the open connection resumes on the sticky path"
+    );
+    let ep2 = client(&[&cert], false);
+    let conn2 = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep2.connect(vane, "a.test").expect("connect"),
+    )
+    .await
+    .expect("in time")
+    .expect("new handshake after restart");
+    assert_eq!(ask(&conn2, "new").await.as_deref(), Some("A:new"));
+    assert!(v.alive());
+}
+
+/// Random datagrams and Initial-looking headers with random payloads from `127.0.0.2`.
+fn flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicUsize>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let socks: Vec<UdpSocket> = (0..64)
+            .filter_map(|_| UdpSocket::bind("127.0.0.2:0").ok())
+            .collect();
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut i = 0usize;
+        while !stop.load(Ordering::SeqCst) && i < 200_000 {
+            let mut d: Vec<u8> = (0..1200).map(|_| rnd() as u8).collect();
+            if i % 2 == 0 {
+                // A well-formed v1 Initial header (random DCID, length to the end), random body.
+                d[0] = 0xc3;
+                d[1..5].copy_from_slice(&1u32.to_be_bytes());
+                d[5] = 8;
+                d[14] = 0;
+                d[15] = 0;
+                let len = (1200 - 18) as u16 | 0x4000;
+                d[16..18].copy_from_slice(&len.to_be_bytes());
+            }
+            let _ = socks[i % socks.len()].send_to(&d, ("127.0.0.1", port));
+            sent.fetch_add(1, Ordering::SeqCst);
+            i += 1;
+            if i % 2000 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_flood_stays_within_the_pending_limits_and_real_clients_get_through() {
+    let (a, cert, _s) = server("a.test", "A");
+    let cfg = ConfigDir::new();
+    let port = setup(&cfg, a);
+    let limit = 2 * 1024 * 1024;
+    let mut v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("QUIC_GLOBAL_PENDING_BYTES_LIMIT", limit.to_string()),
+                ("LOG_LEVEL", "info".into()),
+            ],
+            wait_ports: vec![],
+        },
+    );
+    assert!(v.wait_log(
+        &format!("Udp listener on port {port} is UP"),
+        Duration::from_secs(10)
+    ));
+    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let rss_before = rss_kib(v.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flooder = flood(port, stop.clone(), sent.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut max_pending = 0.0f64;
+    let mut ok = 0;
+    for i in 0..3 {
+        let ep = client(&[&cert], false);
+        let conn = tokio::time::timeout(
+            Duration::from_secs(10),
+            ep.connect(vane, "a.test").expect("connect"),
+        )
+        .await
+        .expect("in time")
+        .expect("handshake during the flood");
+        if ask(&conn, &format!("q{i}")).await.as_deref() == Some(format!("A:q{i}").as_str()) {
+            ok += 1;
+        }
+        max_pending = max_pending.max(v.metric("vane_quic_pending_bytes").unwrap_or(0.0));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = flooder.join();
+    assert_eq!(ok, 3, "real clients got through the flood");
+    assert!(sent.load(Ordering::SeqCst) > 1000, "the flood ran");
+    assert!(
+        max_pending <= limit as f64,
+        "pending bytes {max_pending} within {limit}"
+    );
+    let grew = rss_kib(v.pid()).saturating_sub(rss_before);
+    assert!(grew < 64 * 1024, "RSS grew by {grew} KiB");
+    assert!(
+        v.metric("vane_l4p_parse_failures_total{protocol=\"quic\",error=\"malformed\"}")
+            .unwrap_or(0.0)
+            + v.metric("vane_l4p_parse_failures_total{protocol=\"quic\",error=\"not_initial\"}")
+                .unwrap_or(0.0)
+            > 100.0,
+        "{}",
+        v.metrics_text()
+    );
+    assert!(v.alive());
+}
