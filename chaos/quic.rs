@@ -114,7 +114,7 @@ fn flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicUsize>) -> std::threa
         let mut i = 0usize;
         while !stop.load(Ordering::SeqCst) && i < 200_000 {
             let mut d: Vec<u8> = (0..1200).map(|_| rnd() as u8).collect();
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 // A well-formed v1 Initial header (random DCID, length to the end), random body.
                 d[0] = 0xc3;
                 d[1..5].copy_from_slice(&1u32.to_be_bytes());
@@ -127,7 +127,7 @@ fn flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicUsize>) -> std::threa
             let _ = socks[i % socks.len()].send_to(&d, ("127.0.0.1", port));
             sent.fetch_add(1, Ordering::SeqCst);
             i += 1;
-            if i % 2000 == 0 {
+            if i.is_multiple_of(2000) {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
