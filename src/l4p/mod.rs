@@ -2,6 +2,7 @@
 //! then routed by a resolver flow.
 
 pub mod clienthello;
+pub mod fuzzing;
 pub mod http_head;
 pub mod proxy_protocol;
 pub mod quic;
