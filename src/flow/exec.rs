@@ -176,8 +176,7 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
         let outcome = match &step.plugin {
             PluginRef::Builtin(spec) => {
                 let o = builtin(spec.kind, &r, rt)?;
-                metrics::histogram!("vane_plugin_duration_seconds", "plugin" => step.name.clone())
-                    .record(started.elapsed().as_secs_f64());
+                step.record_duration(started.elapsed().as_secs_f64());
                 o
             }
             PluginRef::External(p) => {

@@ -39,6 +39,14 @@ pub struct Step {
     pub at: String,
     /// Pre-compiled regex for `internal.common.match` with a literal pattern.
     pub regex: Option<Arc<regex::Regex>>,
+    /// `vane_plugin_duration_seconds{plugin}` handle, looked up once per step, not per run.
+    pub timer: std::sync::OnceLock<metrics::Histogram>,
+}
+
+impl Step {
+    pub fn record_duration(&self, secs: f64) {
+        self.timer.get_or_init(|| metrics::histogram!("vane_plugin_duration_seconds", "plugin" => self.name.clone())).record(secs);
+    }
 }
 
 impl Step {

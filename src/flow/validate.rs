@@ -181,6 +181,7 @@ fn compile_step(
         output,
         at: at.clone(),
         regex: None,
+        timer: std::sync::OnceLock::new(),
     };
     check_semantics(&mut step, cx, pr);
     Some(step)

@@ -79,6 +79,19 @@ pub async fn address(rt: &Runtime, up: &Upstream, rule: &str) -> Option<SocketAd
     )
 }
 
+/// `vane_upstream_requests_total{target,outcome}` handles, cached so that a connection does not
+/// format labels and search the registry.
+fn outcome_counter(addr: SocketAddr, ok: bool) -> metrics::Counter {
+    static CACHE: std::sync::OnceLock<dashmap::DashMap<(SocketAddr, bool), metrics::Counter>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(dashmap::DashMap::new);
+    if let Some(c) = cache.get(&(addr, ok)) {
+        return c.clone();
+    }
+    let outcome = if ok { "connected" } else { "connect_failed" };
+    cache.entry((addr, ok)).or_insert_with(|| metrics::counter!("vane_upstream_requests_total", "target" => addr.to_string(), "outcome" => outcome)).clone()
+}
+
 /// Connects with the configured timeout and no-delay; a failure marks the target down.
 pub async fn tcp(rt: &Runtime, addr: SocketAddr) -> io::Result<TcpStream> {
     let r = match tokio::time::timeout(rt.settings.connect_timeout, TcpStream::connect(addr)).await
@@ -89,12 +102,12 @@ pub async fn tcp(rt: &Runtime, addr: SocketAddr) -> io::Result<TcpStream> {
     match r {
         Ok(s) => {
             let _ = s.set_nodelay(true);
-            metrics::counter!("vane_upstream_requests_total", "target" => addr.to_string(), "outcome" => "connected").increment(1);
+            outcome_counter(addr, true).increment(1);
             Ok(s)
         }
         Err(e) => {
             rt.health.mark_down(addr, &e.to_string());
-            metrics::counter!("vane_upstream_requests_total", "target" => addr.to_string(), "outcome" => "connect_failed").increment(1);
+            outcome_counter(addr, false).increment(1);
             Err(e)
         }
     }
