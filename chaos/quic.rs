@@ -197,3 +197,45 @@ async fn a_garbage_flood_stays_within_the_pending_limits_and_real_clients_get_th
     );
     assert!(v.alive());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_the_udp_listener_keeps_quic_connections() {
+    let (a, cert, _s) = server("a.test", "A");
+    let cfg = ConfigDir::new();
+    let port = setup(&cfg, a);
+    let mut v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![],
+            wait_ports: vec![],
+        },
+    );
+    assert!(v.wait_log(
+        &format!("Udp listener on port {port} is UP"),
+        Duration::from_secs(10)
+    ));
+    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let ep = client(&[&cert], false);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(vane, "a.test").expect("connect"),
+    )
+    .await
+    .expect("in time")
+    .expect("handshake");
+    assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
+    let name = format!("listeners/udp:{port}");
+    assert_eq!(v.post(&format!("/chaos/panic/{name}")).0, 202);
+    assert!(
+        wait_until(Duration::from_secs(5), || v.actor(&name)
+            == Some(("running".into(), 1))),
+        "{:?}",
+        v.actor(&name)
+    );
+    assert_eq!(
+        ask(&conn, "after").await.as_deref(),
+        Some("A:after"),
+        "the session survived the listener restart"
+    );
+    assert!(v.alive());
+}

@@ -35,6 +35,11 @@ pub struct Runtime {
     pub memory: Arc<MemoryBudget>,
     pub quic: QuicTablesHandle<QuicRoute>,
     pub started: Instant,
+    /// UDP listeners' sockets and sessions, surviving listener actor restarts.
+    pub udp_endpoints: dashmap::DashMap<
+        crate::config::ListenerKey,
+        (Arc<tokio::net::UdpSocket>, crate::l4::udp::Sessions),
+    >,
     /// Bytes of datagrams held by UDP sessions that are still deciding (all listeners).
     pending: AtomicUsize,
     /// Bit n set: connection IDs of length n are in the QUIC table (short headers do not
@@ -112,6 +117,7 @@ impl Runtime {
             memory: MemoryBudget::new(settings.l7_fixed_limit),
             quic: Arc::new(arc_swap::ArcSwap::from_pointee(QuicTables::new(limits))),
             started: Instant::now(),
+            udp_endpoints: dashmap::DashMap::new(),
             pending: AtomicUsize::new(0),
             cid_lens: AtomicU32::new(0),
         })

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tracing::info;
 use vane_actors::service::{AbortOnDrop, Guard, Service, ServiceActor, ServiceArgs, StartFuture};
 use vane_actors::supervisor::{ChildSource, ChildSpec};
@@ -48,9 +48,13 @@ impl Service for ListenerService {
                     Proto::Tcp => bind_tcp(addr)
                         .await
                         .map(|l| tokio::spawn(super::tcp::accept_loop(rt.clone(), key, l))),
-                    Proto::Udp => UdpSocket::bind(addr)
-                        .await
-                        .map(|s| tokio::spawn(super::udp::recv_loop(rt.clone(), key, Arc::new(s)))),
+                    Proto::Udp => {
+                        super::udp::endpoint(&rt, key, addr)
+                            .await
+                            .map(|(sock, sessions)| {
+                                tokio::spawn(super::udp::recv_loop(rt.clone(), key, sock, sessions))
+                            })
+                    }
                 };
                 match task {
                     Ok(t) => {
@@ -85,6 +89,10 @@ pub struct Listeners {
 impl ChildSource for Listeners {
     fn desired(&self) -> Vec<(ChildSpec, u64)> {
         let snap = self.rt.config.load();
+        // UDP sockets outlive listener restarts, not the listener's removal.
+        self.rt
+            .udp_endpoints
+            .retain(|k, _| snap.listeners.contains_key(k));
         snap.listeners
             .keys()
             .map(|key| {

@@ -76,7 +76,25 @@ impl Session {
     }
 }
 
-type Sessions = Arc<DashMap<SocketAddr, Arc<Session>>>;
+/// A UDP listener's sessions by client address.
+pub type Sessions = Arc<DashMap<SocketAddr, Arc<Session>>>;
+
+/// The socket and sessions of a UDP listener. They are kept in the runtime across restarts of
+/// the listener actor, so a restart neither loses datagrams queued in the socket nor forgets
+/// the sessions (and QUIC connections) in flight; only removing the listener drops them.
+pub async fn endpoint(
+    rt: &Runtime,
+    key: ListenerKey,
+    addr: SocketAddr,
+) -> std::io::Result<(Arc<UdpSocket>, Sessions)> {
+    if let Some(e) = rt.udp_endpoints.get(&key) {
+        return Ok(e.value().clone());
+    }
+    let sock = Arc::new(UdpSocket::bind(addr).await?);
+    let e = (sock, Sessions::default());
+    rt.udp_endpoints.insert(key, e.clone());
+    Ok(e)
+}
 
 /// Hands a datagram to its session.
 fn deliver(rt: &Runtime, s: &Session, data: &[u8]) {
@@ -122,9 +140,13 @@ fn quic_lookup(rt: &Runtime, data: &[u8]) -> Option<Arc<Session>> {
 }
 
 /// Receives until aborted. Sessions end by themselves after `UDP_SESSION_TIMEOUT_SECS` idle.
-pub async fn recv_loop(rt: Arc<Runtime>, key: ListenerKey, socket: Arc<UdpSocket>) {
+pub async fn recv_loop(
+    rt: Arc<Runtime>,
+    key: ListenerKey,
+    socket: Arc<UdpSocket>,
+    sessions: Sessions,
+) {
     let label = key.to_string();
-    let sessions: Sessions = Arc::new(DashMap::new());
     let total = metrics::counter!("vane_connections_total", "listener" => label.clone(), "protocol" => "udp");
     let mut buf = vec![0u8; 65_535];
     loop {
