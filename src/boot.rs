@@ -45,7 +45,8 @@ pub fn check(dir: &Path) -> i32 {
         eprintln!("{}: not a directory", dir.display());
         return 1;
     }
-    let loaded = load::load(dir, None);
+    let mut loaded = load::load(dir, None);
+    loaded.problems.extend(crate::certs::load(dir, None).1);
     for p in &loaded.problems {
         match p.severity {
             Severity::Error => println!("{p}"),
@@ -92,7 +93,16 @@ pub async fn run(dir: &Path) -> i32 {
         error!("cannot prepare config dir {}: {e}", dir.display());
         return 1;
     }
-    let loaded = load::load(dir, None);
+    match crate::certs::ensure_default(dir) {
+        Ok(true) => info!(
+            "✓ generated a self-signed default certificate in {}",
+            dir.join("certs").display()
+        ),
+        Ok(false) => {}
+        Err(e) => warn!("cannot create the default certificate: {e}"),
+    }
+    let mut loaded = load::load(dir, None);
+    loaded.problems.extend(crate::certs::load(dir, None).1);
     for p in &loaded.problems {
         match p.severity {
             Severity::Error => error!("{p}"),

@@ -4,6 +4,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod boot;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod flow;

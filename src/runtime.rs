@@ -35,6 +35,8 @@ pub struct Runtime {
     pub memory: Arc<MemoryBudget>,
     pub quic: QuicTablesHandle<QuicRoute>,
     pub started: Instant,
+    /// Certificates of `certs/`, published by `registries/certs`.
+    pub certs: arc_swap::ArcSwap<crate::certs::CertStore>,
     /// UDP listeners' sockets and sessions, surviving listener actor restarts.
     pub udp_endpoints: dashmap::DashMap<
         crate::config::ListenerKey,
@@ -117,6 +119,7 @@ impl Runtime {
             memory: MemoryBudget::new(settings.l7_fixed_limit),
             quic: Arc::new(arc_swap::ArcSwap::from_pointee(QuicTables::new(limits))),
             started: Instant::now(),
+            certs: arc_swap::ArcSwap::from_pointee(crate::certs::CertStore::default()),
             udp_endpoints: dashmap::DashMap::new(),
             pending: AtomicUsize::new(0),
             cid_lens: AtomicU32::new(0),

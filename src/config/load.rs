@@ -338,6 +338,7 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
             }
         }
     }
+    snap.certs_stamp = crate::certs::fingerprint(root);
     cross_checks(&snap, &mut pass.problems);
     Loaded {
         snapshot: snap,
@@ -427,6 +428,7 @@ pub struct Changes {
     pub applications: Vec<String>,
     pub nodes: bool,
     pub plugins: bool,
+    pub certs: bool,
 }
 
 impl Changes {
@@ -477,5 +479,6 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
         nodes: !Arc::ptr_eq(&old.nodes, &new.nodes) && old.nodes.source != new.nodes.source,
         plugins: !Arc::ptr_eq(&old.plugins, &new.plugins)
             && old.plugins.source != new.plugins.source,
+        certs: old.certs_stamp != new.certs_stamp,
     }
 }

@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub applications: BTreeMap<String, Arc<Entry<Flow>>>,
     pub nodes: Arc<Entry<nodes::Nodes>>,
     pub plugins: Arc<Entry<plugins::ExternalPlugins>>,
+    /// Change stamp of `certs/` (the certs registry reloads when it moves).
+    pub certs_stamp: u64,
 }
 
 impl<T: Default> Default for Entry<T> {

@@ -161,6 +161,9 @@ fn describe(c: &Changes) -> String {
     if c.plugins {
         parts.push("plugins".into());
     }
+    if c.certs {
+        parts.push("certificates".into());
+    }
     parts.join("; ")
 }
 
@@ -178,6 +181,9 @@ fn owners(c: &Changes) -> Vec<String> {
     }
     if c.plugins {
         out.push("registries/plugins".to_string());
+    }
+    if c.certs {
+        out.push("registries/certs".to_string());
     }
     out
 }

@@ -176,6 +176,18 @@ async fn handle(rt: Arc<Runtime>, token: String, req: Req) -> Resp {
                 .collect();
             ok(json!({"internal": internal, "external": external}))
         }
+        (Method::GET, "/certs") => {
+            let store = rt.certs.load();
+            let list: Vec<_> = store
+                .by_id
+                .values()
+                .map(|c| {
+                    let not_after = c.not_after.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
+                    json!({"id": c.id, "not_after_unix": not_after, "chain_len": c.key.cert.len(), "auto_generated": c.id == "default"})
+                })
+                .collect();
+            ok(json!(list))
+        }
         (Method::GET, "/system") => ok(
             json!({"package": {"name": "vane", "version": env!("CARGO_PKG_VERSION")}, "runtime": {"arch": std::env::consts::ARCH, "platform": std::env::consts::OS}}),
         ),

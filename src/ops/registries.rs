@@ -42,41 +42,32 @@ impl Service for PluginsRegistry {
     }
 }
 
-/// `registries/certs`: the certificate pairs in `certs/` (ids by file stem).
+/// `registries/certs`: the certificate store of `certs/` (a pair that fails keeps its last good
+/// version; problems are logged against their files).
 pub struct CertsRegistry(pub Arc<Runtime>);
 
 impl Service for CertsRegistry {
     fn start(&self) -> StartFuture {
-        let dir = self.0.config.dir().join("certs");
+        let rt = self.0.clone();
         Box::pin(async move {
-            let ids = cert_ids(&dir);
-            metrics::gauge!("vane_certificates").set(ids.len() as f64);
-            Ok(Guard::new(ids))
+            let root = rt.config.dir().to_path_buf();
+            let current = rt.certs.load_full();
+            let (store, problems) =
+                tokio::task::spawn_blocking(move || crate::certs::load(&root, Some(&current)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            for p in &problems {
+                tracing::warn!("{p}");
+            }
+            metrics::gauge!("vane_certificates").set(store.by_id.len() as f64);
+            tracing::debug!(
+                "certificates: {}",
+                store.by_id.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            rt.certs.store(Arc::new(store));
+            Ok(Guard::new(()))
         })
     }
-}
-
-/// Certificate ids: stems that have both a key and a `.crt`/`.pem` chain.
-pub fn cert_ids(dir: &std::path::Path) -> Vec<String> {
-    let mut certs = HashSet::new();
-    let mut keys = HashSet::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        let (Some(stem), Some(ext)) = (
-            p.file_stem().and_then(|s| s.to_str()),
-            p.extension().and_then(|s| s.to_str()),
-        ) else {
-            continue;
-        };
-        match ext {
-            "crt" | "pem" => certs.insert(stem.to_string()),
-            "key" => keys.insert(stem.to_string()),
-            _ => false,
-        };
-    }
-    let mut ids: Vec<String> = certs.intersection(&keys).cloned().collect();
-    ids.sort();
-    ids
 }
 
 /// `registries/health`: probes every TCP target that flows, legacy rules or nodes name.

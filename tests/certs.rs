@@ -1,0 +1,82 @@
+//! The certificate store: the default pair is created at start, new pairs are picked up by
+//! hot reload, and a key that does not match its certificate is refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn pair(name: &str) -> (String, String) {
+    let k = rcgen::KeyPair::generate().expect("key");
+    let c = rcgen::CertificateParams::new(vec![name.to_string()])
+        .expect("params")
+        .self_signed(&k)
+        .expect("cert");
+    (c.pem(), k.serialize_pem())
+}
+
+fn cert_ids(v: &Vane) -> Vec<String> {
+    let (_, body) = v.get("/certs");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    j["data"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn default_pair_at_start_and_new_pairs_on_reload() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, "127.0.0.1:9".parse().expect("addr"));
+    let v = Vane::start(&cfg, &[port]);
+    assert!(
+        cfg.path().join("certs/default.crt").is_file()
+            && cfg.path().join("certs/default.key").is_file()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || cert_ids(&v)
+            == vec!["default".to_string()]),
+        "{:?}",
+        cert_ids(&v)
+    );
+    let (crt, key) = pair("site.test");
+    cfg.write("certs/site.key", &key);
+    cfg.write("certs/site.crt", &crt);
+    assert!(
+        wait_until(Duration::from_millis(2500), || cert_ids(&v)
+            .contains(&"site".to_string())),
+        "{:?}\n{}",
+        cert_ids(&v),
+        v.logs()
+    );
+}
+
+#[test]
+fn check_refuses_a_key_that_does_not_match() {
+    let cfg = ConfigDir::new();
+    let (crt, _) = pair("bad.test");
+    let (_, other_key) = pair("other.test");
+    cfg.write("certs/bad.crt", &crt);
+    cfg.write("certs/bad.key", &other_key);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vane"))
+        .args(["check", "--config"])
+        .arg(cfg.path())
+        .output()
+        .expect("check");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("certs/bad.crt: the key in bad.key does not match this certificate"),
+        "{text}"
+    );
+    assert!(
+        !cfg.path().join("certs/default.crt").exists(),
+        "check writes nothing"
+    );
+}
