@@ -142,3 +142,78 @@ fn json_logs_keep_the_operator_substrings() {
         "LOG_LEVEL=info hides debug lines"
     );
 }
+
+#[test]
+fn flows_are_edited_through_the_api_and_applied_at_once() {
+    let up = Echo::start("API");
+    let cfg = ConfigDir::new();
+    let base = free_port();
+    cfg.tcp_proxy(base, up.addr);
+    let v = Vane::start(&cfg, &[base]);
+    let port = free_port();
+    let flow = format!(
+        r#"{{"connection": {{"internal.transport.proxy": {{"input": {{"target.ip": "127.0.0.1", "target.port": {}}}}}}}}}"#,
+        up.addr.port()
+    );
+    let call = |m: &str, p: &str, b: &str| http_with(v.mgmt, m, p, Some(TOKEN), b);
+
+    assert_eq!(
+        call("POST", &format!("/ports/{port}/tcp/flow/validate"), &flow).0,
+        200
+    );
+    let (code, body) = call("POST", &format!("/ports/{port}/tcp/flow"), &flow);
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        body.contains(&format!("listener/[{port}]/tcp.json")),
+        "{body}"
+    );
+    assert!(
+        cfg.path()
+            .join(format!("listener/[{port}]/tcp.json"))
+            .is_file(),
+        "written where the loader reads"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || ask_once(port, "x").as_deref()
+            == Some("API:x")),
+        "applied without waiting for the watcher\n{}",
+        v.logs()
+    );
+    assert_eq!(
+        call("POST", &format!("/ports/{port}/tcp/flow"), &flow).0,
+        409
+    );
+    let (code, body) = call("GET", &format!("/ports/{port}/tcp/flow"), "");
+    assert_eq!(code, 200);
+    assert!(body.contains("internal.transport.proxy"), "{body}");
+
+    let bad =
+        r#"{"connection": {"internal.transport.proxy": {"input": {"target.ip": "127.0.0.1"}}}}"#;
+    let (code, body) = call("PUT", &format!("/ports/{port}/tcp/flow"), bad);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("missing required parameter `target.port`"),
+        "{body}"
+    );
+    assert_eq!(
+        ask_once(port, "y").as_deref(),
+        Some("API:y"),
+        "the refused edit changed nothing"
+    );
+
+    let resolver = r#"{"connection": {"internal.transport.abort": {}}}"#;
+    assert_eq!(call("PUT", "/resolvers/tls", resolver).0, 200);
+    assert!(
+        cfg.path().join("resolver/tls.json").is_file(),
+        "resolver/, not resolvers/"
+    );
+    assert!(call("GET", "/resolvers", "").1.contains("tls"));
+
+    assert_eq!(
+        call("DELETE", &format!("/ports/{port}/tcp/flow"), "").0,
+        204
+    );
+    assert!(wait_until(Duration::from_secs(2), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    }));
+}

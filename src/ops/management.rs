@@ -108,6 +108,9 @@ async fn handle(rt: Arc<Runtime>, token: String, req: Req) -> Resp {
         return http::respond(StatusCode::UNAUTHORIZED, "text/plain", "");
     }
     tracing::debug!("➜ {} {}", req.method, req.path);
+    if let Some(resp) = super::config_api::route(&rt, &req).await {
+        return resp;
+    }
     match (req.method.clone(), path.as_str()) {
         (Method::GET, "/actors") => {
             let rows: Vec<_> = rt.actors.snapshot().into_iter().map(|a| json!({"name": a.name, "parent": a.parent, "status": a.status.as_str(), "restarts": a.restarts})).collect();

@@ -2,6 +2,7 @@
 //! services.
 
 pub mod chaos;
+pub mod config_api;
 pub mod http;
 pub mod logging;
 pub mod management;

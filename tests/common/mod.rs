@@ -265,6 +265,17 @@ impl Drop for Vane {
 
 /// A one-shot HTTP/1.1 request over a plain socket; (status, body). Status 0 on failure.
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_with(addr, method, path, token, "")
+}
+
+/// The same with a JSON body.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return (0, String::new());
     };
@@ -272,7 +283,7 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> 
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     if s.write_all(req.as_bytes()).is_err() {
         return (0, String::new());
     }
