@@ -368,3 +368,51 @@ fn sigterm_drains_open_connections_then_exits_zero() {
     assert_eq!(v.wait_exit(Duration::from_secs(5)), Some(0));
     assert!(v.logs().contains("shut down gracefully"));
 }
+
+#[test]
+fn udp_by_node_by_domain_and_legacy_rules() {
+    let up = UdpEcho::start("U", Duration::ZERO);
+    let dns = DnsStub::start(&["udp.local"]);
+    let cfg = ConfigDir::new();
+    let (pn, pd, pl, guard) = (free_port(), free_port(), free_port(), free_port());
+    let p = up.addr.port();
+    cfg.write("nodes.yaml", &format!("nodes:\n  - name: dns\n    ips:\n      - {{ address: 127.0.0.1, ports: [{p}], type: ipv4 }}\n"));
+    cfg.write(&format!("listener/[{pn}]/udp.yaml"), &format!("connection:\n  internal.transport.proxy.node:\n    input: {{ target.node: dns, target.port: {p} }}\n"));
+    cfg.write(&format!("listener/[{pd}]/udp.yaml"), &format!("connection:\n  internal.transport.proxy.domain:\n    input: {{ target.domain: udp.local, target.port: {p} }}\n"));
+    cfg.write(
+        &format!("listener/[{pl}]/udp.yaml"),
+        &format!("protocols:\n  - name: all\n    priority: 1\n    detect: {{ method: prefix, pattern: \"ping\" }}\n    destination: {{ type: forward, forward: {{ targets: [ {{ ip: 127.0.0.1, port: {p} }} ] }} }}\n"),
+    );
+    cfg.tcp_proxy(guard, up.addr);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("NAMESERVER1_PORT", dns.port.to_string()),
+                ("NAMESERVER2_PORT", dns.port.to_string()),
+            ],
+            wait_ports: vec![guard],
+        },
+    );
+    for port in [pn, pd, pl] {
+        assert!(v.wait_log(
+            &format!("Udp listener on port {port} is UP"),
+            Duration::from_secs(5)
+        ));
+    }
+    for port in [pn, pd, pl] {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        assert_eq!(
+            udp_ask(&sock, port, "ping", Duration::from_secs(3)).as_deref(),
+            Some("U:ping"),
+            "port {port} (node {pn}, domain {pd}, legacy {pl})\n{}",
+            v.logs()
+        );
+    }
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    assert_eq!(
+        udp_ask(&sock, pl, "other", Duration::from_millis(500)),
+        None,
+        "no legacy rule matches: dropped"
+    );
+}

@@ -19,15 +19,16 @@ pub struct Target {
 
 /// The target of a proxy decision.
 pub async fn target(rt: &Runtime, to: &crate::flow::exec::ProxyTo, rule: &str) -> Option<Target> {
-    let addr = address(rt, &to.upstream, rule).await?;
+    let addr = address(rt, &to.upstream, rule, true).await?;
     Some(Target {
         addr,
         header: to.header,
     })
 }
 
-/// The address a flow's proxy terminator designates, chosen among healthy candidates.
-pub async fn address(rt: &Runtime, up: &Upstream, rule: &str) -> Option<SocketAddr> {
+/// The address a flow's proxy terminator designates, chosen among healthy candidates (TCP
+/// health only applies to TCP targets: `tcp`).
+pub async fn address(rt: &Runtime, up: &Upstream, rule: &str, tcp: bool) -> Option<SocketAddr> {
     let (spec, strategy, key) = match up {
         Upstream::Ip(a) => return Some(*a),
         Upstream::Node {
@@ -65,7 +66,7 @@ pub async fn address(rt: &Runtime, up: &Upstream, rule: &str) -> Option<SocketAd
     let healthy: Vec<SocketAddr> = all
         .iter()
         .copied()
-        .filter(|a| rt.health.is_healthy(a))
+        .filter(|a| !tcp || rt.health.is_healthy(a))
         .collect();
     // With every candidate marked down, still try one: the mark may be stale.
     let pool = if healthy.is_empty() { all } else { healthy };

@@ -267,6 +267,7 @@ pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> 
                 &f.targets,
                 &f.fallbacks,
                 key.as_deref(),
+                conn.key.proto == crate::config::Proto::Tcp,
             )
             .await
             {

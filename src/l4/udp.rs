@@ -241,9 +241,11 @@ async fn decide(rt: &Runtime, entry: &Entry<Listener>, conn: &Conn, first: &[u8]
                 let peek = &first[..first.len().min(rt.settings.udp_detect_limit)];
                 kv.set("req.peek_buffer_hex", hex::encode(peek));
                 match exec::run(flow, &mut kv, rt).await {
-                    Ok(Decision::Proxy(to)) => super::connect::address(rt, &to.upstream, &label)
-                        .await
-                        .map_or(Verdict::End, Verdict::Target),
+                    Ok(Decision::Proxy(to)) => {
+                        super::connect::address(rt, &to.upstream, &label, false)
+                            .await
+                            .map_or(Verdict::End, Verdict::Target)
+                    }
                     Ok(Decision::Abort) => Verdict::Drop,
                     Ok(Decision::Upgrade { protocol, .. }) if protocol == "quic" => {
                         Verdict::Quic(kv)
@@ -366,7 +368,6 @@ async fn run_session(
         Ok(s) => Arc::new(s),
         Err(e) => {
             warn!(listener = %conn.key, "UDP upstream {target}: {e}");
-            rt.health.mark_down(target, &e.to_string());
             return;
         }
     };

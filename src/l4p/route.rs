@@ -192,7 +192,7 @@ pub async fn route_quic(
         .increment(1);
     let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
         match exec::run(&entry.doc, &mut kv, rt).await {
-            Ok(Decision::Proxy(to)) => connect::address(rt, &to.upstream, &label).await,
+            Ok(Decision::Proxy(to)) => connect::address(rt, &to.upstream, &label, false).await,
             Ok(Decision::Abort) => None,
             Ok(Decision::Upgrade { protocol: app, .. }) => {
                 info!(listener = %label, "upgrade from `quic` to `{app}`: HTTP/3 termination is not available in this build; session dropped");

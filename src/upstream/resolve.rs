@@ -29,12 +29,13 @@ pub async fn addresses(rt: &Runtime, spec: &TargetSpec) -> Vec<SocketAddr> {
     }
 }
 
-/// Resolves specs and keeps the healthy addresses.
-pub async fn healthy(rt: &Runtime, specs: &[TargetSpec]) -> Vec<SocketAddr> {
+/// Resolves specs and keeps the healthy addresses. Health comes from TCP probes, so it only
+/// filters TCP targets (`tcp`); a UDP service would fail every TCP probe.
+pub async fn healthy(rt: &Runtime, specs: &[TargetSpec], tcp: bool) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for s in specs {
         for a in addresses(rt, s).await {
-            if rt.health.is_healthy(&a) && !out.contains(&a) {
+            if (!tcp || rt.health.is_healthy(&a)) && !out.contains(&a) {
                 out.push(a);
             }
         }
@@ -50,10 +51,11 @@ pub async fn choose(
     targets: &[TargetSpec],
     fallbacks: &[TargetSpec],
     key: Option<&str>,
+    tcp: bool,
 ) -> Option<SocketAddr> {
-    let mut pool = healthy(rt, targets).await;
+    let mut pool = healthy(rt, targets, tcp).await;
     if pool.is_empty() {
-        pool = healthy(rt, fallbacks).await;
+        pool = healthy(rt, fallbacks, tcp).await;
     }
     if pool.is_empty() {
         tracing::warn!("No available targets for `{rule}`.");
