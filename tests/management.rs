@@ -217,3 +217,39 @@ fn flows_are_edited_through_the_api_and_applied_at_once() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
     }));
 }
+
+#[test]
+fn nodes_are_edited_through_the_api() {
+    let up = Echo::start("N");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(&format!("listener/[{port}]/tcp.yaml"), &format!("connection:\n  internal.transport.proxy.node:\n    input: {{ target.node: web, target.port: {} }}\n", up.addr.port()));
+    let v = Vane::start(&cfg, &[port]);
+    let call = |m: &str, p: &str, b: &str| http_with(v.mgmt, m, p, Some(TOKEN), b);
+    assert_eq!(ask_once(port, "x"), None, "node `web` does not exist yet");
+    let bad =
+        r#"{"name": "web", "ips": [{"address": "not-an-ip", "ports": [80], "type": "ipv4"}]}"#;
+    let (code, body) = call("POST", "/nodes", bad);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("nodes.0.ips.0.address"), "{body}");
+    let good = format!(
+        r#"{{"name": "web", "ips": [{{"address": "127.0.0.1", "ports": [{}], "type": "ipv4"}}]}}"#,
+        up.addr.port()
+    );
+    assert_eq!(call("POST", "/nodes", &good).0, 201);
+    assert!(cfg.path().join("nodes.json").is_file());
+    assert_eq!(
+        ask_once(port, "y").as_deref(),
+        Some("N:y"),
+        "in force when the API answered"
+    );
+    assert_eq!(call("POST", "/nodes", &good).0, 409);
+    let (code, body) = call("GET", "/nodes", "");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("\"source_format\":\"json\"") && body.contains("127.0.0.1"),
+        "{body}"
+    );
+    assert_eq!(call("DELETE", "/nodes/web", "").0, 204);
+    assert_eq!(ask_once(port, "z"), None, "the node is gone");
+}
