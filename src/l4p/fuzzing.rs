@@ -29,8 +29,24 @@ pub fn client_hello(data: &[u8]) {
 }
 
 /// QUIC inspection: the first datagram opens an inspection; the input split in two halves is
-/// also fed as two datagrams.
+/// also fed as two datagrams; and the input is sealed as the plaintext of a valid Initial, so
+/// the frame walker, CRYPTO reassembly and ClientHello parser behind decryption get fuzzed too.
 pub fn quic_initial(data: &[u8]) {
+    let dcid = b"fuzzdcid";
+    if let Some(keys) = super::quic::keys::InitialKeys::client(super::quic::packet::V1, dcid) {
+        let mut plain = data.to_vec();
+        plain.resize(plain.len().max(32), 0);
+        let sealed = keys.seal(super::quic::packet::V1, dcid, b"s", 0, &plain);
+        if let Ok(mut i) = Inspector::new(
+            &sealed,
+            Limits {
+                max_datagrams: 5,
+                max_bytes: 65_536,
+            },
+        ) {
+            let _ = i.push(&sealed);
+        }
+    }
     let limits = Limits {
         max_datagrams: 5,
         max_bytes: 65_536,
