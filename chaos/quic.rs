@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::quic::{ask, client, server};
+use common::quic::{ask, client, connect, server};
 use common::*;
 
 fn setup(cfg: &ConfigDir, a: SocketAddr) -> u16 {
@@ -48,19 +48,9 @@ async fn panicking_the_quic_actor_keeps_connections_flowing() {
             wait_ports: vec![],
         },
     );
-    assert!(v.wait_log(
-        &format!("Udp listener on port {port} is UP"),
-        Duration::from_secs(10)
-    ));
-    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let vane = v.wait_udp(port);
     let ep = client(&[&cert], false);
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        ep.connect(vane, "a.test").expect("connect"),
-    )
-    .await
-    .expect("in time")
-    .expect("handshake");
+    let conn = connect(&ep, vane, "a.test").await;
     assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
     assert!(
         wait_until(Duration::from_secs(2), || v
@@ -87,13 +77,7 @@ async fn panicking_the_quic_actor_keeps_connections_flowing() {
         "the open connection resumes on the sticky path"
     );
     let ep2 = client(&[&cert], false);
-    let conn2 = tokio::time::timeout(
-        Duration::from_secs(10),
-        ep2.connect(vane, "a.test").expect("connect"),
-    )
-    .await
-    .expect("in time")
-    .expect("new handshake after restart");
+    let conn2 = connect(&ep2, vane, "a.test").await;
     assert_eq!(ask(&conn2, "new").await.as_deref(), Some("A:new"));
     assert!(v.alive());
 }
@@ -150,11 +134,7 @@ async fn a_garbage_flood_stays_within_the_pending_limits_and_real_clients_get_th
             wait_ports: vec![],
         },
     );
-    assert!(v.wait_log(
-        &format!("Udp listener on port {port} is UP"),
-        Duration::from_secs(10)
-    ));
-    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let vane = v.wait_udp(port);
     let rss_before = rss_kib(v.pid());
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -164,13 +144,7 @@ async fn a_garbage_flood_stays_within_the_pending_limits_and_real_clients_get_th
     let mut ok = 0;
     for i in 0..3 {
         let ep = client(&[&cert], false);
-        let conn = tokio::time::timeout(
-            Duration::from_secs(10),
-            ep.connect(vane, "a.test").expect("connect"),
-        )
-        .await
-        .expect("in time")
-        .expect("handshake during the flood");
+        let conn = connect(&ep, vane, "a.test").await;
         if ask(&conn, &format!("q{i}")).await.as_deref() == Some(format!("A:q{i}").as_str()) {
             ok += 1;
         }
@@ -210,19 +184,9 @@ async fn restarting_the_udp_listener_keeps_quic_connections() {
             wait_ports: vec![],
         },
     );
-    assert!(v.wait_log(
-        &format!("Udp listener on port {port} is UP"),
-        Duration::from_secs(10)
-    ));
-    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let vane = v.wait_udp(port);
     let ep = client(&[&cert], false);
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        ep.connect(vane, "a.test").expect("connect"),
-    )
-    .await
-    .expect("in time")
-    .expect("handshake");
+    let conn = connect(&ep, vane, "a.test").await;
     assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
     let name = format!("listeners/udp:{port}");
     assert_eq!(v.post(&format!("/chaos/panic/{name}")).0, 202);

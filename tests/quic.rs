@@ -6,9 +6,8 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::quic::{ask, client, server};
+use common::quic::{ask, client, connect, server};
 use common::*;
 
 fn quic_config(cfg: &ConfigDir, port: u16, a: SocketAddr, b: SocketAddr) {
@@ -34,24 +33,10 @@ async fn quic_is_routed_by_sni_even_when_the_client_hello_spans_two_packets() {
     let port = free_port();
     quic_config(&cfg, port, a, b);
     let v = Vane::spawn(&cfg, &[]);
-    assert!(
-        v.wait_log(
-            &format!("Udp listener on port {port} is UP"),
-            Duration::from_secs(10)
-        ),
-        "{}",
-        v.logs()
-    );
-    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let vane = v.wait_udp(port);
 
     let ep = client(&[&cert_a, &cert_b], true);
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        ep.connect(vane, "a.test").expect("connect"),
-    )
-    .await
-    .expect("in time")
-    .expect("QUIC handshake with A through vane");
+    let conn = connect(&ep, vane, "a.test").await;
     assert_eq!(ask(&conn, "hello").await.as_deref(), Some("A:hello"));
     assert!(
         v.logs()
@@ -61,13 +46,7 @@ async fn quic_is_routed_by_sni_even_when_the_client_hello_spans_two_packets() {
     );
 
     let ep2 = client(&[&cert_a, &cert_b], false);
-    let conn_b = tokio::time::timeout(
-        Duration::from_secs(10),
-        ep2.connect(vane, "b.test").expect("connect"),
-    )
-    .await
-    .expect("in time")
-    .expect("QUIC handshake with B");
+    let conn_b = connect(&ep2, vane, "b.test").await;
     assert_eq!(ask(&conn_b, "hi").await.as_deref(), Some("B:hi"));
     assert_eq!(
         ask(&conn, "again").await.as_deref(),
@@ -156,20 +135,10 @@ async fn a_client_whose_address_changes_keeps_its_route() {
     let port = free_port();
     quic_config(&cfg, port, a, b);
     let v = Vane::spawn(&cfg, &[]);
-    assert!(v.wait_log(
-        &format!("Udp listener on port {port} is UP"),
-        Duration::from_secs(10)
-    ));
-    let vane: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let vane = v.wait_udp(port);
     let nat = Nat::start(vane).await;
     let ep = client(&[&cert_a], false);
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        ep.connect(nat.outer, "a.test").expect("connect"),
-    )
-    .await
-    .expect("in time")
-    .expect("handshake");
+    let conn = connect(&ep, nat.outer, "a.test").await;
     assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
     nat.rebind().await;
     assert_eq!(

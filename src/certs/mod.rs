@@ -99,9 +99,8 @@ fn load_pair(id: &str, chain: &Path, key: &Path) -> Result<Cert, String> {
     })
 }
 
-/// The (chain, key) files of every id in `dir` (`.crt` preferred over `.pem`; `.bak` ignored).
-pub fn pairs(dir: &Path) -> BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> {
-    let mut out: BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
+/// The entries of `dir`, sorted (missing dir: none).
+fn sorted_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -109,7 +108,13 @@ pub fn pairs(dir: &Path) -> BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)>
         .map(|e| e.path())
         .collect();
     files.sort();
-    for p in files {
+    files
+}
+
+/// The (chain, key) files of every id in `dir` (`.crt` preferred over `.pem`; `.bak` ignored).
+pub fn pairs(dir: &Path) -> BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> {
+    let mut out: BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
+    for p in sorted_files(dir) {
         let (Some(stem), Some(ext)) = (
             p.file_stem().and_then(|s| s.to_str()),
             p.extension().and_then(|s| s.to_str()),
@@ -166,14 +171,7 @@ pub fn load(root: &Path, previous: Option<&CertStore>) -> (CertStore, Vec<Proble
 pub fn fingerprint(root: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("certs"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    for p in files {
+    for p in sorted_files(&root.join("certs")) {
         p.hash(&mut h);
         if let Ok(m) = std::fs::metadata(&p) {
             m.len().hash(&mut h);

@@ -180,6 +180,19 @@ impl Vane {
         self._logdir.path().join("console.sock")
     }
 
+    /// Waits until the UDP listener on `port` is bound; returns its address.
+    pub fn wait_udp(&self, port: u16) -> SocketAddr {
+        assert!(
+            self.wait_log(
+                &format!("Udp listener on port {port} is UP"),
+                Duration::from_secs(10)
+            ),
+            "{}",
+            self.logs()
+        );
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

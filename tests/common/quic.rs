@@ -88,3 +88,14 @@ pub async fn ask(conn: &quinn::Connection, msg: &str) -> Option<String> {
         .ok()?;
     String::from_utf8(r).ok()
 }
+
+/// Connects through `to` with `sni`, within 10 s.
+pub async fn connect(ep: &quinn::Endpoint, to: SocketAddr, sni: &str) -> quinn::Connection {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(to, sni).expect("connect"),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("QUIC handshake")
+}
