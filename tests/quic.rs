@@ -144,7 +144,8 @@ async fn a_client_whose_address_changes_keeps_its_route() {
     assert_eq!(
         ask(&conn, "after move").await.as_deref(),
         Some("A:after move"),
-        "routed by connection ID from the new address"
+        "routed by connection ID from the new address\n{}",
+        v.logs()
     );
     assert!(
         v.metric("vane_quic_migrations_total").unwrap_or(0.0) >= 1.0,

@@ -47,8 +47,13 @@ impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Looks a key up and refreshes its idle timer.
-    pub fn get(&self, key: &K) -> Option<V> {
+    /// Looks a key up (by any borrowed form, e.g. `&[u8]` for `Vec<u8>` keys) and refreshes
+    /// its idle timer.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slot = self.map.get(key)?;
         slot.last_seen_ms.store(self.now_ms(), Ordering::Relaxed);
         Some(slot.value.clone())

@@ -40,6 +40,8 @@ enum State {
 
 /// One client's UDP session.
 pub struct Session {
+    /// The listener it belongs to (connection IDs are looked up per listener).
+    listener: ListenerKey,
     state: Mutex<State>,
     born: Instant,
     last_ms: AtomicU64,
@@ -120,22 +122,28 @@ fn deliver(rt: &Runtime, s: &Session, data: &[u8]) {
     }
 }
 
-/// The session a QUIC packet from an unknown address belongs to, by connection ID.
-fn quic_lookup(rt: &Runtime, data: &[u8]) -> Option<Arc<Session>> {
+/// The session of this listener a QUIC packet from an unknown address belongs to, by
+/// connection ID (the fixed bit may be greased, so any first byte is tried).
+fn quic_lookup(rt: &Runtime, key: ListenerKey, data: &[u8]) -> Option<Arc<Session>> {
     let first = *data.first()?;
-    if first & 0x40 == 0 {
+    let tables = rt.quic.load();
+    if tables.by_cid.is_empty() {
         return None;
     }
-    let tables = rt.quic.load();
     if first & 0x80 != 0 {
         let len = *data.get(5)? as usize;
         let dcid = data.get(6..6 + len)?;
-        return tables.by_cid.get(&dcid.to_vec()).and_then(|w| w.upgrade());
+        return tables
+            .by_cid
+            .get(dcid)
+            .and_then(|w| w.upgrade())
+            .filter(|s| s.listener == key);
     }
     rt.quic_cid_lens().into_iter().find_map(|len| {
         packet::short_dcid(data, len)
-            .and_then(|c| tables.by_cid.get(&c.to_vec()))
+            .and_then(|c| tables.by_cid.get(c))
             .and_then(|w| w.upgrade())
+            .filter(|s| s.listener == key)
     })
 }
 
@@ -164,7 +172,7 @@ pub async fn recv_loop(
             deliver(&rt, &s, data);
             continue;
         }
-        if let Some(s) = quic_lookup(&rt, data) {
+        if let Some(s) = quic_lookup(&rt, key, data) {
             // A known QUIC connection from a new address: the client migrated.
             debug!(listener = %label, "QUIC client moved to {peer}");
             *s.client.lock().unwrap_or_else(|e| e.into_inner()) = peer;
@@ -190,6 +198,7 @@ pub async fn recv_loop(
         }
         total.increment(1);
         let sess = Arc::new(Session {
+            listener: key,
             state: Mutex::new(State::Deciding {
                 queue: vec![data.to_vec()],
                 bytes: n,
@@ -303,7 +312,7 @@ async fn inspect_quic(
                     Ok(i) => inspector.insert(i),
                     Err(e) => {
                         metrics::counter!("vane_l4p_parse_failures_total", "protocol" => "quic", "error" => "not_initial").increment(1);
-                        debug!(listener = %conn.key, "QUIC inspection: {e}");
+                        debug!(listener = %conn.key, "QUIC inspection: {e} (first bytes {})", hex::encode(&d[..d.len().min(21)]));
                         return None;
                     }
                 },
@@ -428,10 +437,19 @@ async fn relay_replies(
 /// Registers the source connection IDs of the server's long-header packets: the client
 /// will address the server with them, possibly from a new address.
 fn learn_server_cids(rt: &Runtime, sess: &Arc<Session>, mut d: &[u8]) {
+    if d.first().is_some_and(|b| b & 0x80 != 0) {
+        if let Err(e) = packet::parse_long(d) {
+            debug!(
+                "QUIC server reply not parsed: {e} (first bytes {})",
+                hex::encode(&d[..d.len().min(24)])
+            );
+        }
+    }
     while let Ok(h) = packet::parse_long(d) {
         if !h.scid.is_empty() {
             let tables = rt.quic.load();
-            if tables.by_cid.get(&h.scid).is_none() {
+            if tables.by_cid.get(h.scid.as_slice()).is_none() {
+                debug!("QUIC server connection ID {} learned", hex::encode(&h.scid));
                 tables.by_cid.insert(h.scid.clone(), Arc::downgrade(sess));
                 rt.note_cid_len(h.scid.len());
             }

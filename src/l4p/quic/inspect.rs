@@ -136,7 +136,8 @@ impl Inspector {
     /// Starts from the first datagram (which must begin with an Initial packet).
     pub fn new(first: &[u8], limits: Limits) -> Result<Inspector, InspectError> {
         let h = packet::parse_long(first)?;
-        if h.ty != LongType::Initial || h.dcid.len() < 8 {
+        // A client's first Initial precedes any transport parameters, so its fixed bit is set.
+        if first[0] & 0x40 == 0 || h.ty != LongType::Initial || h.dcid.len() < 8 {
             return Err(PacketError::Malformed.into());
         }
         let keys = InitialKeys::client(h.version, &h.dcid).ok_or(PacketError::Malformed)?;

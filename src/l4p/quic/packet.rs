@@ -101,10 +101,11 @@ fn cid(b: &[u8], pos: &mut usize) -> Result<Vec<u8>, PacketError> {
     Ok(v)
 }
 
-/// Parses the long header of the packet starting at `b[0]`.
+/// Parses the long header of the packet starting at `b[0]`. The fixed bit is not required:
+/// peers that negotiated `grease_quic_bit` (RFC 9287) randomise it.
 pub fn parse_long(b: &[u8]) -> Result<LongHeader, PacketError> {
     let first = *b.first().ok_or(PacketError::Truncated)?;
-    if first & 0xc0 != 0xc0 {
+    if first & 0x80 == 0 {
         return Err(PacketError::NotLong);
     }
     let version = u32::from_be_bytes(
@@ -157,10 +158,11 @@ pub fn parse_long(b: &[u8]) -> Result<LongHeader, PacketError> {
     })
 }
 
-/// Destination connection ID of a short-header packet, given the CID length in use.
+/// Destination connection ID of a short-header packet, given the CID length in use (the fixed
+/// bit may be greased, so only the form bit is checked).
 pub fn short_dcid(b: &[u8], len: usize) -> Option<&[u8]> {
     let first = *b.first()?;
-    if first & 0xc0 != 0x40 {
+    if first & 0x80 != 0 {
         return None;
     }
     b.get(1..1 + len)

@@ -114,3 +114,27 @@ fn limits_and_garbage() {
         }
     }
 }
+
+#[test]
+fn greased_fixed_bit_is_accepted_after_the_first_initial() {
+    // RFC 9287: a server's reply may clear the fixed bit; its SCID must still be read.
+    let hello = crate::l4p::clienthello::tests::hello("g.example", &[], 0);
+    let mut reply = client_datagrams(V1, b"abcdefgh", &hello, 4000).remove(0);
+    reply[0] &= !0x40;
+    let h = packet::parse_long(&reply).expect("greased long header parses");
+    assert_eq!(h.scid, b"clientcid".to_vec());
+    assert_eq!(
+        packet::short_dcid(&[0x12, 1, 2, 3, 4], 4),
+        Some(&[1u8, 2, 3, 4][..]),
+        "greased short header"
+    );
+    assert_eq!(
+        packet::short_dcid(&[0x92, 1, 2, 3, 4], 4),
+        None,
+        "long header is not short"
+    );
+    assert!(
+        Inspector::new(&reply, Limits::default()).is_err(),
+        "a client's first Initial has the fixed bit"
+    );
+}
