@@ -71,7 +71,6 @@ impl Runtime {
         metrics::gauge!("vane_quic_pending_bytes").set(self.pending.load(Ordering::Relaxed) as f64);
     }
 
-
     pub fn note_cid_len(&self, len: usize) {
         if (1..=20).contains(&len) {
             self.cid_lens.fetch_or(1 << len, Ordering::Relaxed);

@@ -253,3 +253,61 @@ fn nodes_are_edited_through_the_api() {
     assert_eq!(call("DELETE", "/nodes/web", "").0, 204);
     assert_eq!(ask_once(port, "z"), None, "the node is gone");
 }
+
+#[test]
+fn external_plugins_are_registered_and_really_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Echo::start("P");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        "bin/allow.sh",
+        "#!/bin/sh\nread line\necho '{\"branch\":\"success\"}'\n",
+    );
+    std::fs::set_permissions(
+        cfg.path().join("bin/allow.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let v = Vane::start(&cfg, &[]);
+    let call = |m: &str, p: &str, b: &str| http_with(v.mgmt, m, p, Some(TOKEN), b);
+    let decl = r#"{"name": "gate.allow", "role": "middleware", "driver": {"type": "command", "program": "allow.sh"}, "params": [], "output": ["success", "failure"]}"#;
+    assert_eq!(
+        call("POST", "/plugins/internal.transport.abort", decl).0,
+        400,
+        "built-in names are refused"
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "/plugins/gate.allow",
+            &decl.replace("allow.sh", "../../bin/sh")
+        )
+        .0,
+        400,
+        "programs outside bin/ are refused"
+    );
+    assert_eq!(call("POST", "/plugins/gate.allow", decl).0, 201);
+    let flow = format!(
+        r#"{{"connection": {{"gate.allow": {{"output": {{"success": {{"internal.transport.proxy": {{"input": {{"target.ip": "127.0.0.1", "target.port": {}}}}}}}, "failure": {{"internal.transport.abort": {{}}}}}}}}}}}}"#,
+        up.addr.port()
+    );
+    let (code, body) = call("POST", &format!("/ports/{port}/tcp/flow"), &flow);
+    assert_eq!(
+        code, 201,
+        "a flow naming the new plugin validates at once: {body}"
+    );
+    assert!(wait_until(Duration::from_secs(2), || ask_once(port, "x")
+        .as_deref()
+        == Some("P:x")));
+    let (code, body) = call("DELETE", "/plugins/gate.allow", "");
+    assert_eq!(code, 409, "in use: {body}");
+    assert_eq!(
+        call("DELETE", &format!("/ports/{port}/tcp/flow"), "").0,
+        204
+    );
+    assert_eq!(call("DELETE", "/plugins/gate.allow", "").0, 200);
+    let (code, body) = call("POST", &format!("/ports/{port}/tcp/flow/validate"), &flow);
+    assert_eq!(code, 400, "the plugin is gone from the registry: {body}");
+    assert!(body.contains("unknown plugin `gate.allow`"), "{body}");
+}
