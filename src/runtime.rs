@@ -71,6 +71,17 @@ impl Runtime {
         metrics::gauge!("vane_quic_pending_bytes").set(self.pending.load(Ordering::Relaxed) as f64);
     }
 
+    /// Reloads `certs/` (a failing pair keeps its last good version) and publishes the store.
+    pub fn reload_certs(&self) {
+        let current = self.certs.load_full();
+        let (store, problems) = crate::certs::load(self.config.dir(), Some(&current));
+        for p in &problems {
+            tracing::warn!("{p}");
+        }
+        metrics::gauge!("vane_certificates").set(store.by_id.len() as f64);
+        self.certs.store(Arc::new(store));
+    }
+
     pub fn note_cid_len(&self, len: usize) {
         if (1..=20).contains(&len) {
             self.cid_lens.fetch_or(1 << len, Ordering::Relaxed);

@@ -80,3 +80,39 @@ fn check_refuses_a_key_that_does_not_match() {
         "check writes nothing"
     );
 }
+
+#[test]
+fn certificates_are_uploaded_checked_and_deleted_through_the_api() {
+    let cfg = ConfigDir::new();
+    let v = Vane::start(&cfg, &[]);
+    let call = |m: &str, p: &str, b: &str| http_with(v.mgmt, m, p, Some(TOKEN), b);
+    let (crt, key) = pair("api.test");
+    let (_, other_key) = pair("x.test");
+    let body = |c: &str, k: &str| serde_json::json!({"cert_pem": c, "key_pem": k}).to_string();
+    let (code, text) = call("POST", "/certs/api.test", &body(&crt, &other_key));
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("does not match"), "{text}");
+    assert!(
+        !cfg.path().join("certs/api.test.crt").exists(),
+        "nothing written for a bad pair"
+    );
+    assert_eq!(call("POST", "/certs/api.test", &body(&crt, &key)).0, 201);
+    assert!(
+        cert_ids(&v).contains(&"api.test".to_string()),
+        "in force when the API answered"
+    );
+    let (code, text) = call("GET", "/certs/api.test", "");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("expires_in_days"), "{text}");
+    assert_eq!(
+        call("POST", "/certs/..%2Fetc", &body(&crt, &key)).0,
+        400,
+        "ids are host names"
+    );
+    assert_eq!(call("DELETE", "/certs/default", "").0, 400);
+    assert_eq!(call("DELETE", "/certs/api.test", "").0, 204);
+    assert!(
+        !cert_ids(&v).contains(&"api.test".to_string()),
+        "deleted certificates are unloaded (0.9.2 kept them)"
+    );
+}

@@ -66,6 +66,10 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
 async fn apply(rt: &Runtime) {
     let store = rt.config.clone();
     if let Ok(report) = tokio::task::spawn_blocking(move || store.reload_now()).await {
+        if report.changed.iter().any(|o| o == "registries/certs") {
+            // Certificates too must be in force when the API answers.
+            rt.reload_certs();
+        }
         vane_actors::config::notify_owners(&rt.actors, &report);
     }
 }
@@ -298,6 +302,7 @@ pub async fn route(rt: &Runtime, req: &Req) -> Option<Resp> {
         }
         ["nodes", rest @ ..] => nodes_route(rt, req, rest.first().copied()).await,
         ["plugins", name] if req.method != Method::GET => plugins_route(rt, req, name).await,
+        ["certs", id] => certs_route(rt, req, id).await,
         _ => return None,
     })
 }
@@ -570,4 +575,115 @@ fn flows_using(rt: &Runtime, plugin: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// One certificate: inspect, upload (`{cert_pem, key_pem}`, checked before anything is written)
+/// or delete (`default` cannot be deleted).
+async fn certs_route(rt: &Runtime, req: &Req, id: &str) -> Resp {
+    let valid_id = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*'))
+        && !id.starts_with('.');
+    if !valid_id {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "a certificate id is a host name (letters, digits, . - _ *)",
+        );
+    }
+    let dir = rt.config.dir().join("certs");
+    match req.method {
+        Method::GET => {
+            let store = rt.certs.load();
+            match store.by_id.get(id) {
+                Some(c) => {
+                    let not_after = c
+                        .not_after
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs());
+                    let days = c
+                        .not_after
+                        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+                        .map(|d| d.as_secs() / 86_400);
+                    ok(
+                        StatusCode::OK,
+                        json!({"id": id, "not_after_unix": not_after, "expires_in_days": days, "chain_len": c.key.cert.len()}),
+                    )
+                }
+                None => err(StatusCode::NOT_FOUND, "no such certificate"),
+            }
+        }
+        Method::POST => {
+            let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+                return err(StatusCode::BAD_REQUEST, "invalid JSON");
+            };
+            let (Some(cert), Some(key)) = (
+                body.get("cert_pem").and_then(Value::as_str),
+                body.get("key_pem").and_then(Value::as_str),
+            ) else {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "`cert_pem` and `key_pem` are required",
+                );
+            };
+            // Check the pair in a scratch dir first: nothing bad ever reaches certs/.
+            let Ok(scratch) = tempdir_in(&dir) else {
+                return err(StatusCode::INTERNAL_SERVER_ERROR, "cannot stage the upload");
+            };
+            let staged = (|| -> std::io::Result<()> {
+                std::fs::create_dir_all(scratch.join("certs"))?;
+                std::fs::write(scratch.join("certs").join(format!("{id}.crt")), cert)?;
+                std::fs::write(scratch.join("certs").join(format!("{id}.key")), key)
+            })();
+            let checked = staged.map_err(|e| e.to_string()).and_then(|_| {
+                let (store, problems) = crate::certs::load(&scratch, None);
+                match (store.by_id.contains_key(id), problems.first()) {
+                    (true, _) => Ok(()),
+                    (false, Some(p)) => Err(p.message.clone()),
+                    (false, None) => Err("not a certificate and key pair".to_string()),
+                }
+            });
+            let _ = std::fs::remove_dir_all(&scratch);
+            if let Err(e) = checked {
+                return err(StatusCode::BAD_REQUEST, e);
+            }
+            let written = write_atomic(&dir.join(format!("{id}.key")), key.as_bytes())
+                .and_then(|_| write_atomic(&dir.join(format!("{id}.crt")), cert.as_bytes()));
+            if let Err(e) = written {
+                return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            }
+            apply(rt).await;
+            ok(StatusCode::CREATED, json!({"id": id, "created": true}))
+        }
+        Method::DELETE => {
+            if id == "default" {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "the default certificate cannot be deleted",
+                );
+            }
+            let files: Vec<PathBuf> = ["crt", "pem", "key"]
+                .iter()
+                .map(|e| dir.join(format!("{id}.{e}")))
+                .filter(|p| p.exists())
+                .collect();
+            if files.is_empty() {
+                return err(StatusCode::NOT_FOUND, "no such certificate");
+            }
+            for f in files {
+                let _ = std::fs::remove_file(f);
+            }
+            apply(rt).await;
+            no_content()
+        }
+        _ => err(StatusCode::NOT_FOUND, "no such route"),
+    }
+}
+
+/// A hidden scratch directory next to `dir` (the watcher ignores hidden paths).
+fn tempdir_in(dir: &Path) -> std::io::Result<PathBuf> {
+    let p = dir.join(format!(".upload-{}", crate::l4::session::uuid_v7()));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
 }

@@ -50,21 +50,9 @@ impl Service for CertsRegistry {
     fn start(&self) -> StartFuture {
         let rt = self.0.clone();
         Box::pin(async move {
-            let root = rt.config.dir().to_path_buf();
-            let current = rt.certs.load_full();
-            let (store, problems) =
-                tokio::task::spawn_blocking(move || crate::certs::load(&root, Some(&current)))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            for p in &problems {
-                tracing::warn!("{p}");
-            }
-            metrics::gauge!("vane_certificates").set(store.by_id.len() as f64);
-            tracing::debug!(
-                "certificates: {}",
-                store.by_id.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-            rt.certs.store(Arc::new(store));
+            tokio::task::spawn_blocking(move || rt.reload_certs())
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Guard::new(()))
         })
     }
