@@ -164,3 +164,35 @@ fn http_plugin_envelope_and_breaker_on_a_dead_endpoint() {
         "the second call never reached the endpoint"
     );
 }
+
+#[test]
+fn http_plugins_must_answer_options_to_be_registered() {
+    let (plugin, _hits) = http_plugin(r#"{"status":"success","data":{"branch":"allow"}}"#);
+    let dead = free_port();
+    let cfg = ConfigDir::new();
+    let v = Vane::start(&cfg, &[]);
+    let decl = |url: &str| {
+        format!(
+            r#"{{"name": "h.auth", "role": "middleware", "driver": {{"type": "http", "url": "{url}"}}, "params": [], "output": ["allow", "failure"]}}"#
+        )
+    };
+    let (code, body) = http_with(
+        v.mgmt,
+        "POST",
+        "/plugins/h.auth",
+        Some(TOKEN),
+        &decl(&format!("http://127.0.0.1:{dead}/")),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = http_with(
+        v.mgmt,
+        "POST",
+        "/plugins/h.auth",
+        Some(TOKEN),
+        &decl(&format!("http://{plugin}/check")),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert!(std::fs::read_to_string(cfg.path().join("plugins.json"))
+        .unwrap_or_default()
+        .contains("h.auth"));
+}

@@ -538,20 +538,12 @@ async fn check_reachable(
                 Err(format!("socket {path} does not exist"))
             }
         }
-        Driver::Http { url } => {
-            let authority = url
-                .strip_prefix("http://")
-                .and_then(|r| r.split('/').next())
-                .ok_or("only http:// URLs are supported")?;
-            tokio::time::timeout(
-                std::time::Duration::from_secs(3),
-                tokio::net::TcpStream::connect(authority),
-            )
-            .await
-            .map_err(|_| format!("{url}: no answer within 3 s"))?
-            .map_err(|e| format!("{url}: {e}"))?;
-            Ok(())
-        }
+        Driver::Http { url } => tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            crate::plugins::external::probe_http(url),
+        )
+        .await
+        .map_err(|_| format!("{url}: no answer within 3 s"))?,
     }
 }
 
