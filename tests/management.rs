@@ -311,3 +311,55 @@ fn external_plugins_are_registered_and_really_removed() {
     assert_eq!(code, 400, "the plugin is gone from the registry: {body}");
     assert!(body.contains("unknown plugin `gate.allow`"), "{body}");
 }
+
+#[test]
+fn a_config_exported_from_one_gateway_runs_on_another_and_bad_imports_change_nothing() {
+    let up = Echo::start("X");
+    let src = ConfigDir::new();
+    let port = free_port();
+    src.tcp_proxy(port, up.addr);
+    let a = Vane::start(&src, &[port]);
+    let (code, tgz) = http_bytes(a.mgmt, "GET", "/config/export", b"");
+    assert_eq!(code, 200);
+    assert!(tgz.starts_with(&[0x1f, 0x8b]), "gzip");
+    drop(a);
+
+    let dst = ConfigDir::new();
+    let other = free_port();
+    dst.tcp_proxy(other, up.addr);
+    let b = Vane::start(&dst, &[other]);
+    let bad = {
+        let bad_dir = ConfigDir::new();
+        bad_dir.write(
+            "listener/[1]/tcp.yaml",
+            "connection:\n  internal.nope: {}\n",
+        );
+        vane::ops::archive::export(bad_dir.path()).expect("export")
+    };
+    let (code, body) = http_bytes(b.mgmt, "POST", "/config/import", &bad);
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("unknown plugin"));
+    assert_eq!(
+        ask_once(other, "still").as_deref(),
+        Some("X:still"),
+        "a refused import changes nothing"
+    );
+
+    let (code, body) = http_bytes(b.mgmt, "POST", "/config/import", &tgz);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        wait_until(Duration::from_secs(3), || ask_once(port, "moved")
+            .as_deref()
+            == Some("X:moved")),
+        "the imported listener serves\n{}",
+        b.logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            other
+        ))
+        .is_err()),
+        "the replaced listener is gone"
+    );
+}

@@ -22,8 +22,9 @@ pub struct Req {
     pub body: Bytes,
 }
 
-/// Bodies of operator requests are small; anything larger is refused.
-const MAX_BODY: usize = 1024 * 1024;
+/// Bodies of operator requests are small (the largest is a config archive); anything larger is
+/// refused.
+const MAX_BODY: usize = super::archive::MAX_ARCHIVE;
 
 pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
