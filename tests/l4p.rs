@@ -5,8 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::tls::{client_hello, TlsClient, TlsEcho};
@@ -102,35 +101,12 @@ fn tls_is_routed_by_alpn() {
     assert_eq!(h1.ask("q").as_deref(), Some("H1:q"));
 }
 
-/// An upstream that records what it receives and answers `<tag>` once it has `want` bytes.
-fn recorder(tag: &'static str, want: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 4096];
-            let mut all = Vec::new();
-            while all.len() < want {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => all.extend_from_slice(&buf[..n]),
-                }
-            }
-            *g.lock().expect("lock") = all;
-            let _ = s.write_all(tag.as_bytes());
-        }
-    });
-    (addr, got)
-}
-
 #[test]
 fn a_client_hello_split_across_segments_is_routed_and_delivered_byte_for_byte() {
     let hello = client_hello("a.test", &["h2"]);
-    let (a, got_a) = recorder("A", hello.len());
-    let (b, _) = recorder("B", hello.len());
+    let want = hello.len();
+    let (a, got_a) = recorder(b"A", move |b| b.len() >= want);
+    let (b, _) = recorder(b"B", move |b| b.len() >= want);
     let cfg = ConfigDir::new();
     let port = free_port();
     upgrade(&cfg, port, "tls");

@@ -4,8 +4,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
@@ -85,32 +84,9 @@ fn headers_from_untrusted_peers_are_not_honoured() {
     );
 }
 
-fn recorder() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            let mut all = Vec::new();
-            let mut b = [0u8; 1024];
-            while !all.ends_with(b"ping\n") {
-                match s.read(&mut b) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => all.extend_from_slice(&b[..n]),
-                }
-            }
-            *g.lock().expect("lock") = all;
-            let _ = s.write_all(b"pong\n");
-        }
-    });
-    (addr, got)
-}
-
 #[test]
 fn headers_are_sent_to_upstreams_from_flows_and_legacy_rules() {
-    let (up, got) = recorder();
+    let (up, got) = recorder(b"pong\n", |b| b.ends_with(b"ping\n"));
     let cfg = ConfigDir::new();
     let (p1, p2) = (free_port(), free_port());
     cfg.write(&format!("listener/[{p1}]/tcp.yaml"), &format!("connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {}, proxy_protocol: v2 }}\n", up.port()));

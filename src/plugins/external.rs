@@ -296,15 +296,20 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// The registration check of an `http` plugin: `OPTIONS <url>` must answer 2xx.
-pub async fn probe_http(url: &str) -> Result<(), String> {
+/// `http://authority/path` -> (authority, path); other schemes are not supported here.
+fn split_http_url(url: &str) -> Result<(&str, &str), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or("only http:// URLs are supported for external plugins in this build")?;
-    let (authority, path) = match rest.find('/') {
+    Ok(match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
-    };
+    })
+}
+
+/// The registration check of an `http` plugin: `OPTIONS <url>` must answer 2xx.
+pub async fn probe_http(url: &str) -> Result<(), String> {
+    let (authority, path) = split_http_url(url)?;
     let mut s = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("connect {authority}: {e}"))?;
@@ -328,13 +333,7 @@ pub async fn probe_http(url: &str) -> Result<(), String> {
 }
 
 async fn http(url: &str, input: &Value) -> Result<Verdict, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported for external plugins in this build")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let (authority, path) = split_http_url(url)?;
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("connect {authority}: {e}"))?;

@@ -602,3 +602,31 @@ pub fn http_bytes(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
     }
     (status, body)
 }
+
+/// A TCP upstream that records what one connection sends until `done(bytes)` holds (or EOF),
+/// then answers `reply`; the last recording is shared.
+pub fn recorder<F>(reply: &'static [u8], done: F) -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>)
+where
+    F: Fn(&[u8]) -> bool + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut all = Vec::new();
+            let mut b = [0u8; 4096];
+            while !done(&all) {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => all.extend_from_slice(&b[..n]),
+                }
+            }
+            *g.lock().unwrap_or_else(|e| e.into_inner()) = all;
+            let _ = s.write_all(reply);
+        }
+    });
+    (addr, got)
+}
