@@ -24,6 +24,45 @@ fn setup(cfg: &ConfigDir, a: SocketAddr) -> u16 {
     port
 }
 
+/// A gateway forwarding QUIC to one server, and a client connection through it that works.
+struct Live {
+    v: Vane,
+    port: u16,
+    vane: SocketAddr,
+    conn: quinn::Connection,
+    cert: common::tls::Cert,
+    ep: quinn::Endpoint,
+    server: quinn::Endpoint,
+    cfg: ConfigDir,
+}
+
+async fn live() -> Live {
+    let (a, cert, server) = server("a.test", "A");
+    let cfg = ConfigDir::new();
+    let port = setup(&cfg, a);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![],
+            wait_ports: vec![],
+        },
+    );
+    let vane = v.wait_udp(port);
+    let ep = client(&[&cert], false);
+    let conn = connect(&ep, vane, "a.test").await;
+    assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
+    Live {
+        v,
+        port,
+        vane,
+        conn,
+        cert,
+        ep,
+        server,
+        cfg,
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -38,20 +77,17 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_the_quic_actor_keeps_connections_flowing() {
-    let (a, cert, _s) = server("a.test", "A");
-    let cfg = ConfigDir::new();
-    let port = setup(&cfg, a);
-    let mut v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: vec![],
-            wait_ports: vec![],
-        },
-    );
-    let vane = v.wait_udp(port);
-    let ep = client(&[&cert], false);
-    let conn = connect(&ep, vane, "a.test").await;
-    assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
+    // Named bindings keep the endpoints and the config dir alive for the whole test.
+    let Live {
+        mut v,
+        port: _,
+        vane,
+        conn,
+        cert,
+        ep: _ep,
+        server: _server,
+        cfg: _cfg,
+    } = live().await;
     assert!(
         wait_until(Duration::from_secs(2), || v
             .metric("vane_quic_sessions")
@@ -174,20 +210,16 @@ async fn a_garbage_flood_stays_within_the_pending_limits_and_real_clients_get_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_the_udp_listener_keeps_quic_connections() {
-    let (a, cert, _s) = server("a.test", "A");
-    let cfg = ConfigDir::new();
-    let port = setup(&cfg, a);
-    let mut v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: vec![],
-            wait_ports: vec![],
-        },
-    );
-    let vane = v.wait_udp(port);
-    let ep = client(&[&cert], false);
-    let conn = connect(&ep, vane, "a.test").await;
-    assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
+    let Live {
+        mut v,
+        port,
+        vane: _,
+        conn,
+        cert: _,
+        ep: _ep,
+        server: _server,
+        cfg: _cfg,
+    } = live().await;
     let name = format!("listeners/udp:{port}");
     assert_eq!(v.post(&format!("/chaos/panic/{name}")).0, 202);
     assert!(
