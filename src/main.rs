@@ -26,9 +26,10 @@ fn main() {
         }
         Command::Run { config } => {
             let s = vane::settings::get();
-            vane::ops::logging::init(&s.log_level, s.log_json);
+            // Held for the whole run: dropping it flushes and stops trace export.
+            let telemetry = vane::ops::logging::init(&s.log_level, s.log_json);
             let dir = vane::settings::config_dir(config.as_deref());
-            match tokio::runtime::Builder::new_multi_thread()
+            let code = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
             {
@@ -37,7 +38,9 @@ fn main() {
                     eprintln!("cannot start the runtime: {e}");
                     1
                 }
-            }
+            };
+            drop(telemetry);
+            code
         }
     };
     std::process::exit(code);

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::catalogue::Builtin;
 use super::kv::Kv;
@@ -175,7 +176,8 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
         let r = Resolved { step, values };
         let outcome = match &step.plugin {
             PluginRef::Builtin(spec) => {
-                let o = builtin(spec.kind, &r, rt)?;
+                let o = crate::ops::logging::plugin_span(&step.name, &step.at)
+                    .in_scope(|| builtin(spec.kind, &r, rt))?;
                 step.record_duration(started.elapsed().as_secs_f64());
                 o
             }
@@ -186,7 +188,12 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
                         .map(|(k, v)| (k.to_string(), v))
                         .collect(),
                 );
-                let (branch, store) = match rt.plugins.call(p, &input).await {
+                let (branch, store) = match rt
+                    .plugins
+                    .call(p, &input)
+                    .instrument(crate::ops::logging::plugin_span(&step.name, &step.at))
+                    .await
+                {
                     Ok(v) => (v.branch, v.store.unwrap_or_default()),
                     Err(CallError::Quiet) => (
                         "failure".to_string(),

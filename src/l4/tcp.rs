@@ -50,16 +50,43 @@ pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListen
         let armed = crate::ops::chaos::take_session_panic(&rt, &key);
         total.increment(1);
         active.increment(1.0);
-        let (rt2, active, panics, label) =
-            (rt.clone(), active.clone(), panics.clone(), label.clone());
-        tokio::spawn(async move {
-            let r = CatchUnwind::new(session::tcp(rt2, entry, stream, conn, armed)).await;
-            active.decrement(1.0);
-            drop(slot);
-            if let Err(msg) = r {
-                panics.increment(1);
-                error!(listener = %label, peer = %peer, "session panicked, its connection is closed: {msg}");
-            }
-        });
+        let watch = Watch {
+            active: active.clone(),
+            panics: panics.clone(),
+            label: label.clone(),
+            peer,
+            _slot: slot,
+        };
+        let session = session::tcp(rt.clone(), entry, stream, conn, armed);
+        // Connections only carry a span when traces are exported; otherwise they would pay
+        // for one for nothing.
+        let span = crate::ops::logging::connection_span(&label, peer);
+        if span.is_disabled() {
+            tokio::spawn(supervised(session, watch));
+        } else {
+            tokio::spawn(supervised(
+                tracing::Instrument::instrument(session, span),
+                watch,
+            ));
+        }
+    }
+}
+
+/// What a connection task reports when it ends.
+struct Watch {
+    active: metrics::Gauge,
+    panics: metrics::Counter,
+    label: Arc<str>,
+    peer: std::net::SocketAddr,
+    _slot: crate::l4::limits::Slot,
+}
+
+/// Runs one connection; a panic closes only it, and is counted and logged.
+async fn supervised<F: std::future::Future<Output = ()>>(session: F, w: Watch) {
+    let r = CatchUnwind::new(session).await;
+    w.active.decrement(1.0);
+    if let Err(msg) = r {
+        w.panics.increment(1);
+        error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
     }
 }
