@@ -81,12 +81,40 @@ struct Watch {
     _slot: crate::l4::limits::Slot,
 }
 
-/// Runs one connection; a panic closes only it, and is counted and logged.
-async fn supervised<F: std::future::Future<Output = ()>>(session: F, w: Watch) {
-    let r = CatchUnwind::new(session).await;
-    w.active.decrement(1.0);
-    if let Err(msg) = r {
-        w.panics.increment(1);
-        error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
+pin_project_lite::pin_project! {
+    /// Runs one connection; a panic closes only it, and is counted and logged. A hand-written
+    /// future rather than an `async fn`: an async fn would keep a second copy of the session's
+    /// state (its argument) for the connection's whole life.
+    struct Supervised<F> {
+        #[pin]
+        session: CatchUnwind<F>,
+        watch: Option<Watch>,
+    }
+}
+
+fn supervised<F: std::future::Future<Output = ()>>(session: F, watch: Watch) -> Supervised<F> {
+    Supervised {
+        session: CatchUnwind::new(session),
+        watch: Some(watch),
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Supervised<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        let r = std::task::ready!(this.session.poll(cx));
+        if let Some(w) = this.watch.take() {
+            w.active.decrement(1.0);
+            if let Err(msg) = r {
+                w.panics.increment(1);
+                error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
+            }
+        }
+        std::task::Poll::Ready(())
     }
 }
