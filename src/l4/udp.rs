@@ -215,8 +215,9 @@ pub async fn recv_loop(
         let (rt2, socket2, sessions2, label2) =
             (rt.clone(), socket.clone(), sessions.clone(), label.clone());
         tokio::spawn(async move {
-            let r = CatchUnwind::new(run_session(rt2.clone(), entry, socket2, conn, sess.clone()))
-                .await;
+            let span = crate::ops::logging::connection_span(&label2, conn.peer);
+            let session = run_session(rt2.clone(), entry, socket2, conn, sess.clone());
+            let r = CatchUnwind::new(tracing::Instrument::instrument(session, span)).await;
             let _ = sess.drain(&rt2);
             for a in sess.addrs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 sessions2.remove_if(a, |_, v| Arc::ptr_eq(v, &sess));
