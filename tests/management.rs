@@ -363,3 +363,34 @@ fn a_config_exported_from_one_gateway_runs_on_another_and_bad_imports_change_not
         "the replaced listener is gone"
     );
 }
+
+#[test]
+fn the_memory_monitor_and_process_metrics_are_exported() {
+    let cfg = ConfigDir::new();
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("L7_ADAPTIVE_MEMORY_LIMIT", "false".into()),
+                ("L7_GLOBAL_BUFFER_LIMIT", "123456789".into()),
+            ],
+            wait_ports: vec![],
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || v
+            .metric("vane_l7_memory_limit_bytes")
+            == Some(123_456_789.0)),
+        "{}",
+        v.metrics_text()
+    );
+    assert_eq!(v.metric("vane_l7_buffered_bytes"), Some(0.0));
+    assert!(v.metric("process_resident_memory_bytes").unwrap_or(0.0) > 1_000_000.0);
+    assert!(v.metric("process_open_fds").unwrap_or(0.0) > 3.0);
+    let adaptive = Vane::start(&cfg, &[]);
+    let limit = adaptive.metric("vane_l7_memory_limit_bytes").unwrap_or(0.0);
+    assert!(
+        limit > 0.0 && limit != 536_870_912.0,
+        "adaptive limit follows available memory: {limit}"
+    );
+}
