@@ -51,7 +51,7 @@ fn udp_flow_proxies_and_late_replies_still_arrive() {
     let tcp_guard = free_port();
     cfg.write(&format!("listener/[{port}]/udp.yaml"), &proxy_flow(up.addr));
     cfg.tcp_proxy(tcp_guard, up.addr);
-    let _v = Vane::start(&cfg, &[tcp_guard]);
+    let v = Vane::start(&cfg, &[tcp_guard]);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     assert_eq!(
         udp_ask(&sock, port, "ping", Duration::from_secs(5)).as_deref(),
@@ -62,6 +62,8 @@ fn udp_flow_proxies_and_late_replies_still_arrive() {
         Some("U:second"),
         "same session, same upstream socket"
     );
+    let active = format!("vane_connections_active{{listener=\"udp:{port}\",protocol=\"udp\"}}");
+    assert_eq!(v.metric(&active), Some(1.0), "one live UDP session");
 }
 
 fn branching_flow(http: std::net::SocketAddr, limited: std::net::SocketAddr) -> String {

@@ -156,6 +156,7 @@ pub async fn recv_loop(
 ) {
     let label = key.to_string();
     let total = metrics::counter!("vane_connections_total", "listener" => label.clone(), "protocol" => "udp");
+    let active = metrics::gauge!("vane_connections_active", "listener" => label.clone(), "protocol" => "udp");
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -197,6 +198,8 @@ pub async fn recv_loop(
             continue;
         }
         total.increment(1);
+        active.increment(1.0);
+        let active = active.clone();
         let sess = Arc::new(Session {
             listener: key,
             state: Mutex::new(State::Deciding {
@@ -223,6 +226,7 @@ pub async fn recv_loop(
                 sessions2.remove_if(a, |_, v| Arc::ptr_eq(v, &sess));
             }
             drop(slot);
+            active.decrement(1.0);
             if let Err(msg) = r {
                 metrics::counter!("vane_session_panics_total", "listener" => label2.clone())
                     .increment(1);
