@@ -288,6 +288,18 @@ fn external_plugins_are_registered_and_really_removed() {
         "programs outside bin/ are refused"
     );
     assert_eq!(call("POST", "/plugins/gate.allow", decl).0, 201);
+    let (code, info) = call("GET", "/plugins/gate.allow", "");
+    assert_eq!(code, 200, "{info}");
+    assert!(
+        info.contains("\"type\":\"external\"") && info.contains("\"success\""),
+        "{info}"
+    );
+    let (code, info) = call("GET", "/plugins/internal.transport.proxy", "");
+    assert_eq!(code, 200);
+    assert!(
+        info.contains("target.port") && info.contains("\"param_type\":\"integer\""),
+        "{info}"
+    );
     let flow = format!(
         r#"{{"connection": {{"gate.allow": {{"output": {{"success": {{"internal.transport.proxy": {{"input": {{"target.ip": "127.0.0.1", "target.port": {}}}}}}}, "failure": {{"internal.transport.abort": {{}}}}}}}}}}}}"#,
         up.addr.port()

@@ -301,7 +301,8 @@ pub async fn route(rt: &Runtime, req: &Req) -> Option<Resp> {
             doc_route(rt, req, doc, tail.first().copied().unwrap_or("")).await
         }
         ["nodes", rest @ ..] => nodes_route(rt, req, rest.first().copied()).await,
-        ["plugins", name] if req.method != Method::GET => plugins_route(rt, req, name).await,
+        ["plugins", name] if req.method == Method::GET => plugin_info(rt, name),
+        ["plugins", name] => plugins_route(rt, req, name).await,
         ["certs", id] => certs_route(rt, req, id).await,
         ["config", "export"] if req.method == Method::GET => export(rt),
         ["config", "import"] if req.method == Method::POST => import(rt, req).await,
@@ -767,5 +768,35 @@ async fn import(rt: &Runtime, req: &Req) -> Resp {
             ok(StatusCode::OK, json!({"imported": {"config_files": files}}))
         }
         Err((status, e)) => err(status, e),
+    }
+}
+
+/// `GET /plugins/{name}`: a built-in's catalogue entry, or an external plugin's declaration.
+fn plugin_info(rt: &Runtime, name: &str) -> Resp {
+    if let Some(spec) = crate::flow::catalogue::builtin(name) {
+        let params: Vec<Value> = spec
+            .params
+            .iter()
+            .map(|p| json!({"name": p.name, "required": p.required, "param_type": p.ty.name()}))
+            .collect();
+        let layers: Vec<&str> = spec.layers.iter().map(|l| l.as_str()).collect();
+        return ok(
+            StatusCode::OK,
+            json!({"name": spec.name, "type": "internal", "role": format!("{:?}", spec.role).to_lowercase(), "params": params, "branches": spec.branches, "layers": layers, "supported_protocols": spec.protocols}),
+        );
+    }
+    match rt.config.load().plugins.doc.get(name) {
+        Some(p) => {
+            let params: Vec<Value> = p
+                .params
+                .iter()
+                .map(|x| json!({"name": x.name, "required": x.required, "param_type": "string"}))
+                .collect();
+            ok(
+                StatusCode::OK,
+                json!({"name": p.name, "type": "external", "role": p.role, "params": params, "branches": p.branches()}),
+            )
+        }
+        None => err(StatusCode::NOT_FOUND, "no such plugin"),
     }
 }
