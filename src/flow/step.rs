@@ -50,6 +50,11 @@ impl Step {
 }
 
 impl Step {
+    /// True when this step or any step below it matches `pred`.
+    pub fn any(&self, pred: &dyn Fn(&Step) -> bool) -> bool {
+        pred(self) || self.output.iter().any(|(_, s)| s.any(pred))
+    }
+
     pub fn branch(&self, name: &str) -> Option<&Step> {
         self.output.iter().find(|(b, _)| b == name).map(|(_, s)| s)
     }
@@ -69,6 +74,11 @@ pub struct Flow {
     /// Raw-payload keys (`tls.clienthello`, `quic.initial`) some template reads; they are only
     /// hex-encoded into the KV when listed here.
     pub raw_keys: Vec<&'static str>,
+    /// Whether anything in the flow reads the KV store (a template, an external plugin, or an
+    /// upgrade that carries it on); when not, the L4 layer skips building it.
+    pub reads_kv: bool,
+    /// Whether a template reads `req.peek_buffer_hex`; when not, TCP connections are not peeked.
+    pub reads_peek: bool,
 }
 
 impl Flow {

@@ -46,12 +46,29 @@ pub fn compile(
         .into_iter()
         .filter(|k| text.contains(&format!("{{{{{k}}}}}")))
         .collect();
+    let reads_kv = step.any(&|s| {
+        let templated = s.input.iter().any(|(_, i)| has_template(i));
+        let upgrade =
+            matches!(&s.plugin, PluginRef::Builtin(spec) if spec.kind == Builtin::Upgrade);
+        templated || upgrade || matches!(s.plugin, PluginRef::External(_))
+    });
     Some(Flow {
         root: step,
         layer: cx.layer,
         protocol: cx.protocol.to_string(),
         raw_keys,
+        reads_kv,
+        reads_peek: text.contains("req.peek_buffer_hex"),
     })
+}
+
+fn has_template(i: &Input) -> bool {
+    match i {
+        Input::Text(_) => true,
+        Input::Lit(_) => false,
+        Input::List(items) => items.iter().any(has_template),
+        Input::Map(m) => m.iter().any(|(_, v)| has_template(v)),
+    }
 }
 
 fn compile_step(

@@ -174,8 +174,15 @@ async fn l4_verdict(rt: &Runtime, entry: &Entry<Listener>, conn: &Conn, peeked: 
     let label = conn.key.to_string();
     match &entry.doc.mode {
         ListenerDoc::Flow(flow) => {
-            let mut kv = base_kv(conn);
-            kv.set("req.peek_buffer_hex", hex::encode(peeked));
+            // A flow that reads no KV (a plain proxy, say) does not pay for building one.
+            let mut kv = if flow.reads_kv {
+                base_kv(conn)
+            } else {
+                Kv::new()
+            };
+            if flow.reads_peek {
+                kv.set("req.peek_buffer_hex", hex::encode(peeked));
+            }
             match exec::run(flow, &mut kv, rt).await {
                 Ok(Decision::Proxy(to)) => connect::target(rt, &to, &label)
                     .await
@@ -206,7 +213,17 @@ async fn decide_tcp(
     stream: &TcpStream,
     conn: &Conn,
 ) -> Option<(TcpStream, ActiveGuard)> {
-    let peeked = peek(rt, stream).await?;
+    // Peek only when something looks at the first bytes: legacy detectors or a template reading
+    // `req.peek_buffer_hex`. Otherwise the flow runs at once (server-speaks-first works too).
+    let wants_peek = match &entry.doc.mode {
+        ListenerDoc::Flow(f) => f.reads_peek,
+        ListenerDoc::Legacy(_) => true,
+    };
+    let peeked = if wants_peek {
+        peek(rt, stream).await?
+    } else {
+        Vec::new()
+    };
     let label = conn.key.to_string();
     let verdict = tokio::time::timeout(rt.settings.flow_timeout, l4_verdict(rt, entry, conn, &peeked)).await.unwrap_or_else(|_| {
         warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Short TCP connections per second (connect, one line, reply, close) to an nginx `stream`
+# upstream that answers and closes: directly, through vane (an L4 flow with
+# `internal.transport.proxy`) and through HAProxy (`mode tcp`), in one run.
+#
+#   bench/l4_rate.sh          # SECS=5 CLIENTS=32
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${SECS:-5}
+CLIENTS=${CLIENTS:-32}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need haproxy || ! need nginx; then
+  apt-get install -y -q haproxy nginx-light libnginx-mod-stream >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q haproxy nginx-light libnginx-mod-stream >/dev/null; }
+fi
+cargo build --release -q
+cargo build --release -q --example tcp_rate
+VANE="$CARGO_TARGET_DIR/release/vane"
+LOAD="$CARGO_TARGET_DIR/release/examples/tcp_rate"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
+UP=$(port)
+MOD=$(ls /usr/lib/nginx/modules/ngx_stream_module.so 2>/dev/null || true)
+cat > "$TMP/nginx.conf" <<CFG
+${MOD:+load_module $MOD;}
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+events { worker_connections 8192; }
+stream { server { listen 127.0.0.1:$UP; return "ok\n"; } }
+CFG
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
+
+VP=$(port)
+mkdir -p "$TMP/vane/listener/[$VP]"
+printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP]/tcp.yaml"
+LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn MAX_CONNECTIONS_PER_IP=100000 "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 & PIDS+=("$!")
+
+HP=$(port)
+cat > "$TMP/haproxy.cfg" <<CFG
+global
+  maxconn 9000
+  nbthread 2
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1m
+  timeout server 1m
+frontend f
+  bind 127.0.0.1:$HP
+  default_backend b
+backend b
+  server s1 127.0.0.1:$UP
+CFG
+haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 & PIDS+=("$!")
+wait_port "$UP"; wait_port "$VP"; wait_port "$HP"
+
+echo "== short TCP connections per second (${SECS}s, ${CLIENTS} clients)"
+D=$("$LOAD" "127.0.0.1:$UP" "$SECS" "$CLIENTS"); echo "direct  $D"
+V=$("$LOAD" "127.0.0.1:$VP" "$SECS" "$CLIENTS"); echo "vane    $V"
+H=$("$LOAD" "127.0.0.1:$HP" "$SECS" "$CLIENTS"); echo "haproxy $H"
+python3 -c "print(f'ratios: vane/haproxy {$V/$H:.2f}  vane/direct {$V/$D:.2f}  haproxy/direct {$H/$D:.2f}')"
