@@ -62,16 +62,22 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Reloads now and tells the owners; the API answers after the change is in force.
-async fn apply(rt: &Runtime) {
+/// Reloads now and tells the owners, so whatever the API answers is already in force
+/// (certificates included). `None` when the reload task itself failed.
+pub async fn reload_applied(rt: &Runtime) -> Option<vane_actors::config::ReloadReport> {
     let store = rt.config.clone();
-    if let Ok(report) = tokio::task::spawn_blocking(move || store.reload_now()).await {
-        if report.changed.iter().any(|o| o == "registries/certs") {
-            // Certificates too must be in force when the API answers.
-            rt.reload_certs();
-        }
-        vane_actors::config::notify_owners(&rt.actors, &report);
+    let report = tokio::task::spawn_blocking(move || store.reload_now())
+        .await
+        .ok()?;
+    if report.changed.iter().any(|o| o == "registries/certs") {
+        rt.reload_certs();
     }
+    vane_actors::config::notify_owners(&rt.actors, &report);
+    Some(report)
+}
+
+async fn apply(rt: &Runtime) {
+    let _ = reload_applied(rt).await;
 }
 
 fn validate_doc(

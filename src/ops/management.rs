@@ -117,10 +117,8 @@ async fn handle(rt: Arc<Runtime>, token: String, req: Req) -> Resp {
             reply(StatusCode::OK, &json!(rows))
         }
         (Method::POST, "/reload") | (Method::POST, "/config/reload") => {
-            let store = rt.config.clone();
-            match tokio::task::spawn_blocking(move || store.reload_now()).await {
-                Ok(report) => {
-                    vane_actors::config::notify_owners(&rt.actors, &report);
+            match super::config_api::reload_applied(&rt).await {
+                Some(report) => {
                     let status = if report.ok {
                         StatusCode::OK
                     } else {
@@ -131,7 +129,7 @@ async fn handle(rt: Arc<Runtime>, token: String, req: Req) -> Resp {
                         &json!({"status": if report.ok {"success"} else {"error"}, "data": {"valid": report.ok, "summary": report.summary, "problems": report.problems, "changed": report.changed}}),
                     )
                 }
-                Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                None => err(StatusCode::INTERNAL_SERVER_ERROR, "the reload task failed"),
             }
         }
         (Method::GET, "/status") => {
