@@ -44,6 +44,7 @@ pub struct Runtime {
     >,
     /// Bytes of datagrams held by UDP sessions that are still deciding (all listeners).
     pending: AtomicUsize,
+    pending_metric: std::sync::OnceLock<metrics::Gauge>,
     /// Bit n set: connection IDs of length n are in the QUIC table (short headers do not
     /// say how long their DCID is).
     cid_lens: AtomicU32,
@@ -59,7 +60,8 @@ impl Runtime {
                 (p + n <= limit).then_some(p + n)
             })
             .is_ok();
-        metrics::gauge!("vane_quic_pending_bytes").set(self.pending.load(Ordering::Relaxed) as f64);
+        self.pending_gauge()
+            .set(self.pending.load(Ordering::Relaxed) as f64);
         ok
     }
 
@@ -68,7 +70,8 @@ impl Runtime {
             n.min(self.pending.load(Ordering::Acquire)),
             Ordering::AcqRel,
         );
-        metrics::gauge!("vane_quic_pending_bytes").set(self.pending.load(Ordering::Relaxed) as f64);
+        self.pending_gauge()
+            .set(self.pending.load(Ordering::Relaxed) as f64);
     }
 
     /// Reloads `certs/` (a failing pair keeps its last good version) and publishes the store.
@@ -80,6 +83,12 @@ impl Runtime {
         }
         metrics::gauge!("vane_certificates").set(store.by_id.len() as f64);
         self.certs.store(Arc::new(store));
+    }
+
+    /// `vane_quic_pending_bytes`, looked up once (it is set for every held datagram).
+    fn pending_gauge(&self) -> &metrics::Gauge {
+        self.pending_metric
+            .get_or_init(|| metrics::gauge!("vane_quic_pending_bytes"))
     }
 
     pub fn note_cid_len(&self, len: usize) {
@@ -129,6 +138,7 @@ impl Runtime {
             certs: arc_swap::ArcSwap::from_pointee(crate::certs::CertStore::default()),
             udp_endpoints: dashmap::DashMap::new(),
             pending: AtomicUsize::new(0),
+            pending_metric: std::sync::OnceLock::new(),
             cid_lens: AtomicU32::new(0),
         })
     }

@@ -76,12 +76,16 @@ pub enum FlowError {
 /// Inputs of one step after template resolution.
 struct Resolved<'s> {
     step: &'s Step,
-    values: Vec<(&'s str, Value)>,
+    /// Literal inputs are borrowed from the compiled step; only templates produce new values.
+    values: Vec<(&'s str, Cow<'s, Value>)>,
 }
 
 impl Resolved<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
-        self.values.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        self.values
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_ref())
     }
 
     fn err(&self, param: &str, msg: impl Into<String>) -> FlowError {
@@ -147,14 +151,23 @@ impl Resolved<'_> {
     }
 }
 
-fn resolve(input: &Input, kv: &Kv, max: usize) -> Value {
+fn resolve<'s>(input: &'s Input, kv: &Kv, max: usize) -> Cow<'s, Value> {
+    match input {
+        Input::Lit(v) => Cow::Borrowed(v),
+        other => Cow::Owned(resolve_owned(other, kv, max)),
+    }
+}
+
+fn resolve_owned(input: &Input, kv: &Kv, max: usize) -> Value {
     match input {
         Input::Lit(v) => v.clone(),
         Input::Text(t) => Value::String(t.render(&|k: &str| kv.get(k).map(Cow::Borrowed), max)),
-        Input::List(items) => Value::Array(items.iter().map(|i| resolve(i, kv, max)).collect()),
+        Input::List(items) => {
+            Value::Array(items.iter().map(|i| resolve_owned(i, kv, max)).collect())
+        }
         Input::Map(m) => Value::Object(
             m.iter()
-                .map(|(k, v)| (k.clone(), resolve(v, kv, max)))
+                .map(|(k, v)| (k.clone(), resolve_owned(v, kv, max)))
                 .collect(),
         ),
     }
@@ -185,7 +198,7 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
                 let input = Value::Object(
                     r.values
                         .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
+                        .map(|(k, v)| (k.to_string(), v.into_owned()))
                         .collect(),
                 );
                 let (branch, store) = match rt

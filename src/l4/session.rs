@@ -170,8 +170,13 @@ enum Verdict {
     Close,
 }
 
-async fn l4_verdict(rt: &Runtime, entry: &Entry<Listener>, conn: &Conn, peeked: &[u8]) -> Verdict {
-    let label = conn.key.to_string();
+async fn l4_verdict(
+    rt: &Runtime,
+    entry: &Entry<Listener>,
+    conn: &Conn,
+    peeked: &[u8],
+    label: &str,
+) -> Verdict {
     match &entry.doc.mode {
         ListenerDoc::Flow(flow) => {
             // A flow that reads no KV (a plain proxy, say) does not pay for building one.
@@ -184,7 +189,7 @@ async fn l4_verdict(rt: &Runtime, entry: &Entry<Listener>, conn: &Conn, peeked: 
                 kv.set("req.peek_buffer_hex", hex::encode(peeked));
             }
             match exec::run(flow, &mut kv, rt).await {
-                Ok(Decision::Proxy(to)) => connect::target(rt, &to, &label)
+                Ok(Decision::Proxy(to)) => connect::target(rt, &to, label)
                     .await
                     .map_or(Verdict::Close, Verdict::Target),
                 Ok(Decision::Abort) => Verdict::Close,
@@ -225,7 +230,7 @@ async fn decide_tcp(
         Vec::new()
     };
     let label = conn.key.to_string();
-    let verdict = tokio::time::timeout(rt.settings.flow_timeout, l4_verdict(rt, entry, conn, &peeked)).await.unwrap_or_else(|_| {
+    let verdict = tokio::time::timeout(rt.settings.flow_timeout, l4_verdict(rt, entry, conn, &peeked, &label)).await.unwrap_or_else(|_| {
         warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
         Verdict::Close
     });
