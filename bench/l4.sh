@@ -14,24 +14,13 @@ IDLE=${IDLE:-9000}
 STREAMS=${STREAMS:-1}
 OUT=bench/results
 mkdir -p "$OUT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need iperf3 || ! need haproxy || ! need nginx; then
-  apt-get install -y -q iperf3 haproxy nginx-light libnginx-mod-stream >/dev/null 2>&1 ||
-    { apt-get update -q >/dev/null && apt-get install -y -q iperf3 haproxy nginx-light libnginx-mod-stream >/dev/null; }
-fi
+source bench/lib.sh
+ensure_tools "iperf3 haproxy nginx" iperf3 haproxy nginx-light libnginx-mod-stream
 cargo build --release -q
 VANE="$CARGO_TARGET_DIR/release/vane"
 ulimit -n "$(ulimit -Hn)" || true
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; tail -n 5 "$TMP"/*.log "$TMP"/*.err >&2 2>/dev/null; return 1; }
 rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo "$t"; }
 
 IPERF=$(port)

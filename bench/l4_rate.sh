@@ -8,22 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-5}
 CLIENTS=${CLIENTS:-32}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need haproxy || ! need nginx; then
-  apt-get install -y -q haproxy nginx-light libnginx-mod-stream >/dev/null 2>&1 ||
-    { apt-get update -q >/dev/null && apt-get install -y -q haproxy nginx-light libnginx-mod-stream >/dev/null; }
-fi
+source bench/lib.sh
+ensure_tools "haproxy nginx" haproxy nginx-light libnginx-mod-stream
 cargo build --release -q
 cargo build --release -q --example tcp_rate
 VANE="$CARGO_TARGET_DIR/release/vane"
 LOAD="$CARGO_TARGET_DIR/release/examples/tcp_rate"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 UP=$(port)
 MOD=$(ls /usr/lib/nginx/modules/ngx_stream_module.so 2>/dev/null || true)

@@ -10,21 +10,10 @@ SECS=${SECS:-5}
 SIZE_MB=${SIZE_MB:-2048}
 OUT=bench/results
 mkdir -p "$OUT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need haproxy || ! need nginx || ! need curl; then
-  apt-get install -y -q haproxy nginx-light curl >/dev/null 2>&1 ||
-    { apt-get update -q >/dev/null && apt-get install -y -q haproxy nginx-light curl >/dev/null; }
-fi
+source bench/lib.sh
+ensure_tools "haproxy nginx curl" haproxy nginx-light curl
 cargo build --release -q
 VANE="$CARGO_TARGET_DIR/release/vane"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-TMP=$(mktemp -d)
-chmod 755 "$TMP"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; tail -n 5 "$TMP"/*.log >&2 2>/dev/null; return 1; }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.test \
   -addext subjectAltName=DNS:bench.test -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >/dev/null 2>&1

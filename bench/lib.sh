@@ -1,0 +1,30 @@
+# Shared by the bench scripts: tools, free ports, a scratch dir whose processes are stopped on
+# exit, and waiting for a port. Source it from a script that has `set -euo pipefail`.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+
+# Installs the Debian packages named when any of the commands named is missing.
+# Usage: ensure_tools "cmd1 cmd2" pkg1 pkg2 ...
+ensure_tools() {
+  local cmds=$1; shift
+  for c in $cmds; do
+    if ! command -v "$c" >/dev/null 2>&1; then
+      apt-get install -y -q "$@" >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }
+      return
+    fi
+  done
+}
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+TMP=$(mktemp -d)
+chmod 755 "$TMP"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "port $1 never opened" >&2
+  tail -n 5 "$TMP"/*.log "$TMP"/*.err >&2 2>/dev/null
+  return 1
+}
