@@ -6,13 +6,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+
+mod support;
 
 #[derive(Debug)]
 struct AcceptAll(Arc<rustls::crypto::CryptoProvider>);
@@ -68,48 +69,23 @@ fn main() {
         .with_no_client_auth();
     cfg.resumption = rustls::client::Resumption::disabled();
     let cfg = Arc::new(cfg);
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let (cfg, sni, addr, done, stop) = (
-                cfg.clone(),
-                sni.clone(),
-                addr.clone(),
-                done.clone(),
-                stop.clone(),
-            );
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(tcp) = TcpStream::connect(&addr) else {
-                        continue;
-                    };
-                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-                    let Ok(conn) = rustls::ClientConnection::new(cfg.clone(), sni.clone()) else {
-                        continue;
-                    };
-                    let mut tls = rustls::StreamOwned::new(conn, tcp);
-                    if tls
-                        .write_all(b"GET /small HTTP/1.0\r\nHost: bench.test\r\n\r\n")
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    let mut out = Vec::new();
-                    let _ = tls.read_to_end(&mut out);
-                    if out.starts_with(b"HTTP/1.1 200") {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(secs));
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for t in threads {
-        let _ = t.join();
-    }
-    println!("{:.0}", done.load(Ordering::Relaxed) as f64 / elapsed);
+    support::run(clients, secs, move || {
+        let Ok(tcp) = TcpStream::connect(&addr) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+        let Ok(conn) = rustls::ClientConnection::new(cfg.clone(), sni.clone()) else {
+            return false;
+        };
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        if tls
+            .write_all(b"GET /small HTTP/1.0\r\nHost: bench.test\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        out.starts_with(b"HTTP/1.1 200")
+    });
 }
