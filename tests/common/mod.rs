@@ -18,14 +18,25 @@ pub mod tls;
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let p = l.local_addr().expect("addr").port();
-    drop(l);
-    // Also make sure the UDP side is free, for listeners that use both.
-    if UdpSocket::bind(("127.0.0.1", p)).is_err() {
-        return free_port();
+    // Ports handed out here are released before vane binds them, so they are taken from below
+    // the kernel's ephemeral range (32768+): there no `bind(0)` of a parallel test and no
+    // outgoing connection's local port can land on them in between. A process-wide cursor keeps
+    // the tests of one binary from handing out the same port twice.
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let seed = std::process::id() as usize % SPAN as usize;
+    let _ = NEXT.compare_exchange(usize::MAX, seed, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let p = FIRST + (n % SPAN as usize) as u16;
+        let free = TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", p)).is_ok();
+        if free {
+            return p;
+        }
     }
-    p
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// Polls `f` every 20 ms until it returns true or `timeout` passes.
@@ -167,8 +178,11 @@ impl Vane {
                 v.logs()
             );
         }
+        // Our own console, not one a parallel test left on the same port.
+        let console = format!("Management console listening on http://{}", v.mgmt);
         assert!(
-            wait_until(Duration::from_secs(10), || v.get("/health").0 == 200),
+            wait_until(Duration::from_secs(10), || v.logs().contains(&console)
+                && v.get("/health").0 == 200),
             "management API never came up; log:\n{}",
             v.logs()
         );
