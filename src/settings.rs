@@ -131,9 +131,24 @@ impl Settings {
             ("NAMESERVER2", "NAMESERVER2_PORT", "8.8.8.8"),
         ] {
             let h = var(host).unwrap_or_else(|| dh.to_string());
-            match h.trim().parse::<Ipv4Addr>() {
-                Ok(ip) => nameservers.push(SocketAddr::new(ip.into(), num(port, 53u16))),
-                Err(_) => tracing::warn!("{host}={h} is not an IPv4 address; skipped"),
+            let h = h.trim();
+            if h.eq_ignore_ascii_case("system") {
+                // The host's own name servers; 0.9.2 could only use fixed IPv4 ones.
+                let conf = std::fs::read_to_string(crate::upstream::dns::RESOLV_CONF);
+                match conf {
+                    Ok(text) => {
+                        nameservers.extend(crate::upstream::dns::resolv_conf_servers(&text))
+                    }
+                    Err(e) => tracing::warn!(
+                        "{host}=system: cannot read {}: {e}; skipped",
+                        crate::upstream::dns::RESOLV_CONF
+                    ),
+                }
+                continue;
+            }
+            match h.parse::<IpAddr>() {
+                Ok(ip) => nameservers.push(SocketAddr::new(ip, num(port, 53u16))),
+                Err(_) => tracing::warn!("{host}={h} is not an IP address; skipped"),
             }
         }
         let console_listen = var("CONSOLE_LISTEN")

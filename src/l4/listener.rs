@@ -28,6 +28,9 @@ async fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     sock.set_reuseaddr(true)?;
+    // Linux hands TCP_NODELAY down to accepted sockets: one setsockopt per listener instead
+    // of one per connection.
+    sock.set_nodelay(true)?;
     sock.bind(addr)?;
     sock.listen(4096)
 }
@@ -108,5 +111,24 @@ impl ChildSource for Listeners {
                 (ServiceActor::child_spec(args), 0)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session relies on this instead of a setsockopt per connection.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_inherit_no_delay() {
+        let l = bind_tcp("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = l.accept().await.expect("accept");
+        assert!(accepted.nodelay().expect("getsockopt"));
+        drop(client);
     }
 }

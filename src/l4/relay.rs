@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Bytes moved and why the relay ended.
@@ -31,11 +32,11 @@ static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 fn take_buf() -> Vec<u8> {
     let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
-    pooled.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+    // Zeroed through the allocator (fresh mmap pages), so an untouched tail costs no RSS.
+    pooled.unwrap_or_else(|| vec![0; BUF_SIZE])
 }
 
-fn give_buf(mut b: Vec<u8>) {
-    b.clear();
+fn give_buf(b: Vec<u8>) {
     if let Ok(mut p) = POOL.lock() {
         if p.len() < POOL_MAX {
             p.push(b);
@@ -47,8 +48,9 @@ fn give_buf(mut b: Vec<u8>) {
 #[derive(Default)]
 struct Dir {
     buf: Option<Vec<u8>>,
-    /// Bytes of `buf` already written.
+    /// `buf[pos..end]` is read but not yet written.
     pos: usize,
+    end: usize,
     eof: bool,
     done: bool,
     total: u64,
@@ -63,20 +65,22 @@ impl Dir {
 }
 
 /// Moves bytes from `src` to `dst` until it would block; `Ready(Ok)` once EOF has been passed
-/// on as a half-close. Readiness is polled directly on the sockets (no per-await futures), so
-/// a relay costs a few hundred bytes, not kilobytes.
+/// on. Readiness is polled directly on the sockets (no per-await futures), so a relay costs a
+/// few hundred bytes, not kilobytes. `last` says the other direction has ended: then the
+/// EOF needs no half-close, as both sockets are about to be closed.
 fn poll_dir(
     cx: &mut Context<'_>,
-    src: &TcpStream,
+    src: &mut TcpStream,
     dst: &TcpStream,
     d: &mut Dir,
+    last: bool,
     moved: &mut bool,
 ) -> Poll<io::Result<()>> {
     loop {
         if let Some(b) = &d.buf {
-            while d.pos < b.len() {
+            while d.pos < d.end {
                 ready!(dst.poll_write_ready(cx))?;
-                match dst.try_write(&b[d.pos..]) {
+                match dst.try_write(&b[d.pos..d.end]) {
                     Ok(n) => d.pos += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(e)),
@@ -85,29 +89,33 @@ fn poll_dir(
         }
         if d.eof {
             d.release();
-            let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+            if !last {
+                let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+            }
             d.done = true;
             return Poll::Ready(Ok(()));
         }
-        match src.poll_read_ready(cx) {
+        let b = d.buf.get_or_insert_with(take_buf);
+        let mut rb = ReadBuf::new(b);
+        // `AsyncRead::poll_read` (unlike `try_read`) drops the readiness after a short read,
+        // which saves the extra read that would only say EAGAIN.
+        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
             Poll::Pending => {
                 // Nothing to do until the peer sends: hold no buffer meanwhile.
                 d.release();
                 return Poll::Pending;
             }
-            Poll::Ready(r) => r?,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
         }
-        let b = d.buf.get_or_insert_with(take_buf);
-        b.clear();
+        let n = rb.filled().len();
         d.pos = 0;
-        match src.try_read_buf(b) {
-            Ok(0) => d.eof = true,
-            Ok(n) => {
-                d.total += n as u64;
-                *moved = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => d.release(),
-            Err(e) => return Poll::Ready(Err(e)),
+        d.end = n;
+        if n == 0 {
+            d.eof = true;
+        } else {
+            d.total += n as u64;
+            *moved = true;
         }
     }
 }
@@ -143,14 +151,16 @@ impl Future for Relay {
         let mut moved = false;
         let mut failed = false;
         if !this.up.done {
+            let last = this.down.done;
             failed |= matches!(
-                poll_dir(cx, this.client, this.upstream, this.up, &mut moved),
+                poll_dir(cx, this.client, this.upstream, this.up, last, &mut moved),
                 Poll::Ready(Err(_))
             );
         }
         if !this.down.done && !failed {
+            let last = this.up.done;
             failed |= matches!(
-                poll_dir(cx, this.upstream, this.client, this.down, &mut moved),
+                poll_dir(cx, this.upstream, this.client, this.down, last, &mut moved),
                 Poll::Ready(Err(_))
             );
         }

@@ -66,6 +66,8 @@ pub async fn tcp(
     mut conn: Conn,
     panic_armed: bool,
 ) {
+    // On Linux the listener's TCP_NODELAY is inherited (see listener::bind_tcp).
+    #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
     if let Some(ap) = entry
         .doc

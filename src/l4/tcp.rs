@@ -19,6 +19,11 @@ pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListen
     let active = metrics::gauge!("vane_connections_active", "listener" => label.to_string(), "protocol" => "tcp");
     let panics = metrics::counter!("vane_session_panics_total", "listener" => label.to_string());
     let mut backoff = Duration::from_millis(5);
+    // A listener bound to one address needs no getsockname per connection to know it.
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
@@ -43,9 +48,12 @@ pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListen
             warn!(listener = %label, "no config found; connection dropped");
             continue;
         };
-        let local = stream
-            .local_addr()
-            .unwrap_or_else(|_| listener.local_addr().unwrap_or(peer));
+        let local = match bound {
+            Some(a) => a,
+            None => stream
+                .local_addr()
+                .unwrap_or_else(|_| listener.local_addr().unwrap_or(peer)),
+        };
         let conn = Conn { key, peer, local };
         let armed = crate::ops::chaos::take_session_panic(&rt, &key);
         total.increment(1);
