@@ -1,0 +1,165 @@
+//! The bundled config and every dir under `config/examples/` are valid, and the examples do
+//! what their comments say: each is copied with its fixed port numbers mapped to free ones and
+//! run against real upstreams.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::tls::{TlsClient, TlsEcho};
+use common::*;
+
+fn config_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+fn example_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(config_root().join("examples"))
+        .expect("config/examples")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// `text` with every whole number found in `ports` replaced by its mapping.
+fn renumber(text: &str, ports: &HashMap<u16, u16>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        match digits.parse::<u16>().ok().and_then(|n| ports.get(&n)) {
+            Some(to) => out.push_str(&to.to_string()),
+            None => out.push_str(digits),
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+/// Copies `config/examples/NAME` into a fresh config dir, mapping ports in names and texts.
+fn instantiate(name: &str, ports: &HashMap<u16, u16>) -> ConfigDir {
+    fn copy(from: &Path, to: &Path, ports: &HashMap<u16, u16>) {
+        for e in std::fs::read_dir(from).expect("read example").flatten() {
+            let name = renumber(&e.file_name().to_string_lossy(), ports);
+            let (src, dst) = (e.path(), to.join(name));
+            if src.is_dir() {
+                std::fs::create_dir_all(&dst).expect("mkdir");
+                copy(&src, &dst, ports);
+            } else {
+                let text = std::fs::read_to_string(&src).expect("read");
+                std::fs::write(&dst, renumber(&text, ports)).expect("write");
+                let mode = std::fs::metadata(&src).expect("stat").permissions();
+                std::fs::set_permissions(&dst, mode).expect("chmod");
+            }
+        }
+    }
+    let cfg = ConfigDir::new();
+    copy(&config_root().join("examples").join(name), cfg.path(), ports);
+    cfg
+}
+
+#[test]
+fn the_bundled_config_and_every_example_pass_vane_check() {
+    let mut dirs = example_dirs();
+    assert!(dirs.len() >= 8, "examples: {dirs:?}");
+    dirs.push(config_root());
+    for dir in dirs {
+        let out = Command::new(env!("CARGO_BIN_EXE_vane"))
+            .arg("check")
+            .arg("--config")
+            .arg(&dir)
+            .env_clear()
+            .output()
+            .expect("run vane check");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}: {text}", dir.display());
+        assert!(text.contains(": ok ("), "{}: {text}", dir.display());
+    }
+}
+
+#[test]
+fn renumber_maps_whole_numbers_only() {
+    let ports = HashMap::from([(8443, 30001), (53, 30002)]);
+    assert_eq!(
+        renumber("[8443] port: 53 84430 1053 53", &ports),
+        "[30001] port: 30002 84430 1053 30002"
+    );
+}
+
+#[test]
+fn tls_sni_example_routes_by_name_and_alpn_without_terminating() {
+    let api = TlsEcho::start("api.example.com", "API");
+    let h2 = TlsEcho::start("www.example.com", "H2");
+    let rest = TlsEcho::start("www.example.com", "REST");
+    let port = free_port();
+    let ports = HashMap::from([
+        (8443, port),
+        (9441, api.addr.port()),
+        (9442, h2.addr.port()),
+        (9443, rest.addr.port()),
+    ]);
+    let cfg = instantiate("tls-sni", &ports);
+    let _v = Vane::start(&cfg, &[port]);
+    let roots = [&api.cert.der, &h2.cert.der, &rest.cert.der];
+    for (sni, alpn, want) in [
+        ("api.example.com", &["h2"][..], &api),
+        ("www.example.com", &["h2", "http/1.1"][..], &h2),
+        ("www.example.com", &["http/1.1"][..], &rest),
+    ] {
+        let mut c = TlsClient::connect(port, sni, alpn, &roots).expect("handshake");
+        assert_eq!(
+            c.peer_cert().as_ref(),
+            Some(&want.cert.der),
+            "{sni} {alpn:?}"
+        );
+        assert!(c.ask("ping").is_some_and(|r| r.ends_with(":ping")));
+    }
+}
+
+#[test]
+fn legacy_example_sends_http_to_the_first_target_and_the_rest_to_the_fallback_rule() {
+    let web = Echo::start("WEB");
+    let other = Echo::start("SSH");
+    let port = free_port();
+    let ports = HashMap::from([
+        (7000, port),
+        (8081, web.addr.port()),
+        (8082, free_port()),
+        (8083, free_port()),
+        (22, other.addr.port()),
+        (443, free_port()),
+        (8443, free_port()),
+    ]);
+    let cfg = instantiate("tcp-legacy", &ports);
+    let _v = Vane::start(&cfg, &[port]);
+    assert_eq!(
+        ask_once(port, "GET /index.html").as_deref(),
+        Some("WEB:GET /index.html")
+    );
+    assert_eq!(ask_once(port, "hello").as_deref(), Some("SSH:hello"));
+}
+
+#[test]
+fn external_plugin_example_lets_loopback_through() {
+    let up = Echo::start("UP");
+    let port = free_port();
+    let ports = HashMap::from([(7002, port), (8080, up.addr.port())]);
+    let cfg = instantiate("external-plugin", &ports);
+    let _v = Vane::start(&cfg, &[port]);
+    // Only the plugin's `allow` branch proxies; `deny` and `failure` close the connection.
+    assert_eq!(ask_once(port, "hi").as_deref(), Some("UP:hi"));
+}
