@@ -67,7 +67,11 @@ fn instantiate(name: &str, ports: &HashMap<u16, u16>) -> ConfigDir {
         }
     }
     let cfg = ConfigDir::new();
-    copy(&config_root().join("examples").join(name), cfg.path(), ports);
+    copy(
+        &config_root().join("examples").join(name),
+        cfg.path(),
+        ports,
+    );
     cfg
 }
 

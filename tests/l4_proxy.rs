@@ -420,3 +420,96 @@ fn udp_by_node_by_domain_and_legacy_rules() {
         "no legacy rule matches: dropped"
     );
 }
+
+#[test]
+fn a_server_first_protocol_is_routed_once_the_peek_times_out() {
+    // An SMTP-like upstream speaks first; the flow peeks for HTTP, sees nothing and routes.
+    let greeter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = greeter.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut s in greeter.incoming().flatten().take(8) {
+            use std::io::Write;
+            let _ = s.write_all(b"220 ready\n");
+        }
+    });
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        &format!(
+            r#"connection:
+  internal.protocol.detect:
+    input: {{ method: http, payload: "{{{{req.peek_buffer_hex}}}}" }}
+    output:
+      "true":
+        internal.transport.abort: {{}}
+      "false":
+        internal.transport.proxy:
+          input: {{ target.ip: 127.0.0.1, target.port: {} }}
+"#,
+            up.port()
+        ),
+    );
+    let _v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("TCP_PEEK_TIMEOUT_MS", "300".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let mut c = Client::connect(port).expect("connect");
+    c.set_timeout(Duration::from_secs(3));
+    let start = std::time::Instant::now();
+    assert_eq!(c.read_line().as_deref(), Some("220 ready"));
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "the greeting came through only after the peek gave up: {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn ipv6_listener_upstream_and_client_address() {
+    let up = Echo::on(
+        std::net::TcpListener::bind("[::1]:0").expect("bind ::1"),
+        "V6",
+    );
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    // Only a client whose address is ::1 is proxied: conn.ip must be the IPv6 text.
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        &format!(
+            r#"connection:
+  internal.common.match:
+    input: {{ left: "{{{{conn.ip}}}}", operator: "==", right: "::1" }}
+    output:
+      "true":
+        internal.transport.proxy:
+          input: {{ target.ip: "::1", target.port: {} }}
+      "false":
+        internal.transport.abort: {{}}
+"#,
+            up.addr.port()
+        ),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("LISTEN_ADDR", "::1".into())],
+            wait_ports: vec![],
+        },
+    );
+    let addr: std::net::SocketAddr = format!("[::1]:{port}").parse().expect("addr");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok()),
+        "{}",
+        v.logs()
+    );
+    let s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut c = Client::from_stream(s);
+    assert_eq!(c.ask("six").as_deref(), Some("V6:six"));
+}

@@ -422,23 +422,32 @@ pub struct Client {
 
 impl Client {
     pub fn connect(port: u16) -> std::io::Result<Client> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let w = s.try_clone()?;
-        Ok(Client {
-            r: BufReader::new(s),
-            w,
-        })
+        Ok(Self::from_stream(TcpStream::connect(("127.0.0.1", port))?))
     }
 
-    /// Sends a line and returns the reply line (None when the connection closed).
-    pub fn ask(&mut self, line: &str) -> Option<String> {
-        self.w.write_all(format!("{line}\n").as_bytes()).ok()?;
+    /// Wraps a connected stream (5 s read timeout).
+    pub fn from_stream(s: TcpStream) -> Client {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let w = s.try_clone().expect("dup socket");
+        Client {
+            r: BufReader::new(s),
+            w,
+        }
+    }
+
+    /// The next line the server sends, without sending anything (None when closed).
+    pub fn read_line(&mut self) -> Option<String> {
         let mut out = String::new();
         match self.r.read_line(&mut out) {
             Ok(0) | Err(_) => None,
             Ok(_) => Some(out.trim_end().to_string()),
         }
+    }
+
+    /// Sends a line and returns the reply line (None when the connection closed).
+    pub fn ask(&mut self, line: &str) -> Option<String> {
+        self.w.write_all(format!("{line}\n").as_bytes()).ok()?;
+        self.read_line()
     }
 
     /// True when the server closes the connection within `timeout`.
