@@ -42,6 +42,8 @@ pub struct Runtime {
         crate::config::ListenerKey,
         (Arc<tokio::net::UdpSocket>, crate::l4::udp::Sessions),
     >,
+    /// The threads that accept and serve TCP connections.
+    pub shards: crate::l4::shards::Shards,
     /// Bytes of datagrams held by UDP sessions that are still deciding (all listeners).
     pending: AtomicUsize,
     pending_metric: std::sync::OnceLock<metrics::Gauge>,
@@ -137,9 +139,20 @@ impl Runtime {
             started: Instant::now(),
             certs: arc_swap::ArcSwap::from_pointee(crate::certs::CertStore::default()),
             udp_endpoints: dashmap::DashMap::new(),
+            shards: start_shards(settings.data_plane_threads),
             pending: AtomicUsize::new(0),
             pending_metric: std::sync::OnceLock::new(),
             cid_lens: AtomicU32::new(0),
         })
     }
+}
+
+fn start_shards(n: usize) -> crate::l4::shards::Shards {
+    use crate::l4::shards::Shards;
+    Shards::start(n).unwrap_or_else(|e| {
+        tracing::error!(
+            "cannot start {n} data-plane threads ({e}); serving TCP on the shared runtime"
+        );
+        Shards::none()
+    })
 }

@@ -100,6 +100,8 @@ pub struct Settings {
     pub quic_session_ttl: Duration,
     pub quic_sticky_ttl: Duration,
     pub quic_max_entries: usize,
+    /// Single-threaded runtimes that accept and serve TCP connections (0: the shared one).
+    pub data_plane_threads: usize,
     pub quic_max_pending_packets: usize,
     pub quic_session_buffer: usize,
     pub quic_global_pending: usize,
@@ -206,6 +208,11 @@ impl Settings {
             quic_session_ttl: Duration::from_secs(num("QUIC_SESSION_TTL_SECS", 300).max(1)),
             quic_sticky_ttl: Duration::from_secs(num("QUIC_STICKY_SESSION_TTL", 60).max(1)),
             quic_max_entries: num("QUIC_MAX_SESSIONS", 100_000usize).max(16),
+            data_plane_threads: num(
+                "DATA_PLANE_THREADS",
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )
+            .min(256),
             quic_max_pending_packets: num("QUIC_MAX_PENDING_PACKETS", 5usize).max(1),
             quic_session_buffer: num("QUIC_SESSION_BUFFER_LIMIT", 65_536usize).max(1500),
             quic_global_pending: num("QUIC_GLOBAL_PENDING_BYTES_LIMIT", 67_108_864usize)

@@ -513,3 +513,43 @@ fn ipv6_listener_upstream_and_client_address() {
     let mut c = Client::from_stream(s);
     assert_eq!(c.ask("six").as_deref(), Some("V6:six"));
 }
+
+#[test]
+fn tcp_is_served_by_the_configured_data_plane_threads() {
+    let up = Echo::start("S");
+    for threads in [0usize, 3] {
+        let cfg = ConfigDir::new();
+        let port = free_port();
+        cfg.tcp_proxy(port, up.addr);
+        let v = Vane::start_with(
+            &cfg,
+            Opts {
+                env: vec![("DATA_PLANE_THREADS", threads.to_string())],
+                wait_ports: vec![port],
+            },
+        );
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", v.pid()))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .map(|n| n.trim().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shards = names
+            .iter()
+            .filter(|n| n.starts_with("vane-shard-"))
+            .count();
+        assert_eq!(shards, threads, "threads: {names:?}");
+        // Many connections at once, spread over the shards, all relayed.
+        let mut clients: Vec<Client> = (0..40)
+            .map(|_| Client::connect(port).expect("connect"))
+            .collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            assert_eq!(
+                c.ask(&format!("n{i}")).as_deref(),
+                Some(format!("S:n{i}").as_str())
+            );
+        }
+    }
+}

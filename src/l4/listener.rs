@@ -47,27 +47,33 @@ impl Service for ListenerService {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                let task = match key.proto {
+                let tasks = match key.proto {
                     Proto::Tcp => bind_tcp(addr)
                         .await
-                        .map(|l| tokio::spawn(super::tcp::accept_loop(rt.clone(), key, l))),
+                        .and_then(|l| super::tcp::spawn_accept_loops(&rt, key, l)),
                     Proto::Udp => {
                         super::udp::endpoint(&rt, key, addr)
                             .await
                             .map(|(sock, sessions)| {
-                                tokio::spawn(super::udp::recv_loop(rt.clone(), key, sock, sessions))
+                                vec![tokio::spawn(super::udp::recv_loop(
+                                    rt.clone(),
+                                    key,
+                                    sock,
+                                    sessions,
+                                ))]
                             })
                     }
                 };
-                match task {
-                    Ok(t) => {
+                match tasks {
+                    Ok(tasks) => {
                         let name = if key.proto == Proto::Tcp {
                             "Tcp"
                         } else {
                             "Udp"
                         };
                         info!("✓ {name} listener on port {} is UP", key.port);
-                        return Ok(Guard::new(AbortOnDrop(t)));
+                        let guards: Vec<AbortOnDrop> = tasks.into_iter().map(AbortOnDrop).collect();
+                        return Ok(Guard::new(guards));
                     }
                     Err(e) => last_err = Some(e),
                 }

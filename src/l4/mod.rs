@@ -5,5 +5,6 @@ pub mod limits;
 pub mod listener;
 pub mod relay;
 pub mod session;
+pub mod shards;
 pub mod tcp;
 pub mod udp;

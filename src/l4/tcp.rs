@@ -11,6 +11,32 @@ use super::session::{self, Conn};
 use crate::config::ListenerKey;
 use crate::runtime::Runtime;
 
+/// Starts one accept loop per data-plane shard on `listener` (each on its own duplicate of the
+/// socket, so each shard's reactor watches it); the listener actor aborts them on stop.
+pub fn spawn_accept_loops(
+    rt: &Arc<Runtime>,
+    key: ListenerKey,
+    listener: TcpListener,
+) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let socket = listener.into_std()?;
+    let mut copies = Vec::with_capacity(rt.shards.len().max(1));
+    for _ in 0..rt.shards.len().max(1) {
+        copies.push(socket.try_clone()?);
+    }
+    let mut copies = copies.into_iter();
+    Ok(rt.shards.spawn_each(|_| {
+        let (rt, copy) = (rt.clone(), copies.next());
+        async move {
+            // Registered with the reactor of the shard this runs on.
+            match copy.map(TcpListener::from_std) {
+                Some(Ok(l)) => accept_loop(rt, key, l).await,
+                Some(Err(e)) => error!(listener = %key, "cannot watch the listener socket: {e}"),
+                None => {}
+            }
+        }
+    }))
+}
+
 /// Accepts until the task is aborted (the listener actor stopped). Connections already
 /// accepted are independent tasks and keep running.
 pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListener) {

@@ -1,0 +1,122 @@
+//! The TCP data plane's threads: one single-threaded runtime per core, each accepting from the
+//! listener sockets and running the connections it accepted to their end.
+//!
+//! Connections then never move between threads: no work stealing, no cross-thread wake-ups,
+//! and a connection's sockets, timers and task stay in one core's caches. On the short-
+//! connection benchmark this is what two work-stealing workers cost against HAProxy (see
+//! bench/README.md). The shards live as long as the process, so a listener actor that restarts
+//! (and aborts its accept loops) leaves the connections it accepted running.
+
+use std::future::Future;
+use std::io;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+pub struct Shards {
+    handles: Vec<Handle>,
+}
+
+impl Shards {
+    /// Starts `n` shard threads; with `n == 0` everything runs on the shared runtime.
+    pub fn start(n: usize) -> io::Result<Shards> {
+        let mut handles = Vec::with_capacity(n);
+        // A shard that fails to start leaves the ones before it parked forever; harmless, as
+        // start-up then falls back to the shared runtime.
+        for i in 0..n {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("vane-shard-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match rt {
+                        Ok(rt) => {
+                            let _ = tx.send(Ok(rt.handle().clone()));
+                            rt.block_on(std::future::pending::<()>());
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })?;
+            let handle = rx
+                .recv()
+                .map_err(|_| io::Error::other("shard thread ended before starting"))??;
+            handles.push(handle);
+        }
+        Ok(Shards { handles })
+    }
+
+    /// No shards: everything runs on the shared runtime.
+    pub fn none() -> Shards {
+        Shards {
+            handles: Vec::new(),
+        }
+    }
+
+    /// How many shards there are (0: the shared runtime serves).
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Runs one task per shard, `make(i)` building shard `i`'s; on the shared runtime when
+    /// there are no shards.
+    pub fn spawn_each<F, Fut>(&self, mut make: F) -> Vec<JoinHandle<()>>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if self.handles.is_empty() {
+            return vec![tokio::spawn(make(0))];
+        }
+        self.handles
+            .iter()
+            .enumerate()
+            .map(|(i, h)| h.spawn(make(i)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_shard_runs_its_task_on_its_own_thread() {
+        let shards = Shards::start(2).expect("shards");
+        assert_eq!(shards.len(), 2);
+        let tasks = shards.spawn_each(|_| async {});
+        assert_eq!(tasks.len(), 2);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for t in shards.spawn_each(move |i| {
+            let tx = tx.clone();
+            async move {
+                let name = std::thread::current().name().map(str::to_string);
+                let _ = tx.send((i, name));
+            }
+        }) {
+            t.await.expect("task");
+        }
+        let mut seen = Vec::new();
+        while let Ok(x) = rx.try_recv() {
+            seen.push(x);
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (0, Some("vane-shard-0".to_string())),
+                (1, Some("vane-shard-1".to_string()))
+            ]
+        );
+        let none = Shards::none();
+        assert!(none.is_empty());
+        assert_eq!(none.spawn_each(|_| async {}).len(), 1);
+    }
+}
