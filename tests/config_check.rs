@@ -306,3 +306,53 @@ fn a_port_in_use_is_reported_and_the_rest_serves() {
         v.logs()
     );
 }
+
+#[test]
+fn per_datagram_is_checked() {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "listener/[7001]/tcp.yaml",
+        "per_datagram: true\nconnection:\n  internal.transport.abort: {}\n",
+    );
+    cfg.write(
+        "listener/[7002]/udp.yaml",
+        "per_datagram: yes please\nconnection:\n  internal.transport.abort: {}\n",
+    );
+    cfg.write(
+        "listener/[7003]/udp.yaml",
+        "per_datagram: true\nconnection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
+    );
+    cfg.write(
+        "resolver/quic.yaml",
+        "connection:\n  internal.transport.abort: {}\n",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        has(
+            &text,
+            "listener/[7001]/tcp.yaml",
+            "per_datagram",
+            "only UDP listeners"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &text,
+            "listener/[7002]/udp.yaml",
+            "per_datagram",
+            "expected boolean"
+        ),
+        "{text}"
+    );
+    assert!(
+        has(
+            &text,
+            "listener/[7003]/udp.yaml",
+            "internal.transport.upgrade",
+            "cannot upgrade to `quic`"
+        ),
+        "{text}"
+    );
+}

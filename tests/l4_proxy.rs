@@ -553,3 +553,66 @@ fn tcp_is_served_by_the_configured_data_plane_threads() {
         }
     }
 }
+
+#[test]
+fn udp_per_datagram_routes_each_datagram_by_its_own_flow_run() {
+    let (a, b) = (
+        UdpEcho::start("A", Duration::ZERO),
+        UdpEcho::start("B", Duration::ZERO),
+    );
+    // "a..." (hex 61) goes to A, "b..." (62) to B, anything else is dropped.
+    let flow = |per_datagram: bool| {
+        format!(
+            r#"per_datagram: {per_datagram}
+connection:
+  internal.common.match:
+    input: {{ left: "{{{{req.peek_buffer_hex}}}}", operator: startswith, right: "61" }}
+    output:
+      "true":
+        internal.transport.proxy:
+          input: {{ target.ip: 127.0.0.1, target.port: {} }}
+      "false":
+        internal.common.match:
+          input: {{ left: "{{{{req.peek_buffer_hex}}}}", operator: startswith, right: "62" }}
+          output:
+            "true":
+              internal.transport.proxy:
+                input: {{ target.ip: 127.0.0.1, target.port: {} }}
+            "false":
+              internal.transport.abort: {{}}
+"#,
+            a.addr.port(),
+            b.addr.port()
+        )
+    };
+    let cfg = ConfigDir::new();
+    let (each, once) = (free_port(), free_port());
+    cfg.write(&format!("listener/[{each}]/udp.yaml"), &flow(true));
+    cfg.write(&format!("listener/[{once}]/udp.yaml"), &flow(false));
+    let v = Vane::start(&cfg, &[]);
+    v.wait_udp(each);
+    v.wait_udp(once);
+    let t = Duration::from_secs(3);
+    // One client socket = one session on each listener.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    assert_eq!(udp_ask(&sock, each, "apple", t).as_deref(), Some("A:apple"));
+    assert_eq!(
+        udp_ask(&sock, each, "banana", t).as_deref(),
+        Some("B:banana")
+    );
+    assert_eq!(
+        udp_ask(&sock, each, "cherry", Duration::from_millis(400)),
+        None,
+        "aborted datagram"
+    );
+    assert_eq!(
+        udp_ask(&sock, each, "avocado", t).as_deref(),
+        Some("A:avocado")
+    );
+    // By default the first datagram decides for the whole session.
+    assert_eq!(udp_ask(&sock, once, "apple", t).as_deref(), Some("A:apple"));
+    assert_eq!(
+        udp_ask(&sock, once, "banana", t).as_deref(),
+        Some("A:banana")
+    );
+}

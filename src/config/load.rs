@@ -328,9 +328,12 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
                     None
                 };
                 let accept_proxy = accept_proxy(v.get("proxy_protocol"), proto, pr);
+                let mode = mode?;
+                let per_datagram = per_datagram(v.get("per_datagram"), proto, &mode, pr);
                 Some(Listener {
-                    mode: mode?,
+                    mode,
                     accept_proxy,
+                    per_datagram,
                 })
             });
             if let Some(e) = parsed {
@@ -386,6 +389,45 @@ fn accept_proxy(v: Option<&Value>, proto: Proto, pr: &mut Problems) -> Option<Ac
         }
     };
     Some(AcceptProxy { trusted, required })
+}
+
+/// Parses a UDP listener's `per_datagram` switch. Such a flow cannot hand its session to a
+/// resolver: inspecting a QUIC handshake needs the session's datagrams together.
+fn per_datagram(v: Option<&Value>, proto: Proto, mode: &ListenerDoc, pr: &mut Problems) -> bool {
+    let on = match v {
+        None => return false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            pr.error("per_datagram", format!("expected boolean, got {other}"));
+            return false;
+        }
+    };
+    if on && proto != Proto::Udp {
+        pr.error(
+            "per_datagram",
+            "only UDP listeners run their flow per datagram",
+        );
+        return false;
+    }
+    if on {
+        match mode {
+            ListenerDoc::Flow(f) => {
+                let mut ups = BTreeSet::new();
+                collect_upgrades(&f.root, &mut ups);
+                for (at, proto) in ups {
+                    pr.error(&at, format!("a flow that runs per datagram cannot upgrade to `{proto}` (inspection needs the whole session)"));
+                }
+            }
+            ListenerDoc::Legacy(rules) => {
+                for r in &rules.rules {
+                    if let super::legacy::Destination::Resolver(name) = &r.destination {
+                        pr.error(&format!("protocols.{}.destination", r.name), format!("a listener that runs per datagram cannot hand sessions to the resolver `{name}`"));
+                    }
+                }
+            }
+        }
+    }
+    on
 }
 
 /// Problems that span files: upgrades to resolvers that do not exist.

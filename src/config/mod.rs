@@ -58,6 +58,9 @@ pub struct Listener {
     pub mode: ListenerDoc,
     /// Accept a PROXY protocol header from these balancers (ours; key `proxy_protocol`).
     pub accept_proxy: Option<AcceptProxy>,
+    /// UDP only (key `per_datagram`): run the flow for every datagram, as Vane 0.9.2 did,
+    /// instead of once per session.
+    pub per_datagram: bool,
 }
 
 /// `proxy_protocol: { trusted: [CIDR, ...], required: true }` in a TCP listener file.

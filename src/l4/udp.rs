@@ -1,12 +1,14 @@
 //! UDP listeners: datagrams are grouped into sessions by client address. The listener flow
-//! runs once per session; the session's upstream socket and reply path live exactly as long
-//! as the session (one idle timeout for both directions, so late replies are never lost).
+//! runs once per session (or per datagram with `per_datagram: true`); the session's upstream
+//! socket and reply path live exactly as long as the session (one idle timeout for both
+//! directions, so late replies are never lost).
 //!
 //! A listener flow that upgrades to `quic` hands the session to QUIC inspection: datagrams
 //! are held (within the pending limits) until the ClientHello is complete, then the `quic`
 //! resolver decides. Forwarded QUIC sessions are registered in the `quic` actor's tables by
 //! connection ID, so a client that moves to a new address keeps its route.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,8 @@ use crate::runtime::Runtime;
 
 /// Datagrams queued per session while its flow decides.
 const MAX_PENDING: usize = 64;
+/// Upstreams one `per_datagram` session may send to at once.
+const MAX_TARGETS: usize = 16;
 
 enum State {
     /// The flow (or QUIC inspection) is deciding; datagrams wait here.
@@ -357,6 +361,9 @@ async fn run_session(
     conn: Conn,
     sess: Arc<Session>,
 ) {
+    if entry.doc.per_datagram {
+        return per_datagram(rt, entry, listener, conn, sess).await;
+    }
     let first = match &*sess.state() {
         State::Deciding { queue, .. } => queue.first().cloned().unwrap_or_default(),
         _ => Vec::new(),
@@ -399,6 +406,64 @@ async fn run_session(
         metrics::gauge!("vane_quic_sessions").set(tables.by_cid.len() as f64);
     }
     relay_replies(&rt, &sess, &up, &listener, quic_dcid.is_some()).await;
+}
+
+/// `per_datagram: true`: every datagram runs the flow and goes where its own run decides, as
+/// in Vane 0.9.2. The session keeps one upstream socket per target, each with its reply path;
+/// all of them end when the session has been idle for `UDP_SESSION_TIMEOUT_SECS`.
+async fn per_datagram(
+    rt: Arc<Runtime>,
+    entry: Arc<Entry<Listener>>,
+    listener: Arc<UdpSocket>,
+    conn: Conn,
+    sess: Arc<Session>,
+) {
+    let idle = rt.settings.udp_session_timeout;
+    let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+    // Dropped with the session, which aborts the reply paths.
+    let mut replies = tokio::task::JoinSet::new();
+    loop {
+        for d in sess.drain(&rt) {
+            let target = match decide(&rt, &entry, &conn, &d).await {
+                Verdict::Target(t) => t,
+                Verdict::Drop | Verdict::End | Verdict::Quic(_) => {
+                    metrics::counter!("vane_udp_dropped_total", "reason" => "flow").increment(1);
+                    continue;
+                }
+            };
+            let up = match upstreams.get(&target) {
+                Some(up) => up.clone(),
+                None if upstreams.len() >= MAX_TARGETS => {
+                    metrics::counter!("vane_udp_dropped_total", "reason" => "session_targets_full")
+                        .increment(1);
+                    continue;
+                }
+                None => match open_upstream(target).await {
+                    Ok(s) => {
+                        let up = Arc::new(s);
+                        upstreams.insert(target, up.clone());
+                        let (rt, sess, from, listener) =
+                            (rt.clone(), sess.clone(), up.clone(), listener.clone());
+                        replies.spawn(async move {
+                            relay_replies(&rt, &sess, &from, &listener, false).await;
+                        });
+                        up
+                    }
+                    Err(e) => {
+                        warn!(listener = %conn.key, "UDP upstream {target}: {e}");
+                        continue;
+                    }
+                },
+            };
+            let _ = up.send(&d).await;
+        }
+        let last = sess.last_ms.load(Ordering::Relaxed);
+        let deadline = sess.born + Duration::from_millis(last) + idle;
+        let woken = tokio::time::timeout_at(deadline.into(), sess.wake.notified()).await;
+        if woken.is_err() && sess.last_ms.load(Ordering::Relaxed) == last {
+            return;
+        }
+    }
 }
 
 /// Sends the upstream's replies to the session's current client address until the session
