@@ -10,6 +10,7 @@ pub mod config;
 pub mod flow;
 pub mod l4;
 pub mod l4p;
+pub mod l7;
 pub mod ops;
 pub mod plugins;
 pub mod runtime;

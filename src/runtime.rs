@@ -36,7 +36,10 @@ pub struct Runtime {
     pub quic: QuicTablesHandle<QuicRoute>,
     pub started: Instant,
     /// Certificates of `certs/`, published by `registries/certs`.
-    pub certs: arc_swap::ArcSwap<crate::certs::CertStore>,
+    pub certs: Arc<arc_swap::ArcSwap<crate::certs::CertStore>>,
+    /// The TLS server configuration of L7 termination (built on first use; it reads the
+    /// current certificates at every handshake).
+    pub l7_tls: std::sync::OnceLock<Arc<rustls::ServerConfig>>,
     /// UDP listeners' sockets and sessions, surviving listener actor restarts.
     pub udp_endpoints: dashmap::DashMap<
         crate::config::ListenerKey,
@@ -137,7 +140,10 @@ impl Runtime {
             memory: MemoryBudget::new(settings.l7_fixed_limit),
             quic: Arc::new(arc_swap::ArcSwap::from_pointee(QuicTables::new(limits))),
             started: Instant::now(),
-            certs: arc_swap::ArcSwap::from_pointee(crate::certs::CertStore::default()),
+            certs: Arc::new(arc_swap::ArcSwap::from_pointee(
+                crate::certs::CertStore::default(),
+            )),
+            l7_tls: std::sync::OnceLock::new(),
             udp_endpoints: dashmap::DashMap::new(),
             shards: start_shards(settings.data_plane_threads),
             pending: AtomicUsize::new(0),

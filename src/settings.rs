@@ -102,6 +102,12 @@ pub struct Settings {
     pub quic_max_entries: usize,
     /// Single-threaded runtimes that accept and serve TCP connections (0: the shared one).
     pub data_plane_threads: usize,
+    /// One log line per L7 request (`ACCESS_LOG=off` disables).
+    pub access_log: bool,
+    /// Time a client has to send a complete request head (`HTTP_HEADER_READ_TIMEOUT_SECS`).
+    pub http_header_timeout: Duration,
+    /// An HTTP connection with no bytes either way for this long is closed.
+    pub http_idle_timeout: Duration,
     pub quic_max_pending_packets: usize,
     pub quic_session_buffer: usize,
     pub quic_global_pending: usize,
@@ -213,6 +219,16 @@ impl Settings {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )
             .min(256),
+            access_log: !matches!(
+                var("ACCESS_LOG")
+                    .map(|v| v.trim().to_ascii_lowercase())
+                    .as_deref(),
+                Some("off" | "false" | "0" | "no")
+            ),
+            http_header_timeout: Duration::from_secs(
+                num("HTTP_HEADER_READ_TIMEOUT_SECS", 30u64).max(1),
+            ),
+            http_idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 60u64).max(1)),
             quic_max_pending_packets: num("QUIC_MAX_PENDING_PACKETS", 5usize).max(1),
             quic_session_buffer: num("QUIC_SESSION_BUFFER_LIMIT", 65_536usize).max(1500),
             quic_global_pending: num("QUIC_GLOBAL_PENDING_BYTES_LIMIT", 67_108_864usize)

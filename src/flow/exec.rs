@@ -51,7 +51,17 @@ pub enum Decision {
         protocol: String,
         cert: Option<String>,
     },
+    /// `internal.terminator.response` (L7): the resolved `status`, `headers` and `body`
+    /// inputs; the HTTP layer builds the response from them.
+    Respond {
+        status: Option<Value>,
+        headers: Option<Value>,
+        body: Option<Value>,
+    },
 }
+
+/// Values computed on demand beside the KV store (L7: `req.header.<name>` and friends).
+pub type Extra<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
@@ -151,23 +161,33 @@ impl Resolved<'_> {
     }
 }
 
-fn resolve<'s>(input: &'s Input, kv: &Kv, max: usize) -> Cow<'s, Value> {
+fn resolve<'s>(input: &'s Input, kv: &Kv, extra: Option<Extra<'_>>, max: usize) -> Cow<'s, Value> {
     match input {
         Input::Lit(v) => Cow::Borrowed(v),
-        other => Cow::Owned(resolve_owned(other, kv, max)),
+        other => Cow::Owned(resolve_owned(other, kv, extra, max)),
     }
 }
 
-fn resolve_owned(input: &Input, kv: &Kv, max: usize) -> Value {
+fn resolve_owned(input: &Input, kv: &Kv, extra: Option<Extra<'_>>, max: usize) -> Value {
     match input {
         Input::Lit(v) => v.clone(),
-        Input::Text(t) => Value::String(t.render(&|k: &str| kv.get(k).map(Cow::Borrowed), max)),
-        Input::List(items) => {
-            Value::Array(items.iter().map(|i| resolve_owned(i, kv, max)).collect())
-        }
+        Input::Text(t) => Value::String(t.render(
+            &|k: &str| {
+                kv.get(k)
+                    .map(Cow::Borrowed)
+                    .or_else(|| extra.and_then(|f| f(k)).map(Cow::Owned))
+            },
+            max,
+        )),
+        Input::List(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| resolve_owned(i, kv, extra, max))
+                .collect(),
+        ),
         Input::Map(m) => Value::Object(
             m.iter()
-                .map(|(k, v)| (k.clone(), resolve_owned(v, kv, max)))
+                .map(|(k, v)| (k.clone(), resolve_owned(v, kv, extra, max)))
                 .collect(),
         ),
     }
@@ -176,6 +196,16 @@ fn resolve_owned(input: &Input, kv: &Kv, max: usize) -> Value {
 /// Runs `flow` against `kv` until a terminator decides. Middleware output is stored under
 /// scoped keys; a missing branch or a bad parameter is an error with the step's path.
 pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, FlowError> {
+    run_with(flow, kv, rt, None).await
+}
+
+/// [`run`] with `extra` consulted for keys the KV store does not hold.
+pub async fn run_with(
+    flow: &Flow,
+    kv: &mut Kv,
+    rt: &Runtime,
+    extra: Option<Extra<'_>>,
+) -> Result<Decision, FlowError> {
     let max = rt.settings.max_template_result;
     let mut step = &flow.root;
     let mut path = String::new();
@@ -184,7 +214,7 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
         let values = step
             .input
             .iter()
-            .map(|(k, v)| (k.as_str(), resolve(v, kv, max)))
+            .map(|(k, v)| (k.as_str(), resolve(v, kv, extra, max)))
             .collect();
         let r = Resolved { step, values };
         let outcome = match &step.plugin {
@@ -304,7 +334,12 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, Flo
             protocol: r.str("protocol")?.to_ascii_lowercase(),
             cert: r.opt_str("cert").map(str::to_string),
         }),
-        Builtin::Upstream | Builtin::Cgi | Builtin::Static | Builtin::Response => {
+        Builtin::Response => Outcome::Done(Decision::Respond {
+            status: r.get("status").cloned(),
+            headers: r.get("headers").cloned(),
+            body: r.get("body").cloned(),
+        }),
+        Builtin::Upstream | Builtin::Cgi | Builtin::Static => {
             return Err(FlowError::Plugin {
                 at: r.step.at.clone(),
                 msg: format!("`{}` runs only in HTTP applications", r.step.name),

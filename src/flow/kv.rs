@@ -35,6 +35,10 @@ impl Kv {
         self.map.get(key).map(String::as_str)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

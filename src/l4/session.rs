@@ -90,9 +90,16 @@ pub async fn tcp(
     }
     let decided = Box::pin(decide_tcp(&rt, &entry, &stream, &conn)).await;
     drop(entry);
-    let Some((upstream, _active)) = decided else {
-        close_gently(&mut stream).await;
-        return;
+    let (upstream, _active) = match decided {
+        Some(Decided::Relay(up, active)) => (up, active),
+        Some(Decided::Http(handoff)) => {
+            Box::pin(crate::l7::serve(rt, stream, conn, handoff)).await;
+            return;
+        }
+        None => {
+            close_gently(&mut stream).await;
+            return;
+        }
     };
     if panic_armed {
         panic!("chaos: session panic requested on {}", conn.key);
@@ -194,7 +201,7 @@ async fn l4_verdict(
                 Ok(Decision::Proxy(to)) => connect::target(rt, &to, label)
                     .await
                     .map_or(Verdict::Close, Verdict::Target),
-                Ok(Decision::Abort) => Verdict::Close,
+                Ok(Decision::Abort | Decision::Respond { .. }) => Verdict::Close,
                 Ok(Decision::Upgrade { protocol, .. }) => Verdict::Upgrade(protocol, kv),
                 Err(e) => {
                     warn!(listener = %label, peer = %conn.peer, "flow error: {e}");
@@ -214,12 +221,18 @@ async fn l4_verdict(
     }
 }
 
+/// What happens to a TCP connection after the L4 and L4+ flows.
+enum Decided {
+    Relay(TcpStream, ActiveGuard),
+    Http(crate::l7::Handoff),
+}
+
 async fn decide_tcp(
     rt: &Runtime,
     entry: &Entry<Listener>,
     stream: &TcpStream,
     conn: &Conn,
-) -> Option<(TcpStream, ActiveGuard)> {
+) -> Option<Decided> {
     // Peek only when something looks at the first bytes: legacy detectors or a template reading
     // `req.peek_buffer_hex`. Otherwise the flow runs at once (server-speaks-first works too).
     let wants_peek = match &entry.doc.mode {
@@ -240,7 +253,10 @@ async fn decide_tcp(
     let target = match verdict {
         Verdict::Target(t) => t,
         Verdict::Upgrade(protocol, kv) => {
-            crate::l4p::route::route(rt, stream, kv, &protocol, conn).await?
+            match crate::l4p::route::route(rt, stream, kv, &protocol, conn).await? {
+                crate::l4p::route::Routed::Pass(t) => t,
+                crate::l4p::route::Routed::Http(h) => return Some(Decided::Http(h)),
+            }
         }
         Verdict::Close => return None,
     };
@@ -256,7 +272,7 @@ async fn decide_tcp(
             .map_err(|e| warn!(listener = %label, "PROXY header to {addr} failed: {e}"))
             .ok()?;
     }
-    Some((s, rt.health.track(addr)))
+    Some(Decided::Relay(s, rt.health.track(addr)))
 }
 
 /// What a legacy rule list picked.

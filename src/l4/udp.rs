@@ -265,6 +265,7 @@ async fn decide(rt: &Runtime, entry: &Entry<Listener>, conn: &Conn, first: &[u8]
                             .map_or(Verdict::End, Verdict::Target)
                     }
                     Ok(Decision::Abort) => Verdict::Drop,
+                    Ok(Decision::Respond { .. }) => Verdict::End,
                     Ok(Decision::Upgrade { protocol, .. }) if protocol == "quic" => {
                         Verdict::Quic(kv)
                     }

@@ -81,14 +81,22 @@ pub async fn peek_client_hello(
     }
 }
 
-/// Runs the L4+ stage; `Some(target)` when the resolver decided to pass the connection on.
+/// What a resolver decided for a TCP connection.
+pub enum Routed {
+    /// Pass the connection through to this target.
+    Pass(Target),
+    /// Terminate it here: L7 with this application.
+    Http(crate::l7::Handoff),
+}
+
+/// Runs the L4+ stage; `None` when the connection is to be closed.
 pub async fn route(
     rt: &Runtime,
     stream: &TcpStream,
     mut kv: Kv,
     protocol: &str,
     conn: &Conn,
-) -> Option<Target> {
+) -> Option<Routed> {
     let label = conn.key.to_string();
     let Some(entry) = rt.config.load().resolvers.get(protocol).cloned() else {
         info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
@@ -142,11 +150,19 @@ pub async fn route(
     metrics::counter!("vane_l4p_inspections_total", "protocol" => protocol.to_string(), "outcome" => outcome).increment(1);
     let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
         match exec::run(&entry.doc, &mut kv, rt).await {
-            Ok(Decision::Proxy(to)) => connect::target(rt, &to, &label).await,
-            Ok(Decision::Abort) => None,
-            Ok(Decision::Upgrade { protocol: app, .. }) => {
-                info!(listener = %label, "upgrade from `{protocol}` to `{app}`: L7 is not available in this build; connection closed");
-                None
+            Ok(Decision::Proxy(to)) => connect::target(rt, &to, &label).await.map(Routed::Pass),
+            Ok(Decision::Abort | Decision::Respond { .. }) => None,
+            Ok(Decision::Upgrade { protocol: app, cert }) => {
+                let tls = protocol == "tls";
+                if (tls && app == "httpx") || (!tls && crate::l7::is_plain_app(&app)) {
+                    if let Some(id) = &cert {
+                        kv.set("tls.termination.cert_sni", id.clone());
+                    }
+                    Some(Routed::Http(crate::l7::Handoff { app, kv: std::mem::take(&mut kv), tls, cert: cert.filter(|_| tls) }))
+                } else {
+                    warn!(listener = %label, "resolver `{protocol}` cannot upgrade to `{app}`; connection closed");
+                    None
+                }
             }
             Err(e) => {
                 warn!(listener = %label, peer = %conn.peer, "resolver `{protocol}` flow error: {e}");
@@ -193,7 +209,7 @@ pub async fn route_quic(
     let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
         match exec::run(&entry.doc, &mut kv, rt).await {
             Ok(Decision::Proxy(to)) => connect::address(rt, &to.upstream, &label, false).await,
-            Ok(Decision::Abort) => None,
+            Ok(Decision::Abort | Decision::Respond { .. }) => None,
             Ok(Decision::Upgrade { protocol: app, .. }) => {
                 info!(listener = %label, "upgrade from `quic` to `{app}`: HTTP/3 termination is not available in this build; session dropped");
                 None

@@ -1,0 +1,236 @@
+//! The HTTP server of one connection (HTTP/1.1 or HTTP/2, told apart by the first bytes) and
+//! the handling of one request: its KV, the application flow, then the response or the error
+//! the flow engine promises (502 on a flow error, 500 without an application, a closed
+//! connection on an explicit abort, never a hang).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info, warn};
+
+use super::body::{self, Body};
+use super::Handoff;
+use crate::flow::exec::{self, Decision};
+use crate::flow::kv::Kv;
+use crate::l4::session::Conn;
+use crate::runtime::Runtime;
+
+/// What every request of one connection shares.
+struct Ctx {
+    rt: Arc<Runtime>,
+    app: String,
+    /// The connection's KV from L4/L4+ (without `plugin.*`), copied into each request's.
+    kv: Kv,
+    peer: std::net::SocketAddr,
+}
+
+/// The request was aborted by the flow: hyper closes the connection (HTTP/1) or resets the
+/// stream (HTTP/2) instead of answering.
+#[derive(Debug, thiserror::Error)]
+#[error("aborted by the application flow")]
+struct Aborted;
+
+/// Serves requests on `io` until either side closes it or it is idle for
+/// `HTTP_IDLE_TIMEOUT_SECS`.
+pub async fn serve<IO>(rt: Arc<Runtime>, io: IO, conn: Conn, h: Handoff)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut kv = Kv::new();
+    for (k, v) in h.kv.iter().filter(|(k, _)| !k.starts_with("plugin.")) {
+        kv.set(k, v);
+    }
+    let ctx = Arc::new(Ctx {
+        rt: rt.clone(),
+        app: h.app,
+        kv,
+        peer: conn.peer,
+    });
+    let service = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(rt.settings.http_header_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024);
+    let activity = Arc::new(AtomicU64::new(0));
+    let born = Instant::now();
+    let io = super::idle::Tracked::new(io, activity.clone(), born);
+    let served = b.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let idle = super::idle::watch(activity, born, rt.settings.http_idle_timeout);
+    tokio::select! {
+        r = served => if let Err(e) = r {
+            debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection ended: {e}");
+        },
+        () = idle => debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection idle; closed"),
+    }
+}
+
+fn version_text(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// The request keys of templates.md 5.3. `req.host` also holds an HTTP/2 request's authority
+/// (0.9.2 left it empty there).
+fn request_kv(base: &Kv, app: &str, req: &Request<Incoming>) -> Kv {
+    let mut kv = base.clone();
+    kv.set("req.proto", app);
+    kv.set("req.method", req.method().as_str());
+    kv.set("req.path", req.uri().path());
+    if let Some(q) = req.uri().query() {
+        kv.set("req.query", q);
+    }
+    kv.set("req.version", version_text(req.version()));
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Some(h) = host {
+        kv.set("req.host", h);
+    }
+    kv
+}
+
+/// Header values computed on demand: `req.header.<name>` (empty when absent or not text) and
+/// `req.headers` (a JSON object; repeated headers joined by `, `).
+fn header_lookup(headers: &HeaderMap, key: &str) -> Option<String> {
+    if let Some(name) = key.strip_prefix("req.header.") {
+        return Some(
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    if key == "req.headers" {
+        let mut map = serde_json::Map::new();
+        for name in headers.keys() {
+            let joined = headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            map.insert(name.as_str().to_string(), joined.into());
+        }
+        return Some(serde_json::Value::Object(map).to_string());
+    }
+    None
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Aborted> {
+    let started = Instant::now();
+    let (method, uri, version) = (req.method().clone(), req.uri().clone(), req.version());
+    let outcome = respond(&ctx, req).await;
+    let status = match &outcome {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(Aborted) => "aborted".to_string(),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    metrics::counter!("vane_requests_total", "app" => ctx.app.clone(), "status" => status.clone())
+        .increment(1);
+    metrics::histogram!("vane_request_duration_seconds", "app" => ctx.app.clone()).record(secs);
+    if ctx.rt.settings.access_log {
+        let bytes = outcome
+            .as_ref()
+            .ok()
+            .and_then(|r| r.body().size_hint().exact())
+            .map_or("-".to_string(), |n| n.to_string());
+        info!(
+            target: "vane::access",
+            client = %ctx.peer,
+            app = %ctx.app,
+            method = %method,
+            uri = %uri,
+            status = %status,
+            "{} \"{method} {uri} {}\" {status} {bytes} {:.1}ms",
+            ctx.peer,
+            version_text(version),
+            secs * 1000.0
+        );
+    }
+    outcome
+}
+
+async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Aborted> {
+    let rt = &ctx.rt;
+    let Some(app) = rt.config.load().applications.get(&ctx.app).cloned() else {
+        warn!(app = %ctx.app, "no application `{}` is configured", ctx.app);
+        return Ok(plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Configuration Error",
+        ));
+    };
+    let mut kv = request_kv(&ctx.kv, &ctx.app, &req);
+    let headers = req.headers();
+    let lookup = |k: &str| header_lookup(headers, k);
+    let run = exec::run_with(&app.doc, &mut kv, rt, Some(&lookup));
+    let decision = match tokio::time::timeout(rt.settings.flow_timeout, run).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            warn!(app = %ctx.app, peer = %ctx.peer, "application flow error: {e}");
+            return Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway (Flow Error)"));
+        }
+        Err(_) => {
+            warn!(app = %ctx.app, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
+            return Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway (Flow Error)"));
+        }
+    };
+    match decision {
+        Decision::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let inherited = (HeaderMap::new(), body::empty());
+            super::response::build(
+                &kv,
+                status.as_ref(),
+                headers.as_ref(),
+                body.as_ref(),
+                inherited,
+            )
+            .or_else(|e| {
+                warn!(app = %ctx.app, "response terminator: {e}");
+                Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway (Flow Error)"))
+            })
+        }
+        Decision::Abort => Err(Aborted),
+        Decision::Proxy(_) | Decision::Upgrade { .. } => Ok(plain(
+            StatusCode::BAD_GATEWAY,
+            "Bad Gateway (No Response Signal)",
+        )),
+    }
+}
