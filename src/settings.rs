@@ -108,6 +108,12 @@ pub struct Settings {
     pub http_header_timeout: Duration,
     /// An HTTP connection with no bytes either way for this long is closed.
     pub http_idle_timeout: Duration,
+    /// Pooled upstream HTTP connections (`UPSTREAM_*`).
+    pub upstream_pool_idle: Duration,
+    pub upstream_pool_max_idle: usize,
+    pub upstream_keepalive: Duration,
+    pub upstream_h2_stream_window: u32,
+    pub upstream_h2_conn_window: u32,
     pub quic_max_pending_packets: usize,
     pub quic_session_buffer: usize,
     pub quic_global_pending: usize,
@@ -229,6 +235,13 @@ impl Settings {
                 num("HTTP_HEADER_READ_TIMEOUT_SECS", 30u64).max(1),
             ),
             http_idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 60u64).max(1)),
+            upstream_pool_idle: Duration::from_secs(num("UPSTREAM_POOL_IDLE_TIMEOUT", 90u64)),
+            upstream_pool_max_idle: num("UPSTREAM_POOL_MAX_IDLE", 32usize),
+            upstream_keepalive: Duration::from_secs(
+                num("UPSTREAM_KEEPALIVE_INTERVAL", 30u64).max(1),
+            ),
+            upstream_h2_stream_window: num("UPSTREAM_H2_STREAM_WINDOW", 2_097_152u32),
+            upstream_h2_conn_window: num("UPSTREAM_H2_CONN_WINDOW", 2_097_152u32),
             quic_max_pending_packets: num("QUIC_MAX_PENDING_PACKETS", 5usize).max(1),
             quic_session_buffer: num("QUIC_SESSION_BUFFER_LIMIT", 65_536usize).max(1500),
             quic_global_pending: num("QUIC_GLOBAL_PENDING_BYTES_LIMIT", 67_108_864usize)

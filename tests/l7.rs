@@ -341,3 +341,249 @@ fn a_silent_connection_is_closed_when_idle() {
     let mut c = Client::connect(port).expect("connect");
     assert!(c.closed_within(Duration::from_secs(4)));
 }
+
+/// An HTTP upstream (HTTP/1.1 and HTTP/2, optionally over TLS with ALPN) that answers with
+/// what it saw: `x-seen-*` headers, the request body echoed, status 418 for `/teapot`.
+struct Upstream {
+    addr: std::net::SocketAddr,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let seen = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-")
+                                .to_string()
+                        };
+                        let mut resp = hyper::Response::builder()
+                            .status(if req.uri().path().ends_with("/teapot") {
+                                418
+                            } else {
+                                200
+                            })
+                            .header("x-upstream", "yes")
+                            .header("x-seen-version", format!("{:?}", req.version()))
+                            .header("x-seen-uri", req.uri().to_string())
+                            .header("x-seen-xff", seen("x-forwarded-for"))
+                            .header("x-seen-xfh", seen("x-forwarded-host"))
+                            .header("x-seen-vane", seen("x-vane-proxy"))
+                            .header("x-seen-custom", seen("x-custom"))
+                            .header("x-seen-private", seen("x-private"));
+                        if let Some(h) = resp.headers_mut() {
+                            h.insert("connection", "x-drop-me".parse().expect("value"));
+                            h.insert("x-drop-me", "1".parse().expect("value"));
+                        }
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(
+                            resp.body(http_body_util::Full::new(body))
+                                .expect("response"),
+                        )
+                    },
+                );
+                let b = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                match tls {
+                    Some(cfg) => {
+                        if let Ok(t) = tokio_rustls::TlsAcceptor::from(cfg).accept(s).await {
+                            let _ = b
+                                .serve_connection(hyper_util::rt::TokioIo::new(t), svc)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = b
+                            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    Upstream { addr, conns }
+}
+
+fn proxy_app(prefix: &str, extra: &str) -> String {
+    format!(
+        r#"pipeline:
+  internal.driver.upstream:
+    input: {{ url_prefix: "{prefix}"{extra} }}
+    output:
+      success:
+        internal.terminator.response: {{}}
+      failure:
+        internal.terminator.response:
+          input: {{ status: 502, body: "upstream failed: {{{{plugin.internal_driver_upstream.error}}}}" }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection() {
+    let up = upstream(None).await;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &proxy_app(&format!("http://127.0.0.1:{}/base", up.addr.port()), ""),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let big = vec![b'z'; 64 * 1024];
+    for i in 0..5 {
+        let path = if i == 4 {
+            "/teapot".to_string()
+        } else {
+            format!("/p{i}?q={i}")
+        };
+        let req = hyper::Request::post(path.as_str())
+            .header("host", "front.test")
+            .header("x-custom", format!("c{i}"))
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "secret")
+            .body(http_body_util::Full::new(Bytes::from(big.clone())))
+            .expect("request");
+        send.ready().await.expect("ready");
+        let resp = send.send_request(req).await.expect("response");
+        let h = resp.headers().clone();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(status, if i == 4 { 418 } else { 200 });
+        assert_eq!(h["x-upstream"], "yes");
+        assert_eq!(h["x-seen-custom"], format!("c{i}").as_str());
+        assert_eq!(h["x-seen-vane"], "0.9.2");
+        assert_eq!(h["x-seen-xff"], "127.0.0.1");
+        assert_eq!(h["x-seen-xfh"], "front.test");
+        assert_eq!(h["x-seen-private"], "-", "hop-by-hop headers stay behind");
+        assert!(
+            h.get("x-drop-me").is_none(),
+            "hop-by-hop headers of the reply too"
+        );
+        if i < 4 {
+            assert_eq!(h["x-seen-uri"], format!("/base/p{i}?q={i}").as_str());
+        }
+        assert_eq!(
+            body.len(),
+            big.len(),
+            "the request body went up and came back"
+        );
+    }
+    assert_eq!(
+        up.conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "five requests, one pooled upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure_branch() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        cert.signing_key.serialize_der(),
+    ));
+    let mut scfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .expect("server config");
+    scfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let up = upstream(Some(Arc::new(scfg))).await;
+    let dead = free_port();
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    // `/dead` goes to a port nobody listens on, the rest to the TLS upstream.
+    cfg.write(
+        "application/httpx.yaml",
+        &format!(
+            r#"pipeline:
+  internal.common.match:
+    input: {{ left: "{{{{req.path}}}}", operator: "==", right: "/dead" }}
+    output:
+      "true":
+        internal.driver.upstream:
+          input: {{ url_prefix: "http://127.0.0.1:{dead}" }}
+          output:
+            success:
+              internal.terminator.response: {{}}
+            failure:
+              internal.terminator.response:
+                input: {{ status: 502, body: "upstream failed: {{{{plugin.internal_common_match.true.internal_driver_upstream.error}}}}" }}
+      "false":
+        internal.driver.upstream:
+          input: {{ url_prefix: "https://localhost:{}", skip_verify: true }}
+          output:
+            success:
+              internal.terminator.response: {{}}
+            failure:
+              internal.terminator.response:
+                input: {{ status: 502, body: "tls upstream failed: {{{{plugin.internal_common_match.false.internal_driver_upstream.error}}}}" }}
+"#,
+            up.addr.port()
+        ),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let get = |path: &'static str| async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .expect("h1");
+        tokio::spawn(conn);
+        let resp = send
+            .send_request(
+                hyper::Request::get(path)
+                    .header("host", "front.test")
+                    .body(Empty::<Bytes>::new())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts, String::from_utf8_lossy(&body).to_string())
+    };
+    let (parts, body) = get("/x").await;
+    assert_eq!(parts.status, 200, "{body}");
+    assert_eq!(parts.headers["x-seen-version"], "HTTP/2.0");
+    let (parts, body) = get("/dead").await;
+    assert_eq!(parts.status, 502);
+    assert!(body.starts_with("upstream failed: "), "{body}");
+    assert!(
+        body.len() > "upstream failed: ".len(),
+        "the error is stored: {body}"
+    );
+}

@@ -90,6 +90,13 @@ pub enum Builtin {
     Response,
 }
 
+impl Builtin {
+    /// Middleware that works on the HTTP exchange (request and response) of an L7 flow.
+    pub fn is_http_driver(self) -> bool {
+        matches!(self, Builtin::Upstream | Builtin::Cgi | Builtin::Static)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ParamSpec {
     pub name: &'static str,

@@ -60,8 +60,24 @@ pub enum Decision {
     },
 }
 
-/// Values computed on demand beside the KV store (L7: `req.header.<name>` and friends).
-pub type Extra<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+/// What an HTTP driver step returns: the branch and what to store under scoped keys.
+pub type Driven = (String, Vec<(String, String)>);
+
+/// The HTTP exchange an application flow works on (L7). The executor asks it for keys
+/// computed on demand (`req.header.<name>`, ...) and hands it the HTTP drivers, which read
+/// and fill the request and response it holds.
+pub trait Exchange: Send {
+    fn lookup(&self, key: &str) -> Option<String>;
+    fn drive<'a>(
+        &'a mut self,
+        kind: Builtin,
+        inputs: serde_json::Map<String, Value>,
+        kv: &'a mut Kv,
+        rt: &'a Runtime,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, String>> + Send + 'a>>;
+}
+
+type Extra<'a> = &'a dyn Exchange;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
@@ -175,7 +191,7 @@ fn resolve_owned(input: &Input, kv: &Kv, extra: Option<Extra<'_>>, max: usize) -
             &|k: &str| {
                 kv.get(k)
                     .map(Cow::Borrowed)
-                    .or_else(|| extra.and_then(|f| f(k)).map(Cow::Owned))
+                    .or_else(|| extra.and_then(|x| x.lookup(k)).map(Cow::Owned))
             },
             max,
         )),
@@ -199,12 +215,13 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
     run_with(flow, kv, rt, None).await
 }
 
-/// [`run`] with `extra` consulted for keys the KV store does not hold.
+/// [`run`] for an HTTP request: `exchange` answers keys the KV store does not hold and runs
+/// the HTTP drivers.
 pub async fn run_with(
     flow: &Flow,
     kv: &mut Kv,
     rt: &Runtime,
-    extra: Option<Extra<'_>>,
+    mut exchange: Option<&mut dyn Exchange>,
 ) -> Result<Decision, FlowError> {
     let max = rt.settings.max_template_result;
     let mut step = &flow.root;
@@ -214,10 +231,41 @@ pub async fn run_with(
         let values = step
             .input
             .iter()
-            .map(|(k, v)| (k.as_str(), resolve(v, kv, extra, max)))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    resolve(v, kv, exchange.as_deref().map(|x| x as Extra<'_>), max),
+                )
+            })
             .collect();
         let r = Resolved { step, values };
         let outcome = match &step.plugin {
+            PluginRef::Builtin(spec) if spec.kind.is_http_driver() => {
+                let Some(x) = exchange.as_deref_mut() else {
+                    return Err(FlowError::Plugin {
+                        at: step.at.clone(),
+                        msg: format!("`{}` runs only in HTTP applications", step.name),
+                    });
+                };
+                let inputs = r
+                    .values
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.into_owned()))
+                    .collect();
+                let (branch, store) = x
+                    .drive(spec.kind, inputs, kv, rt)
+                    .instrument(crate::ops::logging::plugin_span(&step.name, &step.at))
+                    .await
+                    .map_err(|msg| FlowError::Plugin {
+                        at: step.at.clone(),
+                        msg,
+                    })?;
+                step.record_duration(started.elapsed().as_secs_f64());
+                for (k, v) in store {
+                    kv.set(scoped_key(&path, &step.sanitized, &k), v);
+                }
+                Outcome::Branch(branch.into())
+            }
             PluginRef::Builtin(spec) => {
                 let o = crate::ops::logging::plugin_span(&step.name, &step.at)
                     .in_scope(|| builtin(spec.kind, &r, rt))?;
@@ -340,6 +388,7 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, Flo
             body: r.get("body").cloned(),
         }),
         Builtin::Upstream | Builtin::Cgi | Builtin::Static => {
+            // Dispatched to the exchange before this point.
             return Err(FlowError::Plugin {
                 at: r.step.at.clone(),
                 msg: format!("`{}` runs only in HTTP applications", r.step.name),

@@ -3,10 +3,13 @@
 //! flow of its protocol.
 
 pub mod body;
+pub mod client;
+pub mod exchange;
 pub mod idle;
 pub mod response;
 pub mod server;
 pub mod tls;
+pub mod upstream;
 
 use std::sync::Arc;
 

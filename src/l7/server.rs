@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode, Version};
@@ -29,6 +30,7 @@ struct Ctx {
     /// The connection's KV from L4/L4+ (without `plugin.*`), copied into each request's.
     kv: Kv,
     peer: std::net::SocketAddr,
+    tls: bool,
 }
 
 /// The request was aborted by the flow: hyper closes the connection (HTTP/1) or resets the
@@ -52,6 +54,7 @@ where
         app: h.app,
         kv,
         peer: conn.peer,
+        tls: h.tls,
     });
     let service = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -112,34 +115,6 @@ fn request_kv(base: &Kv, app: &str, req: &Request<Incoming>) -> Kv {
     kv
 }
 
-/// Header values computed on demand: `req.header.<name>` (empty when absent or not text) and
-/// `req.headers` (a JSON object; repeated headers joined by `, `).
-fn header_lookup(headers: &HeaderMap, key: &str) -> Option<String> {
-    if let Some(name) = key.strip_prefix("req.header.") {
-        return Some(
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
-        );
-    }
-    if key == "req.headers" {
-        let mut map = serde_json::Map::new();
-        for name in headers.keys() {
-            let joined = headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ");
-            map.insert(name.as_str().to_string(), joined.into());
-        }
-        return Some(serde_json::Value::Object(map).to_string());
-    }
-    None
-}
-
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
@@ -194,9 +169,16 @@ async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Ab
         ));
     };
     let mut kv = request_kv(&ctx.kv, &ctx.app, &req);
-    let headers = req.headers();
-    let lookup = |k: &str| header_lookup(headers, k);
-    let run = exec::run_with(&app.doc, &mut kv, rt, Some(&lookup));
+    let (parts, incoming) = req.into_parts();
+    let mut x = super::exchange::HttpExchange {
+        rt: rt.clone(),
+        peer: ctx.peer,
+        tls: ctx.tls,
+        req: parts,
+        body: Some(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed()),
+        resp: None,
+    };
+    let run = exec::run_with(&app.doc, &mut kv, rt, Some(&mut x));
     let decision = match tokio::time::timeout(rt.settings.flow_timeout, run).await {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {
@@ -214,7 +196,10 @@ async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Ab
             headers,
             body,
         } => {
-            let inherited = (HeaderMap::new(), body::empty());
+            let inherited = x
+                .resp
+                .take()
+                .map_or_else(|| (HeaderMap::new(), body::empty()), |(_, h, b)| (h, b));
             super::response::build(
                 &kv,
                 status.as_ref(),

@@ -1,0 +1,233 @@
+//! `internal.driver.upstream`: forwards the request to an HTTP upstream over the pooled
+//! clients and keeps the response (status in `res.status`, headers and streamed body in the
+//! exchange) for the terminator. Unlike 0.9.2 it strips hop-by-hop headers both ways and
+//! tells the upstream who the client was (`X-Forwarded-For`, `-Proto`, `-Host`).
+
+use http_body_util::BodyExt;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+use hyper::{Method, Request, Uri};
+use serde_json::Value;
+
+use super::body::{self, BoxError};
+use super::exchange::HttpExchange;
+use crate::flow::exec::Driven;
+use crate::flow::kv::Kv;
+
+/// The version Vane announces upstream in `X-Vane-Proxy`, as 0.9.2 did.
+const VANE_PROXY: &str = "0.9.2";
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<String> = h
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        h.remove(name);
+    }
+}
+
+/// The upstream URL of plugins.md 10: `url_prefix` + path + query.
+pub fn url(prefix: &str, path: Option<&str>, query: Option<&str>, kv: &Kv) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    let raw = path.or_else(|| kv.get("req.path")).unwrap_or("/");
+    let (p, q) = match (query, raw.split_once('?')) {
+        (Some(q), _) => (raw.split('?').next().unwrap_or(raw), Some(q.to_string())),
+        (None, Some((p, q))) => (p, Some(q.to_string())),
+        (None, None) if path.is_none() => (raw, kv.get("req.query").map(str::to_string)),
+        (None, None) => (raw, None),
+    };
+    let mut url = format!("{prefix}/{}", p.trim_start_matches('/'));
+    if let Some(q) = q.filter(|q| !q.is_empty()) {
+        url.push('?');
+        url.push_str(&q);
+    }
+    url
+}
+
+fn flag(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+fn failure(msg: impl Into<String>) -> Result<Driven, String> {
+    Ok(("failure".into(), vec![("error".into(), msg.into())]))
+}
+
+fn wants_websocket(h: &HeaderMap) -> bool {
+    let has = |name: HeaderName, token: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    has(hyper::header::UPGRADE, "websocket") && has(CONNECTION, "upgrade")
+}
+
+pub async fn fetch(
+    x: &mut HttpExchange,
+    inputs: serde_json::Map<String, Value>,
+    kv: &mut Kv,
+) -> Result<Driven, String> {
+    let s = |k: &str| inputs.get(k).and_then(Value::as_str);
+    let Some(prefix) = s("url_prefix") else {
+        return Err("parameter `url_prefix`: missing".into());
+    };
+    if wants_websocket(&x.req.headers) {
+        if !flag(inputs.get("websocket")) {
+            kv.set("res.status", "405");
+            kv.set(
+                "res.body",
+                "Method Not Allowed: WebSocket upgrade is disabled",
+            );
+            let mut h = HeaderMap::new();
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+            x.resp = Some((hyper::StatusCode::METHOD_NOT_ALLOWED, h, body::empty()));
+            return Ok((
+                "success".into(),
+                vec![("error".into(), "WebSocket not allowed".into())],
+            ));
+        }
+        return failure("WebSocket pass-through is not available in this build");
+    }
+    match s("version").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("auto" | "h1" | "h1.1" | "h2") => {}
+        Some("h3") => return failure("HTTP/3 upstreams are not available in this build"),
+        Some(other) => tracing::warn!("upstream version `{other}` is unknown; using auto"),
+    }
+    let target = url(prefix, s("path"), s("query"), kv);
+    let Ok(uri) = target.parse::<Uri>() else {
+        return failure(format!("invalid upstream URL `{target}`"));
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return failure(format!("invalid upstream URL `{target}`"));
+    }
+    let method = s("method")
+        .and_then(|m| Method::from_bytes(m.trim().as_bytes()).ok())
+        .unwrap_or_else(|| x.req.method.clone());
+    let mut headers = x.req.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    let client_host = headers.remove(HOST);
+    headers.insert(
+        HeaderName::from_static("x-vane-proxy"),
+        HeaderValue::from_static(VANE_PROXY),
+    );
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", x.peer.ip()),
+        None => x.peer.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if x.tls { "https" } else { "http" }),
+    );
+    if let Some(h) = client_host.or_else(|| {
+        x.req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    }) {
+        headers.insert("x-forwarded-host", h);
+    }
+    let mut req = Request::new(x.body.take().unwrap_or_else(body::empty));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri.clone();
+    *req.headers_mut() = headers;
+    let skip = flag(inputs.get("skip_verify"));
+    let client = match x.rt.upstreams[usize::from(skip)].get() {
+        Some(c) => c.clone(),
+        None => {
+            let c = super::client::build(x.rt.clone(), skip).map_err(|e| e.to_string())?;
+            x.rt.upstreams[usize::from(skip)].get_or_init(|| c).clone()
+        }
+    };
+    let authority = uri.authority().map_or(String::new(), |a| a.to_string());
+    match client.request(req).await {
+        Ok(resp) => {
+            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "ok")
+                .increment(1);
+            let (mut parts, incoming) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            kv.set("res.status", parts.status.as_u16().to_string());
+            let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed();
+            x.resp = Some((parts.status, parts.headers, body));
+            Ok(("success".into(), Vec::new()))
+        }
+        Err(e) => {
+            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "error")
+                .increment(1);
+            // The connect error (the useful part) sits in the source chain.
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            tracing::debug!("upstream {target}: {msg}");
+            failure(msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_built_as_vane_does() {
+        let mut kv = Kv::new();
+        kv.set("req.path", "/a/b");
+        kv.set("req.query", "x=1");
+        assert_eq!(url("http://h:1/", None, None, &kv), "http://h:1/a/b?x=1");
+        assert_eq!(
+            url("http://h:1/base", Some("/p?q=2"), None, &kv),
+            "http://h:1/base/p?q=2"
+        );
+        assert_eq!(url("http://h:1", Some("/p"), None, &kv), "http://h:1/p");
+        assert_eq!(
+            url("http://h:1", Some("/p?q=2"), Some("z=3"), &kv),
+            "http://h:1/p?z=3"
+        );
+        assert_eq!(url("http://h:1", None, Some(""), &kv), "http://h:1/a/b");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
