@@ -317,7 +317,8 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
                         plugins: ext,
                         limits: Limits::from_settings(),
                     };
-                    validate::compile(v, "connection", &cx, pr).map(ListenerDoc::Flow)
+                    validate::compile(v, "connection", &cx, pr)
+                        .map(|f| ListenerDoc::Flow(Box::new(f)))
                 } else if v.get("protocols").is_some() {
                     legacy::parse(v, pr).map(ListenerDoc::Legacy)
                 } else {

@@ -48,7 +48,7 @@ impl fmt::Display for ListenerKey {
 /// What a listener file holds.
 #[derive(Debug, Clone)]
 pub enum ListenerDoc {
-    Flow(Flow),
+    Flow(Box<Flow>),
     Legacy(legacy::Rules),
 }
 

@@ -68,6 +68,11 @@ pub type Driven = (String, Vec<(String, String)>);
 /// and fill the request and response it holds.
 pub trait Exchange: Send {
     fn lookup(&self, key: &str) -> Option<String>;
+    /// Buffers the bodies a step is about to read (`bodies`: [`super::step::REQ_BODY`] ...).
+    fn buffer<'a>(
+        &'a mut self,
+        bodies: u8,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
     fn drive<'a>(
         &'a mut self,
         kind: Builtin,
@@ -228,6 +233,11 @@ pub async fn run_with(
     let mut path = String::new();
     loop {
         let started = Instant::now();
+        if step.bodies != 0 {
+            if let Some(x) = exchange.as_deref_mut() {
+                x.buffer(step.bodies).await;
+            }
+        }
         let values = step
             .input
             .iter()

@@ -41,6 +41,26 @@ pub struct Step {
     pub regex: Option<Arc<regex::Regex>>,
     /// `vane_plugin_duration_seconds{plugin}` handle, looked up once per step, not per run.
     pub timer: std::sync::OnceLock<metrics::Histogram>,
+    /// Bodies this step's templates read ([`REQ_BODY`], [`RES_BODY`]); they are buffered
+    /// before its inputs resolve.
+    pub bodies: u8,
+}
+
+/// A template reads `req.body` or `req.body_hex`.
+pub const REQ_BODY: u8 = 1;
+/// A template reads `res.body` or `res.body_hex`.
+pub const RES_BODY: u8 = 2;
+
+/// Which bodies the text of a step's inputs reads.
+pub fn bodies_read(input_text: &str) -> u8 {
+    let mut m = 0;
+    if input_text.contains("req.body") {
+        m |= REQ_BODY;
+    }
+    if input_text.contains("res.body") {
+        m |= RES_BODY;
+    }
+    m
 }
 
 impl Step {

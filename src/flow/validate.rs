@@ -199,6 +199,9 @@ fn compile_step(
         at: at.clone(),
         regex: None,
         timer: std::sync::OnceLock::new(),
+        bodies: body
+            .get("input")
+            .map_or(0, |i| super::step::bodies_read(&i.to_string())),
     };
     check_semantics(&mut step, cx, pr);
     Some(step)

@@ -10,9 +10,11 @@ use hyper::StatusCode;
 use serde_json::Value;
 
 use super::body::Body;
+use super::buffer::{buffer, Buffered, Refused};
 use crate::flow::catalogue::Builtin;
 use crate::flow::exec::{Driven, Exchange};
 use crate::flow::kv::Kv;
+use crate::flow::step::{REQ_BODY, RES_BODY};
 use crate::runtime::Runtime;
 
 pub struct HttpExchange {
@@ -25,6 +27,51 @@ pub struct HttpExchange {
     pub body: Option<Body>,
     /// What a driver produced (status, headers, body), until the terminator sends it.
     pub resp: Option<(StatusCode, HeaderMap, Body)>,
+    /// Bodies buffered for templates (`None`: not asked for yet).
+    pub req_buf: Option<Result<Buffered, Refused>>,
+    pub res_buf: Option<Result<Buffered, Refused>>,
+}
+
+impl HttpExchange {
+    pub fn new(
+        rt: Arc<Runtime>,
+        peer: SocketAddr,
+        tls: bool,
+        req: request::Parts,
+        body: Body,
+    ) -> Self {
+        Self {
+            rt,
+            peer,
+            tls,
+            req,
+            body: Some(body),
+            resp: None,
+            req_buf: None,
+            res_buf: None,
+        }
+    }
+}
+
+fn declared(h: &HeaderMap) -> Option<u64> {
+    h.get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `req.body` / `req.body_hex` (and `res.`) from a buffer; `None` (the placeholder stays) when
+/// the body was refused.
+fn body_key(buf: Option<&Result<Buffered, Refused>>, hex_form: bool) -> Option<String> {
+    let bytes = match buf {
+        Some(Ok(b)) => &b.bytes[..],
+        Some(Err(_)) => return None,
+        None => &[][..],
+    };
+    Some(if hex_form {
+        hex::encode(bytes)
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    })
 }
 
 /// `<prefix><name>`: the first value of that header (empty when absent or not text);
@@ -57,6 +104,13 @@ fn header_key(headers: &HeaderMap, key: &str, prefix: &str) -> Option<String> {
 
 impl Exchange for HttpExchange {
     fn lookup(&self, key: &str) -> Option<String> {
+        match key {
+            "req.body" => return body_key(self.req_buf.as_ref(), false),
+            "req.body_hex" => return body_key(self.req_buf.as_ref(), true),
+            "res.body" => return body_key(self.res_buf.as_ref(), false),
+            "res.body_hex" => return body_key(self.res_buf.as_ref(), true),
+            _ => {}
+        }
         if key.starts_with("req.header") {
             return header_key(&self.req.headers, key, "req.header.");
         }
@@ -66,6 +120,28 @@ impl Exchange for HttpExchange {
             return header_key(h, key, "res.header.");
         }
         None
+    }
+
+    fn buffer<'a>(
+        &'a mut self,
+        bodies: u8,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let (max, budget) = (self.rt.settings.l7_max_body, self.rt.memory.clone());
+            if bodies & REQ_BODY != 0 && self.req_buf.is_none() {
+                let body = self.body.take().unwrap_or_else(super::body::empty);
+                let (body, buf) = buffer(body, declared(&self.req.headers), max, &budget).await;
+                self.body = Some(body);
+                self.req_buf = Some(buf);
+            }
+            if bodies & RES_BODY != 0 && self.res_buf.is_none() {
+                if let Some((status, headers, body)) = self.resp.take() {
+                    let (body, buf) = buffer(body, declared(&headers), max, &budget).await;
+                    self.resp = Some((status, headers, body));
+                    self.res_buf = Some(buf);
+                }
+            }
+        })
     }
 
     fn drive<'a>(

@@ -3,6 +3,7 @@
 //! flow of its protocol.
 
 pub mod body;
+pub mod buffer;
 pub mod client;
 pub mod exchange;
 pub mod idle;

@@ -170,14 +170,13 @@ async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Ab
     };
     let mut kv = request_kv(&ctx.kv, &ctx.app, &req);
     let (parts, incoming) = req.into_parts();
-    let mut x = super::exchange::HttpExchange {
-        rt: rt.clone(),
-        peer: ctx.peer,
-        tls: ctx.tls,
-        req: parts,
-        body: Some(incoming.map_err(|e| Box::new(e) as body::BoxError).boxed()),
-        resp: None,
-    };
+    let mut x = super::exchange::HttpExchange::new(
+        rt.clone(),
+        ctx.peer,
+        ctx.tls,
+        parts,
+        incoming.map_err(|e| Box::new(e) as body::BoxError).boxed(),
+    );
     let run = exec::run_with(&app.doc, &mut kv, rt, Some(&mut x));
     let decision = match tokio::time::timeout(rt.settings.flow_timeout, run).await {
         Ok(Ok(d)) => d,
