@@ -42,6 +42,8 @@ pub struct Runtime {
     pub l7_tls: std::sync::OnceLock<Arc<rustls::ServerConfig>>,
     /// Pooled upstream HTTP clients: verifying TLS, and `skip_verify` (built on first use).
     pub upstreams: [std::sync::OnceLock<crate::l7::client::Upstreams>; 2],
+    /// Connectors for WebSocket upgrades (HTTP/1.1 only by ALPN): verifying, `skip_verify`.
+    pub ws_connectors: [std::sync::OnceLock<crate::l7::client::Connector>; 2],
     /// UDP listeners' sockets and sessions, surviving listener actor restarts.
     pub udp_endpoints: dashmap::DashMap<
         crate::config::ListenerKey,
@@ -147,6 +149,7 @@ impl Runtime {
             )),
             l7_tls: std::sync::OnceLock::new(),
             upstreams: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
+            ws_connectors: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
             udp_endpoints: dashmap::DashMap::new(),
             shards: start_shards(settings.data_plane_threads),
             pending: AtomicUsize::new(0),

@@ -108,6 +108,8 @@ pub struct Settings {
     pub http_header_timeout: Duration,
     /// An HTTP connection with no bytes either way for this long is closed.
     pub http_idle_timeout: Duration,
+    /// A WebSocket tunnel with no bytes either way for this long is closed.
+    pub websocket_idle_timeout: Duration,
     /// Largest body a template may buffer (`L7_MAX_BUFFER_SIZE`).
     pub l7_max_body: usize,
     /// Pooled upstream HTTP connections (`UPSTREAM_*`).
@@ -238,6 +240,9 @@ impl Settings {
             ),
             http_idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 60u64).max(1)),
             l7_max_body: num("L7_MAX_BUFFER_SIZE", 10_485_760usize),
+            websocket_idle_timeout: Duration::from_secs(
+                num("WEBSOCKET_IDLE_TIMEOUT_SECS", 300u64).max(1),
+            ),
             upstream_pool_idle: Duration::from_secs(num("UPSTREAM_POOL_IDLE_TIMEOUT", 90u64)),
             upstream_pool_max_idle: num("UPSTREAM_POOL_MAX_IDLE", 32usize),
             upstream_keepalive: Duration::from_secs(

@@ -683,3 +683,111 @@ impl<T: Unpin> futures_core::Stream for IterStream<T> {
         std::task::Poll::Ready(self.0.next())
     }
 }
+
+/// A WebSocket-ish upstream: answers the upgrade with 101, then echoes raw bytes.
+fn ws_upstream() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten().take(4) {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !head.contains("upgrade: websocket") || !head.contains("sec-websocket-key: k") {
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+                    return;
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: from-upstream\r\n\r\n",
+                );
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn websocket_upgrades_are_tunnelled_when_allowed_and_refused_otherwise() {
+    let up = ws_upstream();
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &format!(
+            r#"pipeline:
+  internal.common.match:
+    input: {{ left: "{{{{req.path}}}}", operator: "==", right: "/ws" }}
+    output:
+      "true":
+        internal.driver.upstream:
+          input: {{ url_prefix: "http://127.0.0.1:{0}", websocket: true }}
+          output:
+            success: {{ internal.terminator.response: {{}} }}
+            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
+      "false":
+        internal.driver.upstream:
+          input: {{ url_prefix: "http://127.0.0.1:{0}" }}
+          output:
+            success: {{ internal.terminator.response: {{}} }}
+            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
+"#,
+            up.port()
+        ),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let upgrade = |path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => break,
+            }
+        }
+        (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
+    };
+    let (mut s, head) = upgrade("/ws");
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: from-upstream"),
+        "{head}"
+    );
+    for msg in ["frame-one", "frame-two"] {
+        s.write_all(msg.as_bytes()).expect("write");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).expect("echo through the tunnel");
+        assert_eq!(got, msg.as_bytes());
+    }
+    // Without `websocket: true` the upgrade is refused with 0.9.2's 405.
+    let (mut s, head) = upgrade("/other");
+    assert!(head.starts_with("http/1.1 405"), "{head}");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    assert!(body.contains("WebSocket upgrade is disabled"), "{body}");
+}

@@ -104,7 +104,27 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
+        Box::pin(async move { this.open(&uri).await })
+    }
+}
+
+impl Connector {
+    /// A connector; `h1_only` offers only `http/1.1` by ALPN (WebSocket upgrades).
+    pub fn new(rt: Arc<Runtime>, skip_verify: bool, h1_only: bool) -> Result<Self, rustls::Error> {
+        let mut cfg = tls_config(skip_verify)?;
+        if h1_only {
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        Ok(Self {
+            rt,
+            tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+        })
+    }
+
+    /// Opens a connection to the host of `uri`.
+    pub async fn open(&self, uri: &Uri) -> io::Result<Stream> {
+        let this = self;
+        {
             let host = uri
                 .host()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL without a host"))?
@@ -139,7 +159,7 @@ impl tower_service::Service<Uri> for Connector {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
             Ok(Stream::Tls(Box::new(TokioIo::new(tls))))
-        })
+        }
     }
 }
 
@@ -222,10 +242,7 @@ fn tls_config(skip_verify: bool) -> Result<rustls::ClientConfig, rustls::Error> 
 /// Builds one pooled client (`UPSTREAM_*` settings).
 pub fn build(rt: Arc<Runtime>, skip_verify: bool) -> Result<Upstreams, rustls::Error> {
     let s = rt.settings;
-    let connector = Connector {
-        tls: tokio_rustls::TlsConnector::from(Arc::new(tls_config(skip_verify)?)),
-        rt,
-    };
+    let connector = Connector::new(rt, skip_verify, false)?;
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

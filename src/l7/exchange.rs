@@ -30,6 +30,10 @@ pub struct HttpExchange {
     /// Bodies buffered for templates (`None`: not asked for yet).
     pub req_buf: Option<Result<Buffered, Refused>>,
     pub res_buf: Option<Result<Buffered, Refused>>,
+    /// The client's side of a WebSocket upgrade (HTTP/1.x requests that asked for one).
+    pub ws_client: Option<hyper::upgrade::OnUpgrade>,
+    /// The upstream's side, once it answered `101`.
+    pub ws_upstream: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl HttpExchange {
@@ -49,6 +53,8 @@ impl HttpExchange {
             resp: None,
             req_buf: None,
             res_buf: None,
+            ws_client: None,
+            ws_upstream: None,
         }
     }
 }

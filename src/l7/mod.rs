@@ -11,6 +11,7 @@ pub mod response;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;
 
 use std::sync::Arc;
 

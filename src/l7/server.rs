@@ -159,7 +159,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>,
     outcome
 }
 
-async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Aborted> {
+async fn respond(ctx: &Ctx, mut req: Request<Incoming>) -> Result<Response<Body>, Aborted> {
     let rt = &ctx.rt;
     let Some(app) = rt.config.load().applications.get(&ctx.app).cloned() else {
         warn!(app = %ctx.app, "no application `{}` is configured", ctx.app);
@@ -169,6 +169,8 @@ async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Ab
         ));
     };
     let mut kv = request_kv(&ctx.kv, &ctx.app, &req);
+    let ws_client =
+        super::upstream::wants_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let mut x = super::exchange::HttpExchange::new(
         rt.clone(),
@@ -177,6 +179,7 @@ async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Ab
         parts,
         incoming.map_err(|e| Box::new(e) as body::BoxError).boxed(),
     );
+    x.ws_client = ws_client;
     let run = exec::run_with(&app.doc, &mut kv, rt, Some(&mut x));
     let decision = match tokio::time::timeout(rt.settings.flow_timeout, run).await {
         Ok(Ok(d)) => d,
@@ -195,6 +198,14 @@ async fn respond(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>, Ab
             headers,
             body,
         } => {
+            if let (Some(client), Some(upstream)) = (x.ws_client.take(), x.ws_upstream.take()) {
+                return Ok(super::websocket::complete(
+                    rt,
+                    client,
+                    upstream,
+                    x.resp.take(),
+                ));
+            }
             let inherited = x
                 .resp
                 .take()

@@ -77,7 +77,7 @@ fn failure(msg: impl Into<String>) -> Result<Driven, String> {
     Ok(("failure".into(), vec![("error".into(), msg.into())]))
 }
 
-fn wants_websocket(h: &HeaderMap) -> bool {
+pub fn wants_websocket(h: &HeaderMap) -> bool {
     let has = |name: HeaderName, token: &str| {
         h.get_all(name)
             .iter()
@@ -96,7 +96,8 @@ pub async fn fetch(
     let Some(prefix) = s("url_prefix") else {
         return Err("parameter `url_prefix`: missing".into());
     };
-    if wants_websocket(&x.req.headers) {
+    let ws = wants_websocket(&x.req.headers);
+    if ws {
         if !flag(inputs.get("websocket")) {
             kv.set("res.status", "405");
             kv.set(
@@ -111,7 +112,6 @@ pub async fn fetch(
                 vec![("error".into(), "WebSocket not allowed".into())],
             ));
         }
-        return failure("WebSocket pass-through is not available in this build");
     }
     match s("version").map(str::to_ascii_lowercase).as_deref() {
         None | Some("auto" | "h1" | "h1.1" | "h2") => {}
@@ -127,9 +127,17 @@ pub async fn fetch(
     }
     let method = s("method")
         .and_then(|m| Method::from_bytes(m.trim().as_bytes()).ok())
-        .unwrap_or_else(|| x.req.method.clone());
+        .unwrap_or_else(|| {
+            if ws {
+                Method::GET
+            } else {
+                x.req.method.clone()
+            }
+        });
     let mut headers = x.req.headers.clone();
-    strip_hop_by_hop(&mut headers);
+    if !ws {
+        strip_hop_by_hop(&mut headers);
+    }
     let client_host = headers.remove(HOST);
     headers.insert(
         HeaderName::from_static("x-vane-proxy"),
@@ -159,6 +167,9 @@ pub async fn fetch(
     *req.uri_mut() = uri.clone();
     *req.headers_mut() = headers;
     let skip = flag(inputs.get("skip_verify"));
+    if ws {
+        return websocket(x, req, skip, kv).await;
+    }
     let client = match x.rt.upstreams[usize::from(skip)].get() {
         Some(c) => c.clone(),
         None => {
@@ -190,6 +201,66 @@ pub async fn fetch(
             }
             tracing::debug!("upstream {target}: {msg}");
             failure(msg)
+        }
+    }
+}
+
+/// A WebSocket upgrade: sent over a fresh HTTP/1.1 connection (never HTTP/2, never pooled).
+/// On `101` the upstream's side of the upgrade is kept for the terminator, which completes
+/// the tunnel; any other answer is an ordinary response.
+async fn websocket(
+    x: &mut HttpExchange,
+    mut req: Request<super::body::Body>,
+    skip: bool,
+    kv: &mut Kv,
+) -> Result<Driven, String> {
+    let uri = req.uri().clone();
+    let authority = uri.authority().map_or(String::new(), |a| a.to_string());
+    let connector = match x.rt.ws_connectors[usize::from(skip)].get() {
+        Some(c) => c.clone(),
+        None => {
+            let c = super::client::Connector::new(x.rt.clone(), skip, true)
+                .map_err(|e| e.to_string())?;
+            x.rt.ws_connectors[usize::from(skip)]
+                .get_or_init(|| c)
+                .clone()
+        }
+    };
+    let outcome = async {
+        let stream = connector.open(&uri).await.map_err(|e| e.to_string())?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        if let Ok(host) = HeaderValue::from_str(&authority) {
+            req.headers_mut().insert(HOST, host);
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() = path
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+        send.send_request(req).await.map_err(|e| e.to_string())
+    }
+    .await;
+    match outcome {
+        Ok(mut resp) => {
+            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "ok")
+                .increment(1);
+            kv.set("res.status", resp.status().as_u16().to_string());
+            if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                x.ws_upstream = Some(hyper::upgrade::on(&mut resp));
+            }
+            let (parts, incoming) = resp.into_parts();
+            let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed();
+            x.resp = Some((parts.status, parts.headers, body));
+            Ok(("success".into(), Vec::new()))
+        }
+        Err(e) => {
+            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "error")
+                .increment(1);
+            failure(e)
         }
     }
 }

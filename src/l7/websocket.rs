@@ -1,0 +1,60 @@
+//! Completing a WebSocket pass-through: the client gets the upstream's `101` (with its
+//! headers), then both upgraded connections are joined and bytes copied both ways until one
+//! side closes or nothing moves for `WEBSOCKET_IDLE_TIMEOUT_SECS` (0.9.2's tunnel had no idle
+//! timeout).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::header::HeaderMap;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::body::{self, Body};
+use super::idle::{watch, Tracked};
+use crate::runtime::Runtime;
+
+/// The `101` for the client; the tunnel runs in the background once both sides switched.
+pub fn complete(
+    rt: &Runtime,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    upstream_resp: Option<(StatusCode, HeaderMap, Body)>,
+) -> Response<Body> {
+    let idle = rt.settings.websocket_idle_timeout;
+    tokio::spawn(async move {
+        let (c, u) = tokio::join!(client, upstream);
+        let (c, u) = match (c, u) {
+            (Ok(c), Ok(u)) => (c, u),
+            (c, u) => {
+                debug!(
+                    "WebSocket upgrade did not complete (client: {:?}, upstream: {:?})",
+                    c.err(),
+                    u.err()
+                );
+                return;
+            }
+        };
+        metrics::gauge!("vane_websocket_tunnels").increment(1.0);
+        let last = Arc::new(AtomicU64::new(0));
+        let born = Instant::now();
+        let mut c = Tracked::new(TokioIo::new(c), last.clone(), born);
+        let mut u = TokioIo::new(u);
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+                debug!("WebSocket tunnel ended: {r:?}");
+            }
+            () = watch(last, born, idle) => debug!("WebSocket tunnel idle; closed"),
+        }
+        metrics::gauge!("vane_websocket_tunnels").decrement(1.0);
+    });
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    if let Some((_, headers, _)) = upstream_resp {
+        *resp.headers_mut() = headers;
+    }
+    resp
+}
