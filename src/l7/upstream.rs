@@ -97,21 +97,19 @@ pub async fn fetch(
         return Err("parameter `url_prefix`: missing".into());
     };
     let ws = wants_websocket(&x.req.headers);
-    if ws {
-        if !flag(inputs.get("websocket")) {
-            kv.set("res.status", "405");
-            kv.set(
-                "res.body",
-                "Method Not Allowed: WebSocket upgrade is disabled",
-            );
-            let mut h = HeaderMap::new();
-            h.insert(CONNECTION, HeaderValue::from_static("close"));
-            x.resp = Some((hyper::StatusCode::METHOD_NOT_ALLOWED, h, body::empty()));
-            return Ok((
-                "success".into(),
-                vec![("error".into(), "WebSocket not allowed".into())],
-            ));
-        }
+    if ws && !flag(inputs.get("websocket")) {
+        kv.set("res.status", "405");
+        kv.set(
+            "res.body",
+            "Method Not Allowed: WebSocket upgrade is disabled",
+        );
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+        x.resp = Some((hyper::StatusCode::METHOD_NOT_ALLOWED, h, body::empty()));
+        return Ok((
+            "success".into(),
+            vec![("error".into(), "WebSocket not allowed".into())],
+        ));
     }
     match s("version").map(str::to_ascii_lowercase).as_deref() {
         None | Some("auto" | "h1" | "h1.1" | "h2") => {}
