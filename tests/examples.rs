@@ -51,9 +51,18 @@ fn renumber(text: &str, ports: &HashMap<u16, u16>) -> String {
 
 /// Copies `config/examples/NAME` into a fresh config dir, mapping ports in names and texts.
 fn instantiate(name: &str, ports: &HashMap<u16, u16>) -> ConfigDir {
+    instantiate_dir(&config_root().join("examples").join(name), ports)
+}
+
+/// Copies a config dir (without `examples/` and generated certificates), mapping ports.
+fn instantiate_dir(src: &Path, ports: &HashMap<u16, u16>) -> ConfigDir {
     fn copy(from: &Path, to: &Path, ports: &HashMap<u16, u16>) {
         for e in std::fs::read_dir(from).expect("read example").flatten() {
-            let name = renumber(&e.file_name().to_string_lossy(), ports);
+            let file = e.file_name().to_string_lossy().to_string();
+            if file == "examples" || file == "certs" {
+                continue;
+            }
+            let name = renumber(&file, ports);
             let (src, dst) = (e.path(), to.join(name));
             if src.is_dir() {
                 std::fs::create_dir_all(&dst).expect("mkdir");
@@ -67,11 +76,7 @@ fn instantiate(name: &str, ports: &HashMap<u16, u16>) -> ConfigDir {
         }
     }
     let cfg = ConfigDir::new();
-    copy(
-        &config_root().join("examples").join(name),
-        cfg.path(),
-        ports,
-    );
+    copy(src, cfg.path(), ports);
     cfg
 }
 
@@ -166,4 +171,31 @@ fn external_plugin_example_lets_loopback_through() {
     let _v = Vane::start(&cfg, &[port]);
     // Only the plugin's `allow` branch proxies; `deny` and `failure` close the connection.
     assert_eq!(ask_once(port, "hi").as_deref(), Some("UP:hi"));
+}
+
+#[test]
+fn the_bundled_config_answers_http_from_a_flow_and_relays_metrics() {
+    let (port, metrics) = (free_port(), free_port());
+    let ports = HashMap::from([(8080, port), (9464, metrics)]);
+    let cfg = instantiate_dir(&config_root(), &ports);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("METRICS_ADDR", format!("127.0.0.1:{metrics}"))],
+            wait_ports: vec![port],
+        },
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (status, body) = http(addr, "GET", "/hello", None);
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
+    assert_eq!(json["path"], "/hello");
+    assert_eq!(json["client"], "127.0.0.1");
+    let (status, body) = http(addr, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("vane_connections_total"), "{body}");
+    // Not HTTP: closed by the listener flow.
+    let mut c = Client::connect(port).expect("connect");
+    assert_eq!(c.ask("\u{16}\u{3}\u{1} not http"), None);
+    assert!(v.logs().contains("config loaded"));
 }
