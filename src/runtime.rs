@@ -40,8 +40,6 @@ pub struct Runtime {
     /// The TLS server configuration of L7 termination (built on first use; it reads the
     /// current certificates at every handshake).
     pub l7_tls: std::sync::OnceLock<Arc<rustls::ServerConfig>>,
-    /// Pooled upstream HTTP clients: verifying TLS, and `skip_verify` (built on first use).
-    pub upstreams: [std::sync::OnceLock<crate::l7::client::Upstreams>; 2],
     /// Connectors for WebSocket upgrades (HTTP/1.1 only by ALPN): verifying, `skip_verify`.
     pub ws_connectors: [std::sync::OnceLock<crate::l7::client::Connector>; 2],
     /// UDP listeners' sockets and sessions, surviving listener actor restarts.
@@ -148,7 +146,6 @@ impl Runtime {
                 crate::certs::CertStore::default(),
             )),
             l7_tls: std::sync::OnceLock::new(),
-            upstreams: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
             ws_connectors: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
             udp_endpoints: dashmap::DashMap::new(),
             shards: start_shards(settings.data_plane_threads),

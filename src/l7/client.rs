@@ -254,3 +254,21 @@ pub fn build(rt: Arc<Runtime>, skip_verify: bool) -> Result<Upstreams, rustls::E
         .http2_initial_connection_window_size(s.upstream_h2_conn_window)
         .build(connector))
 }
+
+thread_local! {
+    /// This thread's pooled clients (verifying, `skip_verify`). Each data-plane shard keeps
+    /// its own, so a request and the upstream connection serving it stay on one thread (a
+    /// shared pool made every request hop threads twice).
+    static CLIENTS: std::cell::RefCell<[Option<Upstreams>; 2]> = const { std::cell::RefCell::new([None, None]) };
+}
+
+/// The pooled client of the current thread, built on first use.
+pub fn for_this_thread(rt: &Arc<Runtime>, skip_verify: bool) -> Result<Upstreams, rustls::Error> {
+    let i = usize::from(skip_verify);
+    if let Some(c) = CLIENTS.with(|c| c.borrow()[i].clone()) {
+        return Ok(c);
+    }
+    let c = build(rt.clone(), skip_verify)?;
+    CLIENTS.with(|cell| cell.borrow_mut()[i] = Some(c.clone()));
+    Ok(c)
+}

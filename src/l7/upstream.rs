@@ -168,13 +168,7 @@ pub async fn fetch(
     if ws {
         return websocket(x, req, skip, kv).await;
     }
-    let client = match x.rt.upstreams[usize::from(skip)].get() {
-        Some(c) => c.clone(),
-        None => {
-            let c = super::client::build(x.rt.clone(), skip).map_err(|e| e.to_string())?;
-            x.rt.upstreams[usize::from(skip)].get_or_init(|| c).clone()
-        }
-    };
+    let client = super::client::for_this_thread(&x.rt, skip).map_err(|e| e.to_string())?;
     let authority = uri.authority().map_or(String::new(), |a| a.to_string());
     match client.request(req).await {
         Ok(resp) => {
