@@ -791,3 +791,69 @@ fn websocket_upgrades_are_tunnelled_when_allowed_and_refused_otherwise() {
     let _ = s.read_to_string(&mut body);
     assert!(body.contains("WebSocket upgrade is disabled"), "{body}");
 }
+
+#[test]
+fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("HTTP_HEADER_READ_TIMEOUT_SECS", "1".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let send = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    // A request line that is not HTTP: 400, then the connection closes.
+    let r = send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // A head over 64 KiB: 431.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let r = send(big.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    // Half a head, then silence: closed after HTTP_HEADER_READ_TIMEOUT_SECS.
+    let start = std::time::Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "closed within the header timeout"
+    );
+    // The gateway still serves.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let ok = h1(&mut s, &["GET /fine HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(ok[0].0, 201);
+    let counted = |kind: &str| {
+        v.metric(&format!(
+            "vane_http_connection_errors_total{{kind=\"{kind}\"}}"
+        ))
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || counted("malformed") >= 1.0
+            && counted("too_large") >= 1.0
+            && counted("timeout") >= 1.0),
+        "{}",
+        v.metrics_text()
+    );
+}

@@ -76,9 +76,34 @@ where
     let idle = super::idle::watch(activity, born, rt.settings.http_idle_timeout);
     tokio::select! {
         r = served => if let Err(e) = r {
-            debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection ended: {e}");
+            let kind = error_kind(&*e);
+            metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+            debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection ended ({kind}): {e}");
         },
-        () = idle => debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection idle; closed"),
+        () = idle => {
+            metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
+            debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection idle; closed");
+        }
+    }
+}
+
+/// A short name for why a client connection failed, for the metric.
+fn error_kind(e: &(dyn std::error::Error + 'static)) -> &'static str {
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        return "other";
+    };
+    if h.is_parse_too_large() {
+        "too_large"
+    } else if h.is_parse() || h.is_parse_status() {
+        "malformed"
+    } else if h.is_timeout() {
+        "timeout"
+    } else if h.is_incomplete_message() {
+        "incomplete"
+    } else if h.is_user() {
+        "aborted"
+    } else {
+        "io"
     }
 }
 
