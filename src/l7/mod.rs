@@ -9,6 +9,7 @@ pub mod exchange;
 pub mod idle;
 pub mod response;
 pub mod server;
+pub mod static_files;
 pub mod tls;
 pub mod upstream;
 pub mod websocket;
