@@ -110,6 +110,9 @@ pub struct Settings {
     pub http_idle_timeout: Duration,
     /// A WebSocket tunnel with no bytes either way for this long is closed.
     pub websocket_idle_timeout: Duration,
+    /// CGI output: longest wait per read and largest body (`CGI_BODY_*`).
+    pub cgi_body_timeout: Duration,
+    pub cgi_body_max: usize,
     /// Largest body a template may buffer (`L7_MAX_BUFFER_SIZE`).
     pub l7_max_body: usize,
     /// Pooled upstream HTTP connections (`UPSTREAM_*`).
@@ -240,6 +243,8 @@ impl Settings {
             ),
             http_idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 60u64).max(1)),
             l7_max_body: num("L7_MAX_BUFFER_SIZE", 10_485_760usize),
+            cgi_body_timeout: Duration::from_secs(num("CGI_BODY_TIMEOUT_SEC", 30u64).max(1)),
+            cgi_body_max: num("CGI_BODY_MAX_SIZE_BYTE", 10_485_760usize),
             websocket_idle_timeout: Duration::from_secs(
                 num("WEBSOCKET_IDLE_TIMEOUT_SECS", 300u64).max(1),
             ),

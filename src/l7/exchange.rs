@@ -161,6 +161,7 @@ impl Exchange for HttpExchange {
         match kind {
             Builtin::Upstream => Box::pin(super::upstream::fetch(self, inputs, kv)),
             Builtin::Static => Box::pin(super::static_files::serve(self, inputs, kv)),
+            Builtin::Cgi => Box::pin(super::cgi::run(self, inputs, kv)),
             other => {
                 Box::pin(async move { Err(format!("{other:?} is not available in this build")) })
             }

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod buffer;
+pub mod cgi;
 pub mod client;
 pub mod exchange;
 pub mod idle;
