@@ -147,6 +147,9 @@ pub async fn run(dir: &Path) -> i32 {
         }
     }
     info!("Signal received, shutdown now...");
+    // HTTP connections finish their requests and close (HTTP/2: GOAWAY) instead of idling
+    // through the grace period.
+    rt.draining.send_replace(true);
     root.stop(Some("shutdown".into()));
     let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     drain(&rt, settings.shutdown_grace).await;

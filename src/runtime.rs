@@ -47,6 +47,8 @@ pub struct Runtime {
         crate::config::ListenerKey,
         (Arc<tokio::net::UdpSocket>, crate::l4::udp::Sessions),
     >,
+    /// Set once at shutdown: HTTP connections close after their current requests.
+    pub draining: tokio::sync::watch::Sender<bool>,
     /// The threads that accept and serve TCP connections.
     pub shards: crate::l4::shards::Shards,
     /// Bytes of datagrams held by UDP sessions that are still deciding (all listeners).
@@ -149,6 +151,7 @@ impl Runtime {
             ws_connectors: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
             udp_endpoints: dashmap::DashMap::new(),
             shards: start_shards(settings.data_plane_threads),
+            draining: tokio::sync::watch::Sender::new(false),
             pending: AtomicUsize::new(0),
             pending_metric: std::sync::OnceLock::new(),
             cid_lens: AtomicU32::new(0),

@@ -1057,3 +1057,32 @@ printf 'method=%s query=%s token=%s path_info=%s script=%s ua=%s' "$REQUEST_METH
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
     assert!(r.contains("\r\nno\r\n"), "{r}");
 }
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let mut v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("SHUTDOWN_GRACE_SECS", "20".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let r = h1(&mut s, &["GET /keep HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(r[0].0, 201);
+    // The connection stays open and idle; SIGTERM must not wait 20 s for it.
+    let start = std::time::Instant::now();
+    assert_eq!(v.terminate(Duration::from_secs(8)), Some(0), "{}", v.logs());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(s.read(&mut b), Ok(0) | Err(_)),
+        "the client saw the close"
+    );
+}

@@ -74,15 +74,30 @@ where
     let io = super::idle::Tracked::new(io, activity.clone(), born);
     let served = b.serve_connection_with_upgrades(TokioIo::new(io), service);
     let idle = super::idle::watch(activity, born, rt.settings.http_idle_timeout);
-    tokio::select! {
-        r = served => if let Err(e) = r {
-            let kind = error_kind(&*e);
-            metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
-            debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection ended ({kind}): {e}");
-        },
-        () = idle => {
-            metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
-            debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection idle; closed");
+    tokio::pin!(served, idle);
+    let mut draining = rt.draining.subscribe();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    let kind = error_kind(&*e);
+                    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+                    debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection ended ({kind}): {e}");
+                }
+                return;
+            }
+            () = idle.as_mut() => {
+                metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
+                debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection idle; closed");
+                return;
+            }
+            r = draining.wait_for(|d| *d), if !closing => {
+                closing = true;
+                if r.is_ok() {
+                    served.as_mut().graceful_shutdown();
+                }
+            }
         }
     }
 }
