@@ -1086,3 +1086,37 @@ fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace()
         "the client saw the close"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_h2c_speaks_http2_to_a_plaintext_upstream() {
+    let up = upstream(None).await;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &proxy_app(
+            &format!("http://127.0.0.1:{}", up.addr.port()),
+            ", version: h2c",
+        ),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let resp = send
+        .send_request(
+            hyper::Request::get("/x")
+                .header("host", "front.test")
+                .body(Empty::<Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-seen-version"], "HTTP/2.0");
+}

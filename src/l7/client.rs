@@ -239,11 +239,23 @@ fn tls_config(skip_verify: bool) -> Result<rustls::ClientConfig, rustls::Error> 
     Ok(cfg)
 }
 
+/// Which pooled client a request uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// HTTP/1.1 on `http`, ALPN on `https` with verified certificates.
+    Verified,
+    /// The same, accepting any certificate (`skip_verify`).
+    SkipVerify,
+    /// HTTP/2 with prior knowledge (`version: h2c`; ours, 0.9.2 had no h2c).
+    H2c,
+}
+
 /// Builds one pooled client (`UPSTREAM_*` settings).
-pub fn build(rt: Arc<Runtime>, skip_verify: bool) -> Result<Upstreams, rustls::Error> {
+pub fn build(rt: Arc<Runtime>, kind: Kind) -> Result<Upstreams, rustls::Error> {
     let s = rt.settings;
-    let connector = Connector::new(rt, skip_verify, false)?;
+    let connector = Connector::new(rt, kind == Kind::SkipVerify, false)?;
     Ok(Client::builder(TokioExecutor::new())
+        .http2_only(kind == Kind::H2c)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(s.upstream_pool_idle)
@@ -259,16 +271,16 @@ thread_local! {
     /// This thread's pooled clients (verifying, `skip_verify`). Each data-plane shard keeps
     /// its own, so a request and the upstream connection serving it stay on one thread (a
     /// shared pool made every request hop threads twice).
-    static CLIENTS: std::cell::RefCell<[Option<Upstreams>; 2]> = const { std::cell::RefCell::new([None, None]) };
+    static CLIENTS: std::cell::RefCell<[Option<Upstreams>; 3]> = const { std::cell::RefCell::new([None, None, None]) };
 }
 
 /// The pooled client of the current thread, built on first use.
-pub fn for_this_thread(rt: &Arc<Runtime>, skip_verify: bool) -> Result<Upstreams, rustls::Error> {
-    let i = usize::from(skip_verify);
+pub fn for_this_thread(rt: &Arc<Runtime>, kind: Kind) -> Result<Upstreams, rustls::Error> {
+    let i = kind as usize;
     if let Some(c) = CLIENTS.with(|c| c.borrow()[i].clone()) {
         return Ok(c);
     }
-    let c = build(rt.clone(), skip_verify)?;
+    let c = build(rt.clone(), kind)?;
     CLIENTS.with(|cell| cell.borrow_mut()[i] = Some(c.clone()));
     Ok(c)
 }

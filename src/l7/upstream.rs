@@ -111,8 +111,10 @@ pub async fn fetch(
             vec![("error".into(), "WebSocket not allowed".into())],
         ));
     }
+    let mut h2c = false;
     match s("version").map(str::to_ascii_lowercase).as_deref() {
         None | Some("auto" | "h1" | "h1.1" | "h2") => {}
+        Some("h2c") => h2c = true,
         Some("h3") => return failure("HTTP/3 upstreams are not available in this build"),
         Some(other) => tracing::warn!("upstream version `{other}` is unknown; using auto"),
     }
@@ -168,7 +170,13 @@ pub async fn fetch(
     if ws {
         return websocket(x, req, skip, kv).await;
     }
-    let client = super::client::for_this_thread(&x.rt, skip).map_err(|e| e.to_string())?;
+    use super::client::Kind;
+    let kind = match (h2c && uri.scheme_str() == Some("http"), skip) {
+        (true, _) => Kind::H2c,
+        (false, true) => Kind::SkipVerify,
+        (false, false) => Kind::Verified,
+    };
+    let client = super::client::for_this_thread(&x.rt, kind).map_err(|e| e.to_string())?;
     let authority = uri.authority().map_or(String::new(), |a| a.to_string());
     match client.request(req).await {
         Ok(resp) => {
