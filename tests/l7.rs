@@ -1120,3 +1120,96 @@ async fn version_h2c_speaks_http2_to_a_plaintext_upstream() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-seen-version"], "HTTP/2.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_streams_through_without_being_held_in_memory() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // An upstream that counts what it receives and answers with its length.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut body = req.into_body();
+                        let mut n = 0u64;
+                        while let Some(Ok(f)) = body.frame().await {
+                            if let Ok(d) = f.into_data() {
+                                n += d.len() as u64;
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from(n.to_string())),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &proxy_app(&format!("http://127.0.0.1:{}", up.port()), ""),
+    );
+    let v = Vane::start(&cfg, &[port]);
+    let rss = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("VmRSS:")
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                })
+            })
+            .unwrap_or(0)
+    };
+    let before = rss(v.pid());
+    // HTTP/2 client -> vane -> HTTP/1.1 upstream, 256 MiB in 1 MiB frames.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(conn);
+    const MIB: usize = 1024 * 1024;
+    let chunk = Bytes::from(vec![7u8; MIB]);
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..256)
+        .map(|_| Ok(hyper::body::Frame::data(chunk.clone())))
+        .collect();
+    let peak = Arc::new(AtomicU64::new(0));
+    let (p, pid) = (peak.clone(), v.pid());
+    let sampler = tokio::spawn(async move {
+        loop {
+            p.fetch_max(rss(pid), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let resp = send
+        .send_request(
+            hyper::Request::post("http://big.test/upload")
+                .body(http_body_util::StreamBody::new(futures_iter(frames)))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    sampler.abort();
+    assert_eq!(String::from_utf8_lossy(&body), (256 * MIB).to_string());
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "vane grew {grown} KiB while streaming 256 MiB"
+    );
+}
