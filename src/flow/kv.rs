@@ -1,6 +1,7 @@
 //! The KV store that follows a connection: string keys to string values, with a size cap.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Total bytes of keys and values one store may hold; further writes are dropped.
 pub const MAX_KV_BYTES: usize = 64 * 1024;
@@ -9,11 +10,23 @@ pub const MAX_KV_BYTES: usize = 64 * 1024;
 pub struct Kv {
     map: HashMap<String, String>,
     bytes: usize,
+    /// Keys shared with other stores (an HTTP request's view of its connection's KV), read
+    /// through instead of copied; own keys shadow them.
+    parent: Option<Arc<Kv>>,
 }
 
 impl Kv {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that reads through to `parent` (which counts towards the cap).
+    pub fn layered(parent: Arc<Kv>) -> Self {
+        Self {
+            map: HashMap::new(),
+            bytes: parent.bytes,
+            parent: Some(parent),
+        }
     }
 
     /// Sets a key; refused (false, logged) when it would pass [`MAX_KV_BYTES`].
@@ -32,19 +45,27 @@ impl Kv {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(String::as_str)
+        match self.map.get(key) {
+            Some(v) => Some(v),
+            None => self.parent.as_deref().and_then(|p| p.get(key)),
+        }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    /// Every key once (own values first, then the parent's unshadowed ones).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        let own = self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        match self.parent.as_deref() {
+            None => Box::new(own),
+            Some(p) => Box::new(own.chain(p.iter().filter(|(k, _)| !self.map.contains_key(*k)))),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.parent.as_deref().is_none_or(Kv::is_empty)
     }
 }
 
@@ -60,5 +81,21 @@ mod tests {
         assert!(kv.set("a", "small"), "replacing frees the old value");
         assert!(kv.set("b", "y".repeat(20)));
         assert_eq!(kv.get("a"), Some("small"));
+    }
+
+    #[test]
+    fn layers_read_through_and_shadow() {
+        let mut base = Kv::new();
+        base.set("conn.ip", "10.0.0.1");
+        base.set("req.path", "/old");
+        let mut kv = Kv::layered(Arc::new(base));
+        kv.set("req.path", "/new");
+        assert_eq!(kv.get("conn.ip"), Some("10.0.0.1"));
+        assert_eq!(kv.get("req.path"), Some("/new"));
+        assert_eq!(kv.len(), 2);
+        let mut keys: Vec<_> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        keys.sort();
+        assert_eq!(keys, ["conn.ip=10.0.0.1", "req.path=/new"]);
+        assert!(!kv.is_empty());
     }
 }

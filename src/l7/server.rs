@@ -27,10 +27,35 @@ use crate::runtime::Runtime;
 struct Ctx {
     rt: Arc<Runtime>,
     app: String,
-    /// The connection's KV from L4/L4+ (without `plugin.*`), copied into each request's.
-    kv: Kv,
+    /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
+    kv: Arc<Kv>,
     peer: std::net::SocketAddr,
     tls: bool,
+    /// Metric handles, looked up once per connection instead of once per request.
+    duration: metrics::Histogram,
+    by_status: std::sync::Mutex<Vec<(u16, metrics::Counter)>>,
+}
+
+impl Ctx {
+    /// `vane_requests_total{app,status}` for `code` (0: aborted).
+    fn count(&self, code: u16) {
+        let mut cache = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = cache.iter().find(|(s, _)| *s == code) {
+            c.increment(1);
+            return;
+        }
+        let label = if code == 0 {
+            "aborted".to_string()
+        } else {
+            code.to_string()
+        };
+        let c =
+            metrics::counter!("vane_requests_total", "app" => self.app.clone(), "status" => label);
+        c.increment(1);
+        if cache.len() < 16 {
+            cache.push((code, c));
+        }
+    }
 }
 
 /// The request was aborted by the flow: hyper closes the connection (HTTP/1) or resets the
@@ -51,8 +76,10 @@ where
     }
     let ctx = Arc::new(Ctx {
         rt: rt.clone(),
+        duration: metrics::histogram!("vane_request_duration_seconds", "app" => h.app.clone()),
+        by_status: std::sync::Mutex::new(Vec::new()),
         app: h.app,
-        kv,
+        kv: Arc::new(kv),
         peer: conn.peer,
         tls: h.tls,
     });
@@ -135,8 +162,8 @@ fn version_text(v: Version) -> &'static str {
 
 /// The request keys of templates.md 5.3. `req.host` also holds an HTTP/2 request's authority
 /// (0.9.2 left it empty there).
-fn request_kv(base: &Kv, app: &str, req: &Request<Incoming>) -> Kv {
-    let mut kv = base.clone();
+fn request_kv(base: &Arc<Kv>, app: &str, req: &Request<Incoming>) -> Kv {
+    let mut kv = Kv::layered(base.clone());
     kv.set("req.proto", app);
     kv.set("req.method", req.method().as_str());
     kv.set("req.path", req.uri().path());
@@ -167,17 +194,22 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 
 async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Aborted> {
     let started = Instant::now();
-    let (method, uri, version) = (req.method().clone(), req.uri().clone(), req.version());
+    let line = ctx
+        .rt
+        .settings
+        .access_log
+        .then(|| (req.method().clone(), req.uri().clone(), req.version()));
     let outcome = respond(&ctx, req).await;
-    let status = match &outcome {
-        Ok(r) => r.status().as_u16().to_string(),
-        Err(Aborted) => "aborted".to_string(),
-    };
+    let code = outcome.as_ref().map_or(0, |r| r.status().as_u16());
     let secs = started.elapsed().as_secs_f64();
-    metrics::counter!("vane_requests_total", "app" => ctx.app.clone(), "status" => status.clone())
-        .increment(1);
-    metrics::histogram!("vane_request_duration_seconds", "app" => ctx.app.clone()).record(secs);
-    if ctx.rt.settings.access_log {
+    ctx.count(code);
+    ctx.duration.record(secs);
+    if let Some((method, uri, version)) = line {
+        let status = if code == 0 {
+            "aborted".to_string()
+        } else {
+            code.to_string()
+        };
         let bytes = outcome
             .as_ref()
             .ok()

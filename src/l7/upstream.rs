@@ -77,6 +77,31 @@ fn failure(msg: impl Into<String>) -> Result<Driven, String> {
     Ok(("failure".into(), vec![("error".into(), msg.into())]))
 }
 
+thread_local! {
+    /// `vane_upstream_requests_total` handles by upstream authority (ok, error), so a request
+    /// does not build label strings and search the registry.
+    static OUTCOMES: std::cell::RefCell<std::collections::HashMap<String, [metrics::Counter; 2]>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn outcome_counter(authority: &str, ok: bool) -> metrics::Counter {
+    OUTCOMES.with(|m| {
+        let mut m = m.borrow_mut();
+        if let Some(c) = m.get(authority) {
+            return c[usize::from(!ok)].clone();
+        }
+        let pair = [true, false].map(|ok| {
+            metrics::counter!("vane_upstream_requests_total", "target" => authority.to_string(), "outcome" => if ok { "ok" } else { "error" })
+        });
+        let c = pair[usize::from(!ok)].clone();
+        // Bounded: templated upstream names could otherwise grow it without end.
+        if m.len() < 1024 {
+            m.insert(authority.to_string(), pair);
+        }
+        c
+    })
+}
+
 pub fn wants_websocket(h: &HeaderMap) -> bool {
     let has = |name: HeaderName, token: &str| {
         h.get_all(name)
@@ -180,8 +205,7 @@ pub async fn fetch(
     let authority = uri.authority().map_or(String::new(), |a| a.to_string());
     match client.request(req).await {
         Ok(resp) => {
-            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "ok")
-                .increment(1);
+            outcome_counter(&authority, true).increment(1);
             let (mut parts, incoming) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             kv.set("res.status", parts.status.as_u16().to_string());
@@ -190,8 +214,7 @@ pub async fn fetch(
             Ok(("success".into(), Vec::new()))
         }
         Err(e) => {
-            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "error")
-                .increment(1);
+            outcome_counter(&authority, false).increment(1);
             // The connect error (the useful part) sits in the source chain.
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -246,8 +269,7 @@ async fn websocket(
     .await;
     match outcome {
         Ok(mut resp) => {
-            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "ok")
-                .increment(1);
+            outcome_counter(&authority, true).increment(1);
             kv.set("res.status", resp.status().as_u16().to_string());
             if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                 x.ws_upstream = Some(hyper::upgrade::on(&mut resp));
@@ -258,8 +280,7 @@ async fn websocket(
             Ok(("success".into(), Vec::new()))
         }
         Err(e) => {
-            metrics::counter!("vane_upstream_requests_total", "target" => authority, "outcome" => "error")
-                .increment(1);
+            outcome_counter(&authority, false).increment(1);
             failure(e)
         }
     }
