@@ -47,6 +47,8 @@ pub struct Runtime {
         crate::config::ListenerKey,
         (Arc<tokio::net::UdpSocket>, crate::l4::udp::Sessions),
     >,
+    /// HTTP/3 endpoints by UDP listener (QUIC terminated on that port).
+    pub h3_ports: dashmap::DashMap<crate::config::ListenerKey, crate::l7::h3::H3Port>,
     /// Set once at shutdown: HTTP connections close after their current requests.
     pub draining: tokio::sync::watch::Sender<bool>,
     /// The threads that accept and serve TCP connections.
@@ -152,6 +154,7 @@ impl Runtime {
             udp_endpoints: dashmap::DashMap::new(),
             shards: start_shards(settings.data_plane_threads),
             draining: tokio::sync::watch::Sender::new(false),
+            h3_ports: dashmap::DashMap::new(),
             pending: AtomicUsize::new(0),
             pending_metric: std::sync::OnceLock::new(),
             cid_lens: AtomicU32::new(0),

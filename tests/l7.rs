@@ -1213,3 +1213,80 @@ async fn a_large_body_streams_through_without_being_held_in_memory() {
         "vane grew {grown} KiB while streaming 256 MiB"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_is_terminated_on_a_udp_listener_with_the_session_keys() {
+    use bytes::Buf;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    let cert = write_cert(&cfg, "site.test", &["site.test"]);
+    cfg.write(
+        &format!("listener/[{port}]/udp.yaml"),
+        r#"connection:
+  internal.protocol.detect:
+    input: { method: quic, payload: "{{req.peek_buffer_hex}}" }
+    output:
+      "true": { internal.transport.upgrade: { input: { protocol: quic } } }
+      "false": { internal.transport.abort: {} }
+"#,
+    );
+    cfg.write(
+        "resolver/quic.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let v = Vane::start(&cfg, &[]);
+    let addr = v.wait_udp(port);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        ep.connect(addr, "site.test").expect("connect"),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .expect("h3");
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    for i in 0..3 {
+        let req = hyper::Request::get(format!("https://site.test/h3/{i}?q={i}"))
+            .header("user-agent", "h3probe")
+            .body(())
+            .expect("request");
+        let mut stream = send.send_request(req).await.expect("send");
+        stream.finish().await.expect("finish");
+        let resp = stream.recv_response().await.expect("response");
+        assert_eq!(resp.status(), 201);
+        assert_eq!(resp.headers()["x-version"], "HTTP/3.0");
+        assert_eq!(
+            resp.headers()["x-client"],
+            "127.0.0.1",
+            "L4 keys reach HTTP/3 requests"
+        );
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!("GET /h3/{i}?q={i} host=site.test ua=h3probe")
+        );
+    }
+    let counted = "vane_requests_total{app=\"httpx\",status=\"201\"}";
+    assert!(wait_until(Duration::from_secs(3), || v.metric(counted) == Some(3.0)));
+}

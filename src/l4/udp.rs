@@ -39,6 +39,8 @@ enum State {
         bytes: usize,
     },
     Forward(Arc<UdpSocket>),
+    /// Terminated here: datagrams go to the port's HTTP/3 endpoint.
+    Terminate(tokio::sync::mpsc::Sender<(SocketAddr, bytes::Bytes)>),
     Dropping,
 }
 
@@ -68,6 +70,18 @@ impl Session {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves the deciding state for `next` and returns what was queued, in one step, so no
+    /// datagram arriving meanwhile is left behind in the old queue.
+    fn switch(&self, rt: &Runtime, next: State) -> Vec<Vec<u8>> {
+        match std::mem::replace(&mut *self.state(), next) {
+            State::Deciding { queue, bytes } => {
+                rt.release_pending(bytes);
+                queue
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Takes the queued datagrams, giving their bytes back to the global pending budget.
@@ -121,6 +135,15 @@ fn deliver(rt: &Runtime, s: &Session, data: &[u8]) {
         }
         State::Forward(up) => {
             let _ = up.try_send(data);
+        }
+        State::Terminate(tx) => {
+            if tx
+                .try_send((s.client(), bytes::Bytes::copy_from_slice(data)))
+                .is_err()
+            {
+                metrics::counter!("vane_udp_dropped_total", "reason" => "h3_queue_full")
+                    .increment(1);
+            }
         }
         State::Dropping => {}
     }
@@ -305,7 +328,7 @@ async fn inspect_quic(
     sess: &Session,
     kv: Kv,
     conn: &Conn,
-) -> Option<(SocketAddr, Vec<Vec<u8>>, Vec<u8>)> {
+) -> Option<(crate::l4p::route::QuicRouted, Vec<Vec<u8>>, Vec<u8>)> {
     let limits = Limits {
         max_datagrams: rt.settings.quic_max_pending_packets,
         max_bytes: rt.settings.quic_session_buffer,
@@ -375,7 +398,11 @@ async fn run_session(
     let (target, mut held, quic_dcid) = match verdict {
         Verdict::Target(t) => (t, Vec::new(), None),
         Verdict::Quic(kv) => match inspect_quic(&rt, &sess, kv, &conn).await {
-            Some((t, held, dcid)) => (t, held, Some(dcid)),
+            Some((crate::l4p::route::QuicRouted::Forward(t), held, dcid)) => (t, held, Some(dcid)),
+            Some((crate::l4p::route::QuicRouted::Terminate(kv), held, _)) => {
+                terminate_h3(&rt, &listener, &conn, &sess, kv, held).await;
+                return;
+            }
             None => return,
         },
         Verdict::End => return,
@@ -393,8 +420,7 @@ async fn run_session(
             return;
         }
     };
-    held.extend(sess.drain(&rt));
-    *sess.state() = State::Forward(up.clone());
+    held.extend(sess.switch(&rt, State::Forward(up.clone())));
     for d in &held {
         let _ = up.send(d).await;
     }
@@ -465,6 +491,33 @@ async fn per_datagram(
             return;
         }
     }
+}
+
+/// Hands a QUIC session to the port's HTTP/3 endpoint: the held datagrams first, then every
+/// datagram until the session is idle (the endpoint's keep-alives keep it busy).
+async fn terminate_h3(
+    rt: &Arc<Runtime>,
+    listener: &Arc<UdpSocket>,
+    conn: &Conn,
+    sess: &Arc<Session>,
+    kv: Kv,
+    held: Vec<Vec<u8>>,
+) {
+    let (tx, sessions) = match crate::l7::h3::port(rt, conn.key, listener) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(listener = %conn.key, "HTTP/3 endpoint unavailable: {e}");
+            return;
+        }
+    };
+    sessions.insert(conn.peer, kv);
+    let mut held = held;
+    held.extend(sess.switch(rt, State::Terminate(tx.clone())));
+    for d in held {
+        let _ = tx.try_send((conn.peer, bytes::Bytes::from(d)));
+    }
+    wait_idle(sess, rt.settings.udp_session_timeout).await;
+    sessions.remove(&conn.peer);
 }
 
 /// Sends the upstream's replies to the session's current client address until the session

@@ -177,13 +177,21 @@ pub async fn route(
     })
 }
 
-/// Runs the `quic` resolver for an inspected QUIC connection; `Some(address)` to forward.
+/// What the `quic` resolver decided.
+pub enum QuicRouted {
+    /// Pass the session through to this address.
+    Forward(std::net::SocketAddr),
+    /// Terminate it here (HTTP/3), with the session's KV.
+    Terminate(Kv),
+}
+
+/// Runs the `quic` resolver for an inspected QUIC connection; `None` drops the session.
 pub async fn route_quic(
     rt: &Runtime,
     mut kv: Kv,
     found: crate::l4p::quic::inspect::Inspected,
     conn: &Conn,
-) -> Option<std::net::SocketAddr> {
+) -> Option<QuicRouted> {
     let label = conn.key.to_string();
     let Some(entry) = rt.config.load().resolvers.get("quic").cloned() else {
         info!(listener = %label, "upgrade to `quic`: no resolver `quic` is configured; session dropped");
@@ -208,10 +216,16 @@ pub async fn route_quic(
         .increment(1);
     let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
         match exec::run(&entry.doc, &mut kv, rt).await {
-            Ok(Decision::Proxy(to)) => connect::address(rt, &to.upstream, &label, false).await,
+            Ok(Decision::Proxy(to)) => connect::address(rt, &to.upstream, &label, false)
+                .await
+                .map(QuicRouted::Forward),
             Ok(Decision::Abort | Decision::Respond { .. }) => None,
+            Ok(Decision::Upgrade { protocol: app, .. }) if app == "httpx" => {
+                kv.set("conn.layer", "l7");
+                Some(QuicRouted::Terminate(std::mem::take(&mut kv)))
+            }
             Ok(Decision::Upgrade { protocol: app, .. }) => {
-                info!(listener = %label, "upgrade from `quic` to `{app}`: HTTP/3 termination is not available in this build; session dropped");
+                info!(listener = %label, "resolver `quic` cannot upgrade to `{app}`; session dropped");
                 None
             }
             Err(e) => {

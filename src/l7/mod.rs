@@ -7,6 +7,7 @@ pub mod buffer;
 pub mod cgi;
 pub mod client;
 pub mod exchange;
+pub mod h3;
 pub mod idle;
 pub mod response;
 pub mod server;

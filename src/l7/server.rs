@@ -24,12 +24,12 @@ use crate::l4::session::Conn;
 use crate::runtime::Runtime;
 
 /// What every request of one connection shares.
-struct Ctx {
+pub struct Ctx {
     rt: Arc<Runtime>,
     app: String,
     /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
     kv: Arc<Kv>,
-    peer: std::net::SocketAddr,
+    pub peer: std::net::SocketAddr,
     tls: bool,
     /// Metric handles, looked up once per connection instead of once per request.
     duration: metrics::Histogram,
@@ -37,6 +37,29 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The context of one connection: `app` with the connection's KV (without `plugin.*`).
+    pub fn new(
+        rt: Arc<Runtime>,
+        app: String,
+        conn_kv: &Kv,
+        peer: std::net::SocketAddr,
+        tls: bool,
+    ) -> Self {
+        let mut kv = Kv::new();
+        for (k, v) in conn_kv.iter().filter(|(k, _)| !k.starts_with("plugin.")) {
+            kv.set(k, v);
+        }
+        Self {
+            rt,
+            duration: metrics::histogram!("vane_request_duration_seconds", "app" => app.clone()),
+            by_status: std::sync::Mutex::new(Vec::new()),
+            app,
+            kv: Arc::new(kv),
+            peer,
+            tls,
+        }
+    }
+
     /// `vane_requests_total{app,status}` for `code` (0: aborted).
     fn count(&self, code: u16) {
         let mut cache = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
@@ -62,7 +85,7 @@ impl Ctx {
 /// stream (HTTP/2) instead of answering.
 #[derive(Debug, thiserror::Error)]
 #[error("aborted by the application flow")]
-struct Aborted;
+pub struct Aborted;
 
 /// Serves requests on `io` until either side closes it or it is idle for
 /// `HTTP_IDLE_TIMEOUT_SECS`.
@@ -70,20 +93,13 @@ pub async fn serve<IO>(rt: Arc<Runtime>, io: IO, conn: Conn, h: Handoff)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut kv = Kv::new();
-    for (k, v) in h.kv.iter().filter(|(k, _)| !k.starts_with("plugin.")) {
-        kv.set(k, v);
-    }
-    let ctx = Arc::new(Ctx {
-        rt: rt.clone(),
-        duration: metrics::histogram!("vane_request_duration_seconds", "app" => h.app.clone()),
-        by_status: std::sync::Mutex::new(Vec::new()),
-        app: h.app,
-        kv: Arc::new(kv),
-        peer: conn.peer,
-        tls: h.tls,
+    let ctx = Arc::new(Ctx::new(rt.clone(), h.app, &h.kv, conn.peer, h.tls));
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        handle(
+            ctx.clone(),
+            req.map(|b| b.map_err(|e| Box::new(e) as body::BoxError).boxed()),
+        )
     });
-    let service = hyper::service::service_fn(move |req| handle(ctx.clone(), req));
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -162,7 +178,7 @@ fn version_text(v: Version) -> &'static str {
 
 /// The request keys of templates.md 5.3. `req.host` also holds an HTTP/2 request's authority
 /// (0.9.2 left it empty there).
-fn request_kv(base: &Arc<Kv>, app: &str, req: &Request<Incoming>) -> Kv {
+fn request_kv<B>(base: &Arc<Kv>, app: &str, req: &Request<B>) -> Kv {
     let mut kv = Kv::layered(base.clone());
     kv.set("req.proto", app);
     kv.set("req.method", req.method().as_str());
@@ -192,7 +208,8 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Aborted> {
+/// Runs one request through the application flow (any HTTP version) and accounts for it.
+pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>, Aborted> {
     let started = Instant::now();
     let line = ctx
         .rt
@@ -231,7 +248,7 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>,
     outcome
 }
 
-async fn respond(ctx: &Ctx, mut req: Request<Incoming>) -> Result<Response<Body>, Aborted> {
+async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Aborted> {
     let rt = &ctx.rt;
     let Some(app) = rt.config.load().applications.get(&ctx.app).cloned() else {
         warn!(app = %ctx.app, "no application `{}` is configured", ctx.app);
@@ -244,13 +261,7 @@ async fn respond(ctx: &Ctx, mut req: Request<Incoming>) -> Result<Response<Body>
     let ws_client =
         super::upstream::wants_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
-    let mut x = super::exchange::HttpExchange::new(
-        rt.clone(),
-        ctx.peer,
-        ctx.tls,
-        parts,
-        incoming.map_err(|e| Box::new(e) as body::BoxError).boxed(),
-    );
+    let mut x = super::exchange::HttpExchange::new(rt.clone(), ctx.peer, ctx.tls, parts, incoming);
     x.ws_client = ws_client;
     let run = exec::run_with(&app.doc, &mut kv, rt, Some(&mut x));
     let decision = match tokio::time::timeout(rt.settings.flow_timeout, run).await {

@@ -50,6 +50,29 @@ fn config(
     Ok(Arc::new(cfg))
 }
 
+/// A QUIC (HTTP/3) server configuration: TLS 1.3 only, ALPN `h3`, certificates chosen per
+/// handshake like TCP termination.
+pub fn h3_server_config(rt: &Runtime) -> Result<quinn::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ByName {
+            store: rt.certs.clone(),
+            pinned: None,
+        }));
+    cfg.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| e.to_string())?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(std::time::Duration::from_secs(30)).ok())
+        .keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
 /// The acceptor for one connection; shared unless the upgrade pinned a certificate.
 pub fn acceptor(rt: &Runtime, pinned: Option<&str>) -> Result<TlsAcceptor, rustls::Error> {
     let cfg = match pinned {

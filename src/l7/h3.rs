@@ -1,0 +1,246 @@
+//! HTTP/3: QUIC connections that a `quic` resolver upgraded to `httpx` are terminated here.
+//! The UDP listener keeps its socket: one QUIC endpoint per port reads the sessions'
+//! datagrams from a channel (a "virtual socket") and sends straight from the listener's
+//! socket. Each request runs application `h3` (else `httpx`) with the session's KV.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use dashmap::DashMap;
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame};
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::body::BoxError;
+use super::server::{handle, Aborted, Ctx};
+use crate::config::ListenerKey;
+use crate::flow::kv::Kv;
+use crate::runtime::Runtime;
+
+/// Datagrams queued for one port's endpoint; beyond this they are dropped (QUIC recovers).
+const QUEUE: usize = 1024;
+
+/// Datagrams for an endpoint: (client address, bytes).
+pub type Inbox = mpsc::Sender<(SocketAddr, Bytes)>;
+/// The KV of each terminated session, by client address, for its connection's requests.
+pub type SessionKeys = Arc<DashMap<SocketAddr, Kv>>;
+
+/// The HTTP/3 side of one UDP port.
+pub struct H3Port {
+    pub tx: Inbox,
+    pub sessions: SessionKeys,
+    _endpoint: quinn::Endpoint,
+}
+
+#[derive(Debug)]
+struct VirtualSocket {
+    socket: Arc<UdpSocket>,
+    rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
+    local: SocketAddr,
+}
+
+#[derive(Debug)]
+struct Writable(Arc<UdpSocket>);
+
+impl UdpPoller for Writable {
+    fn poll_writable(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_send_ready(cx)
+    }
+}
+
+impl AsyncUdpSocket for VirtualSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(Writable(self.socket.clone()))
+    }
+
+    fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
+        self.socket
+            .try_send_to(t.contents, t.destination)
+            .map(|_| ())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some((addr, data))) => {
+                let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
+                    return Poll::Ready(Ok(0));
+                };
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                *m = RecvMeta {
+                    addr,
+                    len: n,
+                    stride: n,
+                    ..RecvMeta::default()
+                };
+                Poll::Ready(Ok(1))
+            }
+            Poll::Ready(None) => Poll::Ready(Err(io::Error::other("listener gone"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// The HTTP/3 endpoint of `key`, started on first use.
+pub fn port(
+    rt: &Arc<Runtime>,
+    key: ListenerKey,
+    socket: &Arc<UdpSocket>,
+) -> Result<(Inbox, SessionKeys), String> {
+    if let Some(p) = rt.h3_ports.get(&key) {
+        return Ok((p.tx.clone(), p.sessions.clone()));
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let vs = VirtualSocket {
+        socket: socket.clone(),
+        rx: Mutex::new(rx),
+        local,
+    };
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(super::tls::h3_server_config(rt)?),
+        Arc::new(vs),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| e.to_string())?;
+    let sessions: SessionKeys = Arc::new(DashMap::new());
+    let (ep, rt2, s2) = (endpoint.clone(), rt.clone(), sessions.clone());
+    tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            let peer = incoming.remote_address();
+            let kv = s2.get(&peer).map(|k| k.clone()).unwrap_or_default();
+            let app = if rt2.config.load().applications.contains_key("h3") {
+                "h3"
+            } else {
+                "httpx"
+            };
+            let ctx = Arc::new(Ctx::new(rt2.clone(), app.to_string(), &kv, peer, true));
+            tokio::spawn(connection(ctx, incoming));
+        }
+    });
+    rt.h3_ports.insert(
+        key,
+        H3Port {
+            tx: tx.clone(),
+            sessions: sessions.clone(),
+            _endpoint: endpoint,
+        },
+    );
+    Ok((tx, sessions))
+}
+
+async fn connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(peer = %ctx.peer, "QUIC handshake failed: {e}");
+            return;
+        }
+    };
+    let mut h3c = match h3::server::Connection::new(h3_quinn::Connection::new(conn)).await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(peer = %ctx.peer, "HTTP/3 set-up failed: {e}");
+            return;
+        }
+    };
+    loop {
+        match h3c.accept().await {
+            Ok(Some(resolver)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    match resolver.resolve_request().await {
+                        Ok((req, stream)) => request(ctx, req, stream).await,
+                        Err(e) => debug!("HTTP/3 request head: {e}"),
+                    }
+                });
+            }
+            Ok(None) => return,
+            Err(e) => {
+                debug!(peer = %ctx.peer, "HTTP/3 connection ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// A request body read from its HTTP/3 stream.
+struct H3Body(h3::server::RequestStream<h3_quinn::RecvStream, Bytes>);
+
+impl HttpBody for H3Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.0.poll_recv_data(cx) {
+            Poll::Ready(Ok(Some(mut b))) => {
+                let bytes = b.copy_to_bytes(b.remaining());
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+async fn request(
+    ctx: Arc<Ctx>,
+    req: hyper::Request<()>,
+    stream: h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+) {
+    let (mut send, recv) = stream.split();
+    let req = req.map(|()| H3Body(recv).boxed());
+    match handle(ctx, req).await {
+        Ok(resp) => {
+            let (parts, mut body) = resp.into_parts();
+            if let Err(e) = send
+                .send_response(hyper::Response::from_parts(parts, ()))
+                .await
+            {
+                debug!("HTTP/3 response head: {e}");
+                return;
+            }
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Ok(data) = f.into_data() {
+                            if send.send_data(data).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        debug!("HTTP/3 response body: {e}");
+                        send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                        return;
+                    }
+                }
+            }
+            let _ = send.finish().await;
+        }
+        Err(Aborted) => send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED),
+    }
+}
