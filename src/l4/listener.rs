@@ -102,6 +102,9 @@ impl ChildSource for Listeners {
         self.rt
             .udp_endpoints
             .retain(|k, _| snap.listeners.contains_key(k));
+        self.rt
+            .h3_ports
+            .retain(|k, _| snap.listeners.contains_key(k));
         snap.listeners
             .keys()
             .map(|key| {

@@ -40,6 +40,13 @@ pub struct H3Port {
     _endpoint: quinn::Endpoint,
 }
 
+impl Drop for H3Port {
+    /// The listener went away: close the endpoint, which also ends its accept loop.
+    fn drop(&mut self) {
+        self._endpoint.close(0u32.into(), b"listener removed");
+    }
+}
+
 #[derive(Debug)]
 struct VirtualSocket {
     socket: Arc<UdpSocket>,
