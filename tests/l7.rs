@@ -1290,3 +1290,102 @@ async fn http3_is_terminated_on_a_udp_listener_with_the_session_keys() {
     let counted = "vane_requests_total{app=\"httpx\",status=\"201\"}";
     assert!(wait_until(Duration::from_secs(3), || v.metric(counted) == Some(3.0)));
 }
+
+/// An HTTP/3 upstream on a QUIC endpoint: echoes the request body, says which version it saw.
+async fn h3_upstream() -> std::net::SocketAddr {
+    use bytes::Buf;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        cert.signing_key.serialize_der(),
+    ));
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .expect("server config");
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let qsc = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic tls");
+    let ep = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(qsc)),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .expect("endpoint");
+    let addr = ep.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let Ok(mut h3c) =
+                    h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await
+                else {
+                    return;
+                };
+                while let Ok(Some(resolver)) = h3c.accept().await {
+                    tokio::spawn(async move {
+                        let Ok((req, mut stream)) = resolver.resolve_request().await else {
+                            return;
+                        };
+                        let mut body = Vec::new();
+                        while let Ok(Some(mut chunk)) = stream.recv_data().await {
+                            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+                        }
+                        let resp = hyper::Response::builder()
+                            .status(202)
+                            .header("x-seen-version", format!("{:?}", req.version()))
+                            .header("x-seen-path", req.uri().path())
+                            .body(())
+                            .expect("response");
+                        let _ = stream.send_response(resp).await;
+                        let _ = stream.send_data(Bytes::from(body)).await;
+                        let _ = stream.finish().await;
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_forwarded_to_an_http3_upstream() {
+    let up = h3_upstream().await;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &proxy_app(
+            &format!("https://localhost:{}", up.port()),
+            ", version: h3, skip_verify: true",
+        ),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let payload = Bytes::from(vec![b'q'; 1024 * 1024]);
+    for i in 0..2 {
+        send.ready().await.expect("ready");
+        let resp = send
+            .send_request(
+                hyper::Request::post(format!("/up/{i}"))
+                    .header("host", "front.test")
+                    .body(http_body_util::Full::new(payload.clone()))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 202);
+        assert_eq!(resp.headers()["x-seen-version"], "HTTP/3.0");
+        assert_eq!(resp.headers()["x-seen-path"], format!("/up/{i}").as_str());
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body.len(), payload.len(), "1 MiB up and back over HTTP/3");
+    }
+}

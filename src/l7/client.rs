@@ -212,7 +212,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
-fn tls_config(skip_verify: bool) -> Result<rustls::ClientConfig, rustls::Error> {
+pub fn tls_config(skip_verify: bool) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;

@@ -8,6 +8,7 @@ pub mod cgi;
 pub mod client;
 pub mod exchange;
 pub mod h3;
+pub mod h3_client;
 pub mod idle;
 pub mod response;
 pub mod server;

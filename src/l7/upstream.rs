@@ -136,11 +136,11 @@ pub async fn fetch(
             vec![("error".into(), "WebSocket not allowed".into())],
         ));
     }
-    let mut h2c = false;
+    let (mut h2c, mut h3) = (false, false);
     match s("version").map(str::to_ascii_lowercase).as_deref() {
         None | Some("auto" | "h1" | "h1.1" | "h2") => {}
         Some("h2c") => h2c = true,
-        Some("h3") => return failure("HTTP/3 upstreams are not available in this build"),
+        Some("h3") => h3 = true,
         Some(other) => tracing::warn!("upstream version `{other}` is unknown; using auto"),
     }
     let target = url(prefix, s("path"), s("query"), kv);
@@ -194,6 +194,22 @@ pub async fn fetch(
     let skip = flag(inputs.get("skip_verify"));
     if ws {
         return websocket(x, req, skip, kv).await;
+    }
+    if h3 {
+        let authority = uri.authority().map_or(String::new(), |a| a.to_string());
+        return match super::h3_client::send(&x.rt, req, skip).await {
+            Ok((status, mut headers, body)) => {
+                outcome_counter(&authority, true).increment(1);
+                strip_hop_by_hop(&mut headers);
+                kv.set("res.status", status.as_u16().to_string());
+                x.resp = Some((status, headers, body));
+                Ok(("success".into(), Vec::new()))
+            }
+            Err(e) => {
+                outcome_counter(&authority, false).increment(1);
+                failure(e)
+            }
+        };
     }
     use super::client::Kind;
     let kind = match (h2c && uri.scheme_str() == Some("http"), skip) {

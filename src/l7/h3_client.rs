@@ -1,0 +1,160 @@
+//! HTTP/3 upstreams (`version: h3`): one QUIC connection per (host, port, skip_verify) and
+//! data-plane thread, reused by every request; the request body is uploaded while the
+//! response downloads (full duplex).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame};
+use hyper::header::HeaderMap;
+use hyper::{Request, StatusCode, Uri};
+
+use super::body::{Body, BoxError};
+use crate::runtime::Runtime;
+
+type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+thread_local! {
+    static ENDPOINT: RefCell<Option<quinn::Endpoint>> = const { RefCell::new(None) };
+    static POOL: RefCell<HashMap<(String, u16, bool), Sender>> = RefCell::new(HashMap::new());
+}
+
+fn client_config(skip_verify: bool) -> Result<quinn::ClientConfig, String> {
+    let mut tls = super::client::tls_config(skip_verify).map_err(|e| e.to_string())?;
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(qc));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    cfg.transport_config(Arc::new(transport));
+    Ok(cfg)
+}
+
+fn endpoint() -> Result<quinn::Endpoint, String> {
+    ENDPOINT.with(|e| {
+        if let Some(ep) = e.borrow().as_ref() {
+            return Ok(ep.clone());
+        }
+        let ep = quinn::Endpoint::client("[::]:0".parse().map_err(|e| format!("{e}"))?)
+            .or_else(|_| quinn::Endpoint::client(([0, 0, 0, 0], 0).into()))
+            .map_err(|e| e.to_string())?;
+        *e.borrow_mut() = Some(ep.clone());
+        Ok(ep)
+    })
+}
+
+async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Sender, String> {
+    let ip = rt
+        .dns
+        .lookup(host)
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("`{host}` did not resolve"))?;
+    let ep = endpoint()?;
+    let connecting = ep
+        .connect_with(client_config(skip)?, (ip, port).into(), host)
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(rt.settings.connect_timeout, connecting)
+        .await
+        .map_err(|_| "QUIC handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = (host.to_string(), port, skip);
+    tokio::spawn(async move {
+        let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        tracing::debug!("HTTP/3 upstream connection closed: {e}");
+        POOL.with(|p| p.borrow_mut().remove(&key));
+    });
+    Ok(send)
+}
+
+/// The response body read from an HTTP/3 request stream.
+struct Download(h3::client::RequestStream<h3_quinn::RecvStream, Bytes>);
+
+impl HttpBody for Download {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.0.poll_recv_data(cx) {
+            Poll::Ready(Ok(Some(mut b))) => {
+                Poll::Ready(Some(Ok(Frame::data(b.copy_to_bytes(b.remaining())))))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Sends `req` over HTTP/3; the answer's status, headers and streamed body.
+pub async fn send(
+    rt: &Runtime,
+    req: Request<Body>,
+    skip: bool,
+) -> Result<(StatusCode, HeaderMap, Body), String> {
+    let uri: Uri = req.uri().clone();
+    if uri.scheme_str() != Some("https") {
+        return Err("HTTP/3 needs an https:// upstream".into());
+    }
+    let host = uri
+        .host()
+        .ok_or("URL without a host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let key = (host.clone(), port, skip);
+    let pooled = POOL.with(|p| p.borrow().get(&key).cloned());
+    let mut sender = match pooled {
+        Some(s) => s,
+        None => {
+            let s = connect(rt, &host, port, skip).await?;
+            POOL.with(|p| p.borrow_mut().insert(key.clone(), s.clone()));
+            s
+        }
+    };
+    let (parts, mut body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let stream = match sender.send_request(head).await {
+        Ok(s) => s,
+        Err(e) => {
+            POOL.with(|p| p.borrow_mut().remove(&key));
+            return Err(e.to_string());
+        }
+    };
+    let (mut up, mut down) = stream.split();
+    // The upload runs beside the download.
+    tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            match frame.map(Frame::into_data) {
+                Ok(Ok(data)) => {
+                    if up.send_data(data).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    up.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                    return;
+                }
+            }
+        }
+        let _ = up.finish().await;
+    });
+    let resp = down.recv_response().await.map_err(|e| e.to_string())?;
+    let (parts, ()) = resp.into_parts();
+    Ok((parts.status, parts.headers, Download(down).boxed()))
+}
