@@ -37,6 +37,8 @@ pub struct Runtime {
     pub started: Instant,
     /// Certificates of `certs/`, published by `registries/certs`.
     pub certs: Arc<arc_swap::ArcSwap<crate::certs::CertStore>>,
+    /// Serialises certificate reloads.
+    certs_reload: std::sync::Mutex<()>,
     /// The TLS server configuration of L7 termination (built on first use; it reads the
     /// current certificates at every handshake).
     pub l7_tls: std::sync::OnceLock<Arc<rustls::ServerConfig>>,
@@ -86,7 +88,11 @@ impl Runtime {
     }
 
     /// Reloads `certs/` (a failing pair keeps its last good version) and publishes the store.
+    /// Reloads run one at a time: the certs registry (after a watcher event) and the
+    /// management API may both reload, and an older reading of the directory must never be
+    /// published after a newer one.
     pub fn reload_certs(&self) {
+        let _one_at_a_time = self.certs_reload.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.certs.load_full();
         let (store, problems) = crate::certs::load(self.config.dir(), Some(&current));
         for p in &problems {
@@ -150,6 +156,7 @@ impl Runtime {
                 crate::certs::CertStore::default(),
             )),
             l7_tls: std::sync::OnceLock::new(),
+            certs_reload: std::sync::Mutex::new(()),
             ws_connectors: [std::sync::OnceLock::new(), std::sync::OnceLock::new()],
             udp_endpoints: dashmap::DashMap::new(),
             shards: start_shards(settings.data_plane_threads),

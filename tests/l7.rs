@@ -1336,6 +1336,13 @@ async fn h3_upstream() -> std::net::SocketAddr {
                             .status(202)
                             .header("x-seen-version", format!("{:?}", req.version()))
                             .header("x-seen-path", req.uri().path())
+                            .header(
+                                "x-seen-custom",
+                                req.headers()
+                                    .get("x-custom")
+                                    .cloned()
+                                    .unwrap_or(hyper::header::HeaderValue::from_static("-")),
+                            )
                             .body(())
                             .expect("response");
                         let _ = stream.send_response(resp).await;
@@ -1387,5 +1394,195 @@ async fn requests_are_forwarded_to_an_http3_upstream() {
         assert_eq!(resp.headers()["x-seen-path"], format!("/up/{i}").as_str());
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(body.len(), payload.len(), "1 MiB up and back over HTTP/3");
+    }
+}
+
+/// TLS config for an HTTP/2 upstream (ALPN h2).
+fn h2_upstream_tls() -> Arc<rustls::ServerConfig> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        cert.signing_key.serialize_der(),
+    ));
+    let mut scfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .expect("server config");
+    scfg.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(scfg)
+}
+
+/// An HTTP/3 client connection to `addr` trusting `cert` for `site.test`.
+async fn h3_client(
+    addr: std::net::SocketAddr,
+    cert: rustls::pki_types::CertificateDer<'static>,
+) -> h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
+    let conn = ep
+        .connect(addr, "site.test")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .expect("h3");
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        drop(ep);
+    });
+    send
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_client_version_reaches_any_upstream_version() {
+    use bytes::Buf;
+    let up1 = upstream(None).await;
+    let up2 = upstream(Some(h2_upstream_tls())).await;
+    let up3 = h3_upstream().await;
+    let cfg = ConfigDir::new();
+    let (tcp_port, udp_port) = (free_port(), free_port());
+    let cert = write_cert(&cfg, "site.test", &["site.test"]);
+    plain_http(&cfg, tcp_port, "httpx");
+    cfg.write(
+        &format!("listener/[{udp_port}]/udp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
+    );
+    cfg.write(
+        "resolver/quic.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    let route = |prefix: &str, url: String, extra: &str, next: &str| {
+        format!(
+            r#"internal.common.match:
+  input: {{ left: "{{{{req.path}}}}", operator: startswith, right: "{prefix}" }}
+  output:
+    "true":
+      internal.driver.upstream:
+        input: {{ url_prefix: "{url}"{extra} }}
+        output:
+          success: {{ internal.terminator.response: {{}} }}
+          failure: {{ internal.terminator.response: {{ input: {{ status: 502, body: "{{{{plugin.internal_common_match.true.internal_driver_upstream.error}}}}" }} }} }}
+    "false":
+{next}"#
+        )
+    };
+    let indent = |text: String, n: usize| {
+        text.lines()
+            .map(|l| format!("{}{l}", " ".repeat(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let last = route(
+        "/h3/",
+        format!("https://localhost:{}", up3.port()),
+        ", version: h3, skip_verify: true",
+        &indent(
+            "internal.terminator.response: { input: { status: 404 } }".into(),
+            6,
+        ),
+    );
+    let middle = route(
+        "/h2/",
+        format!("https://localhost:{}", up2.addr.port()),
+        ", skip_verify: true",
+        &indent(last, 6),
+    );
+    let first = route(
+        "/h1/",
+        format!("http://127.0.0.1:{}", up1.addr.port()),
+        "",
+        &indent(middle, 6),
+    );
+    cfg.write(
+        "application/httpx.yaml",
+        &format!("pipeline:\n{}\n", indent(first, 2)),
+    );
+    let v = Vane::start(&cfg, &[tcp_port]);
+    let udp = v.wait_udp(udp_port);
+    let body = Bytes::from(vec![b'm'; 64 * 1024]);
+    let expect_version = |up: &str| match up {
+        "h1" => "HTTP/1.1",
+        "h2" => "HTTP/2.0",
+        _ => "HTTP/3.0",
+    };
+    // HTTP/1.1 and HTTP/2 clients.
+    for client in ["h1", "h2"] {
+        for up in ["h1", "h2", "h3"] {
+            let req = hyper::Request::post(format!("http://any.test/{up}/from-{client}"))
+                .header("host", "any.test")
+                .header("x-custom", format!("{client}-{up}"))
+                .body(http_body_util::Full::new(body.clone()))
+                .expect("request");
+            let resp = if client == "h1" {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
+                    .await
+                    .expect("connect");
+                let (mut s, c) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                        .await
+                        .expect("h1");
+                tokio::spawn(c);
+                s.send_request(req).await.expect("response")
+            } else {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
+                    .await
+                    .expect("connect");
+                let (mut s, c) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(tcp),
+                )
+                .await
+                .expect("h2");
+                tokio::spawn(c);
+                s.send_request(req).await.expect("response")
+            };
+            let status = resp.status();
+            let h = resp.headers().clone();
+            let got = resp.into_body().collect().await.expect("body").to_bytes();
+            assert!(status.is_success(), "{client}->{up}: {status} {got:?}");
+            assert_eq!(h["x-seen-version"], expect_version(up), "{client}->{up}");
+            assert_eq!(h["x-seen-custom"], format!("{client}-{up}").as_str());
+            assert_eq!(got.len(), body.len(), "{client}->{up}");
+        }
+    }
+    // HTTP/3 client.
+    let mut send = h3_client(udp, cert).await;
+    for up in ["h1", "h2", "h3"] {
+        let req = hyper::Request::post(format!("https://site.test/{up}/from-h3"))
+            .header("x-custom", format!("h3-{up}"))
+            .body(())
+            .expect("request");
+        let mut stream = send.send_request(req).await.expect("send");
+        stream.send_data(body.clone()).await.expect("upload");
+        stream.finish().await.expect("finish");
+        let resp = stream.recv_response().await.expect("response");
+        assert!(resp.status().is_success(), "h3->{up}: {}", resp.status());
+        assert_eq!(
+            resp.headers()["x-seen-version"],
+            expect_version(up),
+            "h3->{up}"
+        );
+        assert_eq!(resp.headers()["x-seen-custom"], format!("h3-{up}").as_str());
+        let mut n = 0;
+        while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+            n += chunk.remaining();
+            chunk.advance(chunk.remaining());
+        }
+        assert_eq!(n, body.len(), "h3->{up}");
     }
 }
