@@ -1586,3 +1586,87 @@ async fn any_client_version_reaches_any_upstream_version() {
         assert_eq!(n, body.len(), "h3->{up}");
     }
 }
+
+#[test]
+fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_its_response() {
+    // Upstream 1 accepts and never answers; upstream 2 sends a head promising 1 MiB, part of
+    // the body, then dies.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_port = hang.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hang.incoming().flatten().take(8) {
+            held.push(s);
+        }
+    });
+    let die = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let die_port = die.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in die.incoming().flatten().take(8) {
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\npartial body");
+            drop(s);
+        }
+    });
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &format!(
+            r#"pipeline:
+  internal.common.match:
+    input: {{ left: "{{{{req.path}}}}", operator: "==", right: "/hang" }}
+    output:
+      "true":
+        internal.driver.upstream:
+          input: {{ url_prefix: "http://127.0.0.1:{hang_port}" }}
+          output:
+            success: {{ internal.terminator.response: {{}} }}
+            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
+      "false":
+        internal.driver.upstream:
+          input: {{ url_prefix: "http://127.0.0.1:{die_port}" }}
+          output:
+            success: {{ internal.terminator.response: {{}} }}
+            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
+"#
+        ),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("FLOW_EXECUTION_TIMEOUT_SECS", "1".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let start = std::time::Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let r = h1(&mut s, &["GET /hang HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(r[0].0, 502, "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "no hang");
+    // The dying upstream: the client gets the head and a short body, then the close.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /die HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(out.len() < 1024 * 1024, "the promised body never completes");
+    // Others are served normally afterwards.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(
+        h1(&mut s, &["GET /hang HTTP/1.1\r\nHost: x\r\n\r\n"])[0].0,
+        502
+    );
+    let mut v = v;
+    assert!(v.alive());
+}
