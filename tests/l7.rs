@@ -1670,3 +1670,80 @@ fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_i
     let mut v = v;
     assert!(v.alive());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http3_client_that_changes_address_keeps_its_connection() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    let cert = write_cert(&cfg, "site.test", &["site.test"]);
+    cfg.write(
+        &format!("listener/[{port}]/udp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
+    );
+    cfg.write(
+        "resolver/quic.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let v = Vane::start(&cfg, &[]);
+    let addr = v.wait_udp(port);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("tls13")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
+    let conn = ep
+        .connect(addr, "site.test")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .expect("h3");
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    assert_eq!(h3_get(&mut send, "/before").await.0, 201);
+    // The client moves to a new local address (as after a NAT rebinding).
+    ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0").expect("new socket"))
+        .expect("rebind");
+    let after = tokio::time::timeout(Duration::from_secs(10), h3_get(&mut send, "/after"))
+        .await
+        .expect("answered after the move");
+    assert_eq!(after.0, 201);
+    // The client switched to a connection ID issued inside the encrypted connection; its tag
+    // routed the packets from the new address to the endpoint.
+    assert!(
+        v.metric("vane_h3_rerouted_datagrams_total").unwrap_or(0.0) >= 1.0,
+        "{}",
+        v.metrics_text()
+    );
+}
+
+/// One HTTP/3 GET on `send`: (status, body length).
+async fn h3_get(
+    send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    path: &str,
+) -> (hyper::StatusCode, usize) {
+    use bytes::Buf;
+    let req = hyper::Request::get(format!("https://site.test{path}"))
+        .body(())
+        .expect("request");
+    let mut stream = send.send_request(req).await.expect("send");
+    stream.finish().await.expect("finish");
+    let resp = stream.recv_response().await.expect("response");
+    let mut n = 0;
+    while let Some(mut c) = stream.recv_data().await.expect("data") {
+        n += c.remaining();
+        c.advance(c.remaining());
+    }
+    (resp.status(), n)
+}

@@ -210,6 +210,18 @@ pub async fn recv_loop(
             deliver(&rt, &s, data);
             continue;
         }
+        if let Some(inbox) = crate::l7::h3::route_moved(&rt, key, data) {
+            // A terminated HTTP/3 connection from a new address: quinn follows it.
+            metrics::counter!("vane_h3_rerouted_datagrams_total").increment(1);
+            if inbox
+                .try_send((peer, bytes::Bytes::copy_from_slice(data)))
+                .is_err()
+            {
+                metrics::counter!("vane_udp_dropped_total", "reason" => "h3_queue_full")
+                    .increment(1);
+            }
+            continue;
+        }
         if sessions.len() >= rt.settings.udp_max_sessions {
             metrics::counter!("vane_connections_rejected_total", "reason" => "udp_session_table_full").increment(1);
             continue;
@@ -503,7 +515,11 @@ async fn terminate_h3(
     kv: Kv,
     held: Vec<Vec<u8>>,
 ) {
-    let (tx, sessions) = match crate::l7::h3::port(rt, conn.key, listener) {
+    let udp_sessions = match rt.udp_endpoints.get(&conn.key) {
+        Some(e) => e.value().1.clone(),
+        None => return,
+    };
+    let (tx, sessions) = match crate::l7::h3::port(rt, conn.key, listener, udp_sessions) {
         Ok(p) => p,
         Err(e) => {
             warn!(listener = %conn.key, "HTTP/3 endpoint unavailable: {e}");
@@ -560,7 +576,7 @@ async fn relay_replies(
 
 /// Registers the source connection IDs of the server's long-header packets: the client
 /// will address the server with them, possibly from a new address.
-fn learn_server_cids(rt: &Runtime, sess: &Arc<Session>, mut d: &[u8]) {
+pub(crate) fn learn_server_cids(rt: &Runtime, sess: &Arc<Session>, mut d: &[u8]) {
     if d.first().is_some_and(|b| b & 0x80 != 0) {
         if let Err(e) = packet::parse_long(d) {
             debug!(

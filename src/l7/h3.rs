@@ -28,6 +28,66 @@ use crate::runtime::Runtime;
 /// Datagrams queued for one port's endpoint; beyond this they are dropped (QUIC recovers).
 const QUEUE: usize = 1024;
 
+/// Length of the connection IDs our HTTP/3 endpoints issue: 8 random bytes and a 4-byte tag.
+pub const CID_LEN: usize = 12;
+
+/// The per-process key of the connection-ID tags.
+fn tag_key() -> &'static std::collections::hash_map::RandomState {
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+}
+
+fn tag(random: &[u8]) -> [u8; 4] {
+    use std::hash::BuildHasher;
+    let h = tag_key().hash_one(random);
+    let b = h.to_le_bytes();
+    [b[0], b[1], b[2], b[3]]
+}
+
+/// True for a connection ID one of our HTTP/3 endpoints issued. Every CID quinn hands out
+/// (including those sent encrypted in NEW_CONNECTION_ID, which a client may switch to when
+/// it moves) carries a keyed tag, so a packet from an unknown address can be recognised
+/// without any table.
+pub fn is_ours(cid: &[u8]) -> bool {
+    cid.len() == CID_LEN && tag(&cid[..8]) == cid[8..]
+}
+
+/// quinn's generator for our endpoints: random bytes plus their tag.
+struct TaggedCids;
+
+impl quinn::ConnectionIdGenerator for TaggedCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let random: [u8; 8] = rand::random();
+        let mut cid = [0u8; CID_LEN];
+        cid[..8].copy_from_slice(&random);
+        cid[8..].copy_from_slice(&tag(&random));
+        quinn::ConnectionId::new(&cid)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// The endpoint inbox for a short-header packet whose connection ID one of our endpoints on
+/// `key` issued (a client that changed address).
+pub fn route_moved(rt: &Runtime, key: ListenerKey, data: &[u8]) -> Option<Inbox> {
+    let first = *data.first()?;
+    if first & 0x80 != 0 {
+        return None;
+    }
+    let cid = data.get(1..1 + CID_LEN)?;
+    if !is_ours(cid) {
+        return None;
+    }
+    rt.h3_ports.get(&key).map(|p| p.tx.clone())
+}
+
 /// Datagrams for an endpoint: (client address, bytes).
 pub type Inbox = mpsc::Sender<(SocketAddr, Bytes)>;
 /// The KV of each terminated session, by client address, for its connection's requests.
@@ -47,11 +107,23 @@ impl Drop for H3Port {
     }
 }
 
-#[derive(Debug)]
 struct VirtualSocket {
     socket: Arc<UdpSocket>,
     rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
     local: SocketAddr,
+    rt: Arc<Runtime>,
+    /// The listener's UDP sessions: the connection IDs in our long-header packets are
+    /// registered for the session of their destination, so a client that moves to a new
+    /// address keeps reaching this endpoint.
+    sessions: crate::l4::udp::Sessions,
+}
+
+impl std::fmt::Debug for VirtualSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtualSocket")
+            .field("local", &self.local)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -69,6 +141,11 @@ impl AsyncUdpSocket for VirtualSocket {
     }
 
     fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
+        if t.contents.first().is_some_and(|b| b & 0x80 != 0) {
+            if let Some(s) = self.sessions.get(&t.destination) {
+                crate::l4::udp::learn_server_cids(&self.rt, s.value(), t.contents);
+            }
+        }
         self.socket
             .try_send_to(t.contents, t.destination)
             .map(|_| ())
@@ -111,6 +188,7 @@ pub fn port(
     rt: &Arc<Runtime>,
     key: ListenerKey,
     socket: &Arc<UdpSocket>,
+    udp_sessions: crate::l4::udp::Sessions,
 ) -> Result<(Inbox, SessionKeys), String> {
     if let Some(p) = rt.h3_ports.get(&key) {
         return Ok((p.tx.clone(), p.sessions.clone()));
@@ -121,9 +199,13 @@ pub fn port(
         socket: socket.clone(),
         rx: Mutex::new(rx),
         local,
+        rt: rt.clone(),
+        sessions: udp_sessions,
     };
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config.cid_generator(|| Box::new(TaggedCids));
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(super::tls::h3_server_config(rt)?),
         Arc::new(vs),
         Arc::new(quinn::TokioRuntime),
