@@ -702,7 +702,7 @@ fn ws_upstream() -> std::net::SocketAddr {
                     }
                 }
                 let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                if !head.contains("upgrade: websocket") || !head.contains("sec-websocket-key: k") {
+                if !head.contains("upgrade: websocket") || !head.contains("sec-websocket-key: ") {
                     let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
                     return;
                 }
@@ -1746,4 +1746,50 @@ async fn h3_get(
         c.advance(c.remaining());
     }
     (resp.status(), n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = ws_upstream();
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    plain_http(&cfg, port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &proxy_app(
+            &format!("http://127.0.0.1:{}", up.port()),
+            ", websocket: true",
+        ),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::connect("http://ws.test/chat")
+        .header("sec-websocket-version", "13")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200, "RFC 8441 tunnels open with 200");
+    let upgraded = hyper::upgrade::on(resp).await.expect("upgraded");
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    for msg in [&b"frame-over-h2"[..], b"second"] {
+        io.write_all(msg).await.expect("write");
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut got))
+            .await
+            .expect("in time")
+            .expect("echo");
+        assert_eq!(got, msg);
+    }
 }

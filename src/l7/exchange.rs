@@ -34,6 +34,8 @@ pub struct HttpExchange {
     pub ws_client: Option<hyper::upgrade::OnUpgrade>,
     /// The upstream's side, once it answered `101`.
     pub ws_upstream: Option<hyper::upgrade::OnUpgrade>,
+    /// The client asked for WebSocket over HTTP/2 (extended CONNECT).
+    pub ws_h2: bool,
 }
 
 impl HttpExchange {
@@ -55,6 +57,7 @@ impl HttpExchange {
             res_buf: None,
             ws_client: None,
             ws_upstream: None,
+            ws_h2: false,
         }
     }
 }

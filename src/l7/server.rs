@@ -111,6 +111,7 @@ where
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(256)
+        .enable_connect_protocol()
         .max_header_list_size(64 * 1024);
     let activity = Arc::new(AtomicU64::new(0));
     let born = Instant::now();
@@ -258,11 +259,18 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
         ));
     };
     let mut kv = request_kv(&ctx.kv, &ctx.app, &req);
-    let ws_client =
-        super::upstream::wants_websocket(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    // WebSocket: an HTTP/1.x upgrade, or an HTTP/2 extended CONNECT (RFC 8441).
+    let ws_h2 = req.method() == hyper::Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    let ws_client = (ws_h2 || super::upstream::wants_websocket(req.headers()))
+        .then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let mut x = super::exchange::HttpExchange::new(rt.clone(), ctx.peer, ctx.tls, parts, incoming);
     x.ws_client = ws_client;
+    x.ws_h2 = ws_h2;
     let run = exec::run_with(&app.doc, &mut kv, rt, Some(&mut x));
     let decision = match tokio::time::timeout(rt.settings.flow_timeout, run).await {
         Ok(Ok(d)) => d,
@@ -283,6 +291,7 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
         } => {
             if let (Some(client), Some(upstream)) = (x.ws_client.take(), x.ws_upstream.take()) {
                 return Ok(super::websocket::complete(
+                    x.ws_h2,
                     rt,
                     client,
                     upstream,

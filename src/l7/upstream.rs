@@ -121,7 +121,7 @@ pub async fn fetch(
     let Some(prefix) = s("url_prefix") else {
         return Err("parameter `url_prefix`: missing".into());
     };
-    let ws = wants_websocket(&x.req.headers);
+    let ws = x.ws_h2 || wants_websocket(&x.req.headers);
     if ws && !flag(inputs.get("websocket")) {
         kv.set("res.status", "405");
         kv.set(
@@ -164,6 +164,21 @@ pub async fn fetch(
         strip_hop_by_hop(&mut headers);
     }
     let client_host = headers.remove(HOST);
+    if x.ws_h2 {
+        // An HTTP/2 WebSocket (RFC 8441) goes upstream as an HTTP/1.1 upgrade, which needs
+        // the handshake headers HTTP/2 leaves out.
+        use base64::Engine;
+        let key: [u8; 16] = rand::random();
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        headers.insert(
+            hyper::header::UPGRADE,
+            HeaderValue::from_static("websocket"),
+        );
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(v) = HeaderValue::from_str(&key) {
+            headers.insert("sec-websocket-key", v);
+        }
+    }
     headers.insert(
         HeaderName::from_static("x-vane-proxy"),
         HeaderValue::from_static(VANE_PROXY),

@@ -19,6 +19,7 @@ use crate::runtime::Runtime;
 
 /// The `101` for the client; the tunnel runs in the background once both sides switched.
 pub fn complete(
+    h2: bool,
     rt: &Runtime,
     client: OnUpgrade,
     upstream: OnUpgrade,
@@ -55,6 +56,19 @@ pub fn complete(
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     if let Some((_, headers, _)) = upstream_resp {
         *resp.headers_mut() = headers;
+    }
+    if h2 {
+        // RFC 8441: a 200 opens the tunnel; HTTP/2 carries no connection-specific headers
+        // and no Sec-WebSocket-Accept.
+        *resp.status_mut() = StatusCode::OK;
+        for name in [
+            "connection",
+            "upgrade",
+            "sec-websocket-accept",
+            "keep-alive",
+        ] {
+            resp.headers_mut().remove(name);
+        }
     }
     resp
 }
