@@ -109,3 +109,49 @@ fn without_an_endpoint_nothing_is_traced() {
         "no connection spans in the log lines"
     );
 }
+
+#[test]
+fn http_requests_are_spans_with_their_plugin_steps_inside() {
+    let (otlp, got) = collector();
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
+    );
+    cfg.write(
+        "resolver/http.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 204 }\n",
+    );
+    let _v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://127.0.0.1:{otlp}"),
+                ),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+            ],
+            wait_ports: vec![port],
+        },
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(http(addr, "GET", "/traced-path", None).0, 204);
+    let contains = |needle: &[u8]| {
+        got.lock()
+            .expect("lock")
+            .iter()
+            .any(|(p, b)| p == "/v1/traces" && b.windows(needle.len()).any(|w| w == needle))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || contains(b"request")
+            && contains(b"/traced-path")
+            && contains(b"internal.terminator.response")),
+        "no request span exported"
+    );
+}

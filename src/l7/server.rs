@@ -217,7 +217,12 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
         .settings
         .access_log
         .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-    let outcome = respond(&ctx, req).await;
+    let span = crate::ops::logging::request_span(&ctx.app, req.method().as_str(), req.uri().path());
+    let outcome = if span.is_disabled() {
+        respond(&ctx, req).await
+    } else {
+        tracing::Instrument::instrument(respond(&ctx, req), span).await
+    };
     let code = outcome.as_ref().map_or(0, |r| r.status().as_u16());
     let secs = started.elapsed().as_secs_f64();
     ctx.count(code);

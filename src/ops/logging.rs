@@ -23,6 +23,15 @@ pub fn connection_span(listener: &str, peer: std::net::SocketAddr) -> tracing::S
     }
 }
 
+/// A span for one HTTP request (disabled unless traces are exported).
+pub fn request_span(app: &str, method: &str, path: &str) -> tracing::Span {
+    if spans_on() {
+        tracing::info_span!("request", app = %app, method = %method, path = %path)
+    } else {
+        tracing::Span::none()
+    }
+}
+
 /// A span for one plugin step (disabled unless traces are exported).
 pub fn plugin_span(name: &str, at: &str) -> tracing::Span {
     if spans_on() {
