@@ -238,3 +238,53 @@ fn an_actor_that_keeps_crashing_exhausts_the_root_budget_and_the_process_exits_n
     assert_eq!(v.wait_exit(Duration::from_secs(5)), Some(1), "{}", v.logs());
     assert!(v.logs().contains("restart budget exhausted"));
 }
+
+#[test]
+fn a_panic_inside_an_http_request_closes_only_its_connection() {
+    use std::io::{Read, Write};
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
+    );
+    cfg.write(
+        "resolver/http.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: fine }\n",
+    );
+    let mut v = Vane::start(&cfg, &[port]);
+    let get = |s: &mut std::net::TcpStream| -> Option<String> {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).ok()?;
+        (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).to_string())
+    };
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s
+    };
+    let mut survivor = connect();
+    assert!(get(&mut survivor).is_some_and(|r| r.ends_with("fine")));
+    let (code, body) = v.post(&format!("/chaos/panic/listeners/tcp:{port}/sessions"));
+    assert_eq!(code, 202, "{body}");
+    let mut victim = connect();
+    assert_eq!(
+        get(&mut victim),
+        None,
+        "the panicking request's connection is closed"
+    );
+    assert!(
+        get(&mut survivor).is_some_and(|r| r.ends_with("fine")),
+        "a keep-alive connection opened before carries on"
+    );
+    assert!(get(&mut connect()).is_some_and(|r| r.ends_with("fine")));
+    let metric = format!("vane_session_panics_total{{listener=\"tcp:{port}\"}}");
+    assert!(wait_until(Duration::from_secs(3), || v.metric(&metric) == Some(1.0)));
+    assert!(v.alive());
+}

@@ -92,7 +92,8 @@ pub async fn tcp(
     drop(entry);
     let (upstream, _active) = match decided {
         Some(Decided::Relay(up, active)) => (up, active),
-        Some(Decided::Http(handoff)) => {
+        Some(Decided::Http(mut handoff)) => {
+            handoff.panic_first_request = panic_armed;
             Box::pin(crate::l7::serve(rt, stream, conn, handoff)).await;
             return;
         }

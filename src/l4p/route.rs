@@ -158,7 +158,7 @@ pub async fn route(
                     if let Some(id) = &cert {
                         kv.set("tls.termination.cert_sni", id.clone());
                     }
-                    Some(Routed::Http(crate::l7::Handoff { app, kv: std::mem::take(&mut kv), tls, cert: cert.filter(|_| tls) }))
+                    Some(Routed::Http(crate::l7::Handoff { app, kv: std::mem::take(&mut kv), tls, cert: cert.filter(|_| tls), panic_first_request: false }))
                 } else {
                     warn!(listener = %label, "resolver `{protocol}` cannot upgrade to `{app}`; connection closed");
                     None

@@ -35,6 +35,8 @@ pub struct Handoff {
     pub tls: bool,
     /// Certificate id the upgrade pinned (`cert` input); else chosen by SNI.
     pub cert: Option<String>,
+    /// Chaos: the first request of this connection panics (`/chaos/panic/listeners/.../sessions`).
+    pub panic_first_request: bool,
 }
 
 /// Application names a plaintext resolver may upgrade to.

@@ -34,6 +34,8 @@ pub struct Ctx {
     /// Metric handles, looked up once per connection instead of once per request.
     duration: metrics::Histogram,
     by_status: std::sync::Mutex<Vec<(u16, metrics::Counter)>>,
+    /// Chaos: the next request panics.
+    panic_armed: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -53,6 +55,7 @@ impl Ctx {
             rt,
             duration: metrics::histogram!("vane_request_duration_seconds", "app" => app.clone()),
             by_status: std::sync::Mutex::new(Vec::new()),
+            panic_armed: std::sync::atomic::AtomicBool::new(false),
             app,
             kv: Arc::new(kv),
             peer,
@@ -93,7 +96,10 @@ pub async fn serve<IO>(rt: Arc<Runtime>, io: IO, conn: Conn, h: Handoff)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = Arc::new(Ctx::new(rt.clone(), h.app, &h.kv, conn.peer, h.tls));
+    let ctx = Ctx::new(rt.clone(), h.app, &h.kv, conn.peer, h.tls);
+    ctx.panic_armed
+        .store(h.panic_first_request, std::sync::atomic::Ordering::SeqCst);
+    let ctx = Arc::new(ctx);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         handle(
             ctx.clone(),
@@ -212,6 +218,12 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 /// Runs one request through the application flow (any HTTP version) and accounts for it.
 pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>, Aborted> {
     let started = Instant::now();
+    if ctx
+        .panic_armed
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        panic!("chaos: request panic requested");
+    }
     let line = ctx
         .rt
         .settings

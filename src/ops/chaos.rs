@@ -1,7 +1,8 @@
 //! Fault injection for sessions (the actor faults go through the actor table).
 //!
 //! `POST /chaos/panic/listeners/tcp:PORT/sessions` arms a one-shot panic: the next connection
-//! on that listener panics inside its session once it is relaying.
+//! on that listener panics inside its session once it is relaying, or in its first HTTP
+//! request when it was handed to L7.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
