@@ -235,3 +235,50 @@ async fn restarting_the_udp_listener_keeps_quic_connections() {
     );
     assert!(v.alive());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_at_an_http3_port_leaves_real_http3_clients_served() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
+    cfg.write(
+        &format!("listener/[{port}]/udp.yaml"),
+        r#"connection:
+  internal.protocol.detect:
+    input: { method: quic, payload: "{{req.peek_buffer_hex}}" }
+    output:
+      "true": { internal.transport.upgrade: { input: { protocol: quic } } }
+      "false": { internal.transport.abort: {} }
+"#,
+    );
+    cfg.write(
+        "resolver/quic.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: served }\n",
+    );
+    let mut v = Vane::start(&cfg, &[]);
+    let addr = v.wait_udp(port);
+    let rss_before = rss_kib(v.pid());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flooder = flood(port, stop.clone(), sent.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ok = 0;
+    for i in 0..3 {
+        let mut send = common::http3::client(addr, cert.clone()).await;
+        let (status, len) = common::http3::get(&mut send, &format!("/during-{i}")).await;
+        if status == 200 && len == "served".len() {
+            ok += 1;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = flooder.join();
+    assert_eq!(ok, 3, "HTTP/3 clients were served during the flood");
+    assert!(sent.load(Ordering::SeqCst) > 1000, "the flood ran");
+    let grew = rss_kib(v.pid()).saturating_sub(rss_before);
+    assert!(grew < 64 * 1024, "RSS grew by {grew} KiB");
+    assert!(v.alive());
+}

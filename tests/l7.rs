@@ -166,21 +166,6 @@ async fn http2_prior_knowledge_on_plaintext() {
     }
 }
 
-fn write_cert(
-    cfg: &ConfigDir,
-    id: &str,
-    names: &[&str],
-) -> rustls::pki_types::CertificateDer<'static> {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let params =
-        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
-    let cert = params.self_signed(&key).expect("cert");
-    cfg.write(&format!("certs/{id}.crt"), &cert.pem());
-    cfg.write(&format!("certs/{id}.key"), &key.serialize_pem());
-    cert.der().clone()
-}
-
 fn tls_client(
     roots: &[&rustls::pki_types::CertificateDer<'static>],
     alpn: &[&str],
@@ -217,8 +202,8 @@ async fn tls_is_terminated_with_the_certificate_for_the_name_and_alpn_picks_the_
     let cfg = ConfigDir::new();
     let port = free_port();
     tls_port(&cfg, port);
-    let site = write_cert(&cfg, "site.test", &["site.test"]);
-    let wild = write_cert(&cfg, "*.wild.test", &["*.wild.test"]);
+    let site = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
+    let wild = common::tls::write_cert(&cfg, "*.wild.test", &["*.wild.test"]);
     let _v = Vane::start(&cfg, &[port]);
     let connector =
         |alpn: &[&str]| tokio_rustls::TlsConnector::from(tls_client(&[&site, &wild], alpn));
@@ -1219,7 +1204,7 @@ async fn http3_is_terminated_on_a_udp_listener_with_the_session_keys() {
     use bytes::Buf;
     let cfg = ConfigDir::new();
     let port = free_port();
-    let cert = write_cert(&cfg, "site.test", &["site.test"]);
+    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
     cfg.write(
         &format!("listener/[{port}]/udp.yaml"),
         r#"connection:
@@ -1415,39 +1400,6 @@ fn h2_upstream_tls() -> Arc<rustls::ServerConfig> {
     Arc::new(scfg)
 }
 
-/// An HTTP/3 client connection to `addr` trusting `cert` for `site.test`.
-async fn h3_client(
-    addr: std::net::SocketAddr,
-    cert: rustls::pki_types::CertificateDer<'static>,
-) -> h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    let conn = ep
-        .connect(addr, "site.test")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
-        .await
-        .expect("h3");
-    tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-        drop(ep);
-    });
-    send
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_client_version_reaches_any_upstream_version() {
     use bytes::Buf;
@@ -1456,7 +1408,7 @@ async fn any_client_version_reaches_any_upstream_version() {
     let up3 = h3_upstream().await;
     let cfg = ConfigDir::new();
     let (tcp_port, udp_port) = (free_port(), free_port());
-    let cert = write_cert(&cfg, "site.test", &["site.test"]);
+    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
     plain_http(&cfg, tcp_port, "httpx");
     cfg.write(
         &format!("listener/[{udp_port}]/udp.yaml"),
@@ -1561,7 +1513,7 @@ async fn any_client_version_reaches_any_upstream_version() {
         }
     }
     // HTTP/3 client.
-    let mut send = h3_client(udp, cert).await;
+    let mut send = common::http3::client(udp, cert).await;
     for up in ["h1", "h2", "h3"] {
         let req = hyper::Request::post(format!("https://site.test/{up}/from-h3"))
             .header("x-custom", format!("h3-{up}"))
@@ -1675,7 +1627,7 @@ fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_i
 async fn an_http3_client_that_changes_address_keeps_its_connection() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    let cert = write_cert(&cfg, "site.test", &["site.test"]);
+    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
     cfg.write(
         &format!("listener/[{port}]/udp.yaml"),
         "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
@@ -1711,13 +1663,16 @@ async fn an_http3_client_that_changes_address_keeps_its_connection() {
     tokio::spawn(async move {
         let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
     });
-    assert_eq!(h3_get(&mut send, "/before").await.0, 201);
+    assert_eq!(common::http3::get(&mut send, "/before").await.0, 201);
     // The client moves to a new local address (as after a NAT rebinding).
     ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0").expect("new socket"))
         .expect("rebind");
-    let after = tokio::time::timeout(Duration::from_secs(10), h3_get(&mut send, "/after"))
-        .await
-        .expect("answered after the move");
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::http3::get(&mut send, "/after"),
+    )
+    .await
+    .expect("answered after the move");
     assert_eq!(after.0, 201);
     // The client switched to a connection ID issued inside the encrypted connection; its tag
     // routed the packets from the new address to the endpoint.
@@ -1726,26 +1681,6 @@ async fn an_http3_client_that_changes_address_keeps_its_connection() {
         "{}",
         v.metrics_text()
     );
-}
-
-/// One HTTP/3 GET on `send`: (status, body length).
-async fn h3_get(
-    send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    path: &str,
-) -> (hyper::StatusCode, usize) {
-    use bytes::Buf;
-    let req = hyper::Request::get(format!("https://site.test{path}"))
-        .body(())
-        .expect("request");
-    let mut stream = send.send_request(req).await.expect("send");
-    stream.finish().await.expect("finish");
-    let resp = stream.recv_response().await.expect("response");
-    let mut n = 0;
-    while let Some(mut c) = stream.recv_data().await.expect("data") {
-        n += c.remaining();
-        c.advance(c.remaining());
-    }
-    (resp.status(), n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

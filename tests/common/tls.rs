@@ -154,3 +154,19 @@ pub fn client_hello(sni: &str, alpn: &[&str]) -> Vec<u8> {
     }
     out
 }
+
+/// A certificate pair `certs/<id>.crt|key` for `names` in `cfg`; returns the certificate.
+pub fn write_cert(
+    cfg: &super::ConfigDir,
+    id: &str,
+    names: &[&str],
+) -> rustls::pki_types::CertificateDer<'static> {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    cfg.write(&format!("certs/{id}.crt"), &cert.pem());
+    cfg.write(&format!("certs/{id}.key"), &key.serialize_pem());
+    cert.der().clone()
+}
