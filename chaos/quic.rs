@@ -240,23 +240,9 @@ async fn restarting_the_udp_listener_keeps_quic_connections() {
 async fn a_flood_at_an_http3_port_leaves_real_http3_clients_served() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
-    cfg.write(
-        &format!("listener/[{port}]/udp.yaml"),
-        r#"connection:
-  internal.protocol.detect:
-    input: { method: quic, payload: "{{req.peek_buffer_hex}}" }
-    output:
-      "true": { internal.transport.upgrade: { input: { protocol: quic } } }
-      "false": { internal.transport.abort: {} }
-"#,
-    );
-    cfg.write(
-        "resolver/quic.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
-    cfg.write(
-        "application/httpx.yaml",
+    let cert = common::http3::terminating_config(
+        &cfg,
+        port,
         "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: served }\n",
     );
     let mut v = Vane::start(&cfg, &[]);

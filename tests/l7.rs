@@ -1204,50 +1204,10 @@ async fn http3_is_terminated_on_a_udp_listener_with_the_session_keys() {
     use bytes::Buf;
     let cfg = ConfigDir::new();
     let port = free_port();
-    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
-    cfg.write(
-        &format!("listener/[{port}]/udp.yaml"),
-        r#"connection:
-  internal.protocol.detect:
-    input: { method: quic, payload: "{{req.peek_buffer_hex}}" }
-    output:
-      "true": { internal.transport.upgrade: { input: { protocol: quic } } }
-      "false": { internal.transport.abort: {} }
-"#,
-    );
-    cfg.write(
-        "resolver/quic.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
-    cfg.write("application/httpx.yaml", ECHO_APP);
+    let cert = common::http3::terminating_config(&cfg, port, ECHO_APP);
     let v = Vane::start(&cfg, &[]);
     let addr = v.wait_udp(port);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        ep.connect(addr, "site.test").expect("connect"),
-    )
-    .await
-    .expect("handshake in time")
-    .expect("handshake");
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
-        .await
-        .expect("h3");
-    tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-    });
+    let mut send = common::http3::client(addr, cert).await;
     for i in 0..3 {
         let req = hyper::Request::get(format!("https://site.test/h3/{i}?q={i}"))
             .header("user-agent", "h3probe")
@@ -1627,42 +1587,11 @@ fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_i
 async fn an_http3_client_that_changes_address_keeps_its_connection() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
-    cfg.write(
-        &format!("listener/[{port}]/udp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
-    );
-    cfg.write(
-        "resolver/quic.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
-    cfg.write("application/httpx.yaml", ECHO_APP);
+    let cert = common::http3::terminating_config(&cfg, port, ECHO_APP);
     let v = Vane::start(&cfg, &[]);
     let addr = v.wait_udp(port);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("root");
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    let conn = ep
-        .connect(addr, "site.test")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
-        .await
-        .expect("h3");
-    tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-    });
+    let ep = common::http3::endpoint(cert);
+    let mut send = common::http3::connect(ep.clone(), addr).await;
     assert_eq!(common::http3::get(&mut send, "/before").await.0, 201);
     // The client moves to a new local address (as after a NAT rebinding).
     ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0").expect("new socket"))
