@@ -424,6 +424,29 @@ fn proxy_app(prefix: &str, extra: &str) -> String {
     )
 }
 
+/// An application sending requests for `path` to the upstream with input `when` and the rest to
+/// the one with `otherwise` (`url_prefix: ..., ...`); a failed call answers 502 with the error.
+fn split_app(path: &str, when: &str, otherwise: &str) -> String {
+    let branch = |name: &str, input: &str| {
+        format!(
+            r#"      "{name}":
+        internal.driver.upstream:
+          input: {{ {input} }}
+          output:
+            success: {{ internal.terminator.response: {{}} }}
+            failure:
+              internal.terminator.response:
+                input: {{ status: 502, body: "upstream failed: {{{{plugin.internal_common_match.{name}.internal_driver_upstream.error}}}}" }}
+"#
+        )
+    };
+    format!(
+        "pipeline:\n  internal.common.match:\n    input: {{ left: \"{{{{req.path}}}}\", operator: \"==\", right: \"{path}\" }}\n    output:\n{}{}",
+        branch("true", when),
+        branch("false", otherwise)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection() {
     let up = upstream(None).await;
@@ -511,31 +534,13 @@ async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure
     // `/dead` goes to a port nobody listens on, the rest to the TLS upstream.
     cfg.write(
         "application/httpx.yaml",
-        &format!(
-            r#"pipeline:
-  internal.common.match:
-    input: {{ left: "{{{{req.path}}}}", operator: "==", right: "/dead" }}
-    output:
-      "true":
-        internal.driver.upstream:
-          input: {{ url_prefix: "http://127.0.0.1:{dead}" }}
-          output:
-            success:
-              internal.terminator.response: {{}}
-            failure:
-              internal.terminator.response:
-                input: {{ status: 502, body: "upstream failed: {{{{plugin.internal_common_match.true.internal_driver_upstream.error}}}}" }}
-      "false":
-        internal.driver.upstream:
-          input: {{ url_prefix: "https://localhost:{}", skip_verify: true }}
-          output:
-            success:
-              internal.terminator.response: {{}}
-            failure:
-              internal.terminator.response:
-                input: {{ status: 502, body: "tls upstream failed: {{{{plugin.internal_common_match.false.internal_driver_upstream.error}}}}" }}
-"#,
-            up.addr.port()
+        &split_app(
+            "/dead",
+            &format!("url_prefix: \"http://127.0.0.1:{dead}\""),
+            &format!(
+                "url_prefix: \"https://localhost:{}\", skip_verify: true",
+                up.addr.port()
+            ),
         ),
     );
     let _v = Vane::start(&cfg, &[port]);
@@ -714,25 +719,13 @@ fn websocket_upgrades_are_tunnelled_when_allowed_and_refused_otherwise() {
     plain_http(&cfg, port, "httpx");
     cfg.write(
         "application/httpx.yaml",
-        &format!(
-            r#"pipeline:
-  internal.common.match:
-    input: {{ left: "{{{{req.path}}}}", operator: "==", right: "/ws" }}
-    output:
-      "true":
-        internal.driver.upstream:
-          input: {{ url_prefix: "http://127.0.0.1:{0}", websocket: true }}
-          output:
-            success: {{ internal.terminator.response: {{}} }}
-            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
-      "false":
-        internal.driver.upstream:
-          input: {{ url_prefix: "http://127.0.0.1:{0}" }}
-          output:
-            success: {{ internal.terminator.response: {{}} }}
-            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
-"#,
-            up.port()
+        &split_app(
+            "/ws",
+            &format!(
+                "url_prefix: \"http://127.0.0.1:{}\", websocket: true",
+                up.port()
+            ),
+            &format!("url_prefix: \"http://127.0.0.1:{}\"", up.port()),
         ),
     );
     let _v = Vane::start(&cfg, &[port]);
@@ -1526,24 +1519,10 @@ fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_i
     plain_http(&cfg, port, "httpx");
     cfg.write(
         "application/httpx.yaml",
-        &format!(
-            r#"pipeline:
-  internal.common.match:
-    input: {{ left: "{{{{req.path}}}}", operator: "==", right: "/hang" }}
-    output:
-      "true":
-        internal.driver.upstream:
-          input: {{ url_prefix: "http://127.0.0.1:{hang_port}" }}
-          output:
-            success: {{ internal.terminator.response: {{}} }}
-            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
-      "false":
-        internal.driver.upstream:
-          input: {{ url_prefix: "http://127.0.0.1:{die_port}" }}
-          output:
-            success: {{ internal.terminator.response: {{}} }}
-            failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}
-"#
+        &split_app(
+            "/hang",
+            &format!("url_prefix: \"http://127.0.0.1:{hang_port}\""),
+            &format!("url_prefix: \"http://127.0.0.1:{die_port}\""),
         ),
     );
     let v = Vane::start_with(
