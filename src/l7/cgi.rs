@@ -191,11 +191,7 @@ pub async fn run(
     else {
         return Err("parameter `uri`: missing".into());
     };
-    let timeout = match inputs.get("timeout") {
-        Some(Value::Number(n)) => n.as_u64().unwrap_or(30),
-        Some(Value::String(t)) => t.trim().parse().unwrap_or(30),
-        _ => 30,
-    };
+    let timeout = super::inputs::uint(inputs.get("timeout")).unwrap_or(30);
     // The whole request body first (the L7 limits apply).
     x.buffer(REQ_BODY).await;
     let body = match &x.req_buf {

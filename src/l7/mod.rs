@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod h3;
 pub mod h3_client;
 pub mod idle;
+pub mod inputs;
 pub mod response;
 pub mod server;
 pub mod static_files;

@@ -26,12 +26,8 @@ pub enum BadResponse {
 /// Status: the `status` input when it is a valid code (an integer, or text that parses as
 /// one), else `res.status` from the KV, else 200. An invalid code becomes 200.
 fn status(input: Option<&Value>, kv: &Kv) -> StatusCode {
-    let code = match input {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .or_else(|| kv.get("res.status").and_then(|s| s.trim().parse().ok()));
+    let code = super::inputs::uint(input)
+        .or_else(|| kv.get("res.status").and_then(|s| s.trim().parse().ok()));
     code.and_then(|c| u16::try_from(c).ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK)

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
 use super::body::{self, BoxError};
 use super::exchange::HttpExchange;
+use super::inputs::flag;
 use crate::flow::exec::Driven;
 use crate::flow::kv::Kv;
 
@@ -26,14 +27,6 @@ use crate::flow::kv::Kv;
 const SNIFF: usize = 512;
 /// Read size of the streamed file body.
 const CHUNK: usize = 64 * 1024;
-
-fn flag(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
-        _ => false,
-    }
-}
 
 /// `uri` mapped below `root`: percent-decoded, `.` ignored, `..` never above `root`, and
 /// (unless `symlink`) the canonical result inside the canonical root. `Err` is the reason.

@@ -3,15 +3,19 @@
 //! exchange) for the terminator. Unlike 0.9.2 it strips hop-by-hop headers both ways and
 //! tells the upstream who the client was (`X-Forwarded-For`, `-Proto`, `-Host`).
 
+use std::sync::Arc;
+
 use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 
-use super::body::{self, BoxError};
+use super::body::{self, Body, BoxError};
 use super::exchange::HttpExchange;
+use super::inputs::flag;
 use crate::flow::exec::Driven;
 use crate::flow::kv::Kv;
+use crate::runtime::Runtime;
 
 /// The version Vane announces upstream in `X-Vane-Proxy`, as 0.9.2 did.
 const VANE_PROXY: &str = "0.9.2";
@@ -63,14 +67,6 @@ pub fn url(prefix: &str, path: Option<&str>, query: Option<&str>, kv: &Kv) -> St
         url.push_str(&q);
     }
     url
-}
-
-fn flag(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.trim().eq_ignore_ascii_case("true"),
-        _ => false,
-    }
 }
 
 fn failure(msg: impl Into<String>) -> Result<Driven, String> {
@@ -130,7 +126,7 @@ pub async fn fetch(
         );
         let mut h = HeaderMap::new();
         h.insert(CONNECTION, HeaderValue::from_static("close"));
-        x.resp = Some((hyper::StatusCode::METHOD_NOT_ALLOWED, h, body::empty()));
+        x.resp = Some((StatusCode::METHOD_NOT_ALLOWED, h, body::empty()));
         return Ok((
             "success".into(),
             vec![("error".into(), "WebSocket not allowed".into())],
@@ -207,45 +203,52 @@ pub async fn fetch(
     *req.uri_mut() = uri.clone();
     *req.headers_mut() = headers;
     let skip = flag(inputs.get("skip_verify"));
-    if ws {
-        return websocket(x, req, skip, kv).await;
-    }
-    if h3 {
-        let authority = uri.authority().map_or(String::new(), |a| a.to_string());
-        return match super::h3_client::send(&x.rt, req, skip).await {
-            Ok((status, mut headers, body)) => {
-                outcome_counter(&authority, true).increment(1);
-                strip_hop_by_hop(&mut headers);
-                kv.set("res.status", status.as_u16().to_string());
-                x.resp = Some((status, headers, body));
-                Ok(("success".into(), Vec::new()))
-            }
-            Err(e) => {
-                outcome_counter(&authority, false).increment(1);
-                failure(e)
-            }
-        };
-    }
-    use super::client::Kind;
-    let kind = match (h2c && uri.scheme_str() == Some("http"), skip) {
-        (true, _) => Kind::H2c,
-        (false, true) => Kind::SkipVerify,
-        (false, false) => Kind::Verified,
-    };
-    let client = super::client::for_this_thread(&x.rt, kind).map_err(|e| e.to_string())?;
     let authority = uri.authority().map_or(String::new(), |a| a.to_string());
-    match client.request(req).await {
-        Ok(resp) => {
+    let sent = if ws {
+        websocket(x, req, skip).await
+    } else if h3 {
+        super::h3_client::send(&x.rt, req, skip).await
+    } else {
+        use super::client::Kind;
+        let kind = match (h2c && uri.scheme_str() == Some("http"), skip) {
+            (true, _) => Kind::H2c,
+            (false, true) => Kind::SkipVerify,
+            (false, false) => Kind::Verified,
+        };
+        pooled(&x.rt, req, kind).await
+    };
+    match sent {
+        Ok((status, mut headers, body)) => {
             outcome_counter(&authority, true).increment(1);
-            let (mut parts, incoming) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            kv.set("res.status", parts.status.as_u16().to_string());
-            let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed();
-            x.resp = Some((parts.status, parts.headers, body));
+            // A WebSocket 101 keeps its upgrade headers for the terminator's answer.
+            if !ws {
+                strip_hop_by_hop(&mut headers);
+            }
+            kv.set("res.status", status.as_u16().to_string());
+            x.resp = Some((status, headers, body));
             Ok(("success".into(), Vec::new()))
         }
         Err(e) => {
             outcome_counter(&authority, false).increment(1);
+            tracing::debug!("upstream {target}: {e}");
+            failure(e)
+        }
+    }
+}
+
+/// What an upstream answered: status, headers and the streamed body.
+type Answer = Result<(StatusCode, HeaderMap, Body), String>;
+
+/// The request over this thread's pooled client of `kind`.
+async fn pooled(rt: &Arc<Runtime>, req: Request<Body>, kind: super::client::Kind) -> Answer {
+    let client = super::client::for_this_thread(rt, kind).map_err(|e| e.to_string())?;
+    match client.request(req).await {
+        Ok(resp) => {
+            let (parts, incoming) = resp.into_parts();
+            let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed();
+            Ok((parts.status, parts.headers, body))
+        }
+        Err(e) => {
             // The connect error (the useful part) sits in the source chain.
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -253,8 +256,7 @@ pub async fn fetch(
                 msg = format!("{msg}: {s}");
                 src = s.source();
             }
-            tracing::debug!("upstream {target}: {msg}");
-            failure(msg)
+            Err(msg)
         }
     }
 }
@@ -262,12 +264,7 @@ pub async fn fetch(
 /// A WebSocket upgrade: sent over a fresh HTTP/1.1 connection (never HTTP/2, never pooled).
 /// On `101` the upstream's side of the upgrade is kept for the terminator, which completes
 /// the tunnel; any other answer is an ordinary response.
-async fn websocket(
-    x: &mut HttpExchange,
-    mut req: Request<super::body::Body>,
-    skip: bool,
-    kv: &mut Kv,
-) -> Result<Driven, String> {
+async fn websocket(x: &mut HttpExchange, mut req: Request<Body>, skip: bool) -> Answer {
     let uri = req.uri().clone();
     let authority = uri.authority().map_or(String::new(), |a| a.to_string());
     let connector = match x.rt.ws_connectors[usize::from(skip)].get() {
@@ -280,41 +277,27 @@ async fn websocket(
                 .clone()
         }
     };
-    let outcome = async {
-        let stream = connector.open(&uri).await.map_err(|e| e.to_string())?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        if let Ok(host) = HeaderValue::from_str(&authority) {
-            req.headers_mut().insert(HOST, host);
-        }
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = path
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
-        send.send_request(req).await.map_err(|e| e.to_string())
+    let stream = connector.open(&uri).await.map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    if let Ok(host) = HeaderValue::from_str(&authority) {
+        req.headers_mut().insert(HOST, host);
     }
-    .await;
-    match outcome {
-        Ok(mut resp) => {
-            outcome_counter(&authority, true).increment(1);
-            kv.set("res.status", resp.status().as_u16().to_string());
-            if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
-                x.ws_upstream = Some(hyper::upgrade::on(&mut resp));
-            }
-            let (parts, incoming) = resp.into_parts();
-            let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed();
-            x.resp = Some((parts.status, parts.headers, body));
-            Ok(("success".into(), Vec::new()))
-        }
-        Err(e) => {
-            outcome_counter(&authority, false).increment(1);
-            failure(e)
-        }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = path
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+    let mut resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        x.ws_upstream = Some(hyper::upgrade::on(&mut resp));
     }
+    let (parts, incoming) = resp.into_parts();
+    let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed();
+    Ok((parts.status, parts.headers, body))
 }
 
 #[cfg(test)]
