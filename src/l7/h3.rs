@@ -272,10 +272,31 @@ async fn connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
     }
 }
 
-/// A request body read from its HTTP/3 stream.
-struct H3Body(h3::server::RequestStream<h3_quinn::RecvStream, Bytes>);
+/// The receiving half of an HTTP/3 request stream, server or client side.
+pub trait RecvData: Unpin + Send + 'static {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>>;
+}
 
-impl HttpBody for H3Body {
+impl RecvData for h3::server::RequestStream<h3_quinn::RecvStream, Bytes> {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>> {
+        self.poll_recv_data(cx)
+            .map_ok(|b| b.map(|mut b| b.copy_to_bytes(b.remaining())))
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+}
+
+impl RecvData for h3::client::RequestStream<h3_quinn::RecvStream, Bytes> {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BoxError>> {
+        self.poll_recv_data(cx)
+            .map_ok(|b| b.map(|mut b| b.copy_to_bytes(b.remaining())))
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+}
+
+/// A body read from an HTTP/3 stream: a request body here, a response body upstream.
+pub struct H3Body<S>(pub S);
+
+impl<S: RecvData> HttpBody for H3Body<S> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -283,15 +304,9 @@ impl HttpBody for H3Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.0.poll_recv_data(cx) {
-            Poll::Ready(Ok(Some(mut b))) => {
-                let bytes = b.copy_to_bytes(b.remaining());
-                Poll::Ready(Some(Ok(Frame::data(bytes))))
-            }
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Pending => Poll::Pending,
-        }
+        self.0
+            .poll_data(cx)
+            .map(|r| r.transpose().map(|r| r.map(Frame::data)))
     }
 }
 

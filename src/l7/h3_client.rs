@@ -4,18 +4,16 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame};
+use hyper::body::Frame;
 use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode, Uri};
 
-use super::body::{Body, BoxError};
+use super::body::Body;
 use crate::runtime::Runtime;
 
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -77,28 +75,6 @@ async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Send
     Ok(send)
 }
 
-/// The response body read from an HTTP/3 request stream.
-struct Download(h3::client::RequestStream<h3_quinn::RecvStream, Bytes>);
-
-impl HttpBody for Download {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.0.poll_recv_data(cx) {
-            Poll::Ready(Ok(Some(mut b))) => {
-                Poll::Ready(Some(Ok(Frame::data(b.copy_to_bytes(b.remaining())))))
-            }
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 /// Sends `req` over HTTP/3; the answer's status, headers and streamed body.
 pub async fn send(
     rt: &Runtime,
@@ -156,5 +132,5 @@ pub async fn send(
     });
     let resp = down.recv_response().await.map_err(|e| e.to_string())?;
     let (parts, ()) = resp.into_parts();
-    Ok((parts.status, parts.headers, Download(down).boxed()))
+    Ok((parts.status, parts.headers, super::h3::H3Body(down).boxed()))
 }
