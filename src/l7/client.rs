@@ -212,7 +212,21 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
+/// The TLS client configuration (verifying against the system roots, or `skip_verify`), ALPN
+/// `h2`, `http/1.1`. Built once per process: reading the system trust store takes a while,
+/// and every data-plane thread, WebSocket connector and HTTP/3 connection needs it.
 pub fn tls_config(skip_verify: bool) -> Result<rustls::ClientConfig, rustls::Error> {
+    static BUILT: [std::sync::OnceLock<rustls::ClientConfig>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let slot = &BUILT[usize::from(skip_verify)];
+    if let Some(c) = slot.get() {
+        return Ok(c.clone());
+    }
+    let c = build_tls_config(skip_verify)?;
+    Ok(slot.get_or_init(|| c).clone())
+}
+
+fn build_tls_config(skip_verify: bool) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
