@@ -120,18 +120,7 @@ fn a_connection_flood_past_the_limits_is_refused_counted_and_survived() {
             wait_ports: vec![port],
         },
     );
-    let rss = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("VmRSS:")
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                })
-            })
-            .unwrap_or(0)
-    };
-    let before = rss(v.pid());
+    let before = rss_kib(v.pid());
     let mut held = Vec::new();
     for _ in 0..600 {
         if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
@@ -146,7 +135,7 @@ fn a_connection_flood_past_the_limits_is_refused_counted_and_survived() {
         "{}",
         v.metrics_text()
     );
-    let grew = rss(v.pid()).saturating_sub(before);
+    let grew = rss_kib(v.pid()).saturating_sub(before);
     assert!(grew < 32 * 1024, "RSS grew by {grew} KiB under the flood");
     drop(held);
     assert!(

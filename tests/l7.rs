@@ -513,20 +513,12 @@ async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure_branch() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-        cert.signing_key.serialize_der(),
-    ));
-    let mut scfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .expect("server config");
-    scfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let up = upstream(Some(Arc::new(scfg))).await;
+    let up = upstream(Some(Arc::new(common::tls::server_config(
+        "localhost",
+        &["h2", "http/1.1"],
+        false,
+    ))))
+    .await;
     let dead = free_port();
     let cfg = ConfigDir::new();
     let port = free_port();
@@ -1138,18 +1130,7 @@ async fn a_large_body_streams_through_without_being_held_in_memory() {
         &proxy_app(&format!("http://127.0.0.1:{}", up.port()), ""),
     );
     let v = Vane::start(&cfg, &[port]);
-    let rss = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("VmRSS:")
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                })
-            })
-            .unwrap_or(0)
-    };
-    let before = rss(v.pid());
+    let before = rss_kib(v.pid());
     // HTTP/2 client -> vane -> HTTP/1.1 upstream, 256 MiB in 1 MiB frames.
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -1170,7 +1151,7 @@ async fn a_large_body_streams_through_without_being_held_in_memory() {
     let (p, pid) = (peak.clone(), v.pid());
     let sampler = tokio::spawn(async move {
         loop {
-            p.fetch_max(rss(pid), Ordering::Relaxed);
+            p.fetch_max(rss_kib(pid), Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
@@ -1232,19 +1213,7 @@ async fn http3_is_terminated_on_a_udp_listener_with_the_session_keys() {
 /// An HTTP/3 upstream on a QUIC endpoint: echoes the request body, says which version it saw.
 async fn h3_upstream() -> std::net::SocketAddr {
     use bytes::Buf;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-        cert.signing_key.serialize_der(),
-    ));
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .expect("server config");
-    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let tls = common::tls::server_config("localhost", &["h3"], true);
     let qsc = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic tls");
     let ep = quinn::Endpoint::server(
         quinn::ServerConfig::with_crypto(Arc::new(qsc)),
@@ -1337,20 +1306,7 @@ async fn requests_are_forwarded_to_an_http3_upstream() {
 
 /// TLS config for an HTTP/2 upstream (ALPN h2).
 fn h2_upstream_tls() -> Arc<rustls::ServerConfig> {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-        cert.signing_key.serialize_der(),
-    ));
-    let mut scfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .expect("server config");
-    scfg.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(scfg)
+    Arc::new(common::tls::server_config("localhost", &["h2"], false))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

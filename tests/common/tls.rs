@@ -170,3 +170,22 @@ pub fn write_cert(
     cfg.write(&format!("certs/{id}.key"), &key.serialize_pem());
     cert.der().clone()
 }
+
+/// A server configuration with a fresh self-signed certificate for `name`, offering `alpn`;
+/// TLS 1.3 only when `tls13_only` (QUIC).
+pub fn server_config(name: &str, alpn: &[&str], tls13_only: bool) -> rustls::ServerConfig {
+    let cert = Cert::new(name);
+    let builder = rustls::ServerConfig::builder_with_provider(provider());
+    let builder = if tls13_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS13])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    }
+    .expect("versions");
+    let mut cfg = builder
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key())
+        .expect("server config");
+    cfg.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    cfg
+}
