@@ -93,6 +93,39 @@ fn h1(stream: &mut dyn ReadWrite, requests: &[&str]) -> Vec<(u16, String, String
 }
 
 trait ReadWrite: Read + Write {}
+
+/// An HTTP/1.1 client connection over `io`, driven in the background.
+async fn h1_client<IO, B>(io: IO) -> hyper::client::conn::http1::SendRequest<B>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    send
+}
+
+/// An HTTP/2 (prior knowledge) client connection over `io`, driven in the background.
+async fn h2_client<IO, B>(io: IO) -> hyper::client::conn::http2::SendRequest<B>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    send
+}
 impl<T: Read + Write> ReadWrite for T {}
 
 #[test]
@@ -141,13 +174,7 @@ async fn http2_prior_knowledge_on_plaintext() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut send = h2_client(tcp).await;
     for i in 0..3 {
         let req = hyper::Request::get(format!("http://h2.test:{port}/s{i}"))
             .header("user-agent", "h2probe")
@@ -221,13 +248,7 @@ async fn tls_is_terminated_with_the_certificate_for_the_name_and_alpn_picks_the_
         tls.get_ref().1.peer_certificates().and_then(|c| c.first()),
         Some(&site)
     );
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .expect("h2 over tls");
-    tokio::spawn(conn);
+    let mut send = h2_client(tls).await;
     let resp = send
         .send_request(
             hyper::Request::get("https://site.test/secure")
@@ -251,10 +272,7 @@ async fn tls_is_terminated_with_the_certificate_for_the_name_and_alpn_picks_the_
         tls.get_ref().1.peer_certificates().and_then(|c| c.first()),
         Some(&wild)
     );
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .expect("h1 over tls");
-    tokio::spawn(conn);
+    let mut send = h1_client(tls).await;
     let resp = send
         .send_request(
             hyper::Request::get("/one")
@@ -461,10 +479,7 @@ async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection(
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
+    let mut send = h1_client(tcp).await;
     let big = vec![b'z'; 64 * 1024];
     for i in 0..5 {
         let path = if i == 4 {
@@ -540,11 +555,7 @@ async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .expect("h1");
-        tokio::spawn(conn);
+        let mut send = h1_client(tcp).await;
         let resp = send
             .send_request(
                 hyper::Request::get(path)
@@ -612,11 +623,7 @@ async fn bodies_are_buffered_for_templates_within_the_limits_and_still_forwarded
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect");
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .expect("h1");
-        tokio::spawn(conn);
+        let mut send = h1_client(tcp).await;
         let frames = vec![Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
             Bytes::from_static(body.as_bytes()),
         ))];
@@ -1074,10 +1081,7 @@ async fn version_h2c_speaks_http2_to_a_plaintext_upstream() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
+    let mut send = h1_client(tcp).await;
     let resp = send
         .send_request(
             hyper::Request::get("/x")
@@ -1135,13 +1139,7 @@ async fn a_large_body_streams_through_without_being_held_in_memory() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2");
-    tokio::spawn(conn);
+    let mut send = h2_client(tcp).await;
     const MIB: usize = 1024 * 1024;
     let chunk = Bytes::from(vec![7u8; MIB]);
     let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..256)
@@ -1280,10 +1278,7 @@ async fn requests_are_forwarded_to_an_http3_upstream() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
+    let mut send = h1_client(tcp).await;
     let payload = Bytes::from(vec![b'q'; 1024 * 1024]);
     for i in 0..2 {
         send.ready().await.expect("ready");
@@ -1393,23 +1388,13 @@ async fn any_client_version_reaches_any_upstream_version() {
                 let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
                     .await
                     .expect("connect");
-                let (mut s, c) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                        .await
-                        .expect("h1");
-                tokio::spawn(c);
+                let mut s = h1_client(tcp).await;
                 s.send_request(req).await.expect("response")
             } else {
                 let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
                     .await
                     .expect("connect");
-                let (mut s, c) = hyper::client::conn::http2::handshake(
-                    hyper_util::rt::TokioExecutor::new(),
-                    hyper_util::rt::TokioIo::new(tcp),
-                )
-                .await
-                .expect("h2");
-                tokio::spawn(c);
+                let mut s = h2_client(tcp).await;
                 s.send_request(req).await.expect("response")
             };
             let status = resp.status();
@@ -1565,13 +1550,7 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .expect("h2");
-    tokio::spawn(conn);
+    let mut send = h2_client(tcp).await;
     let mut req = hyper::Request::connect("http://ws.test/chat")
         .header("sec-websocket-version", "13")
         .body(Empty::<Bytes>::new())
