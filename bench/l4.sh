@@ -32,29 +32,19 @@ PIDS+=("$(pgrep -f "iperf3 -s -p $IPERF" | head -1)")
 VP=$(port)
 mkdir -p "$TMP/vane/listener/[$VP]"
 printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$IPERF" > "$TMP/vane/listener/[$VP]/tcp.yaml"
-LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off STREAM_IDLE_TIMEOUT_SECS=600 MAX_CONNECTIONS=100000 MAX_CONNECTIONS_PER_IP=100000 \
-  LOG_LEVEL=warn env ${VANE_ENV:-} "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 &
-VPID=$!; PIDS+=("$VPID")
+# shellcheck disable=SC2086 # VANE_ENV holds several VAR=value words
+start_vane STREAM_IDLE_TIMEOUT_SECS=600 MAX_CONNECTIONS=100000 ${VANE_ENV:-}
 
 # --- haproxy
 HP=$(port)
-cat > "$TMP/haproxy.cfg" <<CFG
-global
-  maxconn 9900
-  nbthread 2
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 10m
-  timeout server 10m
+{ haproxy_head tcp 10m 9900; cat <<CFG; } > "$TMP/haproxy.cfg"
 frontend f
   bind 127.0.0.1:$HP
   default_backend b
 backend b
   server s1 127.0.0.1:$IPERF
 CFG
-haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 &
-HPID=$!; PIDS+=("$HPID")
+start_haproxy
 
 # --- nginx stream
 NP=$(port)
@@ -112,7 +102,7 @@ printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.
 wait_port "$VP2"
 sed -i "s/server s1 127.0.0.1:$IPERF/server s1 127.0.0.1:$UP/" "$TMP/haproxy.cfg"
 kill "$HPID"; wait "$HPID" 2>/dev/null || true
-haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 & HPID=$!; PIDS+=("$HPID")
+start_haproxy
 sed -i "s/proxy_pass 127.0.0.1:$IPERF/proxy_pass 127.0.0.1:$UP/" "$TMP/nginx.conf"
 kill "$NPID"; wait "$NPID" 2>/dev/null || true
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & NPID=$!; PIDS+=("$NPID")

@@ -30,25 +30,17 @@ nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!
 VP=$(port)
 mkdir -p "$TMP/vane/listener/[$VP]"
 printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP]/tcp.yaml"
-LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn MAX_CONNECTIONS_PER_IP=100000 "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 & PIDS+=("$!")
+start_vane
 
 HP=$(port)
-cat > "$TMP/haproxy.cfg" <<CFG
-global
-  maxconn 9000
-  nbthread 2
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1m
-  timeout server 1m
+{ haproxy_head tcp; cat <<CFG; } > "$TMP/haproxy.cfg"
 frontend f
   bind 127.0.0.1:$HP
   default_backend b
 backend b
   server s1 127.0.0.1:$UP
 CFG
-haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 & PIDS+=("$!")
+start_haproxy
 wait_port "$UP"; wait_port "$VP"; wait_port "$HP"
 
 echo "== short TCP connections per second (${SECS}s, ${CLIENTS} clients)"

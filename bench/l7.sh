@@ -48,19 +48,10 @@ pipeline:
       success: { internal.terminator.response: {} }
       failure: { internal.terminator.response: { input: { status: 502 } } }
 CFG
-LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 \
-  "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 & PIDS+=("$!")
+start_vane
 
 HP=$(port)
-cat > "$TMP/haproxy.cfg" <<CFG
-global
-  maxconn 9000
-  nbthread 2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 1m
-  timeout server 1m
+{ haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"
   option http-keep-alive
 frontend f
   bind 127.0.0.1:$HP
@@ -69,7 +60,7 @@ backend b
   http-reuse always
   server s1 127.0.0.1:$UP
 CFG
-haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 & PIDS+=("$!")
+start_haproxy
 wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
 
 {

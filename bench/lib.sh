@@ -28,3 +28,32 @@ wait_port() {
   tail -n 5 "$TMP"/*.log "$TMP"/*.err >&2 2>/dev/null
   return 1
 }
+
+# Starts vane on $TMP/vane: loopback, no metrics endpoint, quiet, no access log; extra
+# VAR=value arguments go into its environment. Sets VPID.
+start_vane() {
+  env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 "$@" \
+    "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 &
+  VPID=$!; PIDS+=("$VPID")
+}
+
+# The global and defaults sections of a HAProxy config, 2 threads like the other proxies.
+# Usage: haproxy_head MODE [CLIENT_SERVER_TIMEOUT] [MAXCONN]
+haproxy_head() {
+  cat <<CFG
+global
+  maxconn ${3:-9000}
+  nbthread 2
+defaults
+  mode $1
+  timeout connect 5s
+  timeout client ${2:-1m}
+  timeout server ${2:-1m}
+CFG
+}
+
+# Runs HAProxy on $TMP/haproxy.cfg. Sets HPID.
+start_haproxy() {
+  haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 &
+  HPID=$!; PIDS+=("$HPID")
+}

@@ -44,18 +44,10 @@ VP=$(port)
 mkdir -p "$TMP/vane/listener/[$VP]" "$TMP/vane/resolver"
 printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n' > "$TMP/vane/listener/[$VP]/tcp.yaml"
 printf 'connection:\n  internal.common.match:\n    input: { left: "{{tls.sni}}", right: bench.test }\n    output:\n      "true": { internal.transport.proxy: { input: { target.ip: 127.0.0.1, target.port: %s } } }\n      "false": { internal.transport.abort: {} }\n' "$UP" > "$TMP/vane/resolver/tls.yaml"
-LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn MAX_CONNECTIONS_PER_IP=100000 "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 & PIDS+=("$!")
+start_vane
 
 HP=$(port)
-cat > "$TMP/haproxy.cfg" <<CFG
-global
-  maxconn 9000
-  nbthread 2
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1m
-  timeout server 1m
+{ haproxy_head tcp; cat <<CFG; } > "$TMP/haproxy.cfg"
 frontend f
   bind 127.0.0.1:$HP
   tcp-request inspect-delay 5s
@@ -64,7 +56,7 @@ frontend f
 backend b
   server s1 127.0.0.1:$UP
 CFG
-haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 & PIDS+=("$!")
+start_haproxy
 wait_port "$UP"; wait_port "$VP"; wait_port "$HP"
 
 cargo build --release -q --example tls_load
