@@ -244,14 +244,7 @@ fn a_panic_inside_an_http_request_closes_only_its_connection() {
     use std::io::{Read, Write};
     let cfg = ConfigDir::new();
     let port = free_port();
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
-    );
-    cfg.write(
-        "resolver/http.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: fine }\n",

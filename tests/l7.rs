@@ -13,20 +13,6 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 
-/// A TCP port upgraded to the plaintext resolver, which upgrades to `app`.
-fn plain_http(cfg: &ConfigDir, port: u16, app: &str) {
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
-    );
-    cfg.write(
-        "resolver/http.yaml",
-        &format!(
-            "connection:\n  internal.transport.upgrade:\n    input: {{ protocol: \"{app}\" }}\n"
-        ),
-    );
-}
-
 const ECHO_APP: &str = r#"pipeline:
   internal.common.match:
     input: { left: "{{req.path}}", operator: "==", right: "/abort" }
@@ -132,7 +118,7 @@ impl<T: Read + Write> ReadWrite for T {}
 fn http1_requests_are_answered_by_the_application_flow_with_keep_alive() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write("application/httpx.yaml", ECHO_APP);
     let v = Vane::start(&cfg, &[port]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -168,7 +154,7 @@ fn http1_requests_are_answered_by_the_application_flow_with_keep_alive() {
 async fn http2_prior_knowledge_on_plaintext() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "h2");
+    cfg.plain_http(port, "h2");
     cfg.write("application/h2.yaml", ECHO_APP);
     let _v = Vane::start(&cfg, &[port]);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -291,7 +277,7 @@ async fn tls_is_terminated_with_the_certificate_for_the_name_and_alpn_picks_the_
 fn flow_errors_missing_applications_and_aborts_never_hang() {
     let cfg = ConfigDir::new();
     let (port, no_app) = (free_port(), free_port());
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write("application/httpx.yaml", ECHO_APP);
     // A second plaintext port whose resolver names an application that does not exist.
     cfg.write(
@@ -329,7 +315,7 @@ fn flow_errors_missing_applications_and_aborts_never_hang() {
 fn a_silent_connection_is_closed_when_idle() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write("application/httpx.yaml", ECHO_APP);
     let _v = Vane::start_with(
         &cfg,
@@ -470,7 +456,7 @@ async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection(
     let up = upstream(None).await;
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &proxy_app(&format!("http://127.0.0.1:{}/base", up.addr.port()), ""),
@@ -537,7 +523,7 @@ async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure
     let dead = free_port();
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     // `/dead` goes to a port nobody listens on, the rest to the TLS upstream.
     cfg.write(
         "application/httpx.yaml",
@@ -586,7 +572,7 @@ async fn bodies_are_buffered_for_templates_within_the_limits_and_still_forwarded
     let up = upstream(None).await;
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     // Requests whose body mentions "go" are forwarded (the buffered body goes up) and the
     // upstream's answer is wrapped; others are answered from the body itself.
     cfg.write(
@@ -715,7 +701,7 @@ fn websocket_upgrades_are_tunnelled_when_allowed_and_refused_otherwise() {
     let up = ws_upstream();
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &split_app(
@@ -773,7 +759,7 @@ fn websocket_upgrades_are_tunnelled_when_allowed_and_refused_otherwise() {
 fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write("application/httpx.yaml", ECHO_APP);
     let v = Vane::start_with(
         &cfg,
@@ -979,7 +965,7 @@ printf 'method=%s query=%s token=%s path_info=%s script=%s ua=%s' "$REQUEST_METH
     .expect("script");
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &format!(
@@ -1039,7 +1025,7 @@ printf 'method=%s query=%s token=%s path_info=%s script=%s ua=%s' "$REQUEST_METH
 fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write("application/httpx.yaml", ECHO_APP);
     let mut v = Vane::start_with(
         &cfg,
@@ -1069,7 +1055,7 @@ async fn version_h2c_speaks_http2_to_a_plaintext_upstream() {
     let up = upstream(None).await;
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &proxy_app(
@@ -1128,7 +1114,7 @@ async fn a_large_body_streams_through_without_being_held_in_memory() {
     });
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &proxy_app(&format!("http://127.0.0.1:{}", up.port()), ""),
@@ -1266,7 +1252,7 @@ async fn requests_are_forwarded_to_an_http3_upstream() {
     let up = h3_upstream().await;
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &proxy_app(
@@ -1313,7 +1299,7 @@ async fn any_client_version_reaches_any_upstream_version() {
     let cfg = ConfigDir::new();
     let (tcp_port, udp_port) = (free_port(), free_port());
     let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
-    plain_http(&cfg, tcp_port, "httpx");
+    cfg.plain_http(tcp_port, "httpx");
     cfg.write(
         &format!("listener/[{udp_port}]/udp.yaml"),
         "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
@@ -1457,7 +1443,7 @@ fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_i
     });
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &split_app(
@@ -1538,7 +1524,7 @@ async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
     let up = ws_upstream();
     let cfg = ConfigDir::new();
     let port = free_port();
-    plain_http(&cfg, port, "httpx");
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &proxy_app(

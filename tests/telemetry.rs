@@ -115,14 +115,7 @@ fn http_requests_are_spans_with_their_plugin_steps_inside() {
     let (otlp, got) = collector();
     let cfg = ConfigDir::new();
     let port = free_port();
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
-    );
-    cfg.write(
-        "resolver/http.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         "pipeline:\n  internal.terminator.response:\n    input: { status: 204 }\n",

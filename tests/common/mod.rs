@@ -108,6 +108,21 @@ impl ConfigDir {
     pub fn tcp_proxy(&self, port: u16, target: SocketAddr) {
         self.write(&format!("listener/[{port}]/tcp.yaml"), &proxy_flow(target));
     }
+
+    /// Plaintext HTTP on TCP `port`: the listener upgrades to the `http` resolver, which
+    /// hands each connection to L7 application `app`.
+    pub fn plain_http(&self, port: u16, app: &str) {
+        self.write(
+            &format!("listener/[{port}]/tcp.yaml"),
+            "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
+        );
+        self.write(
+            "resolver/http.yaml",
+            &format!(
+                "connection:\n  internal.transport.upgrade:\n    input: {{ protocol: \"{app}\" }}\n"
+            ),
+        );
+    }
 }
 
 pub fn proxy_flow(target: SocketAddr) -> String {
