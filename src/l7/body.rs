@@ -8,6 +8,23 @@ use http_body_util::{BodyExt, Empty, Full};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// Reads up to `want` bytes from `r` through the reusable `buf`: `Some(chunk)`, or `None` at
+/// the end of the stream. Shared by the bodies streamed from files and from CGI programs.
+pub fn poll_chunk<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    want: usize,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<Option<Bytes>>> {
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    let mut rb = tokio::io::ReadBuf::new(&mut buf[..want]);
+    let polled = std::pin::Pin::new(r).poll_read(cx, &mut rb);
+    let n = rb.filled().len();
+    polled.map_ok(|()| (n > 0).then(|| Bytes::copy_from_slice(&buf[..n])))
+}
+
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }

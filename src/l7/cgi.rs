@@ -17,7 +17,7 @@ use hyper::body::{Body as HttpBody, Frame};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::StatusCode;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::body::BoxError;
@@ -137,17 +137,10 @@ impl HttpBody for CgiBody {
         if let Some(b) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
-        if this.buf.is_empty() {
-            this.buf.resize(16 * 1024, 0);
-        }
-        let mut rb = ReadBuf::new(&mut this.buf);
-        match Pin::new(&mut this.out).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                if n == 0 {
-                    return Poll::Ready(None);
-                }
-                this.total += n;
+        match super::body::poll_chunk(&mut this.out, &mut this.buf, 16 * 1024, cx) {
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Ok(Some(chunk))) => {
+                this.total += chunk.len();
                 if this.total > this.max {
                     return Poll::Ready(Some(Err(
                         "CGI body larger than CGI_BODY_MAX_SIZE_BYTE".into()
@@ -155,9 +148,7 @@ impl HttpBody for CgiBody {
                 }
                 let deadline = tokio::time::Instant::now() + this.idle;
                 this.timer.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(
-                    &this.buf[..n],
-                )))))
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Pending => match this.timer.as_mut().poll(cx) {

@@ -6,7 +6,7 @@
 use std::io::SeekFrom;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::StatusCode;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use tokio::io::AsyncSeekExt;
 
 use super::body::{self, BoxError};
 use super::exchange::HttpExchange;
@@ -238,22 +238,12 @@ impl HttpBody for FileBody {
         }
         let this = &mut *self;
         let want = (this.left.min(CHUNK as u64)) as usize;
-        if this.buf.len() < want {
-            this.buf.resize(want, 0);
-        }
-        let mut rb = ReadBuf::new(&mut this.buf[..want]);
-        match Pin::new(&mut this.file).poll_read(cx, &mut rb) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                if n == 0 {
-                    return Poll::Ready(Some(Err("file shorter than its size".into())));
-                }
-                this.left -= n as u64;
-                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(
-                    &this.buf[..n],
-                )))))
+        match ready!(body::poll_chunk(&mut this.file, &mut this.buf, want, cx)) {
+            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
+            Ok(None) => Poll::Ready(Some(Err("file shorter than its size".into()))),
+            Ok(Some(chunk)) => {
+                this.left -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
         }
     }
