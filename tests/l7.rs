@@ -428,6 +428,18 @@ fn proxy_app(prefix: &str, extra: &str) -> String {
     )
 }
 
+/// A gateway serving plaintext HTTP whose application forwards everything to `prefix` (with
+/// `extra` inputs): its config dir, its HTTP port and the running gateway (in that order, so
+/// the gateway stops before its config dir goes away).
+fn proxy_gateway(prefix: &str, extra: &str) -> (ConfigDir, u16, Vane) {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", &proxy_app(prefix, extra));
+    let v = Vane::start(&cfg, &[port]);
+    (cfg, port, v)
+}
+
 /// An application sending requests for `path` to the upstream with input `when` and the rest to
 /// the one with `otherwise` (`url_prefix: ..., ...`); a failed call answers 502 with the error.
 fn split_app(path: &str, when: &str, otherwise: &str) -> String {
@@ -454,14 +466,7 @@ fn split_app(path: &str, when: &str, otherwise: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection() {
     let up = upstream(None).await;
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &proxy_app(&format!("http://127.0.0.1:{}/base", up.addr.port()), ""),
-    );
-    let _v = Vane::start(&cfg, &[port]);
+    let (_cfg, port, _v) = proxy_gateway(&format!("http://127.0.0.1:{}/base", up.addr.port()), "");
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -1053,17 +1058,10 @@ fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_h2c_speaks_http2_to_a_plaintext_upstream() {
     let up = upstream(None).await;
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &proxy_app(
-            &format!("http://127.0.0.1:{}", up.addr.port()),
-            ", version: h2c",
-        ),
+    let (_cfg, port, _v) = proxy_gateway(
+        &format!("http://127.0.0.1:{}", up.addr.port()),
+        ", version: h2c",
     );
-    let _v = Vane::start(&cfg, &[port]);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -1112,14 +1110,7 @@ async fn a_large_body_streams_through_without_being_held_in_memory() {
             });
         }
     });
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &proxy_app(&format!("http://127.0.0.1:{}", up.port()), ""),
-    );
-    let v = Vane::start(&cfg, &[port]);
+    let (_cfg, port, v) = proxy_gateway(&format!("http://127.0.0.1:{}", up.port()), "");
     let before = rss_kib(v.pid());
     // HTTP/2 client -> vane -> HTTP/1.1 upstream, 256 MiB in 1 MiB frames.
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -1250,17 +1241,10 @@ async fn h3_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_forwarded_to_an_http3_upstream() {
     let up = h3_upstream().await;
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &proxy_app(
-            &format!("https://localhost:{}", up.port()),
-            ", version: h3, skip_verify: true",
-        ),
+    let (_cfg, port, _v) = proxy_gateway(
+        &format!("https://localhost:{}", up.port()),
+        ", version: h3, skip_verify: true",
     );
-    let _v = Vane::start(&cfg, &[port]);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -1522,17 +1506,10 @@ async fn an_http3_client_that_changes_address_keeps_its_connection() {
 async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = ws_upstream();
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &proxy_app(
-            &format!("http://127.0.0.1:{}", up.port()),
-            ", websocket: true",
-        ),
+    let (_cfg, port, _v) = proxy_gateway(
+        &format!("http://127.0.0.1:{}", up.port()),
+        ", websocket: true",
     );
-    let _v = Vane::start(&cfg, &[port]);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
