@@ -15,6 +15,8 @@ use vane_actors::tree::{self, TreeSpec};
 use crate::config::error::Severity;
 use crate::config::load;
 use crate::config::store::{ConfigStore, StoreSource};
+use crate::l4::L4;
+use crate::l7::L7;
 use crate::ops::{management, metrics as prom, registries};
 use crate::runtime::Runtime;
 
@@ -119,6 +121,9 @@ pub async fn run(dir: &Path) -> i32 {
     let prometheus = prom::install();
     let store = ConfigStore::new(dir.to_path_buf(), loaded.snapshot);
     let rt = Runtime::new(settings, store.clone());
+    // L4 hands the connections its flows terminate to L7 through the carrier traits.
+    let l7 = L7::new(rt.clone());
+    let l4 = L4::new(rt.clone(), l7.clone(), l7);
     let snap = store.load();
     info!(
         "⚙ config loaded from {}: {} listener(s), {} resolver(s), {} application(s), {} node(s)",
@@ -130,7 +135,7 @@ pub async fn run(dir: &Path) -> i32 {
     );
     metrics::counter!("vane_config_reloads_total", "result" => "applied").absolute(0);
 
-    let spec = tree_spec(&rt, store, prometheus);
+    let spec = tree_spec(&l4, store, prometheus);
     let (root, mut handle) = match tree::start(spec).await {
         Ok(x) => x,
         Err(e) => {
@@ -152,23 +157,24 @@ pub async fn run(dir: &Path) -> i32 {
     rt.draining.send_replace(true);
     root.stop(Some("shutdown".into()));
     let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
-    drain(&rt, settings.shutdown_grace).await;
+    drain(&l4, settings.shutdown_grace).await;
     info!("Server has been shut down gracefully.");
     0
 }
 
 fn tree_spec(
-    rt: &Arc<Runtime>,
+    l4: &Arc<L4>,
     store: Arc<ConfigStore>,
     prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
-) -> TreeSpec<crate::runtime::QuicRoute> {
+) -> TreeSpec<crate::l4::udp::QuicRoute> {
+    let rt = &l4.rt;
     let s = rt.settings;
     let mut services: Vec<(&'static str, Arc<dyn Service>)> = Vec::new();
     if let Some(token) = &s.access_token {
         services.push((
             "management",
             Arc::new(management::Management {
-                rt: rt.clone(),
+                rt: l4.clone(),
                 token: token.clone(),
             }),
         ));
@@ -216,10 +222,10 @@ fn tree_spec(
                 sticky_ttl: s.quic_sticky_ttl,
                 max_entries: s.quic_max_entries,
             },
-            tables: rt.quic.clone(),
+            tables: l4.udp.cids.tables.clone(),
             sweep_every: (s.quic_sticky_ttl / 2).max(Duration::from_secs(1)),
         },
-        listeners: Arc::new(crate::l4::listener::Listeners { rt: rt.clone() }),
+        listeners: Arc::new(crate::l4::listener::Listeners { rt: l4.clone() }),
         services,
     }
 }
@@ -247,7 +253,7 @@ async fn shutdown_signal() {
 }
 
 /// Waits for open connections to finish, up to `grace`.
-async fn drain(rt: &Runtime, grace: Duration) {
+async fn drain(rt: &L4, grace: Duration) {
     let start = Instant::now();
     let open = rt.limits.active();
     if open > 0 {

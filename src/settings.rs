@@ -155,15 +155,12 @@ impl Settings {
             let h = h.trim();
             if h.eq_ignore_ascii_case("system") {
                 // The host's own name servers; 0.9.2 could only use fixed IPv4 ones.
-                let conf = std::fs::read_to_string(crate::upstream::dns::RESOLV_CONF);
+                let conf = std::fs::read_to_string(RESOLV_CONF);
                 match conf {
-                    Ok(text) => {
-                        nameservers.extend(crate::upstream::dns::resolv_conf_servers(&text))
+                    Ok(text) => nameservers.extend(resolv_conf_servers(&text)),
+                    Err(e) => {
+                        tracing::warn!("{host}=system: cannot read {}: {e}; skipped", RESOLV_CONF)
                     }
-                    Err(e) => tracing::warn!(
-                        "{host}=system: cannot read {}: {e}; skipped",
-                        crate::upstream::dns::RESOLV_CONF
-                    ),
                 }
                 continue;
             }
@@ -291,4 +288,45 @@ static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
 /// The process-wide settings, read from the environment on first use.
 pub fn get() -> &'static Settings {
     SETTINGS.get_or_init(Settings::from_env)
+}
+
+/// Where `NAMESERVERn=system` reads the host's name servers.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The `nameserver` entries of a resolv.conf text, on port 53 (comments, other options and
+/// addresses that do not parse are skipped; a scoped IPv6 address keeps no scope).
+pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.split(['#', ';']).next().unwrap_or("");
+            let mut words = line.split_whitespace();
+            if words.next() != Some("nameserver") {
+                return None;
+            }
+            let addr = words.next()?;
+            let addr = addr.split('%').next().unwrap_or(addr);
+            addr.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod resolv_conf_tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_yields_its_name_servers_in_order() {
+        let text = "# generated\nsearch example.com\nnameserver 10.0.0.2\n\
+                    nameserver fe80::1%eth0 # link-local\n;nameserver 9.9.9.9\n\
+                    nameserver not-an-ip\noptions ndots:2\n  nameserver   2001:db8::53\n";
+        let got = resolv_conf_servers(text);
+        let want: Vec<SocketAddr> = ["10.0.0.2:53", "[fe80::1]:53", "[2001:db8::53]:53"]
+            .iter()
+            .map(|s| s.parse().expect("addr"))
+            .collect();
+        assert_eq!(got, want);
+        assert!(resolv_conf_servers("").is_empty());
+    }
 }

@@ -11,9 +11,9 @@ use tracing::Instrument;
 use super::catalogue::Builtin;
 use super::kv::Kv;
 use super::step::{Flow, Input, PluginRef, Step};
+use super::Env;
 use crate::plugins::external::CallError;
 use crate::plugins::{detect, matcher};
-use crate::runtime::Runtime;
 use crate::upstream::balance::Strategy;
 
 /// Where a proxy terminator sends the connection.
@@ -78,8 +78,40 @@ pub trait Exchange: Send {
         kind: Builtin,
         inputs: serde_json::Map<String, Value>,
         kv: &'a mut Kv,
-        rt: &'a Runtime,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, String>> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, DriverError>> + Send + 'a>>;
+}
+
+/// Why an HTTP driver step failed (the flow then fails with the step's path).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A parameter the driver needs is missing or unusable.
+    #[error("parameter `{param}`: {msg}")]
+    Param { param: &'static str, msg: String },
+    /// The request could not be carried out (an upstream that cannot be reached, a file
+    /// that cannot be read, a program that failed).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl DriverError {
+    pub fn param(param: &'static str, msg: impl Into<String>) -> Self {
+        Self::Param {
+            param,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<String> for DriverError {
+    fn from(msg: String) -> Self {
+        Self::Failed(msg)
+    }
+}
+
+impl From<&str> for DriverError {
+    fn from(msg: &str) -> Self {
+        Self::Failed(msg.to_string())
+    }
 }
 
 type Extra<'a> = &'a dyn Exchange;
@@ -155,6 +187,9 @@ impl Resolved<'_> {
     }
 
     fn port(&self) -> Result<u16, FlowError> {
+        if let Some(p) = self.step.fixed.port {
+            return Ok(p);
+        }
         let p = self.int("target.port")?;
         u16::try_from(p)
             .ok()
@@ -164,6 +199,7 @@ impl Resolved<'_> {
 
     fn proxy_to(&self, upstream: Upstream) -> Result<Outcome, FlowError> {
         let header = match self.opt_str("proxy_protocol") {
+            _ if self.step.fixed.proxy_header.is_some() => self.step.fixed.proxy_header,
             None => None,
             Some(v) => Some(
                 crate::l4p::proxy_protocol::Version::parse(v)
@@ -174,6 +210,9 @@ impl Resolved<'_> {
     }
 
     fn strategy(&self) -> Result<Strategy, FlowError> {
+        if let Some(s) = self.step.fixed.strategy {
+            return Ok(s);
+        }
         match self.opt_str("strategy") {
             None => Ok(Strategy::Random),
             Some(s) => Strategy::parse(s)
@@ -214,10 +253,11 @@ fn resolve_owned(input: &Input, kv: &Kv, extra: Option<Extra<'_>>, max: usize) -
     }
 }
 
-/// Runs `flow` against `kv` until a terminator decides. Middleware output is stored under
-/// scoped keys; a missing branch or a bad parameter is an error with the step's path.
-pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, FlowError> {
-    run_with(flow, kv, rt, None).await
+/// Runs `flow` against `kv` until a terminator decides, within the flow deadline
+/// ([`FlowError::Timeout`]). Middleware output is stored under scoped keys; a missing branch
+/// or a bad parameter is an error with the step's path.
+pub async fn run(flow: &Flow, kv: &mut Kv, env: &Env) -> Result<Decision, FlowError> {
+    run_with(flow, kv, env, None).await
 }
 
 /// [`run`] for an HTTP request: `exchange` answers keys the KV store does not hold and runs
@@ -225,10 +265,21 @@ pub async fn run(flow: &Flow, kv: &mut Kv, rt: &Runtime) -> Result<Decision, Flo
 pub async fn run_with(
     flow: &Flow,
     kv: &mut Kv,
-    rt: &Runtime,
+    env: &Env,
+    exchange: Option<&mut dyn Exchange>,
+) -> Result<Decision, FlowError> {
+    tokio::time::timeout(env.timeout, walk(flow, kv, env, exchange))
+        .await
+        .unwrap_or(Err(FlowError::Timeout(env.timeout.as_secs())))
+}
+
+async fn walk(
+    flow: &Flow,
+    kv: &mut Kv,
+    env: &Env,
     mut exchange: Option<&mut dyn Exchange>,
 ) -> Result<Decision, FlowError> {
-    let max = rt.settings.max_template_result;
+    let max = env.max_template_result;
     let mut step = &flow.root;
     let mut path = String::new();
     loop {
@@ -263,12 +314,12 @@ pub async fn run_with(
                     .map(|(k, v)| (k.to_string(), v.into_owned()))
                     .collect();
                 let (branch, store) = x
-                    .drive(spec.kind, inputs, kv, rt)
-                    .instrument(crate::ops::logging::plugin_span(&step.name, &step.at))
+                    .drive(spec.kind, inputs, kv)
+                    .instrument(crate::spans::plugin_span(&step.name, &step.at))
                     .await
-                    .map_err(|msg| FlowError::Plugin {
+                    .map_err(|e| FlowError::Plugin {
                         at: step.at.clone(),
-                        msg,
+                        msg: e.to_string(),
                     })?;
                 step.record_duration(started.elapsed().as_secs_f64());
                 for (k, v) in store {
@@ -277,8 +328,8 @@ pub async fn run_with(
                 Outcome::Branch(branch.into())
             }
             PluginRef::Builtin(spec) => {
-                let o = crate::ops::logging::plugin_span(&step.name, &step.at)
-                    .in_scope(|| builtin(spec.kind, &r, rt))?;
+                let o = crate::spans::plugin_span(&step.name, &step.at)
+                    .in_scope(|| builtin(spec.kind, &r, env))?;
                 step.record_duration(started.elapsed().as_secs_f64());
                 o
             }
@@ -289,10 +340,10 @@ pub async fn run_with(
                         .map(|(k, v)| (k.to_string(), v.into_owned()))
                         .collect(),
                 );
-                let (branch, store) = match rt
+                let (branch, store) = match env
                     .plugins
                     .call(p, &input)
-                    .instrument(crate::ops::logging::plugin_span(&step.name, &step.at))
+                    .instrument(crate::spans::plugin_span(&step.name, &step.at))
                     .await
                 {
                     Ok(v) => (v.branch, v.store.unwrap_or_default()),
@@ -341,12 +392,17 @@ fn bool_branch(b: bool) -> Outcome {
     Outcome::Branch(Cow::Borrowed(if b { "true" } else { "false" }))
 }
 
-fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, FlowError> {
+fn builtin(kind: Builtin, r: &Resolved<'_>, env: &Env) -> Result<Outcome, FlowError> {
     Ok(match kind {
         Builtin::Detect => {
             let method = r.str("method")?;
-            let payload = hex::decode(r.str("payload")?)
-                .map_err(|e| r.err("payload", format!("not hex: {e}")))?;
+            let payload = match &r.step.fixed.payload {
+                Some(p) => Cow::Borrowed(p.as_slice()),
+                None => Cow::Owned(
+                    hex::decode(r.str("payload")?)
+                        .map_err(|e| r.err("payload", format!("not hex: {e}")))?,
+                ),
+            };
             bool_branch(detect::matches(method, &payload))
         }
         Builtin::Match => {
@@ -362,18 +418,22 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, rt: &Runtime) -> Result<Outcome, Flo
             let limit = r.int("limit")?;
             let limit = u64::try_from(limit).map_err(|_| r.err("limit", "must not be negative"))?;
             let table = if kind == Builtin::RateSec {
-                &rt.rate_sec
+                &env.rate_sec
             } else {
-                &rt.rate_min
+                &env.rate_min
             };
             bool_branch(table.hit(r.str("key")?, limit))
         }
         Builtin::Abort => Outcome::Done(Decision::Abort),
         Builtin::Proxy => {
-            let ip = r.str("target.ip")?;
-            let ip: std::net::IpAddr = ip
-                .parse()
-                .map_err(|_| r.err("target.ip", format!("`{ip}` is not an IP address")))?;
+            let ip = match r.step.fixed.ip {
+                Some(ip) => ip,
+                None => {
+                    let ip = r.str("target.ip")?;
+                    ip.parse()
+                        .map_err(|_| r.err("target.ip", format!("`{ip}` is not an IP address")))?
+                }
+            };
             r.proxy_to(Upstream::Ip((ip, r.port()?).into()))?
         }
         Builtin::ProxyNode => r.proxy_to(Upstream::Node {

@@ -44,6 +44,24 @@ pub struct Step {
     /// Bodies this step's templates read ([`REQ_BODY`], [`RES_BODY`]); they are buffered
     /// before its inputs resolve.
     pub bodies: u8,
+    /// Literal parameters parsed once at load, so a run does not parse them again.
+    pub fixed: Fixed,
+}
+
+/// The typed form of a step's literal (non-templated) parameters, filled in by validation
+/// after it checked them. A templated parameter stays `None` and is parsed per run.
+#[derive(Debug, Clone, Default)]
+pub struct Fixed {
+    /// `proxy_protocol` (`v1` | `v2`).
+    pub proxy_header: Option<crate::l4p::proxy_protocol::Version>,
+    /// `strategy` of the node and domain proxies.
+    pub strategy: Option<crate::upstream::balance::Strategy>,
+    /// `target.port`.
+    pub port: Option<u16>,
+    /// `target.ip` of `internal.transport.proxy`.
+    pub ip: Option<std::net::IpAddr>,
+    /// `payload` of `internal.protocol.detect`, decoded from hex.
+    pub payload: Option<Vec<u8>>,
 }
 
 /// A template reads `req.body` or `req.body_hex`.

@@ -202,6 +202,7 @@ fn compile_step(
         bodies: body
             .get("input")
             .map_or(0, |i| super::step::bodies_read(&i.to_string())),
+        fixed: Default::default(),
     };
     check_semantics(&mut step, cx, pr);
     Some(step)
@@ -372,19 +373,25 @@ fn check_semantics(step: &mut Step, cx: &Context<'_>, pr: &mut Problems) {
     };
     let at = join(&step.at, "input");
     if let Some(Value::Number(n)) = literal(step, "target.port") {
-        if !n.as_u64().is_some_and(|p| (1..=65535).contains(&p)) {
-            pr.error(
+        match n
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+        {
+            Some(p) => step.fixed.port = Some(p),
+            None => pr.error(
                 &join(&at, "target.port"),
                 format!("port must be 1-65535, got {n}"),
-            );
+            ),
         }
     }
     if let Some(Value::String(v)) = literal(step, "proxy_protocol") {
-        if crate::l4p::proxy_protocol::Version::parse(v).is_none() {
-            pr.error(
+        match crate::l4p::proxy_protocol::Version::parse(v) {
+            Some(version) => step.fixed.proxy_header = Some(version),
+            None => pr.error(
                 &join(&at, "proxy_protocol"),
                 format!("expected v1 or v2, got `{v}`"),
-            );
+            ),
         }
     }
     if step.input("proxy_protocol").is_some() && cx.protocol == "udp" {
@@ -396,19 +403,27 @@ fn check_semantics(step: &mut Step, cx: &Context<'_>, pr: &mut Problems) {
     match spec.kind {
         Builtin::Proxy => {
             if let Some(Value::String(ip)) = literal(step, "target.ip") {
-                if ip.parse::<std::net::IpAddr>().is_err() {
-                    pr.error(&join(&at, "target.ip"), format!("`{ip}` is not an IP address (use internal.transport.proxy.domain for names)"));
+                match ip.parse::<std::net::IpAddr>() {
+                    Ok(ip) => step.fixed.ip = Some(ip),
+                    Err(_) => pr.error(&join(&at, "target.ip"), format!("`{ip}` is not an IP address (use internal.transport.proxy.domain for names)")),
                 }
             }
         }
         Builtin::ProxyNode | Builtin::ProxyDomain => {
             if let Some(Value::String(s)) = literal(step, "strategy") {
-                if crate::upstream::balance::Strategy::parse(s).is_none() {
-                    pr.error(&join(&at, "strategy"), format!("unknown strategy `{s}` (random, serial, fastest, round_robin, least_conn, hash)"));
+                match crate::upstream::balance::Strategy::parse(s) {
+                    Some(strategy) => step.fixed.strategy = Some(strategy),
+                    None => pr.error(&join(&at, "strategy"), format!("unknown strategy `{s}` (random, serial, fastest, round_robin, least_conn, hash)")),
                 }
             }
         }
         Builtin::Detect => {
+            if let Some(Value::String(p)) = literal(step, "payload") {
+                match hex::decode(p) {
+                    Ok(bytes) => step.fixed.payload = Some(bytes),
+                    Err(e) => pr.error(&join(&at, "payload"), format!("not hex: {e}")),
+                }
+            }
             if let Some(Value::String(m)) = literal(step, "method") {
                 if !["http", "tls", "dns", "quic"].contains(&m.as_str()) {
                     pr.warn(

@@ -10,14 +10,14 @@ use tracing::info;
 use vane_actors::service::{AbortOnDrop, Guard, Service, ServiceActor, ServiceArgs, StartFuture};
 use vane_actors::supervisor::{ChildSource, ChildSpec};
 
+use super::L4;
 use crate::config::{ListenerKey, Proto};
-use crate::runtime::Runtime;
 
 /// Bind attempts before a start counts as failed (the actor then retries later).
 const BIND_ATTEMPTS: usize = 5;
 
 pub struct ListenerService {
-    rt: Arc<Runtime>,
+    rt: Arc<L4>,
     key: ListenerKey,
 }
 
@@ -92,19 +92,16 @@ impl Service for ListenerService {
 
 /// The listener set of the current snapshot, for the `listeners` supervisor.
 pub struct Listeners {
-    pub rt: Arc<Runtime>,
+    pub rt: Arc<L4>,
 }
 
 impl ChildSource for Listeners {
     fn desired(&self) -> Vec<(ChildSpec, u64)> {
         let snap = self.rt.config.load();
         // UDP sockets outlive listener restarts, not the listener's removal.
-        self.rt
-            .udp_endpoints
-            .retain(|k, _| snap.listeners.contains_key(k));
-        self.rt
-            .h3_ports
-            .retain(|k, _| snap.listeners.contains_key(k));
+        let wanted = |k: &ListenerKey| snap.listeners.contains_key(k);
+        self.rt.udp.retain(&wanted);
+        self.rt.quic.retain(&wanted);
         snap.listeners
             .keys()
             .map(|key| {

@@ -1,6 +1,6 @@
-//! L4: TCP and UDP listeners, connection limits, the listener flow, and relays.
+//! L4: TCP and UDP listeners, connection limits, the listener flow, and relays. Connections
+//! the L4+ stage terminates leave this layer through the carriers in [`crate::conn`].
 
-pub mod connect;
 pub mod limits;
 pub mod listener;
 pub mod relay;
@@ -8,3 +8,106 @@ pub mod session;
 pub mod shards;
 pub mod tcp;
 pub mod udp;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::config::ListenerKey;
+use crate::conn::{HttpCarrier, QuicCarrier};
+use crate::l4p::route::Stage;
+use crate::runtime::Runtime;
+
+/// The L4 layer of a running gateway: the shared runtime plus what this layer owns. It
+/// dereferences to the [`Runtime`], so a session reads `l4.settings` as it reads its own
+/// `l4.limits`.
+pub struct L4 {
+    pub rt: Arc<Runtime>,
+    /// Global and per-IP connection limits (TCP connections and UDP sessions).
+    pub limits: Arc<limits::ConnLimits>,
+    /// The threads that accept and serve TCP connections.
+    pub shards: shards::Shards,
+    /// UDP sockets, sessions, the pending budget and the QUIC tables.
+    pub udp: udp::UdpState,
+    /// Where TCP connections terminated here go (L7), wired by boot.
+    pub http: Arc<dyn HttpCarrier>,
+    /// Where QUIC sessions terminated here go (HTTP/3), wired by boot.
+    pub quic: Arc<dyn QuicCarrier>,
+    /// Chaos: a one-shot panic armed per listener (`/chaos/panic/listeners/.../sessions`).
+    session_panics: DashMap<ListenerKey, AtomicBool>,
+}
+
+impl std::ops::Deref for L4 {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.rt
+    }
+}
+
+impl L4 {
+    /// The layer over `rt`, handing terminated connections to `http` and `quic`. Starts the
+    /// data-plane threads.
+    pub fn new(
+        rt: Arc<Runtime>,
+        http: Arc<dyn HttpCarrier>,
+        quic: Arc<dyn QuicCarrier>,
+    ) -> Arc<Self> {
+        let s = rt.settings;
+        Arc::new(Self {
+            limits: Arc::new(limits::ConnLimits::new(
+                s.max_connections,
+                s.max_connections_per_ip,
+            )),
+            shards: start_shards(s.data_plane_threads),
+            udp: udp::UdpState::new(s),
+            http,
+            quic,
+            session_panics: DashMap::new(),
+            rt,
+        })
+    }
+
+    /// What the L4+ stage reads.
+    pub fn stage(&self) -> Stage<'_> {
+        Stage {
+            settings: self.rt.settings,
+            config: &self.rt.config,
+            flow: &self.rt.flow,
+        }
+    }
+
+    /// Arms a session panic on the listener named `tcp:PORT`; false for unknown names.
+    pub fn arm_session_panic(&self, listener: &str) -> bool {
+        let snap = self.rt.config.load();
+        match snap.listeners.keys().find(|k| k.to_string() == listener) {
+            Some(k) => {
+                self.session_panics
+                    .entry(*k)
+                    .or_default()
+                    .store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True (once) when a panic was armed for this listener and chaos routes are enabled.
+    pub fn take_session_panic(&self, key: &ListenerKey) -> bool {
+        self.rt.settings.chaos
+            && self
+                .session_panics
+                .get(key)
+                .is_some_and(|f| f.swap(false, Ordering::SeqCst))
+    }
+}
+
+fn start_shards(n: usize) -> shards::Shards {
+    shards::Shards::start(n).unwrap_or_else(|e| {
+        tracing::error!(
+            "cannot start {n} data-plane threads ({e}); serving TCP on the shared runtime"
+        );
+        shards::Shards::none()
+    })
+}

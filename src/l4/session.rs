@@ -3,64 +3,25 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::connect::{self, Target};
 use super::relay;
+use super::L4;
 use crate::config::legacy::{Destination, Rules};
-use crate::config::{Entry, Listener, ListenerDoc, ListenerKey};
+use crate::config::{Entry, Listener, ListenerDoc};
+use crate::conn::{base_kv, Conn, Handoff};
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
-use crate::runtime::Runtime;
+use crate::l4p::route::{self, Routed};
 use crate::upstream::health::ActiveGuard;
-use crate::upstream::resolve;
-
-/// Addresses of one accepted connection or UDP session.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn {
-    pub key: ListenerKey,
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-}
-
-/// A UUIDv7 as 32 lowercase hex digits.
-pub fn uuid_v7() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let mut b: [u8; 16] = rand::random();
-    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    b[6] = (b[6] & 0x0F) | 0x70;
-    b[8] = (b[8] & 0x3F) | 0x80;
-    hex::encode(b)
-}
-
-/// The L4 keys every listener flow starts with.
-pub fn base_kv(conn: &Conn) -> Kv {
-    let mut kv = Kv::new();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    kv.set("conn.uuid", uuid_v7());
-    kv.set("conn.ip", conn.peer.ip().to_string());
-    kv.set("conn.port", conn.peer.port().to_string());
-    kv.set("conn.proto", conn.key.proto.as_str());
-    kv.set("conn.timestamp", now.to_string());
-    kv.set("conn.layer", "l4");
-    kv.set("server.ip", conn.local.ip().to_string());
-    kv.set("server.port", conn.local.port().to_string());
-    kv
-}
+use crate::upstream::Target;
 
 /// Serves one accepted TCP connection to the end.
 pub async fn tcp(
-    rt: Arc<Runtime>,
+    rt: Arc<L4>,
     entry: Arc<Entry<Listener>>,
     mut stream: TcpStream,
     mut conn: Conn,
@@ -94,7 +55,7 @@ pub async fn tcp(
         Some(Decided::Relay(up, active)) => (up, active),
         Some(Decided::Http(mut handoff)) => {
             handoff.panic_first_request = panic_armed;
-            Box::pin(crate::l7::serve(rt, stream, conn, handoff)).await;
+            rt.http.clone().serve(stream, conn, handoff).await;
             return;
         }
         None => {
@@ -112,7 +73,7 @@ pub async fn tcp(
 /// Reads (and consumes) the PROXY header a trusted balancer sends first; the addresses it
 /// carries replace the balancer's. `Ok(None)`: no header, and none was required, or `LOCAL`.
 async fn accept_proxy_header(
-    rt: &Runtime,
+    rt: &L4,
     stream: &mut TcpStream,
     required: bool,
 ) -> Result<Option<(SocketAddr, SocketAddr)>, &'static str> {
@@ -140,8 +101,9 @@ async fn accept_proxy_header(
                     .map_err(|_| "closed")?;
                 return Ok(src.zip(dst));
             }
-            Parsed::Invalid(why) if required || why != "no PROXY header" => return Err(why),
-            Parsed::Invalid(_) => return Ok(None),
+            Parsed::Absent if required => return Err("no PROXY header"),
+            Parsed::Absent => return Ok(None),
+            Parsed::Invalid(why) => return Err(why),
         }
     }
 }
@@ -161,7 +123,7 @@ async fn close_gently(stream: &mut TcpStream) {
 
 /// Reads the first bytes without consuming them. A silent client gets an empty peek after
 /// `TCP_PEEK_TIMEOUT_MS`, so server-speaks-first protocols can still be routed.
-async fn peek(rt: &Runtime, stream: &TcpStream) -> Option<Vec<u8>> {
+async fn peek(rt: &L4, stream: &TcpStream) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; rt.settings.tcp_detect_limit];
     match tokio::time::timeout(rt.settings.tcp_peek_timeout, stream.peek(&mut buf)).await {
         Ok(Ok(0)) | Ok(Err(_)) => None,
@@ -181,7 +143,7 @@ enum Verdict {
 }
 
 async fn l4_verdict(
-    rt: &Runtime,
+    rt: &L4,
     entry: &Entry<Listener>,
     conn: &Conn,
     peeked: &[u8],
@@ -198,14 +160,16 @@ async fn l4_verdict(
             if flow.reads_peek {
                 kv.set("req.peek_buffer_hex", hex::encode(peeked));
             }
-            match exec::run(flow, &mut kv, rt).await {
-                Ok(Decision::Proxy(to)) => connect::target(rt, &to, label)
+            match exec::run(flow, &mut kv, &rt.flow).await {
+                Ok(Decision::Proxy(to)) => rt
+                    .upstreams
+                    .target(&to, label)
                     .await
                     .map_or(Verdict::Close, Verdict::Target),
                 Ok(Decision::Abort | Decision::Respond { .. }) => Verdict::Close,
                 Ok(Decision::Upgrade { protocol, .. }) => Verdict::Upgrade(protocol, kv),
                 Err(e) => {
-                    warn!(listener = %label, peer = %conn.peer, "flow error: {e}");
+                    warn!(listener = %label, peer = %conn.peer, "{e}");
                     Verdict::Close
                 }
             }
@@ -225,11 +189,11 @@ async fn l4_verdict(
 /// What happens to a TCP connection after the L4 and L4+ flows.
 enum Decided {
     Relay(TcpStream, ActiveGuard),
-    Http(crate::l7::Handoff),
+    Http(Handoff),
 }
 
 async fn decide_tcp(
-    rt: &Runtime,
+    rt: &L4,
     entry: &Entry<Listener>,
     stream: &TcpStream,
     conn: &Conn,
@@ -246,23 +210,22 @@ async fn decide_tcp(
         Vec::new()
     };
     let label = conn.key.to_string();
-    let verdict = tokio::time::timeout(rt.settings.flow_timeout, l4_verdict(rt, entry, conn, &peeked, &label)).await.unwrap_or_else(|_| {
-        warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
-        Verdict::Close
-    });
+    let verdict = l4_verdict(rt, entry, conn, &peeked, &label).await;
     drop(peeked);
     let target = match verdict {
         Verdict::Target(t) => t,
         Verdict::Upgrade(protocol, kv) => {
-            match crate::l4p::route::route(rt, stream, kv, &protocol, conn).await? {
-                crate::l4p::route::Routed::Pass(t) => t,
-                crate::l4p::route::Routed::Http(h) => return Some(Decided::Http(h)),
+            match route::route(rt.stage(), stream, kv, &protocol, conn).await? {
+                Routed::Pass(to) => rt.upstreams.target(&to, &label).await?,
+                Routed::Http(h) => return Some(Decided::Http(h)),
             }
         }
         Verdict::Close => return None,
     };
     let addr = target.addr;
-    let mut s = connect::tcp(rt, addr)
+    let mut s = rt
+        .upstreams
+        .connect(addr)
         .await
         .map_err(|e| warn!(listener = %label, "connect to {addr} failed: {e}"))
         .ok()?;
@@ -273,7 +236,7 @@ async fn decide_tcp(
             .map_err(|e| warn!(listener = %label, "PROXY header to {addr} failed: {e}"))
             .ok()?;
     }
-    Some(Decided::Relay(s, rt.health.track(addr)))
+    Some(Decided::Relay(s, rt.upstreams.health.track(addr)))
 }
 
 /// What a legacy rule list picked.
@@ -285,7 +248,7 @@ pub enum LegacyPick {
 }
 
 /// Legacy rules: the first rule (by priority) whose detector matches picks the target.
-pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> LegacyPick {
+pub async fn legacy(rt: &L4, rules: &Rules, conn: &Conn, peeked: &[u8]) -> LegacyPick {
     let Some(rule) = rules.rules.iter().find(|r| r.detect.matches(peeked)) else {
         debug!(listener = %conn.key, "no legacy rule matched");
         return LegacyPick::None;
@@ -301,16 +264,17 @@ pub async fn legacy(rt: &Runtime, rules: &Rules, conn: &Conn, peeked: &[u8]) -> 
                 )
             });
             let rule_id = format!("{}:{}", conn.key, rule.name);
-            match resolve::choose(
-                rt,
-                &rule_id,
-                f.strategy,
-                &f.targets,
-                &f.fallbacks,
-                key.as_deref(),
-                conn.key.proto == crate::config::Proto::Tcp,
-            )
-            .await
+            match rt
+                .upstreams
+                .choose(
+                    &rule_id,
+                    f.strategy,
+                    &f.targets,
+                    &f.fallbacks,
+                    key.as_deref(),
+                    conn.key.proto == crate::config::Proto::Tcp,
+                )
+                .await
             {
                 Some(addr) => LegacyPick::Target(Target {
                     addr,

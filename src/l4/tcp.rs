@@ -7,14 +7,15 @@ use tokio::net::TcpListener;
 use tracing::{error, warn};
 use vane_actors::catch::CatchUnwind;
 
-use super::session::{self, Conn};
+use super::session;
+use super::L4;
 use crate::config::ListenerKey;
-use crate::runtime::Runtime;
+use crate::conn::Conn;
 
 /// Starts one accept loop per data-plane shard on `listener` (each on its own duplicate of the
 /// socket, so each shard's reactor watches it); the listener actor aborts them on stop.
 pub fn spawn_accept_loops(
-    rt: &Arc<Runtime>,
+    rt: &Arc<L4>,
     key: ListenerKey,
     listener: TcpListener,
 ) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
@@ -39,7 +40,7 @@ pub fn spawn_accept_loops(
 
 /// Accepts until the task is aborted (the listener actor stopped). Connections already
 /// accepted are independent tasks and keep running.
-pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListener) {
+pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener) {
     let label: Arc<str> = Arc::from(key.to_string());
     let total = metrics::counter!("vane_connections_total", "listener" => label.to_string(), "protocol" => "tcp");
     let active = metrics::gauge!("vane_connections_active", "listener" => label.to_string(), "protocol" => "tcp");
@@ -81,7 +82,7 @@ pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListen
                 .unwrap_or_else(|_| listener.local_addr().unwrap_or(peer)),
         };
         let conn = Conn { key, peer, local };
-        let armed = crate::ops::chaos::take_session_panic(&rt, &key);
+        let armed = rt.take_session_panic(&key);
         total.increment(1);
         active.increment(1.0);
         let watch = Watch {
@@ -94,7 +95,7 @@ pub async fn accept_loop(rt: Arc<Runtime>, key: ListenerKey, listener: TcpListen
         let session = session::tcp(rt.clone(), entry, stream, conn, armed);
         // Connections only carry a span when traces are exported; otherwise they would pay
         // for one for nothing.
-        let span = crate::ops::logging::connection_span(&label, peer);
+        let span = crate::spans::connection_span(&label, peer);
         if span.is_disabled() {
             tokio::spawn(supervised(session, watch));
         } else {

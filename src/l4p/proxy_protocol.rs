@@ -40,7 +40,9 @@ pub enum Parsed {
         dst: Option<SocketAddr>,
         len: usize,
     },
-    /// Not a PROXY header, or a broken one.
+    /// The bytes do not start a PROXY header at all (the client speaks first itself).
+    Absent,
+    /// A PROXY header that is broken.
     Invalid(&'static str),
 }
 
@@ -55,14 +57,14 @@ pub fn parse(buf: &[u8]) -> Parsed {
     if buf[0] == V2_SIG[0] {
         return parse_v2(buf);
     }
-    Parsed::Invalid("no PROXY header")
+    Parsed::Absent
 }
 
 fn parse_v1(buf: &[u8]) -> Parsed {
     let prefix = b"PROXY ";
     let n = buf.len().min(prefix.len());
     if buf[..n] != prefix[..n] {
-        return Parsed::Invalid("no PROXY header");
+        return Parsed::Absent;
     }
     let Some(end) = buf.windows(2).take(V1_MAX - 1).position(|w| w == b"\r\n") else {
         return if buf.len() >= V1_MAX {
@@ -112,7 +114,7 @@ fn parse_v1(buf: &[u8]) -> Parsed {
 fn parse_v2(buf: &[u8]) -> Parsed {
     let n = buf.len().min(12);
     if buf[..n] != V2_SIG[..n] {
-        return Parsed::Invalid("no PROXY header");
+        return Parsed::Absent;
     }
     if buf.len() < 16 {
         return Parsed::NeedMore;
@@ -337,7 +339,7 @@ mod tests {
                 len: 15
             }
         );
-        assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Invalid(_)));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Absent);
         assert!(
             matches!(parse(b"PROXY TCP4 1.2.3.4 ::1 1 2\r\n"), Parsed::Invalid(_)),
             "family mismatch"
@@ -349,7 +351,7 @@ mod tests {
             ),
             "leading zero port"
         );
-        assert!(matches!(parse(&[b'P'; 200]), Parsed::Invalid(_)));
+        assert_eq!(parse(&[b'P'; 200]), Parsed::Absent);
         let mut long = b"PROXY TCP4 ".to_vec();
         long.extend(std::iter::repeat_n(b'1', 150));
         assert!(

@@ -1,5 +1,6 @@
-//! The L4+ stage of a TCP connection: inspect the carrier named by the L4 upgrade without
-//! consuming a byte, publish what it says into the KV, and run the resolver flow.
+//! The L4+ stage of a connection: inspect the carrier named by the L4 upgrade without
+//! consuming a byte, publish what it says into the KV, run the resolver flow and return its
+//! verdict. Carrying the verdict out (connect, relay, terminate) is the L4 session's job.
 
 use std::time::{Duration, Instant};
 
@@ -8,11 +9,21 @@ use tracing::{info, warn};
 
 use super::clienthello::{self, Assembled};
 use super::http_head;
-use crate::flow::exec::{self, Decision};
+use crate::config::store::ConfigStore;
+use crate::conn::{is_plain_app, Conn, Handoff};
+use crate::flow::exec::{self, Decision, ProxyTo, Upstream};
 use crate::flow::kv::Kv;
-use crate::l4::connect::{self, Target};
-use crate::l4::session::Conn;
-use crate::runtime::Runtime;
+use crate::flow::Env;
+use crate::settings::Settings;
+
+/// What the L4+ stage reads: settings, the resolvers of the current snapshot, the flow
+/// environment.
+#[derive(Clone, Copy)]
+pub struct Stage<'a> {
+    pub settings: &'a Settings,
+    pub config: &'a ConfigStore,
+    pub flow: &'a Env,
+}
 
 /// Why TLS inspection failed (the `tls.error` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,15 +94,15 @@ pub async fn peek_client_hello(
 
 /// What a resolver decided for a TCP connection.
 pub enum Routed {
-    /// Pass the connection through to this target.
-    Pass(Target),
+    /// Pass the connection through to this upstream.
+    Pass(ProxyTo),
     /// Terminate it here: L7 with this application.
-    Http(crate::l7::Handoff),
+    Http(Handoff),
 }
 
 /// Runs the L4+ stage; `None` when the connection is to be closed.
 pub async fn route(
-    rt: &Runtime,
+    rt: Stage<'_>,
     stream: &TcpStream,
     mut kv: Kv,
     protocol: &str,
@@ -148,46 +159,48 @@ pub async fn route(
         "ok"
     };
     metrics::counter!("vane_l4p_inspections_total", "protocol" => protocol.to_string(), "outcome" => outcome).increment(1);
-    let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
-        match exec::run(&entry.doc, &mut kv, rt).await {
-            Ok(Decision::Proxy(to)) => connect::target(rt, &to, &label).await.map(Routed::Pass),
-            Ok(Decision::Abort | Decision::Respond { .. }) => None,
-            Ok(Decision::Upgrade { protocol: app, cert }) => {
-                let tls = protocol == "tls";
-                if (tls && app == "httpx") || (!tls && crate::l7::is_plain_app(&app)) {
-                    if let Some(id) = &cert {
-                        kv.set("tls.termination.cert_sni", id.clone());
-                    }
-                    Some(Routed::Http(crate::l7::Handoff { app, kv: std::mem::take(&mut kv), tls, cert: cert.filter(|_| tls), panic_first_request: false }))
-                } else {
-                    warn!(listener = %label, "resolver `{protocol}` cannot upgrade to `{app}`; connection closed");
-                    None
+    match exec::run(&entry.doc, &mut kv, rt.flow).await {
+        Ok(Decision::Proxy(to)) => Some(Routed::Pass(to)),
+        Ok(Decision::Abort | Decision::Respond { .. }) => None,
+        Ok(Decision::Upgrade {
+            protocol: app,
+            cert,
+        }) => {
+            let tls = protocol == "tls";
+            if (tls && app == "httpx") || (!tls && is_plain_app(&app)) {
+                if let Some(id) = &cert {
+                    kv.set("tls.termination.cert_sni", id.clone());
                 }
-            }
-            Err(e) => {
-                warn!(listener = %label, peer = %conn.peer, "resolver `{protocol}` flow error: {e}");
+                Some(Routed::Http(Handoff {
+                    app,
+                    kv,
+                    tls,
+                    cert: cert.filter(|_| tls),
+                    panic_first_request: false,
+                }))
+            } else {
+                warn!(listener = %label, "resolver `{protocol}` cannot upgrade to `{app}`; connection closed");
                 None
             }
         }
-    })
-    .await;
-    decided.unwrap_or_else(|_| {
-        warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
-        None
-    })
+        Err(e) => {
+            warn!(listener = %label, peer = %conn.peer, "resolver `{protocol}`: {e}");
+            None
+        }
+    }
 }
 
 /// What the `quic` resolver decided.
 pub enum QuicRouted {
-    /// Pass the session through to this address.
-    Forward(std::net::SocketAddr),
+    /// Pass the session through to this upstream.
+    Forward(Upstream),
     /// Terminate it here (HTTP/3), with the session's KV.
     Terminate(Kv),
 }
 
 /// Runs the `quic` resolver for an inspected QUIC connection; `None` drops the session.
 pub async fn route_quic(
-    rt: &Runtime,
+    rt: Stage<'_>,
     mut kv: Kv,
     found: crate::l4p::quic::inspect::Inspected,
     conn: &Conn,
@@ -214,29 +227,20 @@ pub async fn route_quic(
     }
     metrics::counter!("vane_l4p_inspections_total", "protocol" => "quic", "outcome" => "ok")
         .increment(1);
-    let decided = tokio::time::timeout(rt.settings.flow_timeout, async {
-        match exec::run(&entry.doc, &mut kv, rt).await {
-            Ok(Decision::Proxy(to)) => connect::address(rt, &to.upstream, &label, false)
-                .await
-                .map(QuicRouted::Forward),
-            Ok(Decision::Abort | Decision::Respond { .. }) => None,
-            Ok(Decision::Upgrade { protocol: app, .. }) if app == "httpx" => {
-                kv.set("conn.layer", "l7");
-                Some(QuicRouted::Terminate(std::mem::take(&mut kv)))
-            }
-            Ok(Decision::Upgrade { protocol: app, .. }) => {
-                info!(listener = %label, "resolver `quic` cannot upgrade to `{app}`; session dropped");
-                None
-            }
-            Err(e) => {
-                warn!(listener = %label, peer = %conn.peer, "resolver `quic` flow error: {e}");
-                None
-            }
+    match exec::run(&entry.doc, &mut kv, rt.flow).await {
+        Ok(Decision::Proxy(to)) => Some(QuicRouted::Forward(to.upstream)),
+        Ok(Decision::Abort | Decision::Respond { .. }) => None,
+        Ok(Decision::Upgrade { protocol: app, .. }) if app == "httpx" => {
+            kv.set("conn.layer", "l7");
+            Some(QuicRouted::Terminate(kv))
         }
-    })
-    .await;
-    decided.unwrap_or_else(|_| {
-        warn!(listener = %label, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
-        None
-    })
+        Ok(Decision::Upgrade { protocol: app, .. }) => {
+            info!(listener = %label, "resolver `quic` cannot upgrade to `{app}`; session dropped");
+            None
+        }
+        Err(e) => {
+            warn!(listener = %label, peer = %conn.peer, "resolver `quic`: {e}");
+            None
+        }
+    }
 }

@@ -22,7 +22,7 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use super::body::BoxError;
 use super::exchange::HttpExchange;
-use crate::flow::exec::{Driven, Exchange};
+use crate::flow::exec::{Driven, DriverError, Exchange};
 use crate::flow::kv::Kv;
 use crate::flow::step::REQ_BODY;
 
@@ -163,7 +163,7 @@ pub async fn run(
     x: &mut HttpExchange,
     inputs: serde_json::Map<String, Value>,
     kv: &mut Kv,
-) -> Result<Driven, String> {
+) -> Result<Driven, DriverError> {
     let s = |k: &str| {
         inputs
             .get(k)
@@ -173,14 +173,14 @@ pub async fn run(
     };
     let command = s("command");
     if command.trim().is_empty() {
-        return Err("parameter `command`: empty".into());
+        return Err(DriverError::param("command", "empty"));
     }
     let Some(uri) = inputs
         .get("uri")
         .and_then(Value::as_str)
         .map(str::to_string)
     else {
-        return Err("parameter `uri`: missing".into());
+        return Err(DriverError::param("uri", "missing"));
     };
     let timeout = super::inputs::uint(inputs.get("timeout")).unwrap_or(30);
     // The whole request body first (the L7 limits apply).

@@ -133,12 +133,12 @@ impl Connector {
                 .to_string();
             let https = uri.scheme_str() == Some("https");
             let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let ips = this.rt.dns.lookup(&host).await;
+            let ips = this.rt.upstreams.dns.lookup(&host).await;
             let mut last =
                 io::Error::new(io::ErrorKind::NotFound, format!("`{host}` did not resolve"));
             let mut tcp = None;
             for ip in ips {
-                match crate::l4::connect::tcp(&this.rt, (ip, port).into()).await {
+                match this.rt.upstreams.connect((ip, port).into()).await {
                     Ok(s) => {
                         tcp = Some(s);
                         break;

@@ -11,14 +11,14 @@ use serde_json::Value;
 
 use super::body::Body;
 use super::buffer::{buffer, Buffered, Refused};
+use super::L7;
 use crate::flow::catalogue::Builtin;
-use crate::flow::exec::{Driven, Exchange};
+use crate::flow::exec::{Driven, DriverError, Exchange};
 use crate::flow::kv::Kv;
 use crate::flow::step::{REQ_BODY, RES_BODY};
-use crate::runtime::Runtime;
 
 pub struct HttpExchange {
-    pub rt: Arc<Runtime>,
+    pub rt: Arc<L7>,
     pub peer: SocketAddr,
     /// The client came over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
@@ -39,13 +39,7 @@ pub struct HttpExchange {
 }
 
 impl HttpExchange {
-    pub fn new(
-        rt: Arc<Runtime>,
-        peer: SocketAddr,
-        tls: bool,
-        req: request::Parts,
-        body: Body,
-    ) -> Self {
+    pub fn new(rt: Arc<L7>, peer: SocketAddr, tls: bool, req: request::Parts, body: Body) -> Self {
         Self {
             rt,
             peer,
@@ -158,15 +152,16 @@ impl Exchange for HttpExchange {
         kind: Builtin,
         inputs: serde_json::Map<String, Value>,
         kv: &'a mut Kv,
-        _rt: &'a Runtime,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, String>> + Send + 'a>>
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, DriverError>> + Send + 'a>>
     {
         match kind {
             Builtin::Upstream => Box::pin(super::upstream::fetch(self, inputs, kv)),
             Builtin::Static => Box::pin(super::static_files::serve(self, inputs, kv)),
             Builtin::Cgi => Box::pin(super::cgi::run(self, inputs, kv)),
             other => {
-                Box::pin(async move { Err(format!("{other:?} is not available in this build")) })
+                Box::pin(
+                    async move { Err(format!("{other:?} is not available in this build").into()) },
+                )
             }
         }
     }

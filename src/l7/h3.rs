@@ -21,9 +21,11 @@ use tracing::debug;
 
 use super::body::BoxError;
 use super::server::{handle, Aborted, Ctx};
+use super::L7;
 use crate::config::ListenerKey;
+use crate::conn::carrier::OpenError;
+use crate::conn::{Inbox, QuicPort, ServerIds};
 use crate::flow::kv::Kv;
-use crate::runtime::Runtime;
 
 /// Datagrams queued for one port's endpoint; beyond this they are dropped (QUIC recovers).
 const QUEUE: usize = 1024;
@@ -76,7 +78,7 @@ impl quinn::ConnectionIdGenerator for TaggedCids {
 
 /// The endpoint inbox for a short-header packet whose connection ID one of our endpoints on
 /// `key` issued (a client that changed address).
-pub fn route_moved(rt: &Runtime, key: ListenerKey, data: &[u8]) -> Option<Inbox> {
+pub fn route_moved(rt: &L7, key: ListenerKey, data: &[u8]) -> Option<Inbox> {
     let first = *data.first()?;
     if first & 0x80 != 0 {
         return None;
@@ -88,8 +90,6 @@ pub fn route_moved(rt: &Runtime, key: ListenerKey, data: &[u8]) -> Option<Inbox>
     rt.h3_ports.get(&key).map(|p| p.tx.clone())
 }
 
-/// Datagrams for an endpoint: (client address, bytes).
-pub type Inbox = mpsc::Sender<(SocketAddr, Bytes)>;
 /// The KV of each terminated session, by client address, for its connection's requests.
 pub type SessionKeys = Arc<DashMap<SocketAddr, Kv>>;
 
@@ -111,11 +111,10 @@ struct VirtualSocket {
     socket: Arc<UdpSocket>,
     rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
     local: SocketAddr,
-    rt: Arc<Runtime>,
-    /// The listener's UDP sessions: the connection IDs in our long-header packets are
+    /// The UDP layer's session table: the connection IDs in our long-header packets are
     /// registered for the session of their destination, so a client that moves to a new
     /// address keeps reaching this endpoint.
-    sessions: crate::l4::udp::Sessions,
+    ids: Arc<dyn ServerIds>,
 }
 
 impl std::fmt::Debug for VirtualSocket {
@@ -142,9 +141,7 @@ impl AsyncUdpSocket for VirtualSocket {
 
     fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
         if t.contents.first().is_some_and(|b| b & 0x80 != 0) {
-            if let Some(s) = self.sessions.get(&t.destination) {
-                crate::l4::udp::learn_server_cids(&self.rt, s.value(), t.contents);
-            }
+            self.ids.learn(t.destination, t.contents);
         }
         self.socket
             .try_send_to(t.contents, t.destination)
@@ -185,22 +182,24 @@ impl AsyncUdpSocket for VirtualSocket {
 
 /// The HTTP/3 endpoint of `key`, started on first use.
 pub fn port(
-    rt: &Arc<Runtime>,
+    rt: &Arc<L7>,
     key: ListenerKey,
     socket: &Arc<UdpSocket>,
-    udp_sessions: crate::l4::udp::Sessions,
-) -> Result<(Inbox, SessionKeys), String> {
+    ids: Arc<dyn ServerIds>,
+) -> Result<QuicPort, OpenError> {
     if let Some(p) = rt.h3_ports.get(&key) {
-        return Ok((p.tx.clone(), p.sessions.clone()));
+        return Ok(QuicPort {
+            inbox: p.tx.clone(),
+            sessions: p.sessions.clone(),
+        });
     }
     let (tx, rx) = mpsc::channel(QUEUE);
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let local = socket.local_addr()?;
     let vs = VirtualSocket {
         socket: socket.clone(),
         rx: Mutex::new(rx),
         local,
-        rt: rt.clone(),
-        sessions: udp_sessions,
+        ids,
     };
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config.cid_generator(|| Box::new(TaggedCids));
@@ -209,8 +208,7 @@ pub fn port(
         Some(super::tls::h3_server_config(rt)?),
         Arc::new(vs),
         Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let sessions: SessionKeys = Arc::new(DashMap::new());
     let (ep, rt2, s2) = (endpoint.clone(), rt.clone(), sessions.clone());
     tokio::spawn(async move {
@@ -234,7 +232,10 @@ pub fn port(
             _endpoint: endpoint,
         },
     );
-    Ok((tx, sessions))
+    Ok(QuicPort {
+        inbox: tx,
+        sessions,
+    })
 }
 
 async fn connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {

@@ -49,6 +49,7 @@ fn endpoint() -> Result<quinn::Endpoint, String> {
 
 async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Sender, String> {
     let ip = rt
+        .upstreams
         .dns
         .lookup(host)
         .await

@@ -18,35 +18,82 @@ pub mod tls;
 pub mod upstream;
 pub mod websocket;
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
-use tokio::net::TcpStream;
+use dashmap::DashMap;
+use tokio::net::{TcpStream, UdpSocket};
 use tracing::debug;
 
-use crate::flow::kv::Kv;
-use crate::l4::session::Conn;
+use crate::config::ListenerKey;
+use crate::conn::{Conn, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort, ServerIds};
 use crate::runtime::Runtime;
 
-/// What the L4+ layer hands to L7: the application to run and the connection's KV.
-pub struct Handoff {
-    /// Application name (`httpx`, or `h1`/`h2`/`http/1.1` from a plaintext resolver).
-    pub app: String,
-    pub kv: Kv,
-    /// Terminate TLS first (the resolver was `tls`).
-    pub tls: bool,
-    /// Certificate id the upgrade pinned (`cert` input); else chosen by SNI.
-    pub cert: Option<String>,
-    /// Chaos: the first request of this connection panics (`/chaos/panic/listeners/.../sessions`).
-    pub panic_first_request: bool,
+/// The L7 layer of a running gateway: the shared runtime plus what this layer owns. It
+/// dereferences to the [`Runtime`] (`l7.settings`, `l7.config`, ...).
+pub struct L7 {
+    pub rt: Arc<Runtime>,
+    /// The TLS server configuration of termination (built on first use; it reads the
+    /// current certificates at every handshake).
+    tls: OnceLock<Arc<rustls::ServerConfig>>,
+    /// Connectors for WebSocket upgrades (HTTP/1.1 only by ALPN): verifying, `skip_verify`.
+    ws_connectors: [OnceLock<client::Connector>; 2],
+    /// HTTP/3 endpoints by UDP listener (QUIC terminated on that port).
+    h3_ports: DashMap<ListenerKey, h3::H3Port>,
 }
 
-/// Application names a plaintext resolver may upgrade to.
-pub fn is_plain_app(name: &str) -> bool {
-    matches!(name, "httpx" | "h1" | "h2" | "http/1.1")
+impl std::ops::Deref for L7 {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.rt
+    }
+}
+
+impl L7 {
+    pub fn new(rt: Arc<Runtime>) -> Arc<Self> {
+        Arc::new(Self {
+            rt,
+            tls: OnceLock::new(),
+            ws_connectors: [OnceLock::new(), OnceLock::new()],
+            h3_ports: DashMap::new(),
+        })
+    }
+}
+
+impl HttpCarrier for L7 {
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        conn: Conn,
+        handoff: Handoff,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(serve(self, stream, conn, handoff))
+    }
+}
+
+impl QuicCarrier for L7 {
+    fn open(
+        self: Arc<Self>,
+        key: ListenerKey,
+        socket: &Arc<UdpSocket>,
+        ids: Arc<dyn ServerIds>,
+    ) -> Result<QuicPort, crate::conn::carrier::OpenError> {
+        h3::port(&self, key, socket, ids)
+    }
+
+    fn moved(&self, key: ListenerKey, datagram: &[u8]) -> Option<Inbox> {
+        h3::route_moved(self, key, datagram)
+    }
+
+    fn retain(&self, keep: &dyn Fn(&ListenerKey) -> bool) {
+        self.h3_ports.retain(|k, _| keep(k));
+    }
 }
 
 /// Serves HTTP on `stream` until the client or the server closes it.
-pub async fn serve(rt: Arc<Runtime>, stream: TcpStream, conn: Conn, mut h: Handoff) {
+pub async fn serve(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
     h.kv.set("conn.layer", "l7");
     if !h.tls {
         server::serve(rt, stream, conn, h).await;

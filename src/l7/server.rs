@@ -17,15 +17,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
 use super::body::{self, Body};
-use super::Handoff;
+use super::L7;
+use crate::conn::{Conn, Handoff};
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
-use crate::l4::session::Conn;
-use crate::runtime::Runtime;
 
 /// What every request of one connection shares.
 pub struct Ctx {
-    rt: Arc<Runtime>,
+    rt: Arc<L7>,
     app: String,
     /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
     kv: Arc<Kv>,
@@ -41,7 +40,7 @@ pub struct Ctx {
 impl Ctx {
     /// The context of one connection: `app` with the connection's KV (without `plugin.*`).
     pub fn new(
-        rt: Arc<Runtime>,
+        rt: Arc<L7>,
         app: String,
         conn_kv: &Kv,
         peer: std::net::SocketAddr,
@@ -92,7 +91,7 @@ pub struct Aborted;
 
 /// Serves requests on `io` until either side closes it or it is idle for
 /// `HTTP_IDLE_TIMEOUT_SECS`.
-pub async fn serve<IO>(rt: Arc<Runtime>, io: IO, conn: Conn, h: Handoff)
+pub async fn serve<IO>(rt: Arc<L7>, io: IO, conn: Conn, h: Handoff)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -229,7 +228,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
         .settings
         .access_log
         .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-    let span = crate::ops::logging::request_span(&ctx.app, req.method().as_str(), req.uri().path());
+    let span = crate::spans::request_span(&ctx.app, req.method().as_str(), req.uri().path());
     let outcome = if span.is_disabled() {
         respond(&ctx, req).await
     } else {
@@ -288,15 +287,10 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
     let mut x = super::exchange::HttpExchange::new(rt.clone(), ctx.peer, ctx.tls, parts, incoming);
     x.ws_client = ws_client;
     x.ws_h2 = ws_h2;
-    let run = exec::run_with(&app.doc, &mut kv, rt, Some(&mut x));
-    let decision = match tokio::time::timeout(rt.settings.flow_timeout, run).await {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => {
-            warn!(app = %ctx.app, peer = %ctx.peer, "application flow error: {e}");
-            return Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway (Flow Error)"));
-        }
-        Err(_) => {
-            warn!(app = %ctx.app, "Flow execution timed out after {}s", rt.settings.flow_timeout.as_secs());
+    let decision = match exec::run_with(&app.doc, &mut kv, &rt.flow, Some(&mut x)).await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(app = %ctx.app, peer = %ctx.peer, "application flow: {e}");
             return Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway (Flow Error)"));
         }
     };

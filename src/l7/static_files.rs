@@ -20,7 +20,7 @@ use tokio::io::AsyncSeekExt;
 use super::body::{self, BoxError};
 use super::exchange::HttpExchange;
 use super::inputs::flag;
-use crate::flow::exec::Driven;
+use crate::flow::exec::{Driven, DriverError};
 use crate::flow::kv::Kv;
 
 /// Bytes read to guess a type when the extension says nothing.
@@ -280,10 +280,12 @@ pub async fn serve(
     x: &mut HttpExchange,
     inputs: serde_json::Map<String, Value>,
     kv: &mut Kv,
-) -> Result<Driven, String> {
+) -> Result<Driven, DriverError> {
     let s = |k: &str| inputs.get(k).and_then(Value::as_str);
-    let root = PathBuf::from(s("root").ok_or("parameter `root`: missing")?);
-    let uri = s("uri").ok_or("parameter `uri`: missing")?.to_string();
+    let root = PathBuf::from(s("root").ok_or_else(|| DriverError::param("root", "missing"))?);
+    let uri = s("uri")
+        .ok_or_else(|| DriverError::param("uri", "missing"))?
+        .to_string();
     let index = s("index").unwrap_or("index.html").to_string();
     let (spa, browse, precompress, symlink) = (
         flag(inputs.get("spa")),
@@ -345,7 +347,7 @@ async fn send_file(
     kv: &mut Kv,
     file: &Path,
     precompress: bool,
-) -> Result<Driven, String> {
+) -> Result<Driven, DriverError> {
     let meta = tokio::fs::metadata(file).await.map_err(|e| e.to_string())?;
     let size = meta.len();
     let mtime = meta.modified().unwrap_or(UNIX_EPOCH);

@@ -9,7 +9,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
+use super::L7;
 use crate::certs::CertStore;
+use crate::conn::carrier::OpenError;
 use crate::runtime::Runtime;
 
 /// Picks the certificate: the pinned id when the upgrade named one (and it exists), else by
@@ -52,18 +54,18 @@ fn config(
 
 /// A QUIC (HTTP/3) server configuration: TLS 1.3 only, ALPN `h3`, certificates chosen per
 /// handshake like TCP termination.
-pub fn h3_server_config(rt: &Runtime) -> Result<quinn::ServerConfig, String> {
+pub fn h3_server_config(rt: &Runtime) -> Result<quinn::ServerConfig, OpenError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(ByName {
             store: rt.certs.clone(),
             pinned: None,
         }));
     cfg.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| e.to_string())?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(cfg)
+        .map_err(|e| OpenError::Quic(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -74,14 +76,14 @@ pub fn h3_server_config(rt: &Runtime) -> Result<quinn::ServerConfig, String> {
 }
 
 /// The acceptor for one connection; shared unless the upgrade pinned a certificate.
-pub fn acceptor(rt: &Runtime, pinned: Option<&str>) -> Result<TlsAcceptor, rustls::Error> {
+pub fn acceptor(rt: &L7, pinned: Option<&str>) -> Result<TlsAcceptor, rustls::Error> {
     let cfg = match pinned {
         Some(id) => config(rt.certs.clone(), Some(id.to_string()))?,
-        None => match rt.l7_tls.get() {
+        None => match rt.tls.get() {
             Some(c) => c.clone(),
             None => {
                 let c = config(rt.certs.clone(), None)?;
-                rt.l7_tls.get_or_init(|| c).clone()
+                rt.tls.get_or_init(|| c).clone()
             }
         },
     };

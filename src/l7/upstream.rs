@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::body::{self, Body, BoxError};
 use super::exchange::HttpExchange;
 use super::inputs::flag;
-use crate::flow::exec::Driven;
+use crate::flow::exec::{Driven, DriverError};
 use crate::flow::kv::Kv;
 use crate::runtime::Runtime;
 
@@ -69,7 +69,7 @@ pub fn url(prefix: &str, path: Option<&str>, query: Option<&str>, kv: &Kv) -> St
     url
 }
 
-fn failure(msg: impl Into<String>) -> Result<Driven, String> {
+fn failure(msg: impl Into<String>) -> Result<Driven, DriverError> {
     Ok(("failure".into(), vec![("error".into(), msg.into())]))
 }
 
@@ -112,10 +112,10 @@ pub async fn fetch(
     x: &mut HttpExchange,
     inputs: serde_json::Map<String, Value>,
     kv: &mut Kv,
-) -> Result<Driven, String> {
+) -> Result<Driven, DriverError> {
     let s = |k: &str| inputs.get(k).and_then(Value::as_str);
     let Some(prefix) = s("url_prefix") else {
-        return Err("parameter `url_prefix`: missing".into());
+        return Err(DriverError::param("url_prefix", "missing"));
     };
     let ws = x.ws_h2 || wants_websocket(&x.req.headers);
     if ws && !flag(inputs.get("websocket")) {
@@ -215,7 +215,7 @@ pub async fn fetch(
             (false, true) => Kind::SkipVerify,
             (false, false) => Kind::Verified,
         };
-        pooled(&x.rt, req, kind).await
+        pooled(&x.rt.rt, req, kind).await
     };
     match sent {
         Ok((status, mut headers, body)) => {
@@ -270,7 +270,7 @@ async fn websocket(x: &mut HttpExchange, mut req: Request<Body>, skip: bool) -> 
     let connector = match x.rt.ws_connectors[usize::from(skip)].get() {
         Some(c) => c.clone(),
         None => {
-            let c = super::client::Connector::new(x.rt.clone(), skip, true)
+            let c = super::client::Connector::new(x.rt.rt.clone(), skip, true)
                 .map_err(|e| e.to_string())?;
             x.rt.ws_connectors[usize::from(skip)]
                 .get_or_init(|| c)

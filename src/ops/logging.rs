@@ -7,40 +7,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-static SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// True when traces are exported: only then do connections and plugin steps open spans.
-pub fn spans_on() -> bool {
-    SPANS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// A span for one connection (disabled unless traces are exported).
-pub fn connection_span(listener: &str, peer: std::net::SocketAddr) -> tracing::Span {
-    if spans_on() {
-        tracing::info_span!("connection", listener = %listener, peer = %peer)
-    } else {
-        tracing::Span::none()
-    }
-}
-
-/// A span for one HTTP request (disabled unless traces are exported).
-pub fn request_span(app: &str, method: &str, path: &str) -> tracing::Span {
-    if spans_on() {
-        tracing::info_span!("request", app = %app, method = %method, path = %path)
-    } else {
-        tracing::Span::none()
-    }
-}
-
-/// A span for one plugin step (disabled unless traces are exported).
-pub fn plugin_span(name: &str, at: &str) -> tracing::Span {
-    if spans_on() {
-        tracing::info_span!("plugin", name = %name, at = %at)
-    } else {
-        tracing::Span::none()
-    }
-}
-
 /// Flushes traces when dropped (keep it alive for the life of the process).
 pub struct Telemetry(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
 
@@ -94,7 +60,7 @@ pub fn init(level: &str, json: bool) -> Telemetry {
                 .with(fmt.with_filter(filter(level)))
                 .with(otel)
                 .try_init();
-            SPANS.store(true, std::sync::atomic::Ordering::Relaxed);
+            crate::spans::enable();
             if let Some(e) = crate::settings::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
                 tracing::info!("exporting traces over OTLP/HTTP to {e}");
             }

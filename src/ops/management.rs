@@ -11,10 +11,11 @@ use vane_actors::control::Control;
 use vane_actors::service::{AbortOnDrop, Guard, Service, StartFuture};
 
 use super::http::{self, json as reply, Req, Resp};
-use crate::runtime::Runtime;
+use crate::l4::L4;
 
 pub struct Management {
-    pub rt: Arc<Runtime>,
+    /// The L4 layer (for its limits and chaos hooks), over the shared runtime.
+    pub rt: Arc<L4>,
     pub token: String,
 }
 
@@ -99,7 +100,7 @@ fn authorized(req: &Req, token: &str) -> bool {
             == 0
 }
 
-async fn handle(rt: Arc<Runtime>, token: String, req: Req) -> Resp {
+async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
     let path = req.path.trim_end_matches('/').to_string();
     if req.method == Method::GET && path == "/health" {
         return ok(json!({"healthy": true, "uptime_secs": rt.started.elapsed().as_secs()}));
@@ -197,7 +198,7 @@ async fn handle(rt: Arc<Runtime>, token: String, req: Req) -> Resp {
     }
 }
 
-fn chaos(rt: &Runtime, path: &str, query: &str) -> Resp {
+fn chaos(rt: &L4, path: &str, query: &str) -> Resp {
     if !rt.settings.chaos {
         return err(
             StatusCode::NOT_FOUND,
@@ -222,7 +223,7 @@ fn chaos(rt: &Runtime, path: &str, query: &str) -> Resp {
             .strip_prefix("listeners/")
             .and_then(|a| a.strip_suffix("/sessions")),
     ) {
-        return if super::chaos::arm_session_panic(rt, listener) {
+        return if rt.arm_session_panic(listener) {
             reply(
                 StatusCode::ACCEPTED,
                 &json!({"status": "success", "data": {"armed": actor}}),

@@ -1,8 +1,7 @@
-//! Operating the gateway: logs, metrics, the management API, chaos hooks and the registries'
+//! Operating the gateway: logs, metrics, the management API (with its chaos routes) and the registries'
 //! services.
 
 pub mod archive;
-pub mod chaos;
 pub mod config_api;
 pub mod http;
 pub mod logging;

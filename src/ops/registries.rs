@@ -13,7 +13,7 @@ use crate::config::{ListenerDoc, Proto, Snapshot};
 use crate::flow::catalogue::Builtin;
 use crate::flow::step::{Input, PluginRef, Step};
 use crate::runtime::Runtime;
-use crate::upstream::{health, resolve};
+use crate::upstream::health;
 
 /// `registries/nodes`: publishes the node count and validates references.
 pub struct NodesRegistry(pub Arc<Runtime>);
@@ -82,19 +82,19 @@ async fn round(rt: &Arc<Runtime>) {
     let snap = rt.config.load();
     let mut wanted: HashSet<SocketAddr> = HashSet::new();
     for spec in target_specs(&snap) {
-        wanted.extend(resolve::addresses(rt, &spec).await);
+        wanted.extend(rt.upstreams.addresses(&spec).await);
     }
     wanted.extend(snap.nodes.doc.records.iter().map(|r| r.addr));
-    rt.health.retain(&wanted);
+    rt.upstreams.health.retain(&wanted);
     let mut all = wanted.clone();
-    all.extend(rt.health.down());
+    all.extend(rt.upstreams.health.down());
     let mut set = tokio::task::JoinSet::new();
     for addr in all {
         let timeout = rt.settings.health_timeout;
         set.spawn(async move { (addr, health::probe(addr, timeout).await) });
     }
     while let Some(Ok((addr, r))) = set.join_next().await {
-        rt.health.record_probe(addr, r);
+        rt.upstreams.health.record_probe(addr, r);
     }
 }
 

@@ -1,6 +1,10 @@
-//! Upstreams: name resolution, health, and the choice among several addresses.
+//! Upstreams: name resolution, health, the choice among several addresses, and connecting.
+//! Every layer that opens a connection to an upstream goes through one [`Upstreams`] handle,
+//! so "which address" and "is it healthy" have one answer.
 
 pub mod balance;
 pub mod dns;
 pub mod health;
-pub mod resolve;
+mod pick;
+
+pub use pick::{Target, Upstreams};

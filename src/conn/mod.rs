@@ -1,0 +1,84 @@
+//! The connection as every layer sees it, below the layers themselves: its addresses, the KV
+//! it starts with, and the hand-offs that carry it from L4 to the layer that terminates it.
+//! L4 knows the carriers only by the traits in [`carrier`]; L7 implements them, and boot
+//! wires the two together, so neither layer imports the other.
+
+pub mod carrier;
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::ListenerKey;
+use crate::flow::kv::Kv;
+
+pub use carrier::{is_plain_app, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort, ServerIds};
+
+/// Addresses of one accepted connection or UDP session.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub key: ListenerKey,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// A UUIDv7 as 32 lowercase hex digits.
+pub fn uuid_v7() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut b: [u8; 16] = rand::random();
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b[6] = (b[6] & 0x0F) | 0x70;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    hex::encode(b)
+}
+
+/// The L4 keys every listener flow starts with.
+pub fn base_kv(conn: &Conn) -> Kv {
+    let mut kv = Kv::new();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    kv.set("conn.uuid", uuid_v7());
+    kv.set("conn.ip", conn.peer.ip().to_string());
+    kv.set("conn.port", conn.peer.port().to_string());
+    kv.set("conn.proto", conn.key.proto.as_str());
+    kv.set("conn.timestamp", now.to_string());
+    kv.set("conn.layer", "l4");
+    kv.set("server.ip", conn.local.ip().to_string());
+    kv.set("server.port", conn.local.port().to_string());
+    kv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_v7_has_version_and_variant_bits() {
+        let u = uuid_v7();
+        assert_eq!(u.len(), 32);
+        assert_eq!(&u[12..13], "7");
+        assert!(matches!(&u[16..17], "8" | "9" | "a" | "b"), "{u}");
+    }
+
+    #[test]
+    fn base_kv_names_both_ends() {
+        let conn = Conn {
+            key: ListenerKey {
+                port: 8080,
+                proto: crate::config::Proto::Tcp,
+            },
+            peer: "127.0.0.1:5000".parse().expect("addr"),
+            local: "127.0.0.1:8080".parse().expect("addr"),
+        };
+        let kv = base_kv(&conn);
+        assert_eq!(kv.get("conn.ip"), Some("127.0.0.1"));
+        assert_eq!(kv.get("conn.port"), Some("5000"));
+        assert_eq!(kv.get("server.port"), Some("8080"));
+        assert_eq!(kv.get("conn.proto"), Some("tcp"));
+        assert_eq!(kv.get("conn.layer"), Some("l4"));
+    }
+}

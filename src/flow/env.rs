@@ -1,0 +1,41 @@
+//! What a flow run needs from the running gateway, and nothing more: the template result
+//! limit, the two rate-limit tables, the external plugin caller and the flow deadline. It is
+//! a plain value, so a flow runs in a unit test as it runs behind a listener.
+
+use std::time::Duration;
+
+use crate::plugins::external::Caller;
+use crate::plugins::ratelimit::RateLimiter;
+
+pub struct Env {
+    /// `MAX_TEMPLATE_RESULT`: the longest text a template may render.
+    pub max_template_result: usize,
+    /// `internal.common.ratelimit.sec`'s table.
+    pub rate_sec: RateLimiter,
+    /// `internal.common.ratelimit.min`'s table.
+    pub rate_min: RateLimiter,
+    /// Calls external plugins (HTTP, Unix socket, command) with their circuit breaker.
+    pub plugins: Caller,
+    /// `FLOW_EXECUTION_TIMEOUT_SECS`: a run that has not decided by then fails.
+    pub timeout: Duration,
+}
+
+impl Env {
+    /// The environment the settings describe, for the flows of `config_dir`.
+    pub fn new(settings: &crate::settings::Settings, config_dir: &std::path::Path) -> Self {
+        let limiter = |window| {
+            RateLimiter::new(
+                window,
+                settings.max_limiter_memory,
+                settings.ratelimit_key_max_len,
+            )
+        };
+        Self {
+            max_template_result: settings.max_template_result,
+            rate_sec: limiter(Duration::from_secs(1)),
+            rate_min: limiter(Duration::from_secs(60)),
+            plugins: Caller::new(config_dir, settings.plugin_quiet, settings.flow_timeout),
+            timeout: settings.flow_timeout,
+        }
+    }
+}

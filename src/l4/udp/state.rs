@@ -1,0 +1,126 @@
+//! What the UDP layer owns across listener restarts: each port's socket and sessions, the
+//! global budget of bytes held by sessions that are still deciding, and the QUIC connection-ID
+//! table.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
+use tokio::net::UdpSocket;
+use vane_actors::quic::{QuicLimits, QuicTables, QuicTablesHandle};
+
+use super::session::Session;
+use crate::config::ListenerKey;
+use crate::settings::Settings;
+
+/// What the QUIC tables point at: the UDP session that forwards the connection.
+pub type QuicRoute = std::sync::Weak<Session>;
+
+/// A UDP listener's sessions by client address.
+pub type Sessions = Arc<DashMap<SocketAddr, Arc<Session>>>;
+
+pub struct UdpState {
+    /// Sockets and sessions by listener; they survive listener actor restarts.
+    endpoints: DashMap<ListenerKey, (Arc<UdpSocket>, Sessions)>,
+    /// Bytes of datagrams held by sessions that are still deciding (all listeners).
+    pending: AtomicUsize,
+    pending_limit: usize,
+    pending_metric: OnceLock<metrics::Gauge>,
+    /// Forwarded QUIC connections by connection ID (swept by the `quic` actor).
+    pub cids: Arc<CidTable>,
+}
+
+impl UdpState {
+    pub fn new(settings: &Settings) -> Self {
+        let limits = QuicLimits {
+            cid_ttl: settings.quic_session_ttl,
+            sticky_ttl: settings.quic_sticky_ttl,
+            max_entries: settings.quic_max_entries,
+        };
+        Self {
+            endpoints: DashMap::new(),
+            pending: AtomicUsize::new(0),
+            pending_limit: settings.quic_global_pending,
+            pending_metric: OnceLock::new(),
+            cids: Arc::new(CidTable {
+                tables: Arc::new(arc_swap::ArcSwap::from_pointee(QuicTables::new(limits))),
+                lens: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    /// The socket and sessions of `key`, bound on first use.
+    pub(super) async fn endpoint(
+        &self,
+        key: ListenerKey,
+        addr: SocketAddr,
+    ) -> std::io::Result<(Arc<UdpSocket>, Sessions)> {
+        if let Some(e) = self.endpoints.get(&key) {
+            return Ok(e.value().clone());
+        }
+        let sock = Arc::new(UdpSocket::bind(addr).await?);
+        let e = (sock, Sessions::default());
+        self.endpoints.insert(key, e.clone());
+        Ok(e)
+    }
+
+    pub(super) fn sessions(&self, key: &ListenerKey) -> Option<Sessions> {
+        self.endpoints.get(key).map(|e| e.value().1.clone())
+    }
+
+    /// Drops the sockets and sessions of listeners `keep` no longer wants.
+    pub fn retain(&self, keep: &dyn Fn(&ListenerKey) -> bool) {
+        self.endpoints.retain(|k, _| keep(k));
+    }
+
+    /// Charges `n` bytes to the global pending budget (`QUIC_GLOBAL_PENDING_BYTES_LIMIT`).
+    pub(super) fn reserve_pending(&self, n: usize) -> bool {
+        let limit = self.pending_limit;
+        let ok = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p + n <= limit).then_some(p + n)
+            })
+            .is_ok();
+        self.pending_gauge()
+            .set(self.pending.load(Ordering::Relaxed) as f64);
+        ok
+    }
+
+    pub(super) fn release_pending(&self, n: usize) {
+        self.pending.fetch_sub(
+            n.min(self.pending.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
+        self.pending_gauge()
+            .set(self.pending.load(Ordering::Relaxed) as f64);
+    }
+
+    /// `vane_quic_pending_bytes`, looked up once (it is set for every held datagram).
+    fn pending_gauge(&self) -> &metrics::Gauge {
+        self.pending_metric
+            .get_or_init(|| metrics::gauge!("vane_quic_pending_bytes"))
+    }
+}
+
+/// The QUIC tables and the connection-ID lengths in use.
+pub struct CidTable {
+    pub tables: QuicTablesHandle<QuicRoute>,
+    /// Bit n set: connection IDs of length n are in the table (short headers do not say how
+    /// long their DCID is).
+    lens: AtomicU32,
+}
+
+impl CidTable {
+    pub(super) fn note_len(&self, len: usize) {
+        if (1..=20).contains(&len) {
+            self.lens.fetch_or(1 << len, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn lens(&self) -> impl Iterator<Item = usize> {
+        let bits = self.lens.load(Ordering::Relaxed);
+        (1..=20).filter(move |l| bits & (1 << l) != 0)
+    }
+}

@@ -1,0 +1,81 @@
+//! The CGI driver (`src/l7/cgi.rs`).
+
+use super::*;
+
+#[test]
+fn cgi_programs_answer_with_their_own_status_headers_and_body() {
+    let bin = tempfile::tempdir().expect("bin");
+    let script = bin.path().join("app.sh");
+    std::fs::write(
+        &script,
+        r#"body=$(cat)
+if [ "$REQUEST_METHOD" = "POST" ] && [ "$body" = "user=admin" ]; then
+  printf 'Status: 302 Found\nSet-Cookie: session_id=abc; path=/; HttpOnly\nSet-Cookie: theme=dark\nLocation: /dashboard\n\n'
+  exit 0
+fi
+if [ "$REQUEST_METHOD" = "POST" ]; then
+  printf 'Status: 401 Unauthorized\r\nContent-Type: text/plain\r\n\r\nno'
+  exit 0
+fi
+printf 'Content-Type: text/plain\n\n'
+printf 'method=%s query=%s token=%s path_info=%s script=%s ua=%s' "$REQUEST_METHOD" "$QUERY_STRING" "${ACCESS_TOKEN:-none}" "$PATH_INFO" "$SCRIPT_NAME" "$HTTP_USER_AGENT"
+"#,
+    )
+    .expect("script");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &format!(
+            r#"pipeline:
+  internal.driver.cgi:
+    input:
+      command: /bin/sh
+      script: "{}"
+      method: "{{{{req.method}}}}"
+      uri: "{{{{req.path}}}}?{{{{req.query}}}}"
+      script_name: /cgi
+      timeout: 5
+    output:
+      success: {{ internal.terminator.response: {{}} }}
+      failure: {{ internal.terminator.response: {{ input: {{ status: 504, body: "cgi: {{{{plugin.internal_driver_cgi.error}}}}" }} }} }}
+"#,
+            script.display()
+        ),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let ask = |req: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(req.as_bytes()).expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let r = ask("GET /cgi/extra/path?x=1 HTTP/1.1\r\nHost: c\r\nUser-Agent: probe\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // A `\n\n` header block keeps the whole body (0.9.2 lost its first two bytes); the child
+    // does not inherit Vane's environment (its ACCESS_TOKEN).
+    assert!(
+        r.contains(
+            "\r\nmethod=GET query=x=1 token=none path_info=/extra/path script=/cgi ua=probe\r\n"
+        ),
+        "{r}"
+    );
+    let r = ask("POST /cgi?x=1 HTTP/1.1\r\nHost: c\r\nContent-Length: 10\r\nConnection: close\r\n\r\nuser=admin");
+    let lower = r.to_ascii_lowercase();
+    assert!(r.starts_with("HTTP/1.1 302"), "{r}");
+    assert!(lower.contains("location: /dashboard"));
+    assert!(lower.contains("set-cookie: session_id=abc; path=/; httponly"));
+    assert!(
+        lower.contains("set-cookie: theme=dark"),
+        "both cookies kept: {r}"
+    );
+    let r = ask(
+        "POST /cgi?x=1 HTTP/1.1\r\nHost: c\r\nContent-Length: 5\r\nConnection: close\r\n\r\nguest",
+    );
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert!(r.contains("\r\nno\r\n"), "{r}");
+}

@@ -1,0 +1,100 @@
+//! HTTP/3 (`src/l7/h3.rs`, `h3_client.rs`): termination on UDP listeners, upstreams, clients that move.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_is_terminated_on_a_udp_listener_with_the_session_keys() {
+    use bytes::Buf;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    let cert = common::http3::terminating_config(&cfg, port, ECHO_APP);
+    let v = Vane::start(&cfg, &[]);
+    let addr = v.wait_udp(port);
+    let mut send = common::http3::client(addr, cert).await;
+    for i in 0..3 {
+        let req = hyper::Request::get(format!("https://site.test/h3/{i}?q={i}"))
+            .header("user-agent", "h3probe")
+            .body(())
+            .expect("request");
+        let mut stream = send.send_request(req).await.expect("send");
+        stream.finish().await.expect("finish");
+        let resp = stream.recv_response().await.expect("response");
+        assert_eq!(resp.status(), 201);
+        assert_eq!(resp.headers()["x-version"], "HTTP/3.0");
+        assert_eq!(
+            resp.headers()["x-client"],
+            "127.0.0.1",
+            "L4 keys reach HTTP/3 requests"
+        );
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!("GET /h3/{i}?q={i} host=site.test ua=h3probe")
+        );
+    }
+    let counted = "vane_requests_total{app=\"httpx\",status=\"201\"}";
+    assert!(wait_until(Duration::from_secs(3), || v.metric(counted) == Some(3.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_forwarded_to_an_http3_upstream() {
+    let up = h3_upstream().await;
+    let (_cfg, port, _v) = proxy_gateway(
+        &format!("https://localhost:{}", up.port()),
+        ", version: h3, skip_verify: true",
+    );
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h1_client(tcp).await;
+    let payload = Bytes::from(vec![b'q'; 1024 * 1024]);
+    for i in 0..2 {
+        send.ready().await.expect("ready");
+        let resp = send
+            .send_request(
+                hyper::Request::post(format!("/up/{i}"))
+                    .header("host", "front.test")
+                    .body(http_body_util::Full::new(payload.clone()))
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(resp.status(), 202);
+        assert_eq!(resp.headers()["x-seen-version"], "HTTP/3.0");
+        assert_eq!(resp.headers()["x-seen-path"], format!("/up/{i}").as_str());
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body.len(), payload.len(), "1 MiB up and back over HTTP/3");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http3_client_that_changes_address_keeps_its_connection() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    let cert = common::http3::terminating_config(&cfg, port, ECHO_APP);
+    let v = Vane::start(&cfg, &[]);
+    let addr = v.wait_udp(port);
+    let ep = common::http3::endpoint(cert);
+    let mut send = common::http3::connect(ep.clone(), addr).await;
+    assert_eq!(common::http3::get(&mut send, "/before").await.0, 201);
+    // The client moves to a new local address (as after a NAT rebinding).
+    ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0").expect("new socket"))
+        .expect("rebind");
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        common::http3::get(&mut send, "/after"),
+    )
+    .await
+    .expect("answered after the move");
+    assert_eq!(after.0, 201);
+    // The client switched to a connection ID issued inside the encrypted connection; its tag
+    // routed the packets from the new address to the endpoint.
+    assert!(
+        v.metric("vane_h3_rerouted_datagrams_total").unwrap_or(0.0) >= 1.0,
+        "{}",
+        v.metrics_text()
+    );
+}

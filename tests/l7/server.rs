@@ -1,0 +1,221 @@
+//! The HTTP/1.1 and HTTP/2 server (`src/l7/server.rs`): answers from the application flow, keep-alive, errors, idle and shutdown.
+
+use super::*;
+
+#[test]
+fn http1_requests_are_answered_by_the_application_flow_with_keep_alive() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let v = Vane::start(&cfg, &[port]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let replies = h1(
+        &mut s,
+        &[
+            "GET /hello?x=1 HTTP/1.1\r\nHost: site.test\r\nUser-Agent: probe/1\r\n\r\n",
+            "POST /second HTTP/1.1\r\nHost: site.test\r\nContent-Length: 0\r\n\r\n",
+        ],
+    );
+    let (status, head, body) = &replies[0];
+    assert_eq!(*status, 201, "{head}");
+    assert!(head.contains("x-client: 127.0.0.1"), "{head}");
+    assert!(head.contains("x-version: http/1.1"), "{head}");
+    assert!(head.contains("set-cookie: a=1") && head.contains("set-cookie: b=2"));
+    assert!(head.contains("content-type: text/plain; charset=utf-8"));
+    assert_eq!(body, "GET /hello?x=1 host=site.test ua=probe/1");
+    // The same connection carries the next request.
+    assert_eq!(replies[1].0, 201);
+    assert!(
+        replies[1].2.starts_with("POST /second?"),
+        "{}",
+        replies[1].2
+    );
+    let requests = "vane_requests_total{app=\"httpx\",status=\"201\"}";
+    assert!(wait_until(Duration::from_secs(3), || v.metric(requests) == Some(2.0)));
+    assert!(v.wait_log("\"GET /hello?x=1 HTTP/1.1\" 201", Duration::from_secs(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_on_plaintext() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "h2");
+    cfg.write("application/h2.yaml", ECHO_APP);
+    let _v = Vane::start(&cfg, &[port]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h2_client(tcp).await;
+    for i in 0..3 {
+        let req = hyper::Request::get(format!("http://h2.test:{port}/s{i}"))
+            .header("user-agent", "h2probe")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 201);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        assert_eq!(resp.headers()["x-version"], "HTTP/2.0");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        // req.host holds the HTTP/2 authority (0.9.2 left it empty).
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!("GET /s{i}?{{{{req.query}}}} host=h2.test:{port} ua=h2probe")
+        );
+    }
+}
+
+#[test]
+fn flow_errors_missing_applications_and_aborts_never_hang() {
+    let cfg = ConfigDir::new();
+    let (port, no_app) = (free_port(), free_port());
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    // A second plaintext port whose resolver names an application that does not exist.
+    cfg.write(
+        &format!("listener/[{no_app}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: web }\n",
+    );
+    cfg.write(
+        "resolver/web.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: h1 }\n",
+    );
+    let v = Vane::start(&cfg, &[port, no_app]);
+    let ask = |p: u16, path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        h1(
+            &mut s,
+            &[&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")],
+        )
+        .remove(0)
+    };
+    // `/stall` takes the match's `true` branch, which the flow does not configure.
+    let (status, _, body) = ask(port, "/stall");
+    assert_eq!((status, body.as_str()), (502, "Bad Gateway (Flow Error)"));
+    let (status, _, body) = ask(no_app, "/");
+    assert_eq!((status, body.as_str()), (500, "Configuration Error"));
+    // An explicit abort closes the connection without an answer.
+    let (status, _, _) = ask(port, "/abort");
+    assert_eq!(status, 0);
+    let aborted = "vane_requests_total{app=\"httpx\",status=\"aborted\"}";
+    assert!(wait_until(Duration::from_secs(3), || v.metric(aborted) == Some(1.0)));
+}
+
+#[test]
+fn a_silent_connection_is_closed_when_idle() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let _v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("HTTP_IDLE_TIMEOUT_SECS", "1".into()),
+                ("TCP_PEEK_TIMEOUT_MS", "100".into()),
+            ],
+            wait_ports: vec![port],
+        },
+    );
+    let mut c = Client::connect(port).expect("connect");
+    assert!(c.closed_within(Duration::from_secs(4)));
+}
+
+#[test]
+fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("HTTP_HEADER_READ_TIMEOUT_SECS", "1".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let send = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    // A request line that is not HTTP: 400, then the connection closes.
+    let r = send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    // A head over 64 KiB: 431.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let r = send(big.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    // Half a head, then silence: closed after HTTP_HEADER_READ_TIMEOUT_SECS.
+    let start = std::time::Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "closed within the header timeout"
+    );
+    // The gateway still serves.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let ok = h1(&mut s, &["GET /fine HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(ok[0].0, 201);
+    let counted = |kind: &str| {
+        v.metric(&format!(
+            "vane_http_connection_errors_total{{kind=\"{kind}\"}}"
+        ))
+        .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || counted("malformed") >= 1.0
+            && counted("too_large") >= 1.0
+            && counted("timeout") >= 1.0),
+        "{}",
+        v.metrics_text()
+    );
+}
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let mut v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("SHUTDOWN_GRACE_SECS", "20".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let r = h1(&mut s, &["GET /keep HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(r[0].0, 201);
+    // The connection stays open and idle; SIGTERM must not wait 20 s for it.
+    let start = std::time::Instant::now();
+    assert_eq!(v.terminate(Duration::from_secs(8)), Some(0), "{}", v.logs());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let mut b = [0u8; 1];
+    assert!(
+        matches!(s.read(&mut b), Ok(0) | Err(_)),
+        "the client saw the close"
+    );
+}

@@ -1,0 +1,404 @@
+//! The upstream driver (`src/l7/upstream.rs`, `client.rs`): pooled HTTP/1.1, HTTP/2 by ALPN and h2c, streamed bodies, every version pair, failing upstreams.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection() {
+    let up = upstream(None).await;
+    let (_cfg, port, _v) = proxy_gateway(&format!("http://127.0.0.1:{}/base", up.addr.port()), "");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h1_client(tcp).await;
+    let big = vec![b'z'; 64 * 1024];
+    for i in 0..5 {
+        let path = if i == 4 {
+            "/teapot".to_string()
+        } else {
+            format!("/p{i}?q={i}")
+        };
+        let req = hyper::Request::post(path.as_str())
+            .header("host", "front.test")
+            .header("x-custom", format!("c{i}"))
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "secret")
+            .body(http_body_util::Full::new(Bytes::from(big.clone())))
+            .expect("request");
+        send.ready().await.expect("ready");
+        let resp = send.send_request(req).await.expect("response");
+        let h = resp.headers().clone();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(status, if i == 4 { 418 } else { 200 });
+        assert_eq!(h["x-upstream"], "yes");
+        assert_eq!(h["x-seen-custom"], format!("c{i}").as_str());
+        assert_eq!(h["x-seen-vane"], "0.9.2");
+        assert_eq!(h["x-seen-xff"], "127.0.0.1");
+        assert_eq!(h["x-seen-xfh"], "front.test");
+        assert_eq!(h["x-seen-private"], "-", "hop-by-hop headers stay behind");
+        assert!(
+            h.get("x-drop-me").is_none(),
+            "hop-by-hop headers of the reply too"
+        );
+        if i < 4 {
+            assert_eq!(h["x-seen-uri"], format!("/base/p{i}?q={i}").as_str());
+        }
+        assert_eq!(
+            body.len(),
+            big.len(),
+            "the request body went up and came back"
+        );
+    }
+    assert_eq!(
+        up.conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "five requests, one pooled upstream connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure_branch() {
+    let up = upstream(Some(Arc::new(common::tls::server_config(
+        "localhost",
+        &["h2", "http/1.1"],
+        false,
+    ))))
+    .await;
+    let dead = free_port();
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    // `/dead` goes to a port nobody listens on, the rest to the TLS upstream.
+    cfg.write(
+        "application/httpx.yaml",
+        &split_app(
+            "/dead",
+            &format!("url_prefix: \"http://127.0.0.1:{dead}\""),
+            &format!(
+                "url_prefix: \"https://localhost:{}\", skip_verify: true",
+                up.addr.port()
+            ),
+        ),
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    let get = |path: &'static str| async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut send = h1_client(tcp).await;
+        let resp = send
+            .send_request(
+                hyper::Request::get(path)
+                    .header("host", "front.test")
+                    .body(Empty::<Bytes>::new())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts, String::from_utf8_lossy(&body).to_string())
+    };
+    let (parts, body) = get("/x").await;
+    assert_eq!(parts.status, 200, "{body}");
+    assert_eq!(parts.headers["x-seen-version"], "HTTP/2.0");
+    let (parts, body) = get("/dead").await;
+    assert_eq!(parts.status, 502);
+    assert!(body.starts_with("upstream failed: "), "{body}");
+    assert!(
+        body.len() > "upstream failed: ".len(),
+        "the error is stored: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_h2c_speaks_http2_to_a_plaintext_upstream() {
+    let up = upstream(None).await;
+    let (_cfg, port, _v) = proxy_gateway(
+        &format!("http://127.0.0.1:{}", up.addr.port()),
+        ", version: h2c",
+    );
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h1_client(tcp).await;
+    let resp = send
+        .send_request(
+            hyper::Request::get("/x")
+                .header("host", "front.test")
+                .body(Empty::<Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-seen-version"], "HTTP/2.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_streams_through_without_being_held_in_memory() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // An upstream that counts what it receives and answers with its length.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut body = req.into_body();
+                        let mut n = 0u64;
+                        while let Some(Ok(f)) = body.frame().await {
+                            if let Ok(d) = f.into_data() {
+                                n += d.len() as u64;
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from(n.to_string())),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let (_cfg, port, v) = proxy_gateway(&format!("http://127.0.0.1:{}", up.port()), "");
+    let before = rss_kib(v.pid());
+    // HTTP/2 client -> vane -> HTTP/1.1 upstream, 256 MiB in 1 MiB frames.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h2_client(tcp).await;
+    const MIB: usize = 1024 * 1024;
+    let chunk = Bytes::from(vec![7u8; MIB]);
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>> = (0..256)
+        .map(|_| Ok(hyper::body::Frame::data(chunk.clone())))
+        .collect();
+    let peak = Arc::new(AtomicU64::new(0));
+    let (p, pid) = (peak.clone(), v.pid());
+    let sampler = tokio::spawn(async move {
+        loop {
+            p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let resp = send
+        .send_request(
+            hyper::Request::post("http://big.test/upload")
+                .body(http_body_util::StreamBody::new(futures_iter(frames)))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    sampler.abort();
+    assert_eq!(String::from_utf8_lossy(&body), (256 * MIB).to_string());
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "vane grew {grown} KiB while streaming 256 MiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_client_version_reaches_any_upstream_version() {
+    use bytes::Buf;
+    let up1 = upstream(None).await;
+    let up2 = upstream(Some(h2_upstream_tls())).await;
+    let up3 = h3_upstream().await;
+    let cfg = ConfigDir::new();
+    let (tcp_port, udp_port) = (free_port(), free_port());
+    let cert = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
+    cfg.plain_http(tcp_port, "httpx");
+    cfg.write(
+        &format!("listener/[{udp_port}]/udp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
+    );
+    cfg.write(
+        "resolver/quic.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    let route = |prefix: &str, url: String, extra: &str, next: &str| {
+        format!(
+            r#"internal.common.match:
+  input: {{ left: "{{{{req.path}}}}", operator: startswith, right: "{prefix}" }}
+  output:
+    "true":
+      internal.driver.upstream:
+        input: {{ url_prefix: "{url}"{extra} }}
+        output:
+          success: {{ internal.terminator.response: {{}} }}
+          failure: {{ internal.terminator.response: {{ input: {{ status: 502, body: "{{{{plugin.internal_common_match.true.internal_driver_upstream.error}}}}" }} }} }}
+    "false":
+{next}"#
+        )
+    };
+    let indent = |text: String, n: usize| {
+        text.lines()
+            .map(|l| format!("{}{l}", " ".repeat(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let last = route(
+        "/h3/",
+        format!("https://localhost:{}", up3.port()),
+        ", version: h3, skip_verify: true",
+        &indent(
+            "internal.terminator.response: { input: { status: 404 } }".into(),
+            6,
+        ),
+    );
+    let middle = route(
+        "/h2/",
+        format!("https://localhost:{}", up2.addr.port()),
+        ", skip_verify: true",
+        &indent(last, 6),
+    );
+    let first = route(
+        "/h1/",
+        format!("http://127.0.0.1:{}", up1.addr.port()),
+        "",
+        &indent(middle, 6),
+    );
+    cfg.write(
+        "application/httpx.yaml",
+        &format!("pipeline:\n{}\n", indent(first, 2)),
+    );
+    let v = Vane::start(&cfg, &[tcp_port]);
+    let udp = v.wait_udp(udp_port);
+    let body = Bytes::from(vec![b'm'; 64 * 1024]);
+    let expect_version = |up: &str| match up {
+        "h1" => "HTTP/1.1",
+        "h2" => "HTTP/2.0",
+        _ => "HTTP/3.0",
+    };
+    // HTTP/1.1 and HTTP/2 clients.
+    for client in ["h1", "h2"] {
+        for up in ["h1", "h2", "h3"] {
+            let req = hyper::Request::post(format!("http://any.test/{up}/from-{client}"))
+                .header("host", "any.test")
+                .header("x-custom", format!("{client}-{up}"))
+                .body(http_body_util::Full::new(body.clone()))
+                .expect("request");
+            let resp = if client == "h1" {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
+                    .await
+                    .expect("connect");
+                let mut s = h1_client(tcp).await;
+                s.send_request(req).await.expect("response")
+            } else {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
+                    .await
+                    .expect("connect");
+                let mut s = h2_client(tcp).await;
+                s.send_request(req).await.expect("response")
+            };
+            let status = resp.status();
+            let h = resp.headers().clone();
+            let got = resp.into_body().collect().await.expect("body").to_bytes();
+            assert!(status.is_success(), "{client}->{up}: {status} {got:?}");
+            assert_eq!(h["x-seen-version"], expect_version(up), "{client}->{up}");
+            assert_eq!(h["x-seen-custom"], format!("{client}-{up}").as_str());
+            assert_eq!(got.len(), body.len(), "{client}->{up}");
+        }
+    }
+    // HTTP/3 client.
+    let mut send = common::http3::client(udp, cert).await;
+    for up in ["h1", "h2", "h3"] {
+        let req = hyper::Request::post(format!("https://site.test/{up}/from-h3"))
+            .header("x-custom", format!("h3-{up}"))
+            .body(())
+            .expect("request");
+        let mut stream = send.send_request(req).await.expect("send");
+        stream.send_data(body.clone()).await.expect("upload");
+        stream.finish().await.expect("finish");
+        let resp = stream.recv_response().await.expect("response");
+        assert!(resp.status().is_success(), "h3->{up}: {}", resp.status());
+        assert_eq!(
+            resp.headers()["x-seen-version"],
+            expect_version(up),
+            "h3->{up}"
+        );
+        assert_eq!(resp.headers()["x-seen-custom"], format!("h3-{up}").as_str());
+        let mut n = 0;
+        while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+            n += chunk.remaining();
+            chunk.advance(chunk.remaining());
+        }
+        assert_eq!(n, body.len(), "h3->{up}");
+    }
+}
+
+#[test]
+fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_its_response() {
+    // Upstream 1 accepts and never answers; upstream 2 sends a head promising 1 MiB, part of
+    // the body, then dies.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_port = hang.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hang.incoming().flatten().take(8) {
+            held.push(s);
+        }
+    });
+    let die = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let die_port = die.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut s in die.incoming().flatten().take(8) {
+            let mut b = [0u8; 1024];
+            let _ = s.read(&mut b);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\npartial body");
+            drop(s);
+        }
+    });
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &split_app(
+            "/hang",
+            &format!("url_prefix: \"http://127.0.0.1:{hang_port}\""),
+            &format!("url_prefix: \"http://127.0.0.1:{die_port}\""),
+        ),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("FLOW_EXECUTION_TIMEOUT_SECS", "1".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let start = std::time::Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let r = h1(&mut s, &["GET /hang HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(r[0].0, 502, "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(3), "no hang");
+    // The dying upstream: the client gets the head and a short body, then the close.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /die HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(out.len() < 1024 * 1024, "the promised body never completes");
+    // Others are served normally afterwards.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(
+        h1(&mut s, &["GET /hang HTTP/1.1\r\nHost: x\r\n\r\n"])[0].0,
+        502
+    );
+    let mut v = v;
+    assert!(v.alive());
+}
