@@ -281,3 +281,24 @@ fn a_panic_inside_an_http_request_closes_only_its_connection() {
     assert!(wait_until(Duration::from_secs(3), || v.metric(&metric) == Some(1.0)));
     assert!(v.alive());
 }
+
+/// The config has one writer: `POST /reload` is answered by the `config` actor, so a stalled
+/// actor delays the answer (a second writer beside it would answer at once).
+#[test]
+fn an_api_reload_goes_through_the_config_actor() {
+    let up = Echo::start("T");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, up.addr);
+    let v = Vane::start(&cfg, &[port]);
+    assert_eq!(v.post("/chaos/stall/config?ms=1500").0, 202);
+    let start = std::time::Instant::now();
+    let (code, body) = v.post("/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1200),
+        "answered after {:?}, before the stalled actor could run the reload",
+        start.elapsed()
+    );
+    assert_eq!(ask_once(port, "after").as_deref(), Some("T:after"));
+}

@@ -11,6 +11,7 @@ use vane_actors::policy::RestartPolicy;
 use vane_actors::quic::QuicArgs;
 use vane_actors::service::Service;
 use vane_actors::tree::{self, TreeSpec};
+use vane_actors::Name;
 
 use crate::config::error::Severity;
 use crate::config::load;
@@ -169,10 +170,10 @@ fn tree_spec(
 ) -> TreeSpec<crate::l4::udp::QuicRoute> {
     let rt = &l4.rt;
     let s = rt.settings;
-    let mut services: Vec<(&'static str, Arc<dyn Service>)> = Vec::new();
+    let mut services: Vec<(Name, Arc<dyn Service>)> = Vec::new();
     if let Some(token) = &s.access_token {
         services.push((
-            "management",
+            Name::Management,
             Arc::new(management::Management {
                 rt: l4.clone(),
                 token: token.clone(),
@@ -180,7 +181,10 @@ fn tree_spec(
         ));
     }
     if let (Some(addr), Some(handle)) = (s.metrics_addr, prometheus) {
-        services.push(("metrics", Arc::new(prom::MetricsEndpoint { addr, handle })));
+        services.push((
+            Name::Metrics,
+            Arc::new(prom::MetricsEndpoint { addr, handle }),
+        ));
     }
     TreeSpec {
         table: rt.actors.clone(),
@@ -191,18 +195,25 @@ fn tree_spec(
         },
         config: Arc::new(StoreSource(store)),
         config_debounce: Duration::from_millis(500),
+        config_inbox: rt.config_inbox.clone(),
         registries: vec![
             (
-                "nodes",
+                Name::Nodes,
                 Arc::new(registries::NodesRegistry(rt.clone())) as Arc<dyn Service>,
             ),
-            ("certs", Arc::new(registries::CertsRegistry(rt.clone()))),
-            ("plugins", Arc::new(registries::PluginsRegistry(rt.clone()))),
-            ("health", Arc::new(registries::HealthChecker(rt.clone()))),
+            (Name::Certs, Arc::new(registries::CertsRegistry(rt.clone()))),
+            (
+                Name::Plugins,
+                Arc::new(registries::PluginsRegistry(rt.clone())),
+            ),
+            (
+                Name::Health,
+                Arc::new(registries::HealthChecker(rt.clone())),
+            ),
         ],
         memory: MemoryArgs {
-            name: "memory".into(),
-            parent: "root".into(),
+            name: Name::Memory.as_str().into(),
+            parent: Name::Root.as_str().into(),
             table: rt.actors.clone(),
             settings: MemorySettings {
                 adaptive: s.l7_adaptive,
@@ -214,8 +225,8 @@ fn tree_spec(
             tick: Duration::from_secs(1),
         },
         quic: QuicArgs {
-            name: "quic".into(),
-            parent: "root".into(),
+            name: Name::Quic.as_str().into(),
+            parent: Name::Root.as_str().into(),
             table: rt.actors.clone(),
             limits: vane_actors::quic::QuicLimits {
                 cid_ttl: s.quic_session_ttl,

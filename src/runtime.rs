@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use vane_actors::config::ConfigInbox;
 use vane_actors::memory::MemoryBudget;
 use vane_actors::ActorTable;
 
@@ -31,6 +32,9 @@ pub struct Runtime {
     certs_reload: std::sync::Mutex<()>,
     /// Set once at shutdown: HTTP connections close after their current requests.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// The running `config` actor: the one writer of the config (`POST /reload` and the
+    /// editing routes ask it).
+    pub config_inbox: ConfigInbox,
 }
 
 impl Runtime {
@@ -52,6 +56,7 @@ impl Runtime {
             )),
             certs_reload: std::sync::Mutex::new(()),
             draining: tokio::sync::watch::Sender::new(false),
+            config_inbox: ConfigInbox::default(),
         })
     }
 

@@ -24,8 +24,8 @@ pub struct ReloadReport {
     /// True when the new configuration was accepted (possibly with some entries kept at their
     /// last good version).
     pub ok: bool,
-    /// Tree names of the actors whose inputs changed and must refresh (`listeners`, ...).
-    pub changed: Vec<String>,
+    /// The actors whose inputs changed and must refresh (`listeners`, ...).
+    pub changed: Vec<crate::Name>,
     /// Every problem found, one `FILE: path: message` per line.
     pub problems: Vec<String>,
     /// One human line describing the outcome.
@@ -59,6 +59,43 @@ pub struct ConfigArgs {
     pub source: Arc<dyn ConfigSource>,
     /// Quiet time after the last file event before reloading.
     pub debounce: Duration,
+    /// Where the running instance publishes itself for [`ConfigInbox::reload`].
+    pub inbox: ConfigInbox,
+}
+
+/// The one way to reload besides the file watcher: ask the running `config` actor and wait
+/// for its report. The actor handles one message at a time, so reloads never overlap and
+/// the config has exactly one writer. A restarted actor publishes its new address here.
+#[derive(Clone, Default)]
+pub struct ConfigInbox(Arc<arc_swap::ArcSwapOption<ActorRef<ConfigMsg>>>);
+
+/// Why [`ConfigInbox::reload`] has no report.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReloadError {
+    #[error("the config actor is not running")]
+    NotRunning,
+    #[error("the config actor did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl ConfigInbox {
+    fn publish(&self, actor: ActorRef<ConfigMsg>) {
+        self.0.store(Some(Arc::new(actor)));
+    }
+
+    /// Reloads now through the actor; the report says what was applied (owners are told
+    /// before it is returned).
+    pub async fn reload(&self, timeout: Duration) -> Result<ReloadReport, ReloadError> {
+        let actor = self.0.load_full().ok_or(ReloadError::NotRunning)?;
+        match actor
+            .call(|port| ConfigMsg::Reload(Some(port)), Some(timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(report)) => Ok(report),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ReloadError::TimedOut(timeout)),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ReloadError::NotRunning),
+        }
+    }
 }
 
 pub struct ConfigState {
@@ -96,7 +133,7 @@ fn relevant(root: &Path, ev: &notify::Event) -> bool {
 /// Tells every actor named in `report.changed` to refresh from the new snapshot.
 pub fn notify_owners(table: &ActorTable, report: &ReloadReport) {
     for owner in &report.changed {
-        if !table.control(owner, Control::Refresh) {
+        if !table.control(owner.as_str(), Control::Refresh) {
             info!(actor = %owner, "not running; it will read the new config when it starts");
         }
     }
@@ -117,6 +154,7 @@ impl Actor for ConfigActor {
             &args.parent,
             control::handle_for(myself.clone()),
         );
+        args.inbox.publish(myself.clone());
         let root = args.source.dir();
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let watch_root = root.clone();

@@ -10,6 +10,7 @@ pub mod catch;
 pub mod config;
 pub mod control;
 pub mod memory;
+pub mod names;
 pub mod policy;
 pub mod quic;
 pub mod service;
@@ -18,4 +19,5 @@ pub mod supervisor;
 pub mod tree;
 
 pub use control::Control;
+pub use names::Name;
 pub use status::{ActorInfo, ActorState, ActorTable};

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 
-use crate::config::{ConfigActor, ConfigArgs, ConfigSource};
+use crate::config::{ConfigActor, ConfigArgs, ConfigInbox, ConfigSource};
 use crate::memory::{MemoryActor, MemoryArgs};
+use crate::names::Name;
 use crate::policy::RestartPolicy;
 use crate::quic::{QuicActor, QuicArgs};
 use crate::service::{Service, ServiceActor, ServiceArgs};
@@ -29,13 +30,15 @@ pub struct TreeSpec<R> {
     pub policy: RestartPolicy,
     pub config: Arc<dyn ConfigSource>,
     pub config_debounce: Duration,
-    /// `registries/<name>` children, in start order.
-    pub registries: Vec<(&'static str, Arc<dyn Service>)>,
+    /// Filled in by the running `config` actor (the management API reloads through it).
+    pub config_inbox: ConfigInbox,
+    /// Children of `registries` (`Name::Nodes`, ...), in start order.
+    pub registries: Vec<(Name, Arc<dyn Service>)>,
     pub memory: MemoryArgs,
     pub quic: QuicArgs<R>,
     pub listeners: Arc<dyn ChildSource>,
-    /// Optional services directly under root (`management`, `metrics`).
-    pub services: Vec<(&'static str, Arc<dyn Service>)>,
+    /// Optional services directly under root (`Name::Management`, `Name::Metrics`).
+    pub services: Vec<(Name, Arc<dyn Service>)>,
 }
 
 /// Starts the tree; the returned handle finishes when the root stops (or gives up).
@@ -52,46 +55,47 @@ pub async fn start<R: Clone + Send + Sync + 'static>(
         })
     };
     let mut children = vec![ConfigActor::child_spec(ConfigArgs {
-        name: "config".into(),
-        parent: "root".into(),
+        name: Name::Config.as_str().into(),
+        parent: Name::Root.as_str().into(),
         table: table.clone(),
         source: spec.config.clone(),
         debounce: spec.config_debounce,
+        inbox: spec.config_inbox.clone(),
     })];
     let registries = spec
         .registries
         .into_iter()
-        .map(|(n, s)| service(format!("registries/{n}"), "registries", s))
+        .map(|(n, s)| service(n.as_str().into(), Name::Registries.as_str(), s))
         .collect();
     children.push(Supervisor::child_spec(SupervisorArgs {
-        name: "registries".into(),
-        parent: "root".into(),
+        name: Name::Registries.as_str().into(),
+        parent: Name::Root.as_str().into(),
         table: table.clone(),
         policy: spec.policy,
         children: registries,
         source: None,
     }));
     let mut memory = spec.memory;
-    memory.name = "memory".into();
-    memory.parent = "root".into();
+    memory.name = Name::Memory.as_str().into();
+    memory.parent = Name::Root.as_str().into();
     children.push(MemoryActor::child_spec(memory));
     let mut quic = spec.quic;
-    quic.name = "quic".into();
-    quic.parent = "root".into();
+    quic.name = Name::Quic.as_str().into();
+    quic.parent = Name::Root.as_str().into();
     children.push(QuicActor::<R>::child_spec(quic));
     children.push(Supervisor::child_spec(SupervisorArgs {
-        name: "listeners".into(),
-        parent: "root".into(),
+        name: Name::Listeners.as_str().into(),
+        parent: Name::Root.as_str().into(),
         table: table.clone(),
         policy: spec.policy,
         children: Vec::new(),
         source: Some(spec.listeners),
     }));
     for (n, s) in spec.services {
-        children.push(service(n.to_string(), "root", s));
+        children.push(service(n.as_str().into(), Name::Root.as_str(), s));
     }
     let root = SupervisorArgs {
-        name: "root".into(),
+        name: Name::Root.as_str().into(),
         parent: String::new(),
         table,
         policy: spec.policy,

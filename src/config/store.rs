@@ -1,11 +1,12 @@
 //! The published config: an atomically swapped [`Snapshot`] and the reload that replaces it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 use vane_actors::config::{ConfigSource, ReloadReport};
+use vane_actors::Name;
 
 use super::error::Severity;
 use super::load::{self, Changes};
@@ -15,8 +16,6 @@ use super::Snapshot;
 pub struct ConfigStore {
     dir: PathBuf,
     current: ArcSwap<Snapshot>,
-    /// Serialises reloads (file events and `POST /reload` may race).
-    reloading: Mutex<()>,
 }
 
 impl ConfigStore {
@@ -24,7 +23,6 @@ impl ConfigStore {
         Arc::new(Self {
             dir,
             current: ArcSwap::from_pointee(initial),
-            reloading: Mutex::new(()),
         })
     }
 
@@ -37,9 +35,9 @@ impl ConfigStore {
         self.current.load_full()
     }
 
-    /// Reloads the dir, publishes the result and says which actors must refresh.
-    pub fn reload_now(&self) -> ReloadReport {
-        let _guard = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+    /// Reloads the dir, publishes the result and says which actors must refresh. Only the
+    /// `config` actor calls this (through [`StoreSource`]), one reload at a time.
+    fn reload(&self) -> ReloadReport {
         let old = self.load();
         let loaded = load::load(&self.dir, Some(&old));
         let problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();
@@ -168,22 +166,22 @@ fn describe(c: &Changes) -> String {
 }
 
 /// Actors whose inputs changed.
-fn owners(c: &Changes) -> Vec<String> {
+fn owners(c: &Changes) -> Vec<Name> {
     let mut out = Vec::new();
     if !c.listeners_added.is_empty() || !c.listeners_removed.is_empty() {
-        out.push("listeners".to_string());
+        out.push(Name::Listeners);
     }
     if c.listeners() || c.nodes {
-        out.push("registries/health".to_string());
+        out.push(Name::Health);
     }
     if c.nodes {
-        out.push("registries/nodes".to_string());
+        out.push(Name::Nodes);
     }
     if c.plugins {
-        out.push("registries/plugins".to_string());
+        out.push(Name::Plugins);
     }
     if c.certs {
-        out.push("registries/certs".to_string());
+        out.push(Name::Certs);
     }
     out
 }
@@ -197,6 +195,6 @@ impl ConfigSource for StoreSource {
     }
 
     fn reload(&self) -> ReloadReport {
-        self.0.reload_now()
+        self.0.reload()
     }
 }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 use vane_actors::service::{AbortOnDrop, Guard, Service, ServiceActor, ServiceArgs, StartFuture};
 use vane_actors::supervisor::{ChildSource, ChildSpec};
+use vane_actors::Name;
 
 use super::L4;
 use crate::config::{ListenerKey, Proto};
@@ -95,6 +96,19 @@ pub struct Listeners {
     pub rt: Arc<L4>,
 }
 
+impl Listeners {
+    /// What a listener actor reads when it starts: its bind address. A listener whose
+    /// address changes is replaced; flows are read per connection and need no restart.
+    fn fingerprint(&self, key: ListenerKey) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((
+            self.rt.settings.listen_ip,
+            key.port,
+            key.proto.as_str(),
+        ))
+    }
+}
+
 impl ChildSource for Listeners {
     fn desired(&self) -> Vec<(ChildSpec, u64)> {
         let snap = self.rt.config.load();
@@ -106,15 +120,15 @@ impl ChildSource for Listeners {
             .keys()
             .map(|key| {
                 let args = ServiceArgs {
-                    name: format!("listeners/{key}"),
-                    parent: "listeners".into(),
+                    name: format!("{}/{key}", Name::Listeners),
+                    parent: Name::Listeners.as_str().into(),
                     table: self.rt.actors.clone(),
                     service: Arc::new(ListenerService {
                         rt: self.rt.clone(),
                         key: *key,
                     }),
                 };
-                (ServiceActor::child_spec(args), 0)
+                (ServiceActor::child_spec(args), self.fingerprint(*key))
             })
             .collect()
     }

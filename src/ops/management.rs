@@ -119,7 +119,7 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
         }
         (Method::POST, "/reload") | (Method::POST, "/config/reload") => {
             match super::config_api::reload_applied(&rt).await {
-                Some(report) => {
+                Ok(report) => {
                     let status = if report.ok {
                         StatusCode::OK
                     } else {
@@ -127,10 +127,10 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
                     };
                     reply(
                         status,
-                        &json!({"status": if report.ok {"success"} else {"error"}, "data": {"valid": report.ok, "summary": report.summary, "problems": report.problems, "changed": report.changed}}),
+                        &json!({"status": if report.ok {"success"} else {"error"}, "data": {"valid": report.ok, "summary": report.summary, "problems": report.problems, "changed": report.changed.iter().map(|n| n.as_str()).collect::<Vec<_>>()}}),
                     )
                 }
-                None => err(StatusCode::INTERNAL_SERVER_ERROR, "the reload task failed"),
+                Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
             }
         }
         (Method::GET, "/status") => {

@@ -71,18 +71,20 @@ fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Reloads now and tells the owners, so whatever the API answers is already in force
-/// (certificates included). `None` when the reload task itself failed.
-pub async fn reload_applied(rt: &Runtime) -> Option<vane_actors::config::ReloadReport> {
-    let store = rt.config.clone();
-    let report = tokio::task::spawn_blocking(move || store.reload_now())
-        .await
-        .ok()?;
-    if report.changed.iter().any(|o| o == "registries/certs") {
+/// How long an API call waits for the `config` actor's reload.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reloads now through the `config` actor (the config's one writer), so whatever the API
+/// answers is already in force. Certificates are reloaded here as well: the certs registry
+/// does it on the actor's notice, but after this answer.
+pub async fn reload_applied(
+    rt: &Runtime,
+) -> Result<vane_actors::config::ReloadReport, vane_actors::config::ReloadError> {
+    let report = rt.config_inbox.reload(RELOAD_TIMEOUT).await?;
+    if report.changed.contains(&vane_actors::Name::Certs) {
         rt.reload_certs();
     }
-    vane_actors::config::notify_owners(&rt.actors, &report);
-    Some(report)
+    Ok(report)
 }
 
 async fn apply(rt: &Runtime) {
