@@ -10,8 +10,17 @@ pub enum Command {
 
 pub const USAGE: &str = "usage: vane [run|check] [--config DIR] | vane --version";
 
+/// A command line that cannot be understood.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error("--config needs a directory")]
+    MissingDir,
+    #[error("unexpected argument `{0}`")]
+    Unexpected(String),
+}
+
 /// Parses arguments (without the program name).
-pub fn parse(args: &[String]) -> Result<Command, String> {
+pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let mut cmd = None;
     let mut config = None;
     let mut it = args.iter();
@@ -19,12 +28,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         match a.as_str() {
             "-v" | "-V" | "--version" | "version" => return Ok(Command::Version),
             "-h" | "--help" | "help" => return Ok(Command::Help),
-            "--config" | "-c" => {
-                config = Some(it.next().ok_or("--config needs a directory")?.clone())
-            }
+            "--config" | "-c" => config = Some(it.next().ok_or(CliError::MissingDir)?.clone()),
             s if s.starts_with("--config=") => config = Some(s["--config=".len()..].to_string()),
             "run" | "check" if cmd.is_none() => cmd = Some(a.clone()),
-            other => return Err(format!("unexpected argument `{other}`")),
+            other => return Err(CliError::Unexpected(other.to_string())),
         }
     }
     Ok(match cmd.as_deref() {
@@ -37,7 +44,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 mod tests {
     use super::*;
 
-    fn p(a: &[&str]) -> Result<Command, String> {
+    fn p(a: &[&str]) -> Result<Command, CliError> {
         parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
@@ -57,7 +64,7 @@ mod tests {
             })
         );
         assert_eq!(p(&["--version"]), Ok(Command::Version));
-        assert!(p(&["bogus"]).is_err());
-        assert!(p(&["--config"]).is_err());
+        assert_eq!(p(&["bogus"]), Err(CliError::Unexpected("bogus".into())));
+        assert_eq!(p(&["--config"]), Err(CliError::MissingDir));
     }
 }

@@ -356,3 +356,28 @@ fn no_source_file_over_30_kb() {
         .collect();
     assert!(big.is_empty(), "files over 30 KB:\n{}", big.join("\n"));
 }
+
+/// Errors are typed where they are decided: no function of `src/` returns a bare `String` as
+/// its error (behaviour must never depend on an error's text).
+#[test]
+fn no_error_is_a_plain_string() {
+    let mut files = Vec::new();
+    rust_files(&Path::new(ROOT).join("src"), &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let text = code(&std::fs::read_to_string(&f).expect("read"));
+        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut rest = flat.as_str();
+        while let Some(i) = rest.find("-> Result<") {
+            rest = &rest[i + "-> Result<".len()..];
+            let sig = &rest[..rest
+                .find('{')
+                .or_else(|| rest.find(';'))
+                .unwrap_or(rest.len())];
+            if sig.trim_end().ends_with(", String>") {
+                found.push(format!("{}: -> Result<{sig}", f.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "String errors:\n{}", found.join("\n"));
+}

@@ -67,25 +67,48 @@ fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
+/// Why a certificate pair cannot be used (or made).
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("cannot read: {0}")]
+    Read(rustls::pki_types::pem::Error),
+    #[error("bad PEM: {0}")]
+    Pem(rustls::pki_types::pem::Error),
+    #[error("no CERTIFICATE block")]
+    NoCertificate,
+    #[error("{0}: no usable private key: {1}")]
+    NoKey(PathBuf, rustls::pki_types::pem::Error),
+    #[error("{0}: unsupported key: {1}")]
+    UnsupportedKey(PathBuf, rustls::Error),
+    #[error("the key in {0} does not match this certificate")]
+    Mismatch(String),
+    #[error("cannot generate the default pair: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
 /// Loads one pair; the key must be supported and must match the certificate.
-fn load_pair(id: &str, chain: &Path, key: &Path) -> Result<Cert, String> {
+fn load_pair(id: &str, chain: &Path, key: &Path) -> Result<Cert, CertError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
-        .map_err(|e| format!("cannot read: {e}"))?
+        .map_err(CertError::Read)?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad PEM: {e}"))?;
+        .map_err(CertError::Pem)?;
     if certs.is_empty() {
-        return Err("no CERTIFICATE block".into());
+        return Err(CertError::NoCertificate);
     }
-    let der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("{}: no usable private key: {e}", key.display()))?;
+    let der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| CertError::NoKey(key.to_path_buf(), e))?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&der)
-        .map_err(|e| format!("{}: unsupported key: {e}", key.display()))?;
+        .map_err(|e| CertError::UnsupportedKey(key.to_path_buf(), e))?;
     let not_after = der::not_after(&certs[0]);
     let ck = CertifiedKey::new(certs, signer);
     ck.keys_match().map_err(|_| {
-        format!(
-            "the key in {} does not match this certificate",
-            key.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+        CertError::Mismatch(
+            key.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("?")
+                .to_string(),
         )
     })?;
     Ok(Cert {
@@ -157,7 +180,7 @@ pub fn load(root: &Path, previous: Option<&CertStore>) -> (CertStore, Vec<Proble
                 store.by_id.insert(id, c);
             }
             Err(e) => {
-                problems.push(problem(&chain, root, e));
+                problems.push(problem(&chain, root, e.to_string()));
                 if let Some(p) = prev {
                     store.by_id.insert(id, p.clone());
                 }
@@ -183,7 +206,7 @@ pub fn fingerprint(root: &Path) -> u64 {
 
 /// Creates `certs/default.crt` + `.key` (self-signed for `localhost` and `127.0.0.1`) when
 /// missing, unreadable, or expiring within 7 days. Returns true when it wrote a new pair.
-pub fn ensure_default(root: &Path) -> Result<bool, String> {
+pub fn ensure_default(root: &Path) -> Result<bool, CertError> {
     let dir = root.join("certs");
     let (crt, key) = (dir.join("default.crt"), dir.join("default.key"));
     if let Ok(c) = load_pair("default", &crt, &key) {
@@ -193,27 +216,26 @@ pub fn ensure_default(root: &Path) -> Result<bool, String> {
         }
     }
     let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .map_err(|e| e.to_string())?;
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "Vane default certificate");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(365);
-    let key_pair = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key_pair).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let key_pair = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key_pair)?;
+    std::fs::create_dir_all(&dir).map_err(|e| CertError::Write(dir.clone(), e))?;
     write_atomic(&crt, cert.pem().as_bytes())?;
     write_atomic(&key, key_pair.serialize_pem().as_bytes())?;
     Ok(true)
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CertError> {
     let tmp = path.with_extension("tmp-write");
     std::fs::write(&tmp, data)
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|e| CertError::Write(path.to_path_buf(), e))
 }
 
 #[cfg(test)]

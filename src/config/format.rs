@@ -29,23 +29,31 @@ impl Format {
     }
 }
 
-/// Parses text in the given format. The error text carries the line and column.
-pub fn parse(format: Format, text: &str) -> Result<Value, String> {
+/// A document that does not parse in its format; the message carries the line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SyntaxError {
+    pub format: Format,
+    pub message: String,
+}
+
+/// Parses text in the given format.
+pub fn parse(format: Format, text: &str) -> Result<Value, SyntaxError> {
+    let err = |message: String| SyntaxError { format, message };
     match format {
-        Format::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
+        Format::Json => serde_json::from_str(text).map_err(|e| err(e.to_string())),
         Format::Yaml => {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
-            serde_norway::from_str::<Value>(text).map_err(|e| e.to_string())
+            serde_norway::from_str::<Value>(text).map_err(|e| err(e.to_string()))
         }
-        Format::Toml => {
-            toml::from_str::<Value>(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
-        }
+        Format::Toml => toml::from_str::<Value>(text)
+            .map_err(|e| err(e.to_string().trim_end().replace('\n', " "))),
         Format::Ron => {
             let v: ron::Value = ron::Options::default()
                 .from_str(text)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| err(e.to_string()))?;
             Ok(from_ron(v))
         }
     }
@@ -135,8 +143,9 @@ mod tests {
     #[test]
     fn errors_carry_a_position() {
         let e = parse(Format::Yaml, "a: [1, 2\n").expect_err("bad yaml");
-        assert!(e.contains("line"), "{e}");
+        assert!(e.message.contains("line"), "{e}");
+        assert_eq!(e.format, Format::Yaml);
         let e = parse(Format::Json, "{\n  \"a\": }").expect_err("bad json");
-        assert!(e.contains("line 2"), "{e}");
+        assert!(e.message.contains("line 2"), "{e}");
     }
 }

@@ -10,11 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use hyper::header::HeaderMap;
-use hyper::{Request, StatusCode, Uri};
+use hyper::{Request, Uri};
 
 use super::body::Body;
+use super::upstream::Answer;
 use crate::runtime::Runtime;
+use crate::upstream::error::Kind;
+use crate::upstream::UpstreamError;
 
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
@@ -23,10 +25,11 @@ thread_local! {
     static POOL: RefCell<HashMap<(String, u16, bool), Sender>> = RefCell::new(HashMap::new());
 }
 
-fn client_config(skip_verify: bool) -> Result<quinn::ClientConfig, String> {
-    let mut tls = super::client::tls_config(skip_verify).map_err(|e| e.to_string())?;
+fn client_config(skip_verify: bool) -> Result<quinn::ClientConfig, UpstreamError> {
+    let internal = |e: &dyn std::fmt::Display| UpstreamError::new(Kind::Internal, e);
+    let mut tls = super::client::tls_config(skip_verify).map_err(|e| internal(&e))?;
     tls.alpn_protocols = vec![b"h3".to_vec()];
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| internal(&e))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(qc));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
@@ -34,20 +37,21 @@ fn client_config(skip_verify: bool) -> Result<quinn::ClientConfig, String> {
     Ok(cfg)
 }
 
-fn endpoint() -> Result<quinn::Endpoint, String> {
+fn endpoint() -> Result<quinn::Endpoint, UpstreamError> {
     ENDPOINT.with(|e| {
         if let Some(ep) = e.borrow().as_ref() {
             return Ok(ep.clone());
         }
-        let ep = quinn::Endpoint::client("[::]:0".parse().map_err(|e| format!("{e}"))?)
+        let any6 = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+        let ep = quinn::Endpoint::client(any6)
             .or_else(|_| quinn::Endpoint::client(([0, 0, 0, 0], 0).into()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| UpstreamError::new(Kind::Internal, e))?;
         *e.borrow_mut() = Some(ep.clone());
         Ok(ep)
     })
 }
 
-async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Sender, String> {
+async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Sender, UpstreamError> {
     let ip = rt
         .upstreams
         .dns
@@ -55,18 +59,18 @@ async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Send
         .await
         .into_iter()
         .next()
-        .ok_or_else(|| format!("`{host}` did not resolve"))?;
+        .ok_or_else(|| UpstreamError::new(Kind::Resolve, format!("`{host}` did not resolve")))?;
     let ep = endpoint()?;
     let connecting = ep
         .connect_with(client_config(skip)?, (ip, port).into(), host)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| UpstreamError::new(Kind::Request, e))?;
     let conn = tokio::time::timeout(rt.settings.connect_timeout, connecting)
         .await
-        .map_err(|_| "QUIC handshake timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| UpstreamError::new(Kind::Connect, "QUIC handshake timed out"))?
+        .map_err(|e| UpstreamError::new(Kind::Handshake, e))?;
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| UpstreamError::new(Kind::Protocol, e))?;
     let key = (host.to_string(), port, skip);
     tokio::spawn(async move {
         let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
@@ -77,18 +81,17 @@ async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Send
 }
 
 /// Sends `req` over HTTP/3; the answer's status, headers and streamed body.
-pub async fn send(
-    rt: &Runtime,
-    req: Request<Body>,
-    skip: bool,
-) -> Result<(StatusCode, HeaderMap, Body), String> {
+pub async fn send(rt: &Runtime, req: Request<Body>, skip: bool) -> Answer {
     let uri: Uri = req.uri().clone();
     if uri.scheme_str() != Some("https") {
-        return Err("HTTP/3 needs an https:// upstream".into());
+        return Err(UpstreamError::new(
+            Kind::Request,
+            "HTTP/3 needs an https:// upstream",
+        ));
     }
     let host = uri
         .host()
-        .ok_or("URL without a host")?
+        .ok_or_else(|| UpstreamError::new(Kind::Request, "URL without a host"))?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
@@ -109,7 +112,7 @@ pub async fn send(
         Ok(s) => s,
         Err(e) => {
             POOL.with(|p| p.borrow_mut().remove(&key));
-            return Err(e.to_string());
+            return Err(UpstreamError::new(Kind::Protocol, e));
         }
     };
     let (mut up, mut down) = stream.split();
@@ -131,7 +134,10 @@ pub async fn send(
         }
         let _ = up.finish().await;
     });
-    let resp = down.recv_response().await.map_err(|e| e.to_string())?;
+    let resp = down
+        .recv_response()
+        .await
+        .map_err(|e| UpstreamError::new(Kind::Protocol, e))?;
     let (parts, ()) = resp.into_parts();
     Ok((parts.status, parts.headers, super::h3::H3Body(down).boxed()))
 }

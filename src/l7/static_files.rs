@@ -28,16 +28,29 @@ const SNIFF: usize = 512;
 /// Read size of the streamed file body.
 const CHUNK: usize = 64 * 1024;
 
+/// Why a request path has no file below the root (the text goes to `res.error`).
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    /// The client's path: not UTF-8 once decoded, or a link out of the root.
+    #[error("path is not valid UTF-8")]
+    NotUtf8,
+    #[error("path leaves the root")]
+    LeavesRoot,
+    /// The configured root (or a part of the path) cannot be read.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
 /// `uri` mapped below `root`: percent-decoded, `.` ignored, `..` never above `root`, and
-/// (unless `symlink`) the canonical result inside the canonical root. `Err` is the reason.
-pub fn resolve(root: &Path, uri: &str, symlink: bool) -> Result<PathBuf, String> {
+/// (unless `symlink`) the canonical result inside the canonical root.
+pub fn resolve(root: &Path, uri: &str, symlink: bool) -> Result<PathBuf, PathError> {
     let path = uri.split('?').next().unwrap_or("");
     let decoded = percent_encoding::percent_decode_str(path)
         .decode_utf8()
-        .map_err(|_| "path is not valid UTF-8".to_string())?;
+        .map_err(|_| PathError::NotUtf8)?;
     let root = root
         .canonicalize()
-        .map_err(|e| format!("root {}: {e}", root.display()))?;
+        .map_err(|e| PathError::Io(root.to_path_buf(), e))?;
     let mut out = root.clone();
     for c in Path::new(decoded.as_ref()).components() {
         match c {
@@ -59,9 +72,9 @@ pub fn resolve(root: &Path, uri: &str, symlink: bool) -> Result<PathBuf, String>
         }
         let real = probe
             .canonicalize()
-            .map_err(|e| format!("{}: {e}", probe.display()))?;
+            .map_err(|e| PathError::Io(probe.to_path_buf(), e))?;
         if !real.starts_with(&root) {
-            return Err("path leaves the root".into());
+            return Err(PathError::LeavesRoot);
         }
     }
     Ok(out)
@@ -296,7 +309,7 @@ pub async fn serve(
     let path = match resolve(&root, &uri, symlink) {
         Ok(p) => p,
         Err(why) => {
-            kv.set("res.error", why);
+            kv.set("res.error", why.to_string());
             return Ok(("failure".into(), Vec::new()));
         }
     };

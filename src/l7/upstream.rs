@@ -16,6 +16,8 @@ use super::inputs::flag;
 use crate::flow::exec::{Driven, DriverError};
 use crate::flow::kv::Kv;
 use crate::runtime::Runtime;
+use crate::upstream::error::Kind as ErrorKind;
+use crate::upstream::UpstreamError;
 
 /// The version Vane announces upstream in `X-Vane-Proxy`, as 0.9.2 did.
 const VANE_PROXY: &str = "0.9.2";
@@ -69,8 +71,17 @@ pub fn url(prefix: &str, path: Option<&str>, query: Option<&str>, kv: &Kv) -> St
     url
 }
 
-fn failure(msg: impl Into<String>) -> Result<Driven, DriverError> {
-    Ok(("failure".into(), vec![("error".into(), msg.into())]))
+/// The `failure` branch, with what went wrong for the flow: `error` (text), `error_kind`
+/// (request, resolve, connect, handshake, protocol, internal) and `retryable`.
+fn failure(e: &UpstreamError) -> Result<Driven, DriverError> {
+    Ok((
+        "failure".into(),
+        vec![
+            ("error".into(), e.to_string()),
+            ("error_kind".into(), e.kind.as_str().into()),
+            ("retryable".into(), e.retryable().to_string()),
+        ],
+    ))
 }
 
 thread_local! {
@@ -141,10 +152,16 @@ pub async fn fetch(
     }
     let target = url(prefix, s("path"), s("query"), kv);
     let Ok(uri) = target.parse::<Uri>() else {
-        return failure(format!("invalid upstream URL `{target}`"));
+        return failure(&UpstreamError::new(
+            ErrorKind::Request,
+            format!("invalid upstream URL `{target}`"),
+        ));
     };
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-        return failure(format!("invalid upstream URL `{target}`"));
+        return failure(&UpstreamError::new(
+            ErrorKind::Request,
+            format!("invalid upstream URL `{target}`"),
+        ));
     }
     let method = s("method")
         .and_then(|m| Method::from_bytes(m.trim().as_bytes()).ok())
@@ -230,18 +247,19 @@ pub async fn fetch(
         }
         Err(e) => {
             outcome_counter(&authority, false).increment(1);
-            tracing::debug!("upstream {target}: {e}");
-            failure(e)
+            tracing::debug!("upstream {target}: {e} ({})", e.kind.as_str());
+            failure(&e)
         }
     }
 }
 
 /// What an upstream answered: status, headers and the streamed body.
-type Answer = Result<(StatusCode, HeaderMap, Body), String>;
+pub type Answer = Result<(StatusCode, HeaderMap, Body), UpstreamError>;
 
 /// The request over this thread's pooled client of `kind`.
 async fn pooled(rt: &Arc<Runtime>, req: Request<Body>, kind: super::client::Kind) -> Answer {
-    let client = super::client::for_this_thread(rt, kind).map_err(|e| e.to_string())?;
+    let client = super::client::for_this_thread(rt, kind)
+        .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?;
     match client.request(req).await {
         Ok(resp) => {
             let (parts, incoming) = resp.into_parts();
@@ -249,14 +267,12 @@ async fn pooled(rt: &Arc<Runtime>, req: Request<Body>, kind: super::client::Kind
             Ok((parts.status, parts.headers, body))
         }
         Err(e) => {
-            // The connect error (the useful part) sits in the source chain.
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
-            }
-            Err(msg)
+            let kind = if e.is_connect() {
+                ErrorKind::of_chain(&e, ErrorKind::Connect)
+            } else {
+                ErrorKind::Protocol
+            };
+            Err(UpstreamError::chain(kind, &e))
         }
     }
 }
@@ -271,16 +287,16 @@ async fn websocket(x: &mut HttpExchange, mut req: Request<Body>, skip: bool) -> 
         Some(c) => c.clone(),
         None => {
             let c = super::client::Connector::new(x.rt.rt.clone(), skip, true)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?;
             x.rt.ws_connectors[usize::from(skip)]
                 .get_or_init(|| c)
                 .clone()
         }
     };
-    let stream = connector.open(&uri).await.map_err(|e| e.to_string())?;
+    let stream = connector.open(&uri).await?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(stream)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| UpstreamError::chain(ErrorKind::Protocol, &e))?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -290,8 +306,11 @@ async fn websocket(x: &mut HttpExchange, mut req: Request<Body>, skip: bool) -> 
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     *req.uri_mut() = path
         .parse()
-        .map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
-    let mut resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        .map_err(|e: hyper::http::uri::InvalidUri| UpstreamError::new(ErrorKind::Request, e))?;
+    let mut resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| UpstreamError::chain(ErrorKind::Protocol, &e))?;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         x.ws_upstream = Some(hyper::upgrade::on(&mut resp));
     }

@@ -44,53 +44,63 @@ pub fn export(root: &Path) -> std::io::Result<Vec<u8>> {
     tar.into_inner()?.finish()
 }
 
+/// Why an uploaded archive was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("not a tar.gz archive: {0}")]
+    NotAnArchive(std::io::Error),
+    #[error("bad archive entry: {0}")]
+    BadEntry(std::io::Error),
+    #[error("{0}: paths must stay inside the config dir")]
+    Escapes(PathBuf),
+    #[error("{0}: only files and directories are accepted")]
+    NotAFile(PathBuf),
+    #[error("archive too large once unpacked")]
+    TooLarge,
+    /// Writing the staged copy failed (our side).
+    #[error("{0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
 /// Unpacks `archive` into `dest`, refusing absolute paths, `..`, links and oversize content.
-pub fn unpack(archive: &[u8], dest: &Path) -> Result<usize, String> {
+pub fn unpack(archive: &[u8], dest: &Path) -> Result<usize, UnpackError> {
     let gz = flate2::read::GzDecoder::new(archive);
     let mut tar = tar::Archive::new(gz);
     let mut total = 0u64;
     let mut files = 0usize;
-    for entry in tar
-        .entries()
-        .map_err(|e| format!("not a tar.gz archive: {e}"))?
-    {
-        let mut entry = entry.map_err(|e| format!("bad archive entry: {e}"))?;
-        let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+    for entry in tar.entries().map_err(UnpackError::NotAnArchive)? {
+        let mut entry = entry.map_err(UnpackError::BadEntry)?;
+        let path = entry.path().map_err(UnpackError::BadEntry)?.into_owned();
         if path
             .components()
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
         {
-            return Err(format!(
-                "{}: paths must stay inside the config dir",
-                path.display()
-            ));
+            return Err(UnpackError::Escapes(path));
         }
         let kind = entry.header().entry_type();
         let target = dest.join(&path);
         if kind.is_dir() {
-            std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&target).map_err(|e| UnpackError::Write(target.clone(), e))?;
             continue;
         }
         if !kind.is_file() {
-            return Err(format!(
-                "{}: only files and directories are accepted",
-                path.display()
-            ));
+            return Err(UnpackError::NotAFile(path));
         }
         total += entry.header().size().unwrap_or(0);
         if total > MAX_UNPACKED {
-            return Err("archive too large once unpacked".into());
+            return Err(UnpackError::TooLarge);
         }
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| UnpackError::Write(parent.to_path_buf(), e))?;
         }
         let mut data = Vec::new();
         entry
             .by_ref()
             .take(MAX_UNPACKED)
             .read_to_end(&mut data)
-            .map_err(|e| e.to_string())?;
-        std::fs::write(&target, data).map_err(|e| e.to_string())?;
+            .map_err(UnpackError::BadEntry)?;
+        std::fs::write(&target, data).map_err(|e| UnpackError::Write(target.clone(), e))?;
         files += 1;
     }
     Ok(files)
@@ -164,7 +174,7 @@ mod tests {
         std::fs::write(src.path().join(".secret"), "x").expect("write");
         let tgz = export(src.path()).expect("export");
         let dst = tempfile::tempdir().expect("tmp");
-        assert_eq!(unpack(&tgz, dst.path()), Ok(1));
+        assert_eq!(unpack(&tgz, dst.path()).ok(), Some(1));
         assert_eq!(
             std::fs::read_to_string(dst.path().join("listener/[80]/tcp.yaml"))
                 .ok()
@@ -187,7 +197,10 @@ mod tests {
         h.set_cksum();
         evil.append(&h, &b"x"[..]).expect("append");
         let evil = evil.into_inner().and_then(|g| g.finish()).expect("finish");
-        assert!(unpack(&evil, dst.path()).is_err());
+        assert!(matches!(
+            unpack(&evil, dst.path()),
+            Err(UnpackError::Escapes(_))
+        ));
         assert!(!dst
             .path()
             .parent()

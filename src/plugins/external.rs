@@ -33,8 +33,40 @@ pub struct Verdict {
 pub enum CallError {
     #[error("circuit breaker active")]
     Quiet,
+    #[error(transparent)]
+    Failed(#[from] PluginError),
+}
+
+/// Why a call to an external plugin failed; each one trips the circuit breaker.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// Refused before any call: a program outside `bin/`, an address this build cannot use.
     #[error("{0}")]
-    Failed(String),
+    Refused(String),
+    /// The plugin could not be reached (connect, spawn, pipes).
+    #[error("{0}")]
+    Unreachable(String),
+    /// No answer within the flow timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// An answer that cannot be used: an HTTP error, invalid JSON, an undeclared branch.
+    #[error("{0}")]
+    Reply(String),
+}
+
+impl PluginError {
+    /// True when calling again later may succeed (the plugin was down or slow, not wrong).
+    pub fn retryable(&self) -> bool {
+        matches!(self, PluginError::Unreachable(_) | PluginError::Timeout(_))
+    }
+}
+
+fn unreachable(msg: impl std::fmt::Display) -> PluginError {
+    PluginError::Unreachable(msg.to_string())
+}
+
+fn bad_reply(msg: impl std::fmt::Display) -> PluginError {
+    PluginError::Reply(msg.to_string())
 }
 
 #[derive(Deserialize)]
@@ -75,7 +107,7 @@ impl Caller {
         let started = Instant::now();
         let r = tokio::time::timeout(self.timeout, self.dispatch(p, input))
             .await
-            .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.timeout)));
+            .unwrap_or(Err(PluginError::Timeout(self.timeout)));
         metrics::histogram!("vane_plugin_duration_seconds", "plugin" => p.name.clone())
             .record(started.elapsed().as_secs_f64());
         match r {
@@ -83,12 +115,15 @@ impl Caller {
                 self.failed_at.remove(&p.name);
                 Ok(v)
             }
-            Ok(v) => self.fault(p, format!("returned undeclared branch `{}`", v.branch)),
+            Ok(v) => self.fault(
+                p,
+                bad_reply(format!("returned undeclared branch `{}`", v.branch)),
+            ),
             Err(e) => self.fault(p, e),
         }
     }
 
-    fn fault(&self, p: &ExternalPlugin, why: String) -> Result<Verdict, CallError> {
+    fn fault(&self, p: &ExternalPlugin, why: PluginError) -> Result<Verdict, CallError> {
         tracing::warn!(
             "Circuit Breaker: Plugin '{}' failed ({why}). Marking as failed in Circuit Breaker.",
             p.name
@@ -99,7 +134,7 @@ impl Caller {
         Err(CallError::Failed(why))
     }
 
-    async fn dispatch(&self, p: &ExternalPlugin, input: &Value) -> Result<Verdict, String> {
+    async fn dispatch(&self, p: &ExternalPlugin, input: &Value) -> Result<Verdict, PluginError> {
         match &p.driver {
             Driver::Command { program, args, env } => self.command(program, args, env, input).await,
             Driver::Http { url } => http(url, input).await,
@@ -113,7 +148,7 @@ impl Caller {
         args: &[String],
         env: &BTreeMap<String, String>,
         input: &Value,
-    ) -> Result<Verdict, String> {
+    ) -> Result<Verdict, PluginError> {
         let path = trusted_program(&self.bin, program)?;
         let mut cmd = tokio::process::Command::new(&path);
         cmd.args(args)
@@ -128,24 +163,27 @@ impl Caller {
         }
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+            .map_err(|e| unreachable(format!("cannot run {}: {e}", path.display())))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| unreachable("no stdin"))?;
         let mut body = input.to_string().into_bytes();
         body.push(b'\n');
         stdin
             .write_all(&body)
             .await
-            .map_err(|e| format!("writing stdin: {e}"))?;
+            .map_err(|e| unreachable(format!("writing stdin: {e}")))?;
         drop(stdin);
         let mut out = Vec::new();
-        let mut stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| unreachable("no stdout"))?;
         (&mut stdout)
             .take(MAX_REPLY as u64 + 1)
             .read_to_end(&mut out)
             .await
-            .map_err(|e| format!("reading stdout: {e}"))?;
+            .map_err(|e| unreachable(format!("reading stdout: {e}")))?;
         if out.len() > MAX_REPLY {
-            return Err("reply too large".into());
+            return Err(bad_reply("reply too large"));
         }
         if let Some(mut err) = child.stderr.take() {
             let mut e = String::new();
@@ -154,16 +192,17 @@ impl Caller {
                 tracing::debug!(program, "stderr: {line}");
             }
         }
-        let status = child.wait().await.map_err(|e| e.to_string())?;
+        let status = child.wait().await.map_err(unreachable)?;
         if !status.success() {
-            return Err(format!("exited with {status}"));
+            return Err(bad_reply(format!("exited with {status}")));
         }
-        serde_json::from_slice::<Verdict>(&out).map_err(|e| format!("invalid reply: {e}"))
+        serde_json::from_slice::<Verdict>(&out)
+            .map_err(|e| bad_reply(format!("invalid reply: {e}")))
     }
 }
 
 /// Resolves `program` inside `bin/` (after following symlinks); anything else is refused.
-pub fn trusted_program(bin: &Path, program: &str) -> Result<PathBuf, String> {
+pub fn trusted_program(bin: &Path, program: &str) -> Result<PathBuf, PluginError> {
     let candidate = if Path::new(program).is_absolute() {
         PathBuf::from(program)
     } else {
@@ -171,18 +210,18 @@ pub fn trusted_program(bin: &Path, program: &str) -> Result<PathBuf, String> {
     };
     let real = candidate
         .canonicalize()
-        .map_err(|e| format!("Security violation: {program}: {e}"))?;
+        .map_err(|e| PluginError::Refused(format!("Security violation: {program}: {e}")))?;
     let root = bin
         .canonicalize()
-        .map_err(|e| format!("Security violation: bin/: {e}"))?;
+        .map_err(|e| PluginError::Refused(format!("Security violation: bin/: {e}")))?;
     if !real.starts_with(&root) || !real.is_file() {
         tracing::error!(
             "Security violation: {program} is not a file inside {}",
             root.display()
         );
-        return Err(format!(
+        return Err(PluginError::Refused(format!(
             "Security violation: {program} is outside the trusted bin/ directory"
-        ));
+        )));
     }
     Ok(real)
 }
@@ -226,12 +265,16 @@ pub fn sanitize_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
     out
 }
 
-fn envelope(body: &[u8]) -> Result<Verdict, String> {
-    let e: Envelope = serde_json::from_slice(body).map_err(|e| format!("invalid reply: {e}"))?;
+fn envelope(body: &[u8]) -> Result<Verdict, PluginError> {
+    let e: Envelope =
+        serde_json::from_slice(body).map_err(|e| bad_reply(format!("invalid reply: {e}")))?;
     if e.status != "success" {
-        return Err(format!("plugin said: {}", e.message.unwrap_or(e.status)));
+        return Err(bad_reply(format!(
+            "plugin said: {}",
+            e.message.unwrap_or(e.status)
+        )));
     }
-    e.data.ok_or_else(|| "reply without data".to_string())
+    e.data.ok_or_else(|| bad_reply("reply without data"))
 }
 
 /// Sends a raw HTTP/1.1 POST over any stream and returns the body of the reply.
@@ -240,37 +283,35 @@ async fn post<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     host: &str,
     path: &str,
     input: &Value,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PluginError> {
     let body = input.to_string();
     let req = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).await.map_err(unreachable)?;
     let mut out = Vec::new();
     (&mut s)
         .take(MAX_REPLY as u64)
         .read_to_end(&mut out)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unreachable)?;
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or("no HTTP header end in reply")?;
+        .ok_or_else(|| bad_reply("no HTTP header end in reply"))?;
     let head = String::from_utf8_lossy(&out[..split]).to_string();
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or("bad status line")?;
+        .ok_or_else(|| bad_reply("bad status line"))?;
     if !(200..300).contains(&status) {
-        return Err(format!("HTTP {status}"));
+        return Err(bad_reply(format!("HTTP {status}")));
     }
     let mut rest = out[split + 4..].to_vec();
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        rest = dechunk(&rest).ok_or("bad chunked body")?;
+        rest = dechunk(&rest).ok_or_else(|| bad_reply("bad chunked body"))?;
     }
     Ok(rest)
 }
@@ -297,10 +338,10 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `http://authority/path` -> (authority, path); other schemes are not supported here.
-fn split_http_url(url: &str) -> Result<(&str, &str), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported for external plugins in this build")?;
+fn split_http_url(url: &str) -> Result<(&str, &str), PluginError> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        PluginError::Refused("only http:// URLs are supported for external plugins".into())
+    })?;
     Ok(match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -308,49 +349,49 @@ fn split_http_url(url: &str) -> Result<(&str, &str), String> {
 }
 
 /// The registration check of an `http` plugin: `OPTIONS <url>` must answer 2xx.
-pub async fn probe_http(url: &str) -> Result<(), String> {
+pub async fn probe_http(url: &str) -> Result<(), PluginError> {
     let (authority, path) = split_http_url(url)?;
     let mut s = tokio::net::TcpStream::connect(authority)
         .await
-        .map_err(|e| format!("connect {authority}: {e}"))?;
+        .map_err(|e| unreachable(format!("connect {authority}: {e}")))?;
     let req = format!("OPTIONS {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).await.map_err(unreachable)?;
     let mut head = [0u8; 64];
-    let n = s.read(&mut head).await.map_err(|e| e.to_string())?;
+    let n = s.read(&mut head).await.map_err(unreachable)?;
     let line = String::from_utf8_lossy(&head[..n]);
     let status: u16 = line
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or("no HTTP status in the reply")?;
+        .ok_or_else(|| bad_reply("no HTTP status in the reply"))?;
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("OPTIONS {url} answered {status}"))
+        Err(bad_reply(format!("OPTIONS {url} answered {status}")))
     }
 }
 
-async fn http(url: &str, input: &Value) -> Result<Verdict, String> {
+async fn http(url: &str, input: &Value) -> Result<Verdict, PluginError> {
     let (authority, path) = split_http_url(url)?;
     let stream = tokio::net::TcpStream::connect(authority)
         .await
-        .map_err(|e| format!("connect {authority}: {e}"))?;
+        .map_err(|e| unreachable(format!("connect {authority}: {e}")))?;
     envelope(&post(stream, authority, path, input).await?)
 }
 
 #[cfg(unix)]
-async fn unix(path: &Path, input: &Value) -> Result<Verdict, String> {
+async fn unix(path: &Path, input: &Value) -> Result<Verdict, PluginError> {
     let s = tokio::net::UnixStream::connect(path)
         .await
-        .map_err(|e| format!("connect {}: {e}", path.display()))?;
+        .map_err(|e| unreachable(format!("connect {}: {e}", path.display())))?;
     envelope(&post(s, "localhost", "/", input).await?)
 }
 
 #[cfg(not(unix))]
-async fn unix(_path: &Path, _input: &Value) -> Result<Verdict, String> {
-    Err("unix sockets are not available on this platform".into())
+async fn unix(_path: &Path, _input: &Value) -> Result<Verdict, PluginError> {
+    Err(PluginError::Refused(
+        "unix sockets are not available on this platform".into(),
+    ))
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 
 pub mod balance;
 pub mod dns;
+pub mod error;
 pub mod health;
 mod pick;
 
+pub use error::UpstreamError;
 pub use pick::{Target, Upstreams};

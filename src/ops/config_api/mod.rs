@@ -152,7 +152,10 @@ async fn doc_route(rt: &Runtime, req: &Req, doc: Doc, tail: &str) -> Resp {
                 let fmt = Format::from_path(one);
                 let parsed = std::fs::read_to_string(one)
                     .map_err(|e| e.to_string())
-                    .and_then(|t| crate::config::format::parse(fmt.unwrap_or(Format::Json), &t));
+                    .and_then(|t| {
+                        crate::config::format::parse(fmt.unwrap_or(Format::Json), &t)
+                            .map_err(|e| e.to_string())
+                    });
                 match parsed {
                     Ok(content) => ok(
                         StatusCode::OK,

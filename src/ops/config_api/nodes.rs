@@ -25,7 +25,7 @@ pub(super) async fn nodes_route(rt: &Runtime, req: &Req, name: Option<&str>) -> 
             let fmt = Format::from_path(one).unwrap_or(Format::Json);
             match std::fs::read_to_string(one)
                 .map_err(|e| e.to_string())
-                .and_then(|t| crate::config::format::parse(fmt, &t))
+                .and_then(|t| crate::config::format::parse(fmt, &t).map_err(|e| e.to_string()))
             {
                 Ok(v) => v
                     .get("nodes")

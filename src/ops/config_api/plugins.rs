@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::{apply, err, ok, write_atomic};
 use crate::ops::http::{Req, Resp};
+use crate::plugins::external::PluginError;
 use crate::runtime::Runtime;
 
 /// Registers, replaces or removes an external plugin in `plugins.json` (then reloads, so a
@@ -48,7 +49,7 @@ pub(super) async fn plugins_route(rt: &Runtime, req: &Req, name: &str) -> Resp {
                 );
             }
             if let Err(e) = check_reachable(rt, &decl).await {
-                return err(StatusCode::BAD_REQUEST, e);
+                return err(StatusCode::BAD_REQUEST, e.to_string());
             }
             all.insert(
                 name.to_string(),
@@ -93,7 +94,7 @@ pub(super) async fn plugins_route(rt: &Runtime, req: &Req, name: &str) -> Resp {
 async fn check_reachable(
     rt: &Runtime,
     p: &crate::config::plugins::ExternalPlugin,
-) -> Result<(), String> {
+) -> Result<(), PluginError> {
     use crate::config::plugins::Driver;
     let skip = [
         "SKIP_VALIDATE_CONNECTIVITY",
@@ -111,7 +112,9 @@ async fn check_reachable(
             if Path::new(path).exists() {
                 Ok(())
             } else {
-                Err(format!("socket {path} does not exist"))
+                Err(PluginError::Unreachable(format!(
+                    "socket {path} does not exist"
+                )))
             }
         }
         Driver::Http { url } => tokio::time::timeout(
@@ -119,7 +122,7 @@ async fn check_reachable(
             crate::plugins::external::probe_http(url),
         )
         .await
-        .map_err(|_| format!("{url}: no answer within 3 s"))?,
+        .map_err(|_| PluginError::Timeout(std::time::Duration::from_secs(3)))?,
     }
 }
 

@@ -66,8 +66,14 @@ pub(super) async fn import(rt: &Runtime, req: &Req) -> Resp {
     let root = rt.config.dir().to_path_buf();
     let stage = root.join(format!(".import-{}", crate::conn::uuid_v7()));
     let result = (|| -> Result<usize, (StatusCode, String)> {
-        let files = crate::ops::archive::unpack(archive, &stage)
-            .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+        let files = crate::ops::archive::unpack(archive, &stage).map_err(|e| {
+            // A broken upload is the client's fault; failing to stage it is ours.
+            let status = match e {
+                crate::ops::archive::UnpackError::Write(..) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, e.to_string())
+        })?;
         let mut loaded = crate::config::load::load(&stage, None);
         loaded.problems.extend(crate::certs::load(&stage, None).1);
         if loaded.has_errors() {
