@@ -402,3 +402,38 @@ fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_i
     let mut v = v;
     assert!(v.alive());
 }
+
+/// A failed upstream call tells the flow where it failed and whether a retry may help: a
+/// refused connection is `connect` and retryable; HTTP/3 to an `http://` URL is the flow's
+/// own mistake (`request`, not retryable).
+#[test]
+fn failures_say_their_stage_and_whether_a_retry_may_help() {
+    let dead = free_port();
+    let answer = |prefix: &str, extra: &str| {
+        let cfg = ConfigDir::new();
+        let port = free_port();
+        cfg.plain_http(port, "httpx");
+        cfg.write(
+            "application/httpx.yaml",
+            &format!(
+                r#"pipeline:
+  internal.driver.upstream:
+    input: {{ url_prefix: "{prefix}"{extra} }}
+    output:
+      success: {{ internal.terminator.response: {{}} }}
+      failure:
+        internal.terminator.response:
+          input: {{ status: 502, body: "{{{{plugin.internal_driver_upstream.error_kind}}}} {{{{plugin.internal_driver_upstream.retryable}}}}" }}
+"#
+            ),
+        );
+        let _v = Vane::start(&cfg, &[port]);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        h1(&mut s, &["GET /x HTTP/1.1\r\nHost: a\r\n\r\n"]).remove(0)
+    };
+    let (status, _, body) = answer(&format!("http://127.0.0.1:{dead}"), "");
+    assert_eq!((status, body.as_str()), (502, "connect true"));
+    let (status, _, body) = answer(&format!("http://127.0.0.1:{dead}"), ", version: h3");
+    assert_eq!((status, body.as_str()), (502, "request false"));
+}
