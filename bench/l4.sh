@@ -17,8 +17,7 @@ mkdir -p "$OUT"
 
 source bench/lib.sh
 ensure_tools "iperf3 haproxy nginx" iperf3 haproxy nginx-light libnginx-mod-stream
-cargo build --release -q
-VANE="$CARGO_TARGET_DIR/release/vane"
+VANE=$(vane_binary)
 ulimit -n "$(ulimit -Hn)" || true
 
 rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo "$t"; }

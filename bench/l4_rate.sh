@@ -10,9 +10,8 @@ SECS=${SECS:-5}
 CLIENTS=${CLIENTS:-32}
 source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light libnginx-mod-stream
-cargo build --release -q
 cargo build --release -q --example tcp_rate
-VANE="$CARGO_TARGET_DIR/release/vane"
+VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/tcp_rate"
 
 UP=$(port)

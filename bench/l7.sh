@@ -13,9 +13,8 @@ OUT=bench/results
 mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light
-cargo build --release -q
 cargo build --release -q --example http_load
-VANE="$CARGO_TARGET_DIR/release/vane"
+VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/http_load"
 
 UP=$(port); NP=$(port)

@@ -14,6 +14,14 @@ ensure_tools() {
   done
 }
 
+# The vane binary under test: $VANE_BIN when set (to compare two builds in one sitting, e.g.
+# before and after a change), else a fresh release build of this checkout.
+vane_binary() {
+  if [ -n "${VANE_BIN:-}" ]; then echo "$VANE_BIN"; return; fi
+  cargo build --release -q >&2
+  echo "$CARGO_TARGET_DIR/release/vane"
+}
+
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 TMP=$(mktemp -d)

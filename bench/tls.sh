@@ -12,8 +12,7 @@ OUT=bench/results
 mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "haproxy nginx curl" haproxy nginx-light curl
-cargo build --release -q
-VANE="$CARGO_TARGET_DIR/release/vane"
+VANE=$(vane_binary)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.test \
   -addext subjectAltName=DNS:bench.test -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >/dev/null 2>&1

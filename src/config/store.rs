@@ -9,7 +9,8 @@ use vane_actors::config::{ConfigSource, ReloadReport};
 use vane_actors::Name;
 
 use super::error::Severity;
-use super::load::{self, Changes};
+use super::diff::{self, Changes};
+use super::load;
 use super::Snapshot;
 
 /// Owns the current snapshot of a config dir.
@@ -52,7 +53,7 @@ impl ConfigStore {
                 Severity::Warning => info!("{p}"),
             }
         }
-        let changes = load::diff(&old, &loaded.snapshot);
+        let changes = diff::diff(&old, &loaded.snapshot);
         if changes.is_empty() {
             let summary = if errors > 0 {
                 format!("config reload refused ({errors} problem(s)); the last good config stays in force")
