@@ -8,8 +8,8 @@ use tracing::{info, warn};
 use vane_actors::config::{ConfigSource, ReloadReport};
 use vane_actors::Name;
 
-use super::error::Severity;
 use super::diff::{self, Changes};
+use super::error::Severity;
 use super::load;
 use super::Snapshot;
 

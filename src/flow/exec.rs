@@ -406,7 +406,10 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, env: &Env) -> Result<Outcome, FlowEr
             bool_branch(detect::matches(method, &payload))
         }
         Builtin::Match => {
-            let op = matcher::Operator::parse(r.opt_str("operator").unwrap_or("=="));
+            let op = match r.step.fixed.operator {
+                Some(op) => op,
+                None => matcher::Operator::parse(r.opt_str("operator").unwrap_or("==")),
+            };
             bool_branch(matcher::eval(
                 op,
                 r.str("left")?,
@@ -415,8 +418,11 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, env: &Env) -> Result<Outcome, FlowEr
             ))
         }
         Builtin::RateSec | Builtin::RateMin => {
-            let limit = r.int("limit")?;
-            let limit = u64::try_from(limit).map_err(|_| r.err("limit", "must not be negative"))?;
+            let limit = match r.step.fixed.limit {
+                Some(l) => l,
+                None => u64::try_from(r.int("limit")?)
+                    .map_err(|_| r.err("limit", "must not be negative"))?,
+            };
             let table = if kind == Builtin::RateSec {
                 &env.rate_sec
             } else {

@@ -62,6 +62,11 @@ pub struct Fixed {
     pub ip: Option<std::net::IpAddr>,
     /// `payload` of `internal.protocol.detect`, decoded from hex.
     pub payload: Option<Vec<u8>>,
+    /// `operator` of `internal.common.match` when literal or absent (`==`); the inner `None`
+    /// is an operator nobody knows, which always yields `false`.
+    pub operator: Option<Option<crate::plugins::matcher::Operator>>,
+    /// `limit` of the rate limiters.
+    pub limit: Option<u64>,
 }
 
 /// A template reads `req.body` or `req.body_hex`.

@@ -125,6 +125,14 @@ async fn literal_parameters_are_typed_at_load_and_used_as_such() {
         "input": {"target.ip": "{{x}}", "target.port": "{{p}}"}
     }}}));
     assert!(t.root.fixed.ip.is_none() && t.root.fixed.port.is_none());
+    let m = l4(json!({"connection": {"internal.common.match": {
+        "input": {"left": "a", "right": "a", "operator": "Starts_With"},
+        "output": {"true": proxy(1), "false": {"internal.transport.abort": {}}}
+    }}}));
+    assert_eq!(
+        m.root.fixed.operator,
+        Some(Some(crate::plugins::matcher::Operator::StartsWith))
+    );
     let e = env(Duration::from_secs(5), 1024);
     assert_eq!(
         run(&t, &mut kv(&[("x", "127.0.0.1"), ("p", "1002")]), &e)

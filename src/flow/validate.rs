@@ -447,6 +447,11 @@ fn check_semantics(step: &mut Step, cx: &Context<'_>, pr: &mut Problems) {
                     );
                 }
             }
+            if step.input("operator").is_none() {
+                step.fixed.operator = Some(Some(crate::plugins::matcher::Operator::Eq));
+            } else if let Some(op) = &op {
+                step.fixed.operator = Some(crate::plugins::matcher::Operator::parse(op));
+            }
             let is_regex = op
                 .as_deref()
                 .and_then(crate::plugins::matcher::Operator::parse)
@@ -465,11 +470,12 @@ fn check_semantics(step: &mut Step, cx: &Context<'_>, pr: &mut Problems) {
         }
         Builtin::RateSec | Builtin::RateMin => {
             if let Some(Value::Number(n)) = literal(step, "limit") {
-                if n.as_u64().is_none() {
-                    pr.error(
+                match n.as_u64() {
+                    Some(limit) => step.fixed.limit = Some(limit),
+                    None => pr.error(
                         &join(&at, "limit"),
                         format!("limit must be a non-negative integer, got {n}"),
-                    );
+                    ),
                 }
             }
         }

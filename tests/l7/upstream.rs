@@ -429,7 +429,8 @@ fn failures_say_their_stage_and_whether_a_retry_may_help() {
         );
         let _v = Vane::start(&cfg, &[port]);
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         h1(&mut s, &["GET /x HTTP/1.1\r\nHost: a\r\n\r\n"]).remove(0)
     };
     let (status, _, body) = answer(&format!("http://127.0.0.1:{dead}"), "");
