@@ -237,6 +237,15 @@ async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
 }
 
 fn proxy_app(prefix: &str, extra: &str) -> String {
+    proxy_app_failing_with(
+        prefix,
+        extra,
+        "upstream failed: {{plugin.internal_driver_upstream.error}}",
+    )
+}
+
+/// [`proxy_app`] whose failure branch answers 502 with `body` (a template).
+fn proxy_app_failing_with(prefix: &str, extra: &str, body: &str) -> String {
     format!(
         r#"pipeline:
   internal.driver.upstream:
@@ -246,7 +255,7 @@ fn proxy_app(prefix: &str, extra: &str) -> String {
         internal.terminator.response: {{}}
       failure:
         internal.terminator.response:
-          input: {{ status: 502, body: "upstream failed: {{{{plugin.internal_driver_upstream.error}}}}" }}
+          input: {{ status: 502, body: "{body}" }}
 "#
     )
 }

@@ -415,16 +415,10 @@ fn failures_say_their_stage_and_whether_a_retry_may_help() {
         cfg.plain_http(port, "httpx");
         cfg.write(
             "application/httpx.yaml",
-            &format!(
-                r#"pipeline:
-  internal.driver.upstream:
-    input: {{ url_prefix: "{prefix}"{extra} }}
-    output:
-      success: {{ internal.terminator.response: {{}} }}
-      failure:
-        internal.terminator.response:
-          input: {{ status: 502, body: "{{{{plugin.internal_driver_upstream.error_kind}}}} {{{{plugin.internal_driver_upstream.retryable}}}}" }}
-"#
+            &proxy_app_failing_with(
+                prefix,
+                extra,
+                "{{plugin.internal_driver_upstream.error_kind}} {{plugin.internal_driver_upstream.retryable}}",
             ),
         );
         let _v = Vane::start(&cfg, &[port]);
