@@ -119,7 +119,8 @@ pub async fn run(dir: &Path) -> i32 {
         );
         return 1;
     }
-    let prometheus = prom::install();
+    // Without an endpoint nobody can read the metrics: no recorder, and recording costs nothing.
+    let prometheus = settings.metrics_addr.and_then(|_| prom::install());
     let store = ConfigStore::new(dir.to_path_buf(), loaded.snapshot);
     let rt = Runtime::new(settings, store.clone());
     // L4 hands the connections its flows terminate to L7 through the carrier traits.

@@ -12,6 +12,7 @@ pub mod flow;
 pub mod l4;
 pub mod l4p;
 pub mod l7;
+pub mod labels;
 pub mod ops;
 pub mod plugins;
 pub mod runtime;

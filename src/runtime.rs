@@ -46,6 +46,7 @@ impl Runtime {
                 config.clone(),
                 Dns::new(&settings.nameservers),
                 settings.connect_timeout,
+                settings.upstream_max_tracked,
             ),
             config,
             actors: ActorTable::new(),

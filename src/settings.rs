@@ -85,6 +85,14 @@ pub struct Settings {
     pub max_template_parse_depth: usize,
     pub max_template_parse_nodes: usize,
     pub max_limiter_memory: usize,
+    /// `METRICS_MAX_LABEL_VALUES`: series per metric family whose label comes from input a
+    /// client or a template can vary (upstream targets, ...); past it, one `other` series.
+    pub metric_label_values: usize,
+    /// `UPSTREAM_MAX_TRACKED`: upstream addresses the health registry and the HTTP/3 client
+    /// pools keep state for beyond the configured targets.
+    pub upstream_max_tracked: usize,
+    /// `UPSTREAM_H3_POOL_MAX`: pooled HTTP/3 upstream connections per data-plane thread.
+    pub upstream_h3_pool_max: usize,
     pub plugin_quiet: Duration,
     pub ratelimit_key_max_len: usize,
 
@@ -212,6 +220,9 @@ impl Settings {
             max_template_parse_depth: num("MAX_TEMPLATE_PARSE_DEPTH", 5),
             max_template_parse_nodes: num("MAX_TEMPLATE_PARSE_NODES", 50),
             max_limiter_memory: num("MAX_LIMITER_MEMORY", 4_194_304),
+            metric_label_values: num("METRICS_MAX_LABEL_VALUES", 1000usize).max(1),
+            upstream_max_tracked: num("UPSTREAM_MAX_TRACKED", 10_000usize).max(16),
+            upstream_h3_pool_max: num("UPSTREAM_H3_POOL_MAX", 256usize).max(1),
             plugin_quiet: Duration::from_secs(num("EXTERNAL_PLUGIN_QUIET_PERIOD_SECS", 3)),
             ratelimit_key_max_len: num("RATELIMIT_KEY_MAX_LEN", 256),
             health_interval: Duration::from_secs(num("HEALTH_TCP_INTERVAL_SECS", 5).max(1)),

@@ -148,3 +148,74 @@ fn http_requests_are_spans_with_their_plugin_steps_inside() {
         "no request span exported"
     );
 }
+
+/// Upstream authorities taken from a request header (a forward-proxy style flow) cannot grow
+/// the metrics: past `METRICS_MAX_LABEL_VALUES` they share one `other` series, and the
+/// collapsed observations are counted.
+#[test]
+fn upstream_targets_from_client_input_are_capped_per_metric_family() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        r#"pipeline:
+  internal.driver.upstream:
+    input: { url_prefix: "http://{{req.header.x-target}}" }
+    output:
+      success: { internal.terminator.response: {} }
+      failure: { internal.terminator.response: { input: { status: 502 } } }
+"#,
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("METRICS_MAX_LABEL_VALUES", "20".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answered = 0;
+    for i in 0..300u32 {
+        // Distinct loopback addresses with nothing listening: each connect is refused at once.
+        let target = format!("127.0.{}.{}:1", i / 200 + 1, i % 200 + 1);
+        let req = format!("GET / HTTP/1.1\r\nHost: a\r\nx-target: {target}\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("write");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => panic!("connection closed after {answered} answers"),
+            }
+        }
+        let text = String::from_utf8_lossy(&head);
+        assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+        let len: usize = text
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).expect("body");
+        answered += 1;
+    }
+    assert_eq!(answered, 300);
+    let text = v.metrics_text();
+    let targets: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("vane_upstream_requests_total{"))
+        .filter_map(|l| l.split("target=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(targets.contains("other"), "{targets:?}");
+    assert!(targets.len() <= 21, "{} series: {targets:?}", targets.len());
+    let collapsed = v
+        .metric("vane_metric_labels_collapsed_total{family=\"vane_upstream_requests_total\"}")
+        .unwrap_or(0.0);
+    assert!(collapsed >= 280.0, "collapsed {collapsed}");
+}

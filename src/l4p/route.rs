@@ -111,7 +111,7 @@ pub async fn route(
     let label = conn.key.to_string();
     let Some(entry) = rt.config.load().resolvers.get(protocol).cloned() else {
         info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
-        metrics::counter!("vane_l4p_inspections_total", "protocol" => protocol.to_string(), "outcome" => "no_resolver").increment(1);
+        metrics::counter!("vane_l4p_inspections_total", "protocol" => crate::labels::CARRIER.admit(protocol).to_string(), "outcome" => "no_resolver").increment(1);
         return None;
     };
     kv.set("conn.layer", "l4p");
@@ -158,7 +158,7 @@ pub async fn route(
         }
         "ok"
     };
-    metrics::counter!("vane_l4p_inspections_total", "protocol" => protocol.to_string(), "outcome" => outcome).increment(1);
+    metrics::counter!("vane_l4p_inspections_total", "protocol" => crate::labels::CARRIER.admit(protocol).to_string(), "outcome" => outcome).increment(1);
     match exec::run(&entry.doc, &mut kv, rt.flow).await {
         Ok(Decision::Proxy(to)) => Some(Routed::Pass(to)),
         Ok(Decision::Abort | Decision::Respond { .. }) => None,

@@ -80,6 +80,36 @@ async fn connect(rt: &Runtime, host: &str, port: u16, skip: bool) -> Result<Send
     Ok(send)
 }
 
+/// Pools the connection to `key`. The pool is keyed by host and port, which a flow can take
+/// from client input, so it holds at most `max` connections per thread: a new one pushes out
+/// another (which closes once its last request is done).
+fn pool_insert(key: (String, u16, bool), sender: Sender, max: usize) {
+    POOL.with(|p| {
+        if bounded_insert(&mut p.borrow_mut(), key, sender, max) {
+            metrics::counter!("vane_h3_upstream_pool_evictions_total").increment(1);
+        }
+    });
+}
+
+/// Inserts into a map of at most `max` entries, pushing out another one when it is full;
+/// true when it did.
+fn bounded_insert<K: Eq + std::hash::Hash + Clone, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    value: V,
+    max: usize,
+) -> bool {
+    let mut evicted = false;
+    if map.len() >= max && !map.contains_key(&key) {
+        if let Some(victim) = map.keys().next().cloned() {
+            map.remove(&victim);
+            evicted = true;
+        }
+    }
+    map.insert(key, value);
+    evicted
+}
+
 /// Sends `req` over HTTP/3; the answer's status, headers and streamed body.
 pub async fn send(rt: &Runtime, req: Request<Body>, skip: bool) -> Answer {
     let uri: Uri = req.uri().clone();
@@ -102,7 +132,7 @@ pub async fn send(rt: &Runtime, req: Request<Body>, skip: bool) -> Answer {
         Some(s) => s,
         None => {
             let s = connect(rt, &host, port, skip).await?;
-            POOL.with(|p| p.borrow_mut().insert(key.clone(), s.clone()));
+            pool_insert(key.clone(), s.clone(), rt.settings.upstream_h3_pool_max);
             s
         }
     };
@@ -140,4 +170,33 @@ pub async fn send(rt: &Runtime, req: Request<Body>, skip: bool) -> Answer {
         .map_err(|e| UpstreamError::new(Kind::Protocol, e))?;
     let (parts, ()) = resp.into_parts();
     Ok((parts.status, parts.headers, super::h3::H3Body(down).boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_map_keeps_its_bound_under_a_hundred_thousand_hosts() {
+        let mut m = HashMap::new();
+        let mut evicted = 0;
+        for i in 0..100_000 {
+            evicted += usize::from(bounded_insert(
+                &mut m,
+                (format!("h{i}.example"), 443, false),
+                i,
+                256,
+            ));
+        }
+        assert_eq!(m.len(), 256);
+        assert_eq!(evicted, 100_000 - 256);
+        assert!(
+            m.contains_key(&("h99999.example".to_string(), 443, false)),
+            "the newest is kept"
+        );
+        assert!(
+            !bounded_insert(&mut m, ("h99999.example".to_string(), 443, false), 0, 256),
+            "a known key replaces, evicts nothing"
+        );
+    }
 }

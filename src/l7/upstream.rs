@@ -97,14 +97,18 @@ fn outcome_counter(authority: &str, ok: bool) -> metrics::Counter {
         if let Some(c) = m.get(authority) {
             return c[usize::from(!ok)].clone();
         }
+        // Authorities can come from client input (`url_prefix: "http://{{req.host}}"`): past the
+        // label cap they share the `other` series, which is cached once.
+        let target = crate::labels::UPSTREAM_TARGET.admit(authority);
+        if let Some(c) = m.get(target) {
+            return c[usize::from(!ok)].clone();
+        }
         let pair = [true, false].map(|ok| {
-            metrics::counter!("vane_upstream_requests_total", "target" => authority.to_string(), "outcome" => if ok { "ok" } else { "error" })
+            metrics::counter!("vane_upstream_requests_total", "target" => target.to_string(), "outcome" => if ok { "ok" } else { "error" })
         });
         let c = pair[usize::from(!ok)].clone();
-        // Bounded: templated upstream names could otherwise grow it without end.
-        if m.len() < 1024 {
-            m.insert(authority.to_string(), pair);
-        }
+        // Bounded as the label is: at most the cap's values plus `other`.
+        m.insert(target.to_string(), pair);
         c
     })
 }

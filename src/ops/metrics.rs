@@ -9,7 +9,15 @@ use vane_actors::service::{AbortOnDrop, Guard, Service, StartFuture};
 
 use super::http::{self, Req};
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Installs the global recorder once; later calls return the same handle.
+///
+/// The recorder keeps each histogram observation as a raw sample until its upkeep folds it
+/// into the buckets; rendering does that too, but memory must not depend on whether (or how
+/// often) anyone scrapes. A thread of its own runs the upkeep every second, so between two
+/// upkeeps at most one second of samples is held.
 pub fn install() -> Option<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     HANDLE
@@ -20,9 +28,27 @@ pub fn install() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .clone()
+}
+
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            // A panic in one round must not end the upkeep (the samples would pile up again).
+            let round =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.run_upkeep()));
+            if round.is_err() {
+                tracing::error!("metrics upkeep panicked; retrying next round");
+            }
+        });
+    if let Err(e) = started {
+        tracing::error!("cannot start the metrics upkeep thread: {e}");
+    }
 }
 
 pub struct MetricsEndpoint {

@@ -21,18 +21,47 @@ struct TargetState {
     active: AtomicUsize,
 }
 
-/// Health and load of every upstream address we know.
-#[derive(Default)]
+/// Health and load of every upstream address we know, up to `max` addresses: a flow can
+/// name targets from client input, and each failed connect to one is remembered (and probed
+/// until it recovers). Past the bound a new address gets state that is not kept: it is
+/// neither marked nor probed, and counts as healthy.
 pub struct HealthRegistry {
     targets: DashMap<SocketAddr, Arc<TargetState>>,
+    max: usize,
+}
+
+impl Default for HealthRegistry {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
 }
 
 impl HealthRegistry {
+    pub fn new(max: usize) -> Self {
+        Self {
+            targets: DashMap::new(),
+            max,
+        }
+    }
+
     fn state(&self, addr: SocketAddr) -> Arc<TargetState> {
         if let Some(s) = self.targets.get(&addr) {
             return s.clone();
         }
+        if self.targets.len() >= self.max {
+            metrics::counter!("vane_upstream_untracked_total").increment(1);
+            return Arc::default();
+        }
         self.targets.entry(addr).or_default().clone()
+    }
+
+    /// Addresses with state (configured targets, busy ones, ones marked down).
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
     }
 
     /// Unknown targets are optimistic: a new target is usable before its first probe.
@@ -49,7 +78,7 @@ impl HealthRegistry {
         if s.healthy.swap(false, Ordering::Relaxed) || !was_known {
             warn!("✗ Proactively marked TCP target {addr} as unavailable: {why}");
         }
-        metrics::gauge!("vane_upstream_healthy", "target" => addr.to_string()).set(0.0);
+        healthy_gauge(addr, false);
     }
 
     /// Records a probe result; logs recovery.
@@ -70,8 +99,7 @@ impl HealthRegistry {
                 }
             }
         }
-        metrics::gauge!("vane_upstream_healthy", "target" => addr.to_string())
-            .set(if latency.is_some() { 1.0 } else { 0.0 });
+        healthy_gauge(addr, latency.is_some());
     }
 
     /// Forgets targets no longer named anywhere (0.9.2 kept them forever), except busy ones.
@@ -97,6 +125,15 @@ impl HealthRegistry {
         let s = self.state(addr);
         s.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(s)
+    }
+}
+
+/// `vane_upstream_healthy{target}`, for targets within the label cap (a gauge collapsed into
+/// `other` would mean nothing).
+fn healthy_gauge(addr: SocketAddr, up: bool) {
+    let label = addr.to_string();
+    if crate::labels::UPSTREAM_TARGET.admit(&label) != crate::labels::OTHER {
+        metrics::gauge!("vane_upstream_healthy", "target" => label).set(if up { 1.0 } else { 0.0 });
     }
 }
 
@@ -154,5 +191,18 @@ mod tests {
         r.retain(&HashSet::new());
         assert_eq!(r.active(&a), 0);
         assert!(r.latency_us(&a).is_none(), "forgotten");
+    }
+
+    #[test]
+    fn a_hundred_thousand_failing_addresses_stay_within_the_bound() {
+        let r = HealthRegistry::new(1000);
+        for i in 0..100_000u32 {
+            let [a, b, c, d] = (0x0a00_0000 + i).to_be_bytes();
+            r.mark_down(SocketAddr::from(([a, b, c, d], 80)), "refused");
+        }
+        assert_eq!(r.len(), 1000);
+        assert_eq!(r.down().len(), 1000, "only the tracked ones are probed");
+        let past: SocketAddr = "10.1.134.159:80".parse().expect("addr");
+        assert!(r.is_healthy(&past), "an untracked address is not marked");
     }
 }

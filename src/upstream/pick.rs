@@ -33,11 +33,17 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(config: Arc<ConfigStore>, dns: Dns, connect_timeout: Duration) -> Self {
+    /// `max_tracked`: addresses the health registry keeps state for (`UPSTREAM_MAX_TRACKED`).
+    pub fn new(
+        config: Arc<ConfigStore>,
+        dns: Dns,
+        connect_timeout: Duration,
+        max_tracked: usize,
+    ) -> Self {
         Self {
             config,
             dns,
-            health: HealthRegistry::default(),
+            health: HealthRegistry::new(max_tracked),
             counters: Counters::default(),
             connect_timeout,
         }
@@ -173,14 +179,41 @@ impl Upstreams {
 }
 
 /// `vane_upstream_requests_total{target,outcome}` handles, cached so that a connection does not
-/// format labels and search the registry.
+/// format labels and search the registry. Only targets within the label cap are cached (the
+/// rest share the `other` series), so the cache is as bounded as the metric.
+type OutcomeCache = dashmap::DashMap<(SocketAddr, bool), metrics::Counter>;
+static OUTCOMES: std::sync::OnceLock<OutcomeCache> = std::sync::OnceLock::new();
+
 fn outcome_counter(addr: SocketAddr, ok: bool) -> metrics::Counter {
-    static CACHE: std::sync::OnceLock<dashmap::DashMap<(SocketAddr, bool), metrics::Counter>> =
-        std::sync::OnceLock::new();
-    let cache = CACHE.get_or_init(dashmap::DashMap::new);
+    let cache = OUTCOMES.get_or_init(dashmap::DashMap::new);
     if let Some(c) = cache.get(&(addr, ok)) {
         return c.clone();
     }
     let outcome = if ok { "connected" } else { "connect_failed" };
-    cache.entry((addr, ok)).or_insert_with(|| metrics::counter!("vane_upstream_requests_total", "target" => addr.to_string(), "outcome" => outcome)).clone()
+    let label = addr.to_string();
+    let target = crate::labels::UPSTREAM_TARGET.admit(&label);
+    if target == crate::labels::OTHER {
+        return metrics::counter!("vane_upstream_requests_total", "target" => crate::labels::OTHER, "outcome" => outcome);
+    }
+    cache
+        .entry((addr, ok))
+        .or_insert_with(|| metrics::counter!("vane_upstream_requests_total", "target" => label, "outcome" => outcome))
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outcome_cache_is_as_bounded_as_the_label() {
+        for i in 0..100_000u32 {
+            let [a, b, c, d] = (0x0a00_0000 + i).to_be_bytes();
+            outcome_counter(SocketAddr::from(([a, b, c, d], 443)), false);
+        }
+        let cached = OUTCOMES.get().map_or(0, |c| c.len());
+        let cap = crate::settings::get().metric_label_values;
+        assert!(cached <= cap, "{cached} cached counters for a cap of {cap}");
+        assert!(crate::labels::UPSTREAM_TARGET.len() <= cap);
+    }
 }
