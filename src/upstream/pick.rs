@@ -209,7 +209,7 @@ mod tests {
     fn the_outcome_cache_is_as_bounded_as_the_label() {
         for i in 0..100_000u32 {
             let [a, b, c, d] = (0x0a00_0000 + i).to_be_bytes();
-            outcome_counter(SocketAddr::from(([a, b, c, d], 443)), false);
+            outcome_counter(SocketAddr::from(([a, b, c, d], 443)), false).increment(1);
         }
         let cached = OUTCOMES.get().map_or(0, |c| c.len());
         let cap = crate::settings::get().metric_label_values;
