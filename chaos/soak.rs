@@ -243,7 +243,11 @@ fn h2(port: u16, until: Instant, c: &Counts) {
                 if Instant::now() >= until {
                     return;
                 }
-                let mut req = hyper::Request::get(if i.is_multiple_of(2) { "/hello" } else { "/fwd" });
+                let mut req = hyper::Request::get(if i.is_multiple_of(2) {
+                    "/hello"
+                } else {
+                    "/fwd"
+                });
                 if i % 2 == 1 {
                     req = req.header("x-target", c.next_target());
                 }

@@ -1,6 +1,7 @@
 //! L4: TCP and UDP listeners, connection limits, the listener flow, and relays. Connections
 //! the L4+ stage terminates leave this layer through the carriers in [`crate::conn`].
 
+pub mod buffers;
 pub mod limits;
 pub mod listener;
 pub mod relay;

@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,25 +22,12 @@ pub struct Relayed {
     pub idle_timeout: bool,
 }
 
-/// Size of one relay buffer.
-const BUF_SIZE: usize = 256 * 1024;
-/// Buffers kept for reuse; beyond this they are freed.
-const POOL_MAX: usize = 64;
-
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
 fn take_buf() -> Vec<u8> {
-    let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
-    // Zeroed through the allocator (fresh mmap pages), so an untouched tail costs no RSS.
-    pooled.unwrap_or_else(|| vec![0; BUF_SIZE])
+    super::buffers::RELAY.take()
 }
 
 fn give_buf(b: Vec<u8>) {
-    if let Ok(mut p) = POOL.lock() {
-        if p.len() < POOL_MAX {
-            p.push(b);
-        }
-    }
+    super::buffers::RELAY.give(b)
 }
 
 /// One direction of a relay: a burst in flight (if any) and what has been moved.

@@ -15,6 +15,7 @@ use crate::config::{Entry, Listener, ListenerDoc, ListenerKey};
 use crate::conn::{base_kv, Conn, Inbox};
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
+use crate::l4::buffers::DATAGRAM;
 use crate::l4::session::{legacy, LegacyPick};
 use crate::l4::L4;
 use crate::l4p::route::QuicRouted;
@@ -327,7 +328,8 @@ async fn per_datagram(
 
 /// Sends the upstream's replies to the session's current client address until the session
 /// has been idle (both directions) for `UDP_SESSION_TIMEOUT_SECS`. For QUIC, the server's
-/// chosen connection IDs are learned from its long-header replies.
+/// chosen connection IDs are learned from its long-header replies. A receive buffer is
+/// borrowed only while replies are waiting in the socket, so a quiet session holds none.
 async fn relay_replies(
     rt: &L4,
     sess: &Arc<Session>,
@@ -336,23 +338,35 @@ async fn relay_replies(
     quic: bool,
 ) {
     let idle = rt.settings.udp_session_timeout;
-    let mut buf = vec![0u8; 65_535];
     loop {
         let last = sess.last_ms.load(Ordering::Relaxed);
         let deadline = sess.born + Duration::from_millis(last) + idle;
         tokio::select! {
-            r = up.recv(&mut buf) => match r {
-                Ok(n) => {
-                    sess.touch();
-                    if quic {
-                        rt.udp.cids.learn_server_cids(sess, &buf[..n]);
-                    }
-                    let _ = listener.send_to(&buf[..n], sess.client()).await;
-                }
-                Err(e) => {
-                    debug!("UDP upstream recv: {e}");
+            r = up.readable() => {
+                if let Err(e) = r {
+                    debug!("UDP upstream: {e}");
                     tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
                 }
+                let mut buf = DATAGRAM.take();
+                loop {
+                    match up.try_recv(&mut buf) {
+                        Ok(n) => {
+                            sess.touch();
+                            if quic {
+                                rt.udp.cids.learn_server_cids(sess, &buf[..n]);
+                            }
+                            let _ = listener.send_to(&buf[..n], sess.client()).await;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // ICMP errors (a closed upstream port) surface here.
+                            debug!("UDP upstream recv: {e}");
+                            break;
+                        }
+                    }
+                }
+                DATAGRAM.give(buf);
             },
             _ = tokio::time::sleep_until(deadline.into()) => {
                 if sess.last_ms.load(Ordering::Relaxed) == last {

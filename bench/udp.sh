@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# UDP benchmark: memory per live UDP session, new sessions per second and datagrams per second,
+# through vane (an L4 UDP flow with internal.transport.proxy) and through nginx (`stream`, UDP),
+# to the same echo upstream with the same session timeout, in one run. The load client paces
+# itself (examples/udp_load.rs): a burst of new sockets measures the kernel's buffers, not the
+# proxy.
+#
+#   bench/udp.sh                         # HOLD="5000 10000" RATE=2000 SECS=5
+#   HOLD="5000 10000 18000" bench/udp.sh # needs an open-files limit above 2x the largest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOLD=${HOLD:-"5000 10000"}
+RATE=${RATE:-2000}
+SECS=${SECS:-5}
+TIMEOUT=${TIMEOUT:-30}
+OUT=bench/results
+mkdir -p "$OUT"
+source bench/lib.sh
+ensure_tools "nginx" nginx-light libnginx-mod-stream
+cargo build --release -q --example udp_load
+VANE=$(vane_binary)
+LOAD="$CARGO_TARGET_DIR/release/examples/udp_load"
+ulimit -n "$(ulimit -Hn)" || true
+
+rss_kb() { awk '/VmRSS/{print $2}' /proc/"$1"/status; }
+
+UP=$(port)
+"$LOAD" echo "$UP" & PIDS+=("$!")
+
+NP=$(port)
+MOD=$(ls /usr/lib/nginx/modules/ngx_stream_module.so 2>/dev/null || true)
+cat > "$TMP/nginx.conf" <<CFG
+${MOD:+load_module $MOD;}
+worker_processes 1;
+worker_rlimit_nofile 65535;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+events { worker_connections 60000; }
+stream {
+  server {
+    listen 127.0.0.1:$NP udp;
+    proxy_pass 127.0.0.1:$UP;
+    proxy_timeout ${TIMEOUT}s;
+  }
+}
+CFG
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 &
+NPID=$!; PIDS+=("$NPID")
+
+VP=$(port)
+mkdir -p "$TMP/vane/listener/[$VP]"
+printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP]/udp.yaml"
+start_vane UDP_SESSION_TIMEOUT_SECS="$TIMEOUT" UDP_SESSION_BUFFER=100000000
+sleep 1
+# nginx runs its work in a worker process: measure that one.
+NWORKER=$(pgrep -P "$NPID" | head -1)
+
+# RSS growth with N live sessions, and RSS once they expired (TIMEOUT + 10 s after the last).
+hold() { # name pid port n
+  local before after gone
+  before=$(rss_kb "$2")
+  "$LOAD" hold "127.0.0.1:$3" "$4" "$RATE" 10 > "$TMP/hold.out" &
+  local lp=$!
+  for _ in $(seq 1 600); do grep -q holding "$TMP/hold.out" 2>/dev/null && break; sleep 0.2; done
+  sleep 2
+  after=$(rss_kb "$2")
+  wait "$lp" || true
+  sleep $((TIMEOUT + 10))
+  gone=$(rss_kb "$2")
+  python3 -c "print(f'$1 n=$4 answered=$(head -1 $TMP/hold.out): {($after-$before)/$4:.2f} KiB/session (RSS {$before} -> {$after} KiB, {$gone} KiB after expiry)')"
+}
+
+{
+  echo "== memory per live UDP session (paced at ${RATE}/s, session timeout ${TIMEOUT}s)"
+  for n in $HOLD; do
+    hold vane "$VPID" "$VP" "$n"
+    hold nginx "$NWORKER" "$NP" "$n"
+  done
+  echo "== new sessions per second (paced at ${RATE}/s for ${SECS}s)"
+  V=$("$LOAD" rate "127.0.0.1:$VP" "$SECS" "$RATE"); echo "vane  $V"
+  N=$("$LOAD" rate "127.0.0.1:$NP" "$SECS" "$RATE"); echo "nginx $N"
+  echo "== datagrams per second (32 clients ping-pong, ${SECS}s)"
+  VD=$("$LOAD" pps "127.0.0.1:$VP" "$SECS" 32); echo "vane  $VD"
+  ND=$("$LOAD" pps "127.0.0.1:$NP" "$SECS" 32); echo "nginx $ND"
+  python3 -c "print(f'ratios: sessions/s vane/nginx {$V/max($N,1):.2f}  datagrams/s vane/nginx {$VD/max($ND,1):.2f}')"
+  echo "date: $(date -u +%FT%TZ)"
+} | tee "$OUT/udp-$(date -u +%Y%m%dT%H%M%SZ).txt"
