@@ -217,27 +217,30 @@ pub(super) async fn run(
     sess: Arc<Session>,
 ) {
     if entry.doc.per_datagram {
-        return per_datagram(rt, entry, listener, conn, sess).await;
+        return Box::pin(per_datagram(rt, entry, listener, conn, sess)).await;
     }
     let first = match &*sess.state() {
         State::Deciding { queue, .. } => queue.first().cloned().unwrap_or_default(),
         _ => Vec::new(),
     };
-    let verdict = decide(&rt, &entry, &conn, &first).await;
+    // The deciding steps are boxed: a future holds room for its largest state for its whole
+    // life, and a session spends nearly all of it relaying (a few hundred bytes), not deciding
+    // (kilobytes, with a QUIC inspection).
+    let verdict = Box::pin(decide(&rt, &entry, &conn, &first)).await;
     drop(entry);
     drop(first);
     let (target, mut held, quic_dcid) = match verdict {
         Verdict::Target(t) => (t, Vec::new(), None),
-        Verdict::Quic(kv) => match quic::inspect(&rt, &sess, kv, &conn).await {
+        Verdict::Quic(kv) => match Box::pin(quic::inspect(&rt, &sess, kv, &conn)).await {
             Some((QuicRouted::Forward(up), held, dcid)) => {
                 let label = conn.key.to_string();
-                match rt.upstreams.address(&up, &label, false).await {
+                match Box::pin(rt.upstreams.address(&up, &label, false)).await {
                     Some(t) => (t, held, Some(dcid)),
                     None => return,
                 }
             }
             Some((QuicRouted::Terminate(kv), held, _)) => {
-                quic::terminate(&rt, &listener, &conn, &sess, kv, held).await;
+                Box::pin(quic::terminate(&rt, &listener, &conn, &sess, kv, held)).await;
                 return;
             }
             None => return,
