@@ -256,3 +256,48 @@ async fn a_flood_at_an_http3_port_leaves_real_http3_clients_served() {
     assert!(grew < 64 * 1024, "RSS grew by {grew} KiB");
     assert!(v.alive());
 }
+
+/// Live UDP sessions cost a few kilobytes each: a session that waits for replies borrows no
+/// receive buffer (each used to own 64 KiB for its whole life), and its task keeps no room for
+/// the deciding steps it has finished. Every session still gets its echo back.
+#[test]
+fn live_udp_sessions_cost_kilobytes_not_a_buffer_each() {
+    let echo = UdpEcho::start("U", Duration::ZERO);
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/udp.yaml"),
+        &format!(
+            "connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {} }}\n",
+            echo.addr.port()
+        ),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("UDP_SESSION_TIMEOUT_SECS", "60".into()),
+                ("MAX_CONNECTIONS_PER_IP", "100000".into()),
+                ("LOG_LEVEL", "info".into()),
+            ],
+            wait_ports: Vec::new(),
+        },
+    );
+    v.wait_udp(port);
+    // Warm up the runtime's threads and pools with a few sessions first.
+    let mut socks = Vec::new();
+    let open = |n: usize, socks: &mut Vec<std::net::UdpSocket>| {
+        for i in 0..n {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let reply = udp_ask(&s, port, &format!("s{i}"), Duration::from_secs(2));
+            assert_eq!(reply.as_deref(), Some(&*format!("U:s{i}")), "session {i}");
+            socks.push(s);
+        }
+    };
+    open(200, &mut socks);
+    let before = rss_kib(v.pid());
+    let n = 2000;
+    open(n, &mut socks);
+    let per = rss_kib(v.pid()).saturating_sub(before) as f64 / n as f64;
+    assert!(per < 16.0, "{per:.1} KiB per live UDP session");
+}

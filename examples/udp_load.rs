@@ -112,6 +112,7 @@ fn rate(addr: &str, secs: u64, per_sec: u64) {
     let total = secs * per_sec;
     let mut answered = 0u64;
     let mut waiting: Vec<(UdpSocket, Instant)> = Vec::new();
+    let mut done: Vec<UdpSocket> = Vec::new();
     let mut buf = [0u8; 2048];
     for i in 0..total {
         pace(start, i, per_sec);
@@ -121,14 +122,20 @@ fn rate(addr: &str, secs: u64, per_sec: u64) {
                 waiting.push((s, Instant::now()));
             }
         }
-        // Collect answers without blocking the schedule; give up on one after 1 s.
-        waiting.retain(|(s, sent)| {
-            if s.recv(&mut buf).is_ok() {
+        // Collect answers without blocking the schedule; give up on one after 1 s. Answered
+        // sockets stay open to the end, so no client port is reused: every datagram is a new
+        // session (keep SECS * RATE under the open-files limit).
+        let mut i = 0;
+        while i < waiting.len() {
+            if waiting[i].0.recv(&mut buf).is_ok() {
                 answered += 1;
-                return false;
+                done.push(waiting.swap_remove(i).0);
+            } else if waiting[i].1.elapsed() >= Duration::from_secs(1) {
+                waiting.swap_remove(i);
+            } else {
+                i += 1;
             }
-            sent.elapsed() < Duration::from_secs(1)
-        });
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(1);
     while !waiting.is_empty() && Instant::now() < deadline {

@@ -45,6 +45,8 @@ pub async fn recv_loop(rt: Arc<L4>, key: ListenerKey, socket: Arc<UdpSocket>, se
     let total = metrics::counter!("vane_connections_total", "listener" => label.clone(), "protocol" => "udp");
     let active = metrics::gauge!("vane_connections_active", "listener" => label.clone(), "protocol" => "udp");
     let mut buf = vec![0u8; 65_535];
+    // Known once: a getsockname per new session showed in the new-session rate.
+    let local = socket.local_addr().ok();
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -100,7 +102,7 @@ pub async fn recv_loop(rt: Arc<L4>, key: ListenerKey, socket: Arc<UdpSocket>, se
         let active = active.clone();
         let sess = Arc::new(Session::new(key, peer, data.to_vec()));
         sessions.insert(peer, sess.clone());
-        let local = socket.local_addr().unwrap_or(peer);
+        let local = local.unwrap_or(peer);
         let conn = Conn { key, peer, local };
         let (rt2, socket2, sessions2, label2) =
             (rt.clone(), socket.clone(), sessions.clone(), label.clone());

@@ -174,9 +174,16 @@ async fn decide(rt: &L4, entry: &Entry<Listener>, conn: &Conn, first: &[u8]) -> 
     let label = conn.key.to_string();
     match &entry.doc.mode {
         ListenerDoc::Flow(flow) => {
-            let mut kv = base_kv(conn);
-            let peek = &first[..first.len().min(rt.settings.udp_detect_limit)];
-            kv.set("req.peek_buffer_hex", hex::encode(peek));
+            // As for TCP: a flow that reads no KV (a plain proxy) does not pay for one.
+            let mut kv = if flow.reads_kv {
+                base_kv(conn)
+            } else {
+                Kv::new()
+            };
+            if flow.reads_peek {
+                let peek = &first[..first.len().min(rt.settings.udp_detect_limit)];
+                kv.set("req.peek_buffer_hex", hex::encode(peek));
+            }
             match exec::run(flow, &mut kv, &rt.flow).await {
                 Ok(Decision::Proxy(to)) => rt
                     .upstreams
