@@ -34,8 +34,10 @@ fn main() {
             // Held for the whole run: dropping it flushes and stops trace export.
             let telemetry = vane::ops::logging::init(&s.log_level, s.log_json);
             let dir = vane::settings::config_dir(config.as_deref());
+            vane::l4::shards::on_park(collect_when_idle);
             let code = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .on_thread_park(collect_when_idle)
                 .build()
             {
                 Ok(rt) => rt.block_on(vane::boot::run(&dir)),
@@ -49,4 +51,32 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Hands memory freed on this thread back to the OS once the thread goes idle. mimalloc keeps
+/// a thread's freed pages (and frees other threads made into it) until that thread allocates
+/// again, so the memory of a load spike (thousands of UDP sessions, say) would stay with
+/// threads that then sit idle. Runs when a runtime thread parks, at most once a second per
+/// thread, so a busy thread (which parks often) pays nothing measurable.
+fn collect_when_idle() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let due = LAST.with(|l| {
+        let now = Instant::now();
+        let due = l
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            l.set(Some(now));
+        }
+        due
+    });
+    if due {
+        // SAFETY: `mi_collect` only tidies the calling thread's own heap (and pages other
+        // threads freed into it); it takes no pointer and has no precondition.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
 }

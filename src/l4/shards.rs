@@ -17,6 +17,15 @@ pub struct Shards {
     handles: Vec<Handle>,
 }
 
+/// Run by a shard thread each time it goes idle (set once by the binary, before the shards
+/// start: it returns the allocator's free memory to the OS).
+static ON_PARK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what a shard thread runs when it goes idle (the first call wins).
+pub fn on_park(hook: fn()) {
+    let _ = ON_PARK.set(hook);
+}
+
 impl Shards {
     /// Starts `n` shard threads; with `n == 0` everything runs on the shared runtime.
     pub fn start(n: usize) -> io::Result<Shards> {
@@ -28,9 +37,12 @@ impl Shards {
             std::thread::Builder::new()
                 .name(format!("vane-shard-{i}"))
                 .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build();
+                    let mut b = tokio::runtime::Builder::new_current_thread();
+                    b.enable_all();
+                    if let Some(hook) = ON_PARK.get() {
+                        b.on_thread_park(*hook);
+                    }
+                    let rt = b.build();
                     match rt {
                         Ok(rt) => {
                             let _ = tx.send(Ok(rt.handle().clone()));
