@@ -267,10 +267,7 @@ fn live_udp_sessions_cost_kilobytes_not_a_buffer_each() {
     let port = free_port();
     cfg.write(
         &format!("listener/[{port}]/udp.yaml"),
-        &format!(
-            "connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {} }}\n",
-            echo.addr.port()
-        ),
+        &proxy_flow(echo.addr),
     );
     let v = Vane::start_with(
         &cfg,

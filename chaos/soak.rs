@@ -355,10 +355,7 @@ fn mixed_traffic_leaves_memory_flat() {
     cfg.tcp_proxy(relay_port, echo.addr);
     cfg.write(
         &format!("listener/[{udp_port}]/udp.yaml"),
-        &format!(
-            "connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {} }}\n",
-            uecho.addr.port()
-        ),
+        &proxy_flow(uecho.addr),
     );
     let v = Vane::start_with(
         &cfg,

@@ -90,14 +90,7 @@ fn http_plugin(
                 got.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&got);
                 if let Some(i) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
+                    let len = content_length(&text);
                     if got.len() >= i + 4 + len {
                         break;
                     }

@@ -193,14 +193,7 @@ fn upstream_targets_from_client_input_are_capped_per_metric_family() {
         }
         let text = String::from_utf8_lossy(&head);
         assert!(text.starts_with("HTTP/1.1 502"), "{text}");
-        let len: usize = text
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
-            })
-            .unwrap_or(0);
+        let len = content_length(&text);
         let mut body = vec![0u8; len];
         s.read_exact(&mut body).expect("body");
         answered += 1;

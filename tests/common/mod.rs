@@ -125,6 +125,17 @@ impl ConfigDir {
     }
 }
 
+/// The `Content-Length` of an HTTP head (0 when absent or unreadable).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
 pub fn proxy_flow(target: SocketAddr) -> String {
     format!("connection:\n  internal.transport.proxy:\n    input:\n      target.ip: \"{}\"\n      target.port: {}\n", target.ip(), target.port())
 }
