@@ -1,5 +1,7 @@
 //! `internal.protocol.detect`: recognise a protocol from the first bytes.
 
+use crate::l4p::quic::packet::{V1 as QUIC_V1, V2 as QUIC_V2};
+
 /// True when `payload` looks like the start of `method` (`http`, `tls`, `dns`, `quic`).
 pub fn matches(method: &str, payload: &[u8]) -> bool {
     if payload.is_empty() {
@@ -28,7 +30,7 @@ pub fn matches(method: &str, payload: &[u8]) -> bool {
                 && payload[0] & 0xC0 == 0xC0
                 && matches!(
                     u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]),
-                    1 | 2
+                    QUIC_V1 | QUIC_V2
                 )
         }
         _ => false,
@@ -55,6 +57,10 @@ mod tests {
         assert!(matches("quic", &quic));
         quic[4] = 3;
         assert!(!matches("quic", &quic));
+        quic[4] = 2;
+        assert!(!matches("quic", &quic), "version 2 is 0x6b3343cf, not 2");
+        quic[1..5].copy_from_slice(&0x6b33_43cfu32.to_be_bytes());
+        assert!(matches("quic", &quic), "QUIC v2 (RFC 9369)");
         assert!(!matches("ssh", b"SSH-2.0"));
         assert!(!matches("http", b""));
     }
