@@ -30,6 +30,11 @@ pub struct SessionTable<K, V> {
     cap: usize,
     epoch: Instant,
     evictions: AtomicU64,
+    /// Held while a new key is checked against the cap and inserted, so inserts from several
+    /// threads cannot pass the cap together (replacing a key needs no lock).
+    inserting: std::sync::Mutex<()>,
+    /// The most entries the table ever held (measured after each new key, under the lock).
+    high_water: std::sync::atomic::AtomicUsize,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
@@ -40,6 +45,8 @@ impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
             cap: cap.max(1),
             epoch: Instant::now(),
             evictions: AtomicU64::new(0),
+            inserting: std::sync::Mutex::new(()),
+            high_water: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -60,21 +67,30 @@ impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
     }
 
     /// Inserts or replaces; when full, expired entries go first, then the least recently seen.
+    /// The cap is hard: new keys are admitted one at a time.
     pub fn insert(&self, key: K, value: V) {
-        if !self.map.contains_key(&key) && self.map.len() >= self.cap {
+        let slot = Slot {
+            value,
+            last_seen_ms: AtomicU64::new(self.now_ms()),
+        };
+        if let Some(mut e) = self.map.get_mut(&key) {
+            *e = slot;
+            return;
+        }
+        let _one_at_a_time = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
+        if self.map.len() >= self.cap && !self.map.contains_key(&key) {
             self.sweep();
             if self.map.len() >= self.cap {
                 self.evict_oldest((self.cap / 16).max(1));
             }
         }
-        let now = self.now_ms();
-        self.map.insert(
-            key,
-            Slot {
-                value,
-                last_seen_ms: AtomicU64::new(now),
-            },
-        );
+        self.map.insert(key, slot);
+        self.high_water.fetch_max(self.map.len(), Ordering::Relaxed);
+    }
+
+    /// The most entries the table ever held.
+    pub fn high_water(&self) -> usize {
+        self.high_water.load(Ordering::Relaxed)
     }
 
     pub fn remove(&self, key: &K) {
@@ -277,6 +293,40 @@ mod tests {
         assert!(t.len() <= 32, "len {} over cap", t.len());
         assert!(t.evictions() >= 90, "evictions {}", t.evictions());
         assert_eq!(t.get(&199), Some(199));
+    }
+
+    #[test]
+    fn concurrent_inserts_never_pass_the_cap() {
+        let t: std::sync::Arc<SessionTable<u32, u32>> =
+            std::sync::Arc::new(SessionTable::new(Duration::from_secs(60), 100));
+        let threads: Vec<_> = (0..8u32)
+            .map(|n| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5_000 {
+                        t.insert(n * 1_000_000 + i, i);
+                    }
+                })
+            })
+            .collect();
+        for h in threads {
+            h.join().expect("thread");
+        }
+        assert!(
+            t.high_water() <= 100,
+            "the table reached {} entries (cap 100)",
+            t.high_water()
+        );
+        assert_eq!(
+            t.len() as u64 + t.evictions(),
+            40_000,
+            "every insert is kept or evicts"
+        );
+        assert!(
+            t.evictions() >= 40_000 - 100,
+            "evictions {} for 40000 inserts into 100 slots",
+            t.evictions()
+        );
     }
 
     #[test]
