@@ -153,3 +153,38 @@ async fn a_client_whose_address_changes_keeps_its_route() {
         v.metrics_text()
     );
 }
+
+/// A connection busy for longer than `QUIC_SESSION_TTL_SECS` can still move: its connection
+/// IDs are kept alive by its traffic, not only by lookups from new addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_busy_past_the_cid_ttl_can_still_move() {
+    let (a, cert_a, _sa) = server("a.test", "A");
+    let (b, _cert_b, _sb) = server("b.test", "B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    quic_config(&cfg, port, a, b);
+    let v = Vane::spawn(
+        &cfg,
+        &[
+            ("QUIC_SESSION_TTL_SECS", "1".into()),
+            ("QUIC_STICKY_SESSION_TTL", "2".into()),
+        ],
+    );
+    let vane = v.wait_udp(port);
+    let nat = Nat::start(vane).await;
+    let ep = client(&[&cert_a], false);
+    let conn = connect(&ep, nat.outer, "a.test").await;
+    // Busy for four TTLs (the quic actor sweeps every second here).
+    for i in 0..16 {
+        let msg = format!("busy {i}");
+        assert_eq!(ask(&conn, &msg).await, Some(format!("A:{msg}")));
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    nat.rebind().await;
+    assert_eq!(
+        ask(&conn, "after move").await.as_deref(),
+        Some("A:after move"),
+        "the moved client is still found by connection ID\n{}",
+        v.logs()
+    );
+}

@@ -111,6 +111,7 @@ pub async fn recv_loop(rt: Arc<L4>, key: ListenerKey, socket: Arc<UdpSocket>, se
             let run = session::run(rt2.clone(), entry, socket2, conn, sess.clone());
             let r = CatchUnwind::new(tracing::Instrument::instrument(run, span)).await;
             let _ = sess.drain(&rt2);
+            rt2.udp.cids.forget(&sess);
             for a in sess.addrs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 sessions2.remove_if(a, |_, v| Arc::ptr_eq(v, &sess));
             }

@@ -49,6 +49,7 @@ impl CidTable {
     pub(super) fn register(&self, dcid: &[u8], client: SocketAddr, sess: &Arc<Session>) {
         let tables = self.tables.load();
         tables.by_cid.insert(dcid.to_vec(), Arc::downgrade(sess));
+        remember(sess, dcid);
         tables.by_client.insert(client, Arc::downgrade(sess));
         self.note_len(dcid.len());
         metrics::gauge!("vane_quic_sessions").set(tables.by_cid.len() as f64);
@@ -72,10 +73,58 @@ impl CidTable {
                     debug!("QUIC server connection ID {} learned", hex::encode(&h.scid));
                     tables.by_cid.insert(h.scid.clone(), Arc::downgrade(sess));
                     self.note_len(h.scid.len());
+                    remember(sess, &h.scid);
                 }
             }
             d = &d[h.end.min(d.len())..];
         }
+    }
+}
+
+impl CidTable {
+    /// Keeps a forwarded session's connection IDs alive while it has traffic, so a connection
+    /// busy for longer than `QUIC_SESSION_TTL_SECS` can still move (at most once a second).
+    pub(super) fn refresh(&self, sess: &Session) {
+        let now = sess.last_ms();
+        let last = sess
+            .cids_refreshed_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) < 1000 {
+            return;
+        }
+        sess.cids_refreshed_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        let cids = sess.cids.lock().unwrap_or_else(|e| e.into_inner());
+        if cids.is_empty() {
+            return;
+        }
+        let tables = self.tables.load();
+        for cid in cids.iter() {
+            let _ = tables.by_cid.get(cid.as_slice());
+        }
+    }
+
+    /// Removes a session's connection IDs when it ends.
+    pub(super) fn forget(&self, sess: &Session) {
+        let cids = std::mem::take(&mut *sess.cids.lock().unwrap_or_else(|e| e.into_inner()));
+        if cids.is_empty() {
+            return;
+        }
+        let tables = self.tables.load();
+        for cid in &cids {
+            tables.by_cid.remove(cid);
+        }
+        metrics::gauge!("vane_quic_sessions").set(tables.by_cid.len() as f64);
+    }
+}
+
+/// Connection IDs one session keeps track of (a server issues a handful; more are not kept).
+const MAX_CIDS_PER_SESSION: usize = 16;
+
+fn remember(sess: &Session, cid: &[u8]) {
+    let mut cids = sess.cids.lock().unwrap_or_else(|e| e.into_inner());
+    if cids.len() < MAX_CIDS_PER_SESSION && !cids.iter().any(|c| c == cid) {
+        cids.push(cid.to_vec());
     }
 }
 

@@ -49,6 +49,10 @@ pub struct Session {
     /// Every address this session is known under in the listener's map.
     pub(super) addrs: Mutex<Vec<SocketAddr>>,
     pub(super) wake: tokio::sync::Notify,
+    /// Forwarded QUIC: the connection IDs registered for this session (kept alive by its
+    /// traffic, removed with it) and when they were last refreshed (ms since `born`).
+    pub(super) cids: Mutex<Vec<Vec<u8>>>,
+    pub(super) cids_refreshed_ms: AtomicU64,
 }
 
 impl Session {
@@ -67,7 +71,14 @@ impl Session {
             client: Mutex::new(peer),
             addrs: Mutex::new(vec![peer]),
             wake: tokio::sync::Notify::new(),
+            cids: Mutex::new(Vec::new()),
+            cids_refreshed_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Milliseconds since the session began at its last datagram (either direction).
+    pub(super) fn last_ms(&self) -> u64 {
+        self.last_ms.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -146,6 +157,7 @@ pub(super) fn deliver(rt: &L4, s: &Session, data: &[u8]) {
         }
         State::Forward(up) => {
             let _ = up.try_send(data);
+            rt.udp.cids.refresh(s);
         }
         State::Terminate(tx) => {
             if tx
@@ -365,6 +377,7 @@ async fn relay_replies(
                             sess.touch();
                             if quic {
                                 rt.udp.cids.learn_server_cids(sess, &buf[..n]);
+                                rt.udp.cids.refresh(sess);
                             }
                             let _ = listener.send_to(&buf[..n], sess.client()).await;
                         }
