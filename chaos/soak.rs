@@ -3,8 +3,8 @@
 //! must stay within `SOAK_MAX_GROWTH_MB` of where it was and must not climb (at most
 //! `SOAK_MAX_DRIFT_MB` between the first and the last third of the samples).
 //!
-//! The traffic: keep-alive and new-connection HTTP/1.1, HTTP/2, HTTP/3, requests forwarded to
-//! a real upstream and to upstream authorities taken from a header (a new one per request, so
+//! The traffic: keep-alive and new-connection HTTP/1.1, HTTP/2, HTTP/3, forwarded QUIC (a new
+//! session per connection, routed by SNI), requests forwarded to a real upstream and to upstream authorities taken from a header (a new one per request, so
 //! every capped map and label family is fed), L4 relays, UDP datagrams from new sockets,
 //! config reloads every few seconds (file rewrites and `POST /reload`) and actor panics.
 //!
@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::quic;
 use common::*;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -299,6 +300,41 @@ fn h3(port: u16, cert: rustls::pki_types::CertificateDer<'static>, until: Instan
     });
 }
 
+/// Forwarded QUIC: a new client endpoint (a new UDP session in vane) per connection, routed by
+/// SNI to a QUIC echo server, 20 round trips each.
+fn quic_forward(port: u16, cert: common::tls::Cert, until: Instant, c: &Counts) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    rt.block_on(async {
+        while Instant::now() < until {
+            let ep = quic::client(&[&cert], false);
+            let Ok(connecting) = ep.connect(to, "fwd.test") else {
+                c.record(false);
+                continue;
+            };
+            let conn = match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                Ok(Ok(conn)) => conn,
+                _ => {
+                    c.record(false);
+                    continue;
+                }
+            };
+            for i in 0..20 {
+                if Instant::now() >= until {
+                    break;
+                }
+                let msg = format!("q{i}");
+                c.record(quic::ask(&conn, &msg).await.as_deref() == Some(&*format!("F:{msg}")));
+            }
+            conn.close(0u32.into(), b"done");
+            ep.wait_idle().await;
+        }
+    });
+}
+
 fn l4_relay(port: u16, until: Instant, c: &Counts) {
     let mut i = 0u64;
     while Instant::now() < until {
@@ -351,6 +387,23 @@ fn mixed_traffic_leaves_memory_flat() {
     let (http_port, relay_port, udp_port, quic_port) =
         (free_port(), free_port(), free_port(), free_port());
     let cert = http3::terminating_config(&cfg, quic_port, &app(upstream.port));
+    // The same UDP port forwards QUIC for `fwd.test` to a QUIC echo server (routed by the SNI
+    // of its Initial packets) and terminates the rest as HTTP/3.
+    let quic_upstream = tokio::runtime::Runtime::new().expect("runtime");
+    let (fwd, fwd_cert, _fwd_ep) = quic_upstream.block_on(async { quic::server("fwd.test", "F") });
+    cfg.write(
+        "resolver/quic.yaml",
+        &format!(
+            r#"connection:
+  internal.common.match:
+    input: {{ left: "{{{{quic.sni}}}}", right: fwd.test }}
+    output:
+      "true": {{ internal.transport.proxy: {{ input: {{ target.ip: 127.0.0.1, target.port: {} }} }} }}
+      "false": {{ internal.transport.upgrade: {{ input: {{ protocol: httpx }} }} }}
+"#,
+            fwd.port()
+        ),
+    );
     cfg.plain_http(http_port, "httpx");
     cfg.tcp_proxy(relay_port, echo.addr);
     cfg.write(
@@ -375,7 +428,7 @@ fn mixed_traffic_leaves_memory_flat() {
     );
     v.wait_udp(udp_port);
     let pid = v.pid();
-    let counts: Vec<Arc<Counts>> = (0..7)
+    let counts: Vec<Arc<Counts>> = (0..8)
         .map(|_| {
             Arc::new(Counts {
                 ok: AtomicU64::new(0),
@@ -409,6 +462,10 @@ fn mixed_traffic_leaves_memory_flat() {
     workers.push(spawn(Box::new(move || l4_relay(relay_port, until, &c[5]))));
     let c = counts.clone();
     workers.push(spawn(Box::new(move || udp(udp_port, until, &c[6]))));
+    let c = counts.clone();
+    workers.push(spawn(Box::new(move || {
+        quic_forward(quic_port, fwd_cert, until, &c[7])
+    })));
 
     let mut rss = Vec::new();
     let mut tick = 0u64;
@@ -447,6 +504,7 @@ fn mixed_traffic_leaves_memory_flat() {
         "h3",
         "l4 relay",
         "udp",
+        "quic forwarded",
     ];
     let mut total = 0;
     for (name, c) in names.iter().zip(&counts) {
