@@ -15,15 +15,19 @@ RATE=${RATE:-2000}
 # must stay under the open-files limit.
 NEW_RATE=${NEW_RATE:-8000}
 NEW_SECS=${NEW_SECS:-2}
+# Forwarded QUIC connections held (each its own socket), opened at QUIC_RATE per second.
+QUIC_HOLD=${QUIC_HOLD:-"2000 5000"}
+QUIC_RATE=${QUIC_RATE:-500}
 SECS=${SECS:-5}
 TIMEOUT=${TIMEOUT:-30}
 OUT=bench/results
 mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "nginx" nginx-light libnginx-mod-stream
-cargo build --release -q --example udp_load
+cargo build --release -q --example udp_load --example quic_hold
 VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/udp_load"
+QUIC="$CARGO_TARGET_DIR/release/examples/quic_hold"
 ulimit -n "$(ulimit -Hn)" || true
 
 rss_kb() { awk '/VmRSS/{print $2}' /proc/"$1"/status; }
@@ -54,6 +58,13 @@ NPID=$!; PIDS+=("$NPID")
 VP=$(port)
 mkdir -p "$TMP/vane/listener/[$VP]"
 printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP]/udp.yaml"
+# Forwarded QUIC: UDP port QP routes `q.test` by the SNI of its Initial packets to a QUIC echo
+# server; RSS with N live connections (each its own UDP socket) against vane's RSS before.
+QS=$(port); QP=$(port)
+"$QUIC" server "$QS" "$TMP/q.der" & PIDS+=("$!")
+mkdir -p "$TMP/vane/listener/[$QP]" "$TMP/vane/resolver"
+printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n' > "$TMP/vane/listener/[$QP]/udp.yaml"
+printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$QS" > "$TMP/vane/resolver/quic.yaml"
 # Session limits as high as nginx's worker_connections above: the bench measures speed, not caps.
 start_vane UDP_SESSION_TIMEOUT_SECS="$TIMEOUT" UDP_SESSION_BUFFER=100000000 MAX_CONNECTIONS=60000
 sleep 1
@@ -77,11 +88,29 @@ hold() { # name pid port n
   python3 -c "print(f'$1 n=$4 answered=$(head -1 $TMP/hold.out): {($after-$before)/$4:.2f} KiB/session (RSS {$before} -> {$after} KiB, {$gone} KiB after expiry)')"
 }
 
+quic_hold() { # n
+  local before after gone
+  before=${START[quic]:=$(rss_kb "$VPID")}
+  "$QUIC" hold "127.0.0.1:$QP" "$TMP/q.der" "$1" "$QUIC_RATE" 10 > "$TMP/qhold.out" &
+  local lp=$!
+  for _ in $(seq 1 1200); do grep -q holding "$TMP/qhold.out" 2>/dev/null && break; sleep 0.2; done
+  sleep 2
+  after=$(rss_kb "$VPID")
+  wait "$lp" || true
+  sleep $((TIMEOUT + 10))
+  gone=$(rss_kb "$VPID")
+  python3 -c "print(f'vane quic n=$1 answered=$(head -1 $TMP/qhold.out): {($after-$before)/$1:.2f} KiB/session (RSS {$before} -> {$after} KiB, {$gone} KiB after expiry)')"
+}
+
 {
   echo "== memory per live UDP session (paced at ${RATE}/s, session timeout ${TIMEOUT}s)"
   for n in $HOLD; do
     hold vane "$VPID" "$VP" "$n"
     hold nginx "$NWORKER" "$NP" "$n"
+  done
+  echo "== memory per live forwarded QUIC session (vane only: nginx cannot route QUIC by SNI)"
+  for n in $QUIC_HOLD; do
+    quic_hold "$n"
   done
   echo "== new sessions per second (paced at ${NEW_RATE}/s for ${NEW_SECS}s, a new client port each)"
   V=$("$LOAD" rate "127.0.0.1:$VP" "$NEW_SECS" "$NEW_RATE"); echo "vane  $V"

@@ -384,11 +384,18 @@ fn mixed_traffic_leaves_memory_flat() {
     let echo = Echo::start("T");
     let uecho = UdpEcho::start("U", Duration::ZERO);
     let cfg = ConfigDir::new();
-    let (http_port, relay_port, udp_port, quic_port) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (http_port, relay_port, udp_port, quic_port, fwd_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let cert = http3::terminating_config(&cfg, quic_port, &app(upstream.port));
-    // The same UDP port forwards QUIC for `fwd.test` to a QUIC echo server (routed by the SNI
-    // of its Initial packets) and terminates the rest as HTTP/3.
+    // The `quic` resolver forwards `fwd.test` to a QUIC echo server (routed by the SNI of its
+    // Initial packets) and terminates the rest as HTTP/3. Forwarded clients use a port of their
+    // own: a client port the kernel hands out again would otherwise meet the session of an
+    // earlier connection on it (a new Initial on an old session: see issue 8).
     let quic_upstream = tokio::runtime::Runtime::new().expect("runtime");
     let (fwd, fwd_cert, _fwd_ep) = quic_upstream.block_on(async { quic::server("fwd.test", "F") });
     cfg.write(
@@ -403,6 +410,10 @@ fn mixed_traffic_leaves_memory_flat() {
 "#,
             fwd.port()
         ),
+    );
+    cfg.write(
+        &format!("listener/[{fwd_port}]/udp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n",
     );
     cfg.plain_http(http_port, "httpx");
     cfg.tcp_proxy(relay_port, echo.addr);
@@ -427,6 +438,7 @@ fn mixed_traffic_leaves_memory_flat() {
         },
     );
     v.wait_udp(udp_port);
+    v.wait_udp(fwd_port);
     let pid = v.pid();
     let counts: Vec<Arc<Counts>> = (0..8)
         .map(|_| {
@@ -464,7 +476,7 @@ fn mixed_traffic_leaves_memory_flat() {
     workers.push(spawn(Box::new(move || udp(udp_port, until, &c[6]))));
     let c = counts.clone();
     workers.push(spawn(Box::new(move || {
-        quic_forward(quic_port, fwd_cert, until, &c[7])
+        quic_forward(fwd_port, fwd_cert, until, &c[7])
     })));
 
     let mut rss = Vec::new();
