@@ -45,12 +45,14 @@ impl CidTable {
         })
     }
 
-    /// Registers a forwarded session under the client's first destination connection ID.
-    pub(super) fn register(&self, dcid: &[u8], client: SocketAddr, sess: &Arc<Session>) {
+    /// Registers a forwarded session under the client's first destination connection ID. (Not
+    /// by client address: the listener's session map finds a client by address already, and a
+    /// second entry would keep the ended session's memory, through its weak reference, for the
+    /// sticky TTL.)
+    pub(super) fn register(&self, dcid: &[u8], sess: &Arc<Session>) {
         let tables = self.tables.load();
         tables.by_cid.insert(dcid.to_vec(), Arc::downgrade(sess));
         remember(sess, dcid);
-        tables.by_client.insert(client, Arc::downgrade(sess));
         self.note_len(dcid.len());
         metrics::gauge!("vane_quic_sessions").set(tables.by_cid.len() as f64);
     }

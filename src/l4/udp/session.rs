@@ -285,7 +285,7 @@ pub(super) async fn run(
     }
     drop(held);
     if let Some(dcid) = &quic_dcid {
-        rt.udp.cids.register(dcid, conn.peer, &sess);
+        rt.udp.cids.register(dcid, &sess);
     }
     relay_replies(&rt, &sess, &up, &listener, quic_dcid.is_some()).await;
 }
