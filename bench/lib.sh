@@ -1,6 +1,7 @@
 # Shared by the bench scripts: tools, free ports, a scratch dir whose processes are stopped on
 # exit, and waiting for a port. Source it from a script that has `set -euo pipefail`.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+# The workspace's target/ (scripts run from the repository root) unless CARGO_TARGET_DIR is set.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 # Installs the Debian packages named when any of the commands named is missing.
 # Usage: ensure_tools "cmd1 cmd2" pkg1 pkg2 ...

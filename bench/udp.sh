@@ -74,32 +74,25 @@ NWORKER=$(pgrep -P "$NPID" | head -1)
 # RSS with N live sessions against the proxy's RSS before its first session (later rounds
 # reuse what earlier ones freed), and RSS once they expired (TIMEOUT + 10 s after the last).
 declare -A START
-hold() { # name pid port n
-  local before after gone
-  before=${START[$1]:=$(rss_kb "$2")}
-  "$LOAD" hold "127.0.0.1:$3" "$4" "$RATE" 10 > "$TMP/hold.out" &
-  local lp=$!
-  for _ in $(seq 1 600); do grep -q holding "$TMP/hold.out" 2>/dev/null && break; sleep 0.2; done
+measure() { # label pid n command... (the command prints the answered count, then `holding`)
+  local label=$1 pid=$2 n=$3 before after gone lp
+  shift 3
+  before=${START[$label]:=$(rss_kb "$pid")}
+  "$@" > "$TMP/hold.out" &
+  lp=$!
+  for _ in $(seq 1 1200); do grep -q holding "$TMP/hold.out" 2>/dev/null && break; sleep 0.2; done
   sleep 2
-  after=$(rss_kb "$2")
+  after=$(rss_kb "$pid")
   wait "$lp" || true
   sleep $((TIMEOUT + 10))
-  gone=$(rss_kb "$2")
-  python3 -c "print(f'$1 n=$4 answered=$(head -1 $TMP/hold.out): {($after-$before)/$4:.2f} KiB/session (RSS {$before} -> {$after} KiB, {$gone} KiB after expiry)')"
+  gone=$(rss_kb "$pid")
+  python3 -c "print(f'$label n=$n answered=$(head -1 $TMP/hold.out): {($after-$before)/$n:.2f} KiB/session (RSS {$before} -> {$after} KiB, {$gone} KiB after expiry)')"
 }
-
+hold() { # name pid port n
+  measure "$1" "$2" "$4" "$LOAD" hold "127.0.0.1:$3" "$4" "$RATE" 10
+}
 quic_hold() { # n
-  local before after gone
-  before=${START[quic]:=$(rss_kb "$VPID")}
-  "$QUIC" hold "127.0.0.1:$QP" "$TMP/q.der" "$1" "$QUIC_RATE" 10 > "$TMP/qhold.out" &
-  local lp=$!
-  for _ in $(seq 1 1200); do grep -q holding "$TMP/qhold.out" 2>/dev/null && break; sleep 0.2; done
-  sleep 2
-  after=$(rss_kb "$VPID")
-  wait "$lp" || true
-  sleep $((TIMEOUT + 10))
-  gone=$(rss_kb "$VPID")
-  python3 -c "print(f'vane quic n=$1 answered=$(head -1 $TMP/qhold.out): {($after-$before)/$1:.2f} KiB/session (RSS {$before} -> {$after} KiB, {$gone} KiB after expiry)')"
+  measure "vane-quic" "$VPID" "$1" "$QUIC" hold "127.0.0.1:$QP" "$TMP/q.der" "$1" "$QUIC_RATE" 10
 }
 
 {

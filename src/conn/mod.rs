@@ -52,6 +52,20 @@ pub fn base_kv(conn: &Conn) -> Kv {
     kv
 }
 
+/// The KV a listener flow starts with: none at all when the flow reads no KV (a plain proxy
+/// pays nothing), and the peeked bytes only when a template reads them.
+pub fn listener_kv(conn: &Conn, flow: &crate::flow::step::Flow, peeked: &[u8]) -> Kv {
+    let mut kv = if flow.reads_kv {
+        base_kv(conn)
+    } else {
+        Kv::new()
+    };
+    if flow.reads_peek {
+        kv.set("req.peek_buffer_hex", hex::encode(peeked));
+    }
+    kv
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use super::relay;
 use super::L4;
 use crate::config::legacy::{Destination, Rules};
 use crate::config::{Entry, Listener, ListenerDoc};
-use crate::conn::{base_kv, Conn, Handoff};
+use crate::conn::{base_kv, listener_kv, Conn, Handoff};
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
 use crate::l4p::route::{self, Routed};
@@ -151,15 +151,7 @@ async fn l4_verdict(
 ) -> Verdict {
     match &entry.doc.mode {
         ListenerDoc::Flow(flow) => {
-            // A flow that reads no KV (a plain proxy, say) does not pay for building one.
-            let mut kv = if flow.reads_kv {
-                base_kv(conn)
-            } else {
-                Kv::new()
-            };
-            if flow.reads_peek {
-                kv.set("req.peek_buffer_hex", hex::encode(peeked));
-            }
+            let mut kv = listener_kv(conn, flow, peeked);
             match exec::run(flow, &mut kv, &rt.flow).await {
                 Ok(Decision::Proxy(to)) => rt
                     .upstreams

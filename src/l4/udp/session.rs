@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::quic;
 use crate::config::{Entry, Listener, ListenerDoc, ListenerKey};
-use crate::conn::{base_kv, Conn, Inbox};
+use crate::conn::{base_kv, listener_kv, Conn, Inbox};
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
 use crate::l4::buffers::DATAGRAM;
@@ -186,16 +186,8 @@ async fn decide(rt: &L4, entry: &Entry<Listener>, conn: &Conn, first: &[u8]) -> 
     let label = conn.key.to_string();
     match &entry.doc.mode {
         ListenerDoc::Flow(flow) => {
-            // As for TCP: a flow that reads no KV (a plain proxy) does not pay for one.
-            let mut kv = if flow.reads_kv {
-                base_kv(conn)
-            } else {
-                Kv::new()
-            };
-            if flow.reads_peek {
-                let peek = &first[..first.len().min(rt.settings.udp_detect_limit)];
-                kv.set("req.peek_buffer_hex", hex::encode(peek));
-            }
+            let peek = &first[..first.len().min(rt.settings.udp_detect_limit)];
+            let mut kv = listener_kv(conn, flow, peek);
             match exec::run(flow, &mut kv, &rt.flow).await {
                 Ok(Decision::Proxy(to)) => rt
                     .upstreams
