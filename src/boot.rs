@@ -123,6 +123,9 @@ pub async fn run(dir: &Path) -> i32 {
     let prometheus = settings.metrics_addr.and_then(|_| prom::install());
     let store = ConfigStore::new(dir.to_path_buf(), loaded.snapshot);
     let rt = Runtime::new(settings, store.clone());
+    // Certificates before any listener binds: a TLS or QUIC handshake in the first moments
+    // must not meet an empty store (the certs registry reloads them later on changes).
+    rt.reload_certs();
     // L4 hands the connections its flows terminate to L7 through the carrier traits.
     let l7 = L7::new(rt.clone());
     let l4 = L4::new(rt.clone(), l7.clone(), l7);
