@@ -144,10 +144,25 @@ fn a_stalled_actor_recovers_and_traffic_does_not_wait_for_it() {
     assert_eq!(v.post("/chaos/stall/listeners?ms=1500").0, 202);
     assert_eq!(v.post("/chaos/stall/config?ms=1500").0, 202);
     let start = std::time::Instant::now();
+    // A reload needs the stalled actors: its answer shows they really were stalled...
+    let mgmt = v.mgmt;
+    let reload = std::thread::spawn(move || {
+        let (code, _) = http(mgmt, "POST", "/reload", Some(TOKEN));
+        (code, std::time::Instant::now())
+    });
+    // ...while a connection through the data plane is served at once.
     assert_eq!(ask_once(port, "fast").as_deref(), Some("T:fast"));
+    let served = start.elapsed();
+    let (code, reloaded_at) = reload.join().expect("reload thread");
+    assert_eq!(code, 200);
+    let stalled = reloaded_at.duration_since(start);
     assert!(
-        start.elapsed() < Duration::from_millis(1000),
-        "the data plane never waits on a mailbox"
+        stalled >= Duration::from_millis(1200),
+        "the reload was answered after {stalled:?}: the actors were not stalled"
+    );
+    assert!(
+        served < Duration::from_millis(1000),
+        "the data plane waited on a mailbox ({served:?})"
     );
     assert!(wait_until(Duration::from_secs(4), || v
         .actor("listeners")

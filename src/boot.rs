@@ -232,13 +232,10 @@ fn tree_spec(
             name: Name::Quic.as_str().into(),
             parent: Name::Root.as_str().into(),
             table: rt.actors.clone(),
-            limits: vane_actors::quic::QuicLimits {
-                cid_ttl: s.quic_session_ttl,
-                sticky_ttl: s.quic_sticky_ttl,
-                max_entries: s.quic_max_entries,
-            },
             tables: l4.udp.cids.tables.clone(),
-            sweep_every: (s.quic_sticky_ttl / 2).max(Duration::from_secs(1)),
+            // Ended connections leave the table at once; the sweep catches what idles out.
+            sweep_every: (s.quic_session_ttl / 4)
+                .clamp(Duration::from_secs(1), Duration::from_secs(30)),
         },
         listeners: Arc::new(crate::l4::listener::Listeners { rt: l4.clone() }),
         services,

@@ -106,7 +106,6 @@ pub struct Settings {
     pub l7_fixed_limit: u64,
 
     pub quic_session_ttl: Duration,
-    pub quic_sticky_ttl: Duration,
     pub quic_max_entries: usize,
     /// Single-threaded runtimes that accept and serve TCP connections (0: the shared one).
     pub data_plane_threads: usize,
@@ -233,7 +232,6 @@ impl Settings {
             l7_ratio: num("L7_ADAPTIVE_MEMORY_RATIO", 85),
             l7_fixed_limit: num("L7_GLOBAL_BUFFER_LIMIT", 536_870_912),
             quic_session_ttl: Duration::from_secs(num("QUIC_SESSION_TTL_SECS", 300).max(1)),
-            quic_sticky_ttl: Duration::from_secs(num("QUIC_STICKY_SESSION_TTL", 60).max(1)),
             quic_max_entries: num("QUIC_MAX_SESSIONS", 100_000usize).max(16),
             data_plane_threads: num(
                 "DATA_PLANE_THREADS",

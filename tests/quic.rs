@@ -69,6 +69,8 @@ struct Nat {
     inner: Arc<std::sync::Mutex<Arc<tokio::net::UdpSocket>>>,
     outer_sock: Arc<tokio::net::UdpSocket>,
     client: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    /// The last short-header datagram the client sent through the NAT.
+    last: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl Nat {
@@ -88,12 +90,21 @@ impl Nat {
             inner: Arc::new(std::sync::Mutex::new(inner.clone())),
             outer_sock: outer_sock.clone(),
             client: Arc::new(std::sync::Mutex::new(None)),
+            last: Arc::new(std::sync::Mutex::new(None)),
         };
-        let (o, i, c) = (outer_sock.clone(), nat.inner.clone(), nat.client.clone());
+        let (o, i, c, last) = (
+            outer_sock.clone(),
+            nat.inner.clone(),
+            nat.client.clone(),
+            nat.last.clone(),
+        );
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_535];
             while let Ok((n, from)) = o.recv_from(&mut buf).await {
                 *c.lock().expect("lock") = Some(from);
+                if buf[0] & 0x80 == 0 {
+                    *last.lock().expect("lock") = Some(buf[..n].to_vec());
+                }
                 let sock = i.lock().expect("lock").clone();
                 let _ = sock.send_to(&buf[..n], to).await;
             }
@@ -150,6 +161,156 @@ async fn a_client_whose_address_changes_keeps_its_route() {
     assert!(
         v.metric("vane_quic_migrations_total").unwrap_or(0.0) >= 1.0,
         "{}",
+        v.metrics_text()
+    );
+    // The old address is quiet now: the new path proves itself and carries the connection
+    // without the amplification limit.
+    let mut proven = false;
+    for i in 0..20 {
+        let msg = format!("moved {i} {}", "x".repeat(4000));
+        assert_eq!(ask(&conn, &msg).await, Some(format!("A:{msg}")));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if v.metric("vane_quic_paths_proven_total").unwrap_or(0.0) >= 1.0 {
+            proven = true;
+            break;
+        }
+    }
+    assert!(
+        proven,
+        "the moved client's path was never proven\n{}",
+        v.metrics_text()
+    );
+}
+
+/// Connection IDs travel in clear: a copy of a live connection's datagram, sent from another
+/// address, must neither cut the real client off nor turn vane into an amplifier for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_datagram_from_another_address_does_not_take_the_connection() {
+    let (a, cert_a, _sa) = server("a.test", "A");
+    let (b, _cert_b, _sb) = server("b.test", "B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    quic_config(&cfg, port, a, b);
+    let v = Vane::spawn(&cfg, &[]);
+    let vane = v.wait_udp(port);
+    let nat = Nat::start(vane).await;
+    let ep = client(&[&cert_a], false);
+    let conn = connect(&ep, nat.outer, "a.test").await;
+    assert_eq!(ask(&conn, "before").await.as_deref(), Some("A:before"));
+    let copy = nat
+        .last
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("a short-header datagram of the live connection");
+
+    let thief = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+    );
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (t, r) = (thief.clone(), received.clone());
+    let counter = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok(n) = t.recv(&mut buf).await {
+            r.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut sent = 0;
+    for i in 0..5 {
+        thief.send_to(&copy, vane).await.expect("send copy");
+        sent += copy.len();
+        let msg = format!("during {i}");
+        assert_eq!(
+            ask(&conn, &msg).await,
+            Some(format!("A:{msg}")),
+            "the real client was cut off by a copy from {}\n{}",
+            thief.local_addr().expect("addr"),
+            v.logs()
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    counter.abort();
+    let got = received.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        got <= 3 * sent,
+        "the copying address got {got} bytes for {sent} sent (more than 3x)"
+    );
+    assert!(
+        v.metric("vane_quic_migrations_total").unwrap_or(0.0) >= 1.0,
+        "the copy was seen as a new path of the connection\n{}",
+        v.metrics_text()
+    );
+    assert_eq!(
+        v.metric("vane_quic_paths_proven_total").unwrap_or(0.0),
+        0.0,
+        "a copy never takes over while the real client speaks"
+    );
+}
+
+/// Two QUIC connections from one client socket (quinn reuses its endpoint's socket): the
+/// second is routed by its own SNI, and the first carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_from_the_same_address_is_routed_by_its_own_hello() {
+    let (a, cert_a, _sa) = server("a.test", "A");
+    let (b, cert_b, _sb) = server("b.test", "B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    quic_config(&cfg, port, a, b);
+    let v = Vane::spawn(&cfg, &[]);
+    let vane = v.wait_udp(port);
+    let ep = client(&[&cert_a, &cert_b], false);
+    let first = connect(&ep, vane, "a.test").await;
+    assert_eq!(ask(&first, "one").await.as_deref(), Some("A:one"));
+    let second = connect(&ep, vane, "b.test").await;
+    assert_eq!(ask(&second, "two").await.as_deref(), Some("B:two"));
+    for i in 0..3 {
+        let (m1, m2) = (format!("first {i}"), format!("second {i}"));
+        assert_eq!(
+            ask(&first, &m1).await,
+            Some(format!("A:{m1}")),
+            "{}",
+            v.logs()
+        );
+        assert_eq!(ask(&second, &m2).await, Some(format!("B:{m2}")));
+    }
+}
+
+/// Connection-ID entries are capped hard even when many connections register at once; the
+/// entries over the cap are evicted (and counted), and the connections still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connections_never_push_the_cid_table_past_its_cap() {
+    let (a, cert_a, _sa) = server("a.test", "A");
+    let (b, _cert_b, _sb) = server("b.test", "B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    quic_config(&cfg, port, a, b);
+    let v = Vane::spawn(&cfg, &[("QUIC_MAX_SESSIONS", "16".into())]);
+    let vane = v.wait_udp(port);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let ep = client(&[&cert_a], false);
+            tokio::spawn(async move {
+                let conn = connect(&ep, vane, "a.test").await;
+                let msg = format!("c{i}");
+                let r = ask(&conn, &msg).await;
+                (r == Some(format!("A:{msg}")), ep, conn)
+            })
+        })
+        .collect();
+    let mut keep = Vec::new();
+    for t in tasks {
+        let (ok, ep, conn) = t.await.expect("task");
+        assert!(ok, "{}", v.logs());
+        keep.push((ep, conn));
+    }
+    let peak = v.metric("vane_quic_cids_peak").unwrap_or(f64::MAX);
+    assert!(peak <= 16.0, "the table held {peak} entries (cap 16)");
+    let evicted = v.metric("vane_quic_evictions_total").unwrap_or(0.0);
+    assert!(
+        evicted >= 16.0,
+        "16 connections register at least 32 IDs; {evicted} evicted\n{}",
         v.metrics_text()
     );
 }

@@ -1,16 +1,16 @@
-//! The `quic` actor: owns the QUIC session tables (connection ID -> route and client
-//! address -> route), sweeps idle entries and enforces a hard size cap.
+//! The `quic` actor: sweeps the QUIC connection-ID table (connection ID -> route) of idle
+//! entries and of entries whose connection has ended; the table itself enforces a hard cap.
 //!
-//! Lookups on the data plane are lock-free reads of the current tables through
-//! [`QuicTablesHandle`]; only the sweep lives in the actor. A restarted actor publishes fresh,
-//! empty tables: in-flight flows then fall back to the sticky path or re-inspection.
+//! Lookups on the data plane are lock-free reads of the table through [`QuicTablesHandle`].
+//! The table belongs to the data plane, not to the actor: a restarted actor adopts it as it
+//! is (dropping only entries whose connection has ended), so live connections keep their
+//! routes and the gauges keep counting them.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -23,12 +23,40 @@ struct Slot<V> {
     last_seen_ms: AtomicU64,
 }
 
+/// A table value that can tell whether what it points at still exists (a route to a
+/// connection that has ended is garbage, whatever its age).
+pub trait Route: Clone + Send + Sync + 'static {
+    fn is_live(&self) -> bool;
+}
+
+impl<T: Send + Sync + 'static> Route for std::sync::Weak<T> {
+    fn is_live(&self) -> bool {
+        self.strong_count() > 0
+    }
+}
+
+/// Milliseconds for idle and eviction ages: the monotonic clock, or one a test moves by hand.
+#[derive(Clone)]
+pub enum Clock {
+    Real(Instant),
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    fn now_ms(&self) -> u64 {
+        match self {
+            Clock::Real(epoch) => epoch.elapsed().as_millis() as u64,
+            Clock::Manual(ms) => ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A concurrent map with idle expiry and a hard cap on entries.
 pub struct SessionTable<K, V> {
     map: DashMap<K, Slot<V>>,
     ttl: Duration,
     cap: usize,
-    epoch: Instant,
+    clock: Clock,
     evictions: AtomicU64,
     /// Held while a new key is checked against the cap and inserted, so inserts from several
     /// threads cannot pass the cap together (replacing a key needs no lock).
@@ -39,11 +67,15 @@ pub struct SessionTable<K, V> {
 
 impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
     pub fn new(ttl: Duration, cap: usize) -> Self {
+        Self::with_clock(ttl, cap, Clock::Real(Instant::now()))
+    }
+
+    pub fn with_clock(ttl: Duration, cap: usize, clock: Clock) -> Self {
         Self {
             map: DashMap::new(),
             ttl,
             cap: cap.max(1),
-            epoch: Instant::now(),
+            clock,
             evictions: AtomicU64::new(0),
             inserting: std::sync::Mutex::new(()),
             high_water: std::sync::atomic::AtomicUsize::new(0),
@@ -51,7 +83,7 @@ impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.now_ms()
     }
 
     /// Looks a key up (by any borrowed form, e.g. `&[u8]` for `Vec<u8>` keys) and refreshes
@@ -93,8 +125,42 @@ impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
         self.high_water.load(Ordering::Relaxed)
     }
 
+    /// Inserts only when `key` is absent; returns whether it did. (A connection ID already
+    /// routed stays with its connection: whoever repeats it cannot take it over.)
+    pub fn insert_new(&self, key: K, value: V) -> bool {
+        if self.map.contains_key(&key) {
+            return false;
+        }
+        let _one_at_a_time = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
+        if self.map.contains_key(&key) {
+            return false;
+        }
+        if self.map.len() >= self.cap {
+            self.sweep();
+            if self.map.len() >= self.cap {
+                self.evict_oldest((self.cap / 16).max(1));
+            }
+        }
+        let slot = Slot {
+            value,
+            last_seen_ms: AtomicU64::new(self.now_ms()),
+        };
+        self.map.insert(key, slot);
+        self.high_water.fetch_max(self.map.len(), Ordering::Relaxed);
+        true
+    }
+
     pub fn remove(&self, key: &K) {
         self.map.remove(key);
+    }
+
+    /// Removes `key` if its value satisfies `pred` (e.g. it still points at the caller).
+    pub fn remove_if<Q>(&self, key: &Q, pred: impl FnOnce(&V) -> bool)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.remove_if(key, |_, s| pred(&s.value));
     }
 
     pub fn len(&self) -> usize {
@@ -112,11 +178,17 @@ impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
 
     /// Drops entries idle longer than the TTL; returns how many.
     pub fn sweep(&self) -> usize {
+        self.sweep_where(|_| true)
+    }
+
+    /// Drops entries idle longer than the TTL and those `live` rejects; returns how many.
+    pub fn sweep_where(&self, live: impl Fn(&V) -> bool) -> usize {
         let now = self.now_ms();
         let ttl = self.ttl.as_millis() as u64;
         let before = self.map.len();
-        self.map
-            .retain(|_, s| now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) <= ttl);
+        self.map.retain(|_, s| {
+            now.saturating_sub(s.last_seen_ms.load(Ordering::Relaxed)) <= ttl && live(&s.value)
+        });
         before.saturating_sub(self.map.len())
     }
 
@@ -136,17 +208,16 @@ impl<K: Eq + Hash + Clone, V: Clone> SessionTable<K, V> {
     }
 }
 
-/// The two tables the QUIC layer routes by.
+/// The table the QUIC layer routes moved clients by. (Clients that have not moved are found
+/// by address in their listener's session map, which lives exactly as long as each session.)
 pub struct QuicTables<R> {
     pub by_cid: SessionTable<Vec<u8>, R>,
-    pub by_client: SessionTable<std::net::SocketAddr, R>,
 }
 
-/// Table limits (env `QUIC_SESSION_TTL_SECS`, `QUIC_STICKY_SESSION_TTL`, caps).
+/// Table limits (env `QUIC_SESSION_TTL_SECS`, `QUIC_MAX_SESSIONS`).
 #[derive(Debug, Clone, Copy)]
 pub struct QuicLimits {
     pub cid_ttl: Duration,
-    pub sticky_ttl: Duration,
     pub max_entries: usize,
 }
 
@@ -154,7 +225,6 @@ impl Default for QuicLimits {
     fn default() -> Self {
         Self {
             cid_ttl: Duration::from_secs(300),
-            sticky_ttl: Duration::from_secs(60),
             max_entries: 100_000,
         }
     }
@@ -164,19 +234,23 @@ impl<R: Clone> QuicTables<R> {
     pub fn new(l: QuicLimits) -> Self {
         Self {
             by_cid: SessionTable::new(l.cid_ttl, l.max_entries),
-            by_client: SessionTable::new(l.sticky_ttl, l.max_entries),
         }
+    }
+
+    /// Publishes the table's size and peak (`vane_quic_cids`, `vane_quic_cids_peak`).
+    pub fn publish(&self) {
+        metrics::gauge!("vane_quic_cids").set(self.by_cid.len() as f64);
+        metrics::gauge!("vane_quic_cids_peak").set(self.by_cid.high_water() as f64);
     }
 }
 
 /// Where the data plane finds the current tables.
-pub type QuicTablesHandle<R> = Arc<ArcSwap<QuicTables<R>>>;
+pub type QuicTablesHandle<R> = Arc<QuicTables<R>>;
 
 pub struct QuicArgs<R> {
     pub name: String,
     pub parent: String,
     pub table: ActorTable,
-    pub limits: QuicLimits,
     pub tables: QuicTablesHandle<R>,
     pub sweep_every: Duration,
 }
@@ -187,7 +261,6 @@ impl<R> Clone for QuicArgs<R> {
             name: self.name.clone(),
             parent: self.parent.clone(),
             table: self.table.clone(),
-            limits: self.limits,
             tables: self.tables.clone(),
             sweep_every: self.sweep_every,
         }
@@ -212,7 +285,7 @@ pub struct QuicState<R> {
 
 pub struct QuicActor<R>(std::marker::PhantomData<fn() -> R>);
 
-impl<R: Clone + Send + Sync + 'static> QuicActor<R> {
+impl<R: Route> QuicActor<R> {
     pub fn child_spec(args: QuicArgs<R>) -> ChildSpec {
         ChildSpec::linked(
             args.name.clone(),
@@ -222,7 +295,7 @@ impl<R: Clone + Send + Sync + 'static> QuicActor<R> {
     }
 }
 
-impl<R: Clone + Send + Sync + 'static> Actor for QuicActor<R> {
+impl<R: Route> Actor for QuicActor<R> {
     type Msg = QuicMsg;
     type State = QuicState<R>;
     type Arguments = QuicArgs<R>;
@@ -237,9 +310,11 @@ impl<R: Clone + Send + Sync + 'static> Actor for QuicActor<R> {
             &args.parent,
             control::handle_for(myself.clone()),
         );
-        // A fresh start means fresh tables: whatever the old instance held may be inconsistent.
-        args.tables.store(Arc::new(QuicTables::new(args.limits)));
-        metrics::gauge!("vane_quic_sessions").set(0.0);
+        // The table outlives this actor (only the sweep lives here): adopt it, dropping what
+        // belongs to connections that ended while no sweep ran.
+        let t = &args.tables;
+        t.by_cid.sweep_where(R::is_live);
+        t.publish();
         let ticker = myself.send_interval(args.sweep_every, || QuicMsg::Sweep);
         Ok(QuicState {
             args,
@@ -264,10 +339,9 @@ impl<R: Clone + Send + Sync + 'static> Actor for QuicActor<R> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             QuicMsg::Sweep | QuicMsg::Control(Control::Refresh) => {
-                let t = state.args.tables.load();
-                t.by_cid.sweep();
-                t.by_client.sweep();
-                metrics::gauge!("vane_quic_sessions").set(t.by_cid.len() as f64);
+                let t = &state.args.tables;
+                t.by_cid.sweep_where(R::is_live);
+                t.publish();
             }
             QuicMsg::Control(c) => control::apply_fault(&state.args.name, c).await,
         }
@@ -327,6 +401,62 @@ mod tests {
             "evictions {} for 40000 inserts into 100 slots",
             t.evictions()
         );
+    }
+
+    /// With a clock moved by hand: when the cap is reached, the entries seen longest ago go
+    /// first (in that order), a lookup counts as being seen, and every eviction is counted.
+    #[test]
+    fn eviction_takes_the_least_recently_seen_in_order() {
+        let ms = Arc::new(AtomicU64::new(0));
+        let t: SessionTable<u32, u32> =
+            SessionTable::with_clock(Duration::from_secs(3600), 16, Clock::Manual(ms.clone()));
+        for i in 0..16 {
+            ms.store(i as u64 * 10, Ordering::Relaxed);
+            t.insert(i, i);
+        }
+        // Key 0 is seen again last: it is now the most recent.
+        ms.store(1_000, Ordering::Relaxed);
+        assert_eq!(t.get(&0), Some(0));
+        // One insert past the cap evicts cap/16 = 1 entry: the oldest is key 1.
+        ms.store(1_010, Ordering::Relaxed);
+        t.insert(100, 100);
+        assert_eq!(t.evictions(), 1);
+        assert_eq!(t.get(&1), None, "key 1 was seen longest ago");
+        assert_eq!(t.get(&0), Some(0), "key 0 was refreshed by its lookup");
+        ms.store(1_020, Ordering::Relaxed);
+        t.insert(101, 101);
+        assert_eq!(t.get(&2), None, "then key 2");
+        assert_eq!(t.get(&3), Some(3));
+        assert_eq!(t.evictions(), 2);
+        assert_eq!(t.len(), 16);
+    }
+
+    #[test]
+    fn insert_new_keeps_the_first_owner_and_remove_if_checks_it() {
+        let t: SessionTable<u32, u32> = SessionTable::new(Duration::from_secs(60), 8);
+        assert!(t.insert_new(1, 10));
+        assert!(
+            !t.insert_new(1, 20),
+            "a repeated key does not take the entry over"
+        );
+        assert_eq!(t.get(&1), Some(10));
+        t.remove_if(&1, |v| *v == 20);
+        assert_eq!(t.get(&1), Some(10), "not removed for another owner");
+        t.remove_if(&1, |v| *v == 10);
+        assert_eq!(t.get(&1), None);
+    }
+
+    #[test]
+    fn sweep_drops_routes_to_ended_connections() {
+        let t: SessionTable<u32, std::sync::Weak<u8>> =
+            SessionTable::new(Duration::from_secs(60), 8);
+        let live = Arc::new(1u8);
+        let ended = Arc::new(2u8);
+        t.insert(1, Arc::downgrade(&live));
+        t.insert(2, Arc::downgrade(&ended));
+        drop(ended);
+        assert_eq!(t.sweep_where(Route::is_live), 1);
+        assert!(t.get(&1).is_some() && t.get(&2).is_none());
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct TreeSpec<R> {
 }
 
 /// Starts the tree; the returned handle finishes when the root stops (or gives up).
-pub async fn start<R: Clone + Send + Sync + 'static>(
+pub async fn start<R: crate::quic::Route>(
     spec: TreeSpec<R>,
 ) -> Result<(ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>), ractor::SpawnErr> {
     let table = spec.table.clone();

@@ -57,13 +57,6 @@ pub struct QuicPort {
     pub sessions: Arc<DashMap<SocketAddr, Kv>>,
 }
 
-/// What the UDP layer offers the endpoint of one of its ports: the connection IDs a server
-/// chooses (in its long-header packets to `client`) are registered for that client's session,
-/// so the client is found again when its address changes.
-pub trait ServerIds: Send + Sync {
-    fn learn(&self, client: SocketAddr, datagram: &[u8]);
-}
-
 /// Why a terminating endpoint could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -83,7 +76,6 @@ pub trait QuicCarrier: Send + Sync {
         self: Arc<Self>,
         key: ListenerKey,
         socket: &Arc<UdpSocket>,
-        ids: Arc<dyn ServerIds>,
     ) -> Result<QuicPort, OpenError>;
     /// The inbox of `key`'s endpoint when `datagram` belongs to one of its connections whose
     /// client changed address (a connection ID the endpoint issued).

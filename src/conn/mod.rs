@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::ListenerKey;
 use crate::flow::kv::Kv;
 
-pub use carrier::{is_plain_app, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort, ServerIds};
+pub use carrier::{is_plain_app, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort};
 
 /// Addresses of one accepted connection or UDP session.
 #[derive(Debug, Clone, Copy)]

@@ -24,7 +24,7 @@ use super::server::{handle, Aborted, Ctx};
 use super::L7;
 use crate::config::ListenerKey;
 use crate::conn::carrier::OpenError;
-use crate::conn::{Inbox, QuicPort, ServerIds};
+use crate::conn::{Inbox, QuicPort};
 use crate::flow::kv::Kv;
 
 /// Datagrams queued for one port's endpoint; beyond this they are dropped (QUIC recovers).
@@ -111,10 +111,6 @@ struct VirtualSocket {
     socket: Arc<UdpSocket>,
     rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
     local: SocketAddr,
-    /// The UDP layer's session table: the connection IDs in our long-header packets are
-    /// registered for the session of their destination, so a client that moves to a new
-    /// address keeps reaching this endpoint.
-    ids: Arc<dyn ServerIds>,
 }
 
 impl std::fmt::Debug for VirtualSocket {
@@ -140,9 +136,6 @@ impl AsyncUdpSocket for VirtualSocket {
     }
 
     fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
-        if t.contents.first().is_some_and(|b| b & 0x80 != 0) {
-            self.ids.learn(t.destination, t.contents);
-        }
         self.socket
             .try_send_to(t.contents, t.destination)
             .map(|_| ())
@@ -185,7 +178,6 @@ pub fn port(
     rt: &Arc<L7>,
     key: ListenerKey,
     socket: &Arc<UdpSocket>,
-    ids: Arc<dyn ServerIds>,
 ) -> Result<QuicPort, OpenError> {
     if let Some(p) = rt.h3_ports.get(&key) {
         return Ok(QuicPort {
@@ -199,7 +191,6 @@ pub fn port(
         socket: socket.clone(),
         rx: Mutex::new(rx),
         local,
-        ids,
     };
     let mut endpoint_config = quinn::EndpointConfig::default();
     endpoint_config.cid_generator(|| Box::new(TaggedCids));

@@ -27,7 +27,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tracing::debug;
 
 use crate::config::ListenerKey;
-use crate::conn::{Conn, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort, ServerIds};
+use crate::conn::{Conn, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort};
 use crate::runtime::Runtime;
 
 /// The L7 layer of a running gateway: the shared runtime plus what this layer owns. It
@@ -78,9 +78,8 @@ impl QuicCarrier for L7 {
         self: Arc<Self>,
         key: ListenerKey,
         socket: &Arc<UdpSocket>,
-        ids: Arc<dyn ServerIds>,
     ) -> Result<QuicPort, crate::conn::carrier::OpenError> {
-        h3::port(&self, key, socket, ids)
+        h3::port(&self, key, socket)
     }
 
     fn moved(&self, key: ListenerKey, datagram: &[u8]) -> Option<Inbox> {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod http3;
 pub mod quic;
 pub mod tls;
+pub mod ws;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -171,7 +172,9 @@ impl Vane {
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mgmt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let logfile = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vane"));
+        // VANE_BIN runs another build (e.g. an older one, to watch a test fail without a fix).
+        let bin = std::env::var_os("VANE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vane").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--config")
             .arg(cfg.path())
@@ -693,3 +696,51 @@ where
     });
     (addr, got)
 }
+
+/// Sends raw HTTP/1.1 requests on one connection; returns (status, headers, body) per request.
+pub fn h1(stream: &mut dyn ReadWrite, requests: &[&str]) -> Vec<(u16, String, String)> {
+    let mut out = Vec::new();
+    for req in requests {
+        stream.write_all(req.as_bytes()).expect("write");
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        // Read until the head and Content-Length bytes of body are in.
+        loop {
+            let n = stream.read(&mut b).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&b[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            out.push((0, String::new(), String::new()));
+            break;
+        };
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        out.push((status, head.to_ascii_lowercase(), body.to_string()));
+    }
+    out
+}
+
+pub trait ReadWrite: Read + Write {}
+
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}

@@ -43,52 +43,6 @@ const ECHO_APP: &str = r#"pipeline:
                   body: "{{req.method}} {{req.path}}?{{req.query}} host={{req.host}} ua={{req.header.user-agent}}"
 "#;
 
-/// Sends raw HTTP/1.1 requests on one connection; returns (status, headers, body) per request.
-fn h1(stream: &mut dyn ReadWrite, requests: &[&str]) -> Vec<(u16, String, String)> {
-    let mut out = Vec::new();
-    for req in requests {
-        stream.write_all(req.as_bytes()).expect("write");
-        let mut buf = Vec::new();
-        let mut b = [0u8; 4096];
-        // Read until the head and Content-Length bytes of body are in.
-        loop {
-            let n = stream.read(&mut b).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&b[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break;
-                }
-            }
-        }
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            out.push((0, String::new(), String::new()));
-            break;
-        };
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        out.push((status, head.to_ascii_lowercase(), body.to_string()));
-    }
-    out
-}
-
-trait ReadWrite: Read + Write {}
-
 /// An HTTP/1.1 client connection over `io`, driven in the background.
 async fn h1_client<IO, B>(io: IO) -> hyper::client::conn::http1::SendRequest<B>
 where
@@ -121,7 +75,6 @@ where
     tokio::spawn(conn);
     send
 }
-impl<T: Read + Write> ReadWrite for T {}
 
 fn tls_client(
     roots: &[&rustls::pki_types::CertificateDer<'static>],
@@ -310,43 +263,6 @@ impl<T: Unpin> futures_core::Stream for IterStream<T> {
     ) -> std::task::Poll<Option<T>> {
         std::task::Poll::Ready(self.0.next())
     }
-}
-
-/// A WebSocket-ish upstream: answers the upgrade with 101, then echoes raw bytes.
-fn ws_upstream() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten().take(4) {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                if !head.contains("upgrade: websocket") || !head.contains("sec-websocket-key: ") {
-                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
-                    return;
-                }
-                let _ = s.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: from-upstream\r\n\r\n",
-                );
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 /// An HTTP/3 upstream on a QUIC endpoint: echoes the request body, says which version it saw.

@@ -191,6 +191,46 @@ fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() 
     );
 }
 
+/// The head cap stops reading at the cap: a head that never ends is answered 431 and the
+/// connection is closed long before the client could send it all (a gateway that read
+/// everything and then refused would take every byte).
+#[test]
+fn an_endless_head_is_cut_at_the_cap_not_read_to_the_end() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let _v = Vane::start(&cfg, &[port]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut reader = s.try_clone().expect("clone");
+    let answer = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = reader.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    });
+    const OFFER: usize = 256 * 1024 * 1024;
+    let line = vec![b'a'; 64 * 1024];
+    let mut written = s
+        .write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        .unwrap_or(0);
+    while written < OFFER {
+        match s.write(&line) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    let r = answer.join().expect("reader");
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    assert!(
+        written < 32 * 1024 * 1024,
+        "{written} bytes of a 64 KiB-capped head were taken: reading did not stop at the cap"
+    );
+}
+
 #[test]
 fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace() {
     let cfg = ConfigDir::new();

@@ -1,6 +1,7 @@
 //! WebSocket tunnels (`src/l7/websocket.rs`): HTTP/1.1 upgrades and HTTP/2 extended CONNECT.
 
 use super::*;
+use common::ws::{ws_upgrade, ws_upstream};
 
 #[test]
 fn websocket_upgrades_are_tunnelled_when_allowed_and_refused_otherwise() {
@@ -20,27 +21,7 @@ fn websocket_upgrades_are_tunnelled_when_allowed_and_refused_otherwise() {
         ),
     );
     let _v = Vane::start(&cfg, &[port]);
-    let upgrade = |path: &str| {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        s.write_all(
-            format!(
-                "GET {path} HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .expect("write");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match s.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                _ => break,
-            }
-        }
-        (s, String::from_utf8_lossy(&head).to_ascii_lowercase())
-    };
+    let upgrade = |path: &str| ws_upgrade(port, path);
     let (mut s, head) = upgrade("/ws");
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(

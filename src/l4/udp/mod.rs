@@ -42,37 +42,70 @@ pub async fn endpoint(
 /// Receives until aborted. Sessions end by themselves after `UDP_SESSION_TIMEOUT_SECS` idle.
 pub async fn recv_loop(rt: Arc<L4>, key: ListenerKey, socket: Arc<UdpSocket>, sessions: Sessions) {
     let label = key.to_string();
-    let total = metrics::counter!("vane_connections_total", "listener" => label.clone(), "protocol" => "udp");
-    let active = metrics::gauge!("vane_connections_active", "listener" => label.clone(), "protocol" => "udp");
+    let port = Port {
+        total: metrics::counter!("vane_connections_total", "listener" => label.clone(), "protocol" => "udp"),
+        active: metrics::gauge!("vane_connections_active", "listener" => label.clone(), "protocol" => "udp"),
+        // Known once: a getsockname per new session showed in the new-session rate.
+        local: socket.local_addr().ok(),
+        label,
+        key,
+        socket,
+        sessions,
+    };
     let mut buf = vec![0u8; 65_535];
-    // Known once: a getsockname per new session showed in the new-session rate.
-    let local = socket.local_addr().ok();
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
+        let (n, peer) = match port.socket.recv_from(&mut buf).await {
             Ok(x) => x,
             Err(e) => {
                 // ICMP errors surface here on some systems; they must not stop the listener.
-                debug!(listener = %label, "recv failed: {e}");
+                debug!(listener = %port.label, "recv failed: {e}");
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };
         let data = &buf[..n];
-        if let Some(s) = sessions.get(&peer).map(|s| s.clone()) {
-            session::deliver(&rt, &s, data);
+        let mut shared = false;
+        if let Some(s) = port.sessions.get(&peer).map(|s| s.clone()) {
+            if s.shared.load(std::sync::atomic::Ordering::Relaxed) {
+                // Several QUIC connections from this address: the older ones by their IDs.
+                if let Some(p) = rt.udp.cids.lookup(key, data).and_then(|c| c.path_at(peer)) {
+                    session::deliver(&rt, &p, data);
+                    continue;
+                }
+            }
+            if !s.starts_new_quic(data) {
+                session::deliver(&rt, &s, data);
+                continue;
+            }
+            // The address opens another QUIC connection: it is decided afresh below and takes
+            // the address over; the old one stays reachable by its IDs until idle.
+            metrics::counter!("vane_quic_reused_addresses_total").increment(1);
+            shared = true;
+        } else if let Some(conn) = rt.udp.cids.lookup(key, data) {
+            // A known forwarded QUIC connection from a new address: a candidate path.
+            if let Some(p) = conn.path_at(peer) {
+                // Its path from here lost the address to a newer connection, then it ended.
+                session::deliver(&rt, &p, data);
+                continue;
+            }
+            if conn.paths_full() {
+                metrics::counter!("vane_quic_paths_rejected_total", "reason" => "per_connection")
+                    .increment(1);
+                continue;
+            }
+            debug!(listener = %port.label, "QUIC connection seen from {peer}: candidate path");
+            if let Some(a) = port.admit(&rt, peer, data) {
+                if conn.attach(&a.sess, true) {
+                    metrics::counter!("vane_quic_migrations_total").increment(1);
+                    if let Some(q) = a.sess.quic.get() {
+                        q.client_sent(n);
+                    }
+                }
+                port.spawn(&rt, a, Work::Path);
+            }
             continue;
-        }
-        if let Some(s) = rt.udp.cids.lookup(key, data) {
-            // A known QUIC connection from a new address: the client migrated.
-            debug!(listener = %label, "QUIC client moved to {peer}");
-            s.moved_to(peer);
-            sessions.insert(peer, s.clone());
-            metrics::counter!("vane_quic_migrations_total").increment(1);
-            session::deliver(&rt, &s, data);
-            continue;
-        }
-        if let Some(inbox) = rt.quic.moved(key, data) {
-            // A terminated HTTP/3 connection from a new address: quinn follows it.
+        } else if let Some(inbox) = rt.quic.moved(key, data) {
+            // A terminated HTTP/3 connection from a new address: quinn validates and follows.
             metrics::counter!("vane_h3_rerouted_datagrams_total").increment(1);
             if inbox
                 .try_send((peer, bytes::Bytes::copy_from_slice(data)))
@@ -83,45 +116,101 @@ pub async fn recv_loop(rt: Arc<L4>, key: ListenerKey, socket: Arc<UdpSocket>, se
             }
             continue;
         }
-        if sessions.len() >= rt.settings.udp_max_sessions {
-            metrics::counter!("vane_connections_rejected_total", "reason" => "udp_session_table_full").increment(1);
-            continue;
-        }
-        let Ok(slot) = rt.limits.acquire(peer.ip()) else {
-            continue;
-        };
         let Some(entry) = rt.config.load().listeners.get(&key).cloned() else {
             continue;
         };
-        if !rt.udp.reserve_pending(n) {
-            metrics::counter!("vane_udp_dropped_total", "reason" => "pending_full").increment(1);
-            continue;
+        if let Some(a) = port.admit(&rt, peer, data) {
+            a.sess
+                .shared
+                .store(shared, std::sync::atomic::Ordering::Relaxed);
+            port.spawn(&rt, a, Work::Flow(entry));
         }
-        total.increment(1);
-        active.increment(1.0);
-        let active = active.clone();
-        let sess = Arc::new(Session::new(key, peer, data.to_vec()));
-        sessions.insert(peer, sess.clone());
-        let local = local.unwrap_or(peer);
-        let conn = Conn { key, peer, local };
-        let (rt2, socket2, sessions2, label2) =
-            (rt.clone(), socket.clone(), sessions.clone(), label.clone());
+    }
+}
+
+/// What a new session runs.
+enum Work {
+    /// The listener flow decides.
+    Flow(Arc<crate::config::Entry<crate::config::Listener>>),
+    /// A candidate path of a forwarded QUIC connection (the session's link is set).
+    Path,
+}
+
+/// One UDP listener's receive side.
+struct Port {
+    key: ListenerKey,
+    label: String,
+    socket: Arc<UdpSocket>,
+    sessions: Sessions,
+    local: Option<SocketAddr>,
+    total: metrics::Counter,
+    active: metrics::Gauge,
+}
+
+impl Port {
+    /// A new session for `peer` whose first datagram is `data`, if the session table, the
+    /// connection limits and the pending budget admit it. Every path of a QUIC connection
+    /// passes here too.
+    fn admit(&self, rt: &L4, peer: SocketAddr, data: &[u8]) -> Option<Admitted> {
+        if self.sessions.len() >= rt.settings.udp_max_sessions {
+            metrics::counter!("vane_connections_rejected_total", "reason" => "udp_session_table_full").increment(1);
+            return None;
+        }
+        let slot = rt.limits.acquire(peer.ip()).ok()?;
+        if !rt.udp.reserve_pending(data.len()) {
+            metrics::counter!("vane_udp_dropped_total", "reason" => "pending_full").increment(1);
+            return None;
+        }
+        let sess = Arc::new(Session::new(self.key, peer, data.to_vec()));
+        self.sessions.insert(peer, sess.clone());
+        Some(Admitted { sess, slot })
+    }
+
+    /// Runs an admitted session in a task of its own, and cleans up after it (also after a
+    /// panic, which closes only this session).
+    fn spawn(&self, rt: &Arc<L4>, a: Admitted, work: Work) {
+        self.total.increment(1);
+        self.active.increment(1.0);
+        let Admitted { sess, slot } = a;
+        let peer = sess.client;
+        let conn = Conn {
+            key: self.key,
+            peer,
+            local: self.local.unwrap_or(peer),
+        };
+        let (rt, socket, sessions, label, active) = (
+            rt.clone(),
+            self.socket.clone(),
+            self.sessions.clone(),
+            self.label.clone(),
+            self.active.clone(),
+        );
         tokio::spawn(async move {
-            let span = crate::spans::connection_span(&label2, conn.peer);
-            let run = session::run(rt2.clone(), entry, socket2, conn, sess.clone());
+            let span = crate::spans::connection_span(&label, conn.peer);
+            let run = async {
+                match work {
+                    Work::Flow(entry) => {
+                        session::run(rt.clone(), entry, socket, conn, sess.clone()).await
+                    }
+                    Work::Path => session::run_path(rt.clone(), socket, sess.clone()).await,
+                }
+            };
             let r = CatchUnwind::new(tracing::Instrument::instrument(run, span)).await;
-            let _ = sess.drain(&rt2);
-            rt2.udp.cids.forget(&sess);
-            for a in sess.addrs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                sessions2.remove_if(a, |_, v| Arc::ptr_eq(v, &sess));
-            }
+            let _ = sess.drain(&rt);
+            sessions.remove_if(&peer, |_, v| Arc::ptr_eq(v, &sess));
             drop(slot);
             active.decrement(1.0);
             if let Err(msg) = r {
-                metrics::counter!("vane_session_panics_total", "listener" => label2.clone())
+                metrics::counter!("vane_session_panics_total", "listener" => label.clone())
                     .increment(1);
-                error!(listener = %label2, "UDP session panicked and was closed: {msg}");
+                error!(listener = %label, "UDP session panicked and was closed: {msg}");
             }
         });
     }
+}
+
+/// A session admitted with its connection slot.
+struct Admitted {
+    sess: Arc<Session>,
+    slot: crate::l4::limits::Slot,
 }

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
-use super::quic;
+use super::quic::{self, paths::QuicConn, paths::QuicLink};
 use crate::config::{Entry, Listener, ListenerDoc, ListenerKey};
 use crate::conn::{base_kv, listener_kv, Conn, Inbox};
 use crate::flow::exec::{self, Decision};
@@ -44,15 +44,15 @@ pub struct Session {
     state: Mutex<State>,
     born: Instant,
     last_ms: AtomicU64,
-    /// Where replies go; a migrating QUIC client moves it.
-    client: Mutex<SocketAddr>,
-    /// Every address this session is known under in the listener's map.
-    pub(super) addrs: Mutex<Vec<SocketAddr>>,
+    /// Where replies go: the one client address of this session (a QUIC client seen from a
+    /// new address gets a session, a path, of its own).
+    pub(super) client: SocketAddr,
     pub(super) wake: tokio::sync::Notify,
-    /// Forwarded QUIC: the connection IDs registered for this session (kept alive by its
-    /// traffic, removed with it) and when they were last refreshed (ms since `born`).
-    pub(super) cids: Mutex<Vec<Vec<u8>>>,
-    pub(super) cids_refreshed_ms: AtomicU64,
+    /// Forwarded QUIC: the connection this session is a path of.
+    pub(super) quic: OnceLock<QuicLink>,
+    /// Another QUIC connection used this address before this session took it over in the
+    /// listener's map: datagrams from it are routed by connection ID first.
+    pub(super) shared: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -68,17 +68,11 @@ impl Session {
             }),
             born: Instant::now(),
             last_ms: AtomicU64::new(0),
-            client: Mutex::new(peer),
-            addrs: Mutex::new(vec![peer]),
+            client: peer,
             wake: tokio::sync::Notify::new(),
-            cids: Mutex::new(Vec::new()),
-            cids_refreshed_ms: AtomicU64::new(0),
+            quic: OnceLock::new(),
+            shared: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    /// Milliseconds since the session began at its last datagram (either direction).
-    pub(super) fn last_ms(&self) -> u64 {
-        self.last_ms.load(Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -86,17 +80,14 @@ impl Session {
             .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    pub(super) fn client(&self) -> SocketAddr {
-        *self.client.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The client now sends from `peer` (a QUIC client that moved).
-    pub(super) fn moved_to(&self, peer: SocketAddr) {
-        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = peer;
-        self.addrs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(peer);
+    /// Whether `data` opens a QUIC connection other than the one this forwarded session
+    /// carries: an Initial to a connection ID it does not own (a client that reused its
+    /// address and port). It must be decided afresh, not fed to the old connection's upstream.
+    pub(super) fn starts_new_quic(&self, data: &[u8]) -> bool {
+        let Some(link) = self.quic.get() else {
+            return false;
+        };
+        crate::l4p::quic::packet::initial_dcid(data).is_some_and(|dcid| !link.conn.owns(dcid))
     }
 
     pub(super) fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -113,6 +104,16 @@ impl Session {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Takes the queued datagrams and the bytes they are charged with, which stay charged to
+    /// the global pending budget until the caller releases them (QUIC inspection holds them).
+    pub(super) fn take_queued(&self) -> (Vec<Vec<u8>>, usize) {
+        let mut st = self.state();
+        if let State::Deciding { queue, bytes } = &mut *st {
+            return (std::mem::take(queue), std::mem::take(bytes));
+        }
+        (Vec::new(), 0)
     }
 
     /// Takes the queued datagrams, giving their bytes back to the global pending budget.
@@ -141,6 +142,9 @@ impl Session {
 /// Hands a datagram to its session.
 pub(super) fn deliver(rt: &L4, s: &Session, data: &[u8]) {
     s.touch();
+    if let Some(q) = s.quic.get() {
+        q.client_sent(data.len());
+    }
     let mut st = s.state();
     match &mut *st {
         State::Deciding { queue, bytes } => {
@@ -157,11 +161,10 @@ pub(super) fn deliver(rt: &L4, s: &Session, data: &[u8]) {
         }
         State::Forward(up) => {
             let _ = up.try_send(data);
-            rt.udp.cids.refresh(s);
         }
         State::Terminate(tx) => {
             if tx
-                .try_send((s.client(), bytes::Bytes::copy_from_slice(data)))
+                .try_send((s.client, bytes::Bytes::copy_from_slice(data)))
                 .is_err()
             {
                 metrics::counter!("vane_udp_dropped_total", "reason" => "h3_queue_full")
@@ -271,15 +274,36 @@ pub(super) async fn run(
             return;
         }
     };
+    if let Some(dcid) = &quic_dcid {
+        let qc = QuicConn::new(conn.key, target, rt.udp.cids.clone());
+        qc.attach(&sess, false);
+        rt.udp.cids.register(dcid, &qc);
+    }
     held.extend(sess.switch(&rt, State::Forward(up.clone())));
     for d in &held {
         let _ = up.send(d).await;
     }
     drop(held);
-    if let Some(dcid) = &quic_dcid {
-        rt.udp.cids.register(dcid, &sess);
+    relay_replies(&rt, &sess, &up, &listener).await;
+}
+
+/// Runs a candidate path of a forwarded QUIC connection (its link is set): the same upstream
+/// from a socket of its own, replies back to this path's address.
+pub(super) async fn run_path(rt: Arc<L4>, listener: Arc<UdpSocket>, sess: Arc<Session>) {
+    let Some(target) = sess.quic.get().map(|q| q.conn.target) else {
+        return;
+    };
+    let up = match open_upstream(target).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(listener = %sess.listener, "UDP upstream {target}: {e}");
+            return;
+        }
+    };
+    for d in sess.switch(&rt, State::Forward(up.clone())) {
+        let _ = up.send(&d).await;
     }
-    relay_replies(&rt, &sess, &up, &listener, quic_dcid.is_some()).await;
+    relay_replies(&rt, &sess, &up, &listener).await;
 }
 
 /// `per_datagram: true`: every datagram runs the flow and goes where its own run decides, as
@@ -319,7 +343,7 @@ async fn per_datagram(
                         let (rt, sess, from, listener) =
                             (rt.clone(), sess.clone(), up.clone(), listener.clone());
                         replies.spawn(async move {
-                            relay_replies(&rt, &sess, &from, &listener, false).await;
+                            relay_replies(&rt, &sess, &from, &listener).await;
                         });
                         up
                     }
@@ -340,17 +364,12 @@ async fn per_datagram(
     }
 }
 
-/// Sends the upstream's replies to the session's current client address until the session
-/// has been idle (both directions) for `UDP_SESSION_TIMEOUT_SECS`. For QUIC, the server's
-/// chosen connection IDs are learned from its long-header replies. A receive buffer is
-/// borrowed only while replies are waiting in the socket, so a quiet session holds none.
-async fn relay_replies(
-    rt: &L4,
-    sess: &Arc<Session>,
-    up: &UdpSocket,
-    listener: &UdpSocket,
-    quic: bool,
-) {
+/// Sends the upstream's replies to the session's client address until the session has been
+/// idle (both directions) for `UDP_SESSION_TIMEOUT_SECS`. For forwarded QUIC, the server's
+/// chosen connection IDs are learned from its long-header replies, and a candidate path gets
+/// no more than its amplification budget. A receive buffer is borrowed only while replies
+/// are waiting in the socket, so a quiet session holds none.
+async fn relay_replies(rt: &L4, sess: &Arc<Session>, up: &UdpSocket, listener: &UdpSocket) {
     let idle = rt.settings.udp_session_timeout;
     loop {
         let last = sess.last_ms.load(Ordering::Relaxed);
@@ -367,11 +386,13 @@ async fn relay_replies(
                     match up.try_recv(&mut buf) {
                         Ok(n) => {
                             sess.touch();
-                            if quic {
-                                rt.udp.cids.learn_server_cids(sess, &buf[..n]);
-                                rt.udp.cids.refresh(sess);
+                            if let Some(q) = sess.quic.get() {
+                                rt.udp.cids.learn_server_cids(&q.conn, &buf[..n]);
+                                if !q.may_reply(n) {
+                                    continue;
+                                }
                             }
-                            let _ = listener.send_to(&buf[..n], sess.client()).await;
+                            let _ = listener.send_to(&buf[..n], sess.client).await;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => {

@@ -10,12 +10,13 @@ use dashmap::DashMap;
 use tokio::net::UdpSocket;
 use vane_actors::quic::{QuicLimits, QuicTables, QuicTablesHandle};
 
+use super::quic::paths::QuicConn;
 use super::session::Session;
 use crate::config::ListenerKey;
 use crate::settings::Settings;
 
-/// What the QUIC tables point at: the UDP session that forwards the connection.
-pub type QuicRoute = std::sync::Weak<Session>;
+/// What the QUIC table points at: the forwarded connection (it ends with its last path).
+pub type QuicRoute = std::sync::Weak<QuicConn>;
 
 /// A UDP listener's sessions by client address.
 pub type Sessions = Arc<DashMap<SocketAddr, Arc<Session>>>;
@@ -26,6 +27,8 @@ pub struct UdpState {
     /// Bytes of datagrams held by sessions that are still deciding (all listeners).
     pending: AtomicUsize,
     pending_limit: usize,
+    /// The most bytes ever held at once (a high-water mark, not a sample).
+    pending_peak: AtomicUsize,
     pending_metric: OnceLock<metrics::Gauge>,
     /// Forwarded QUIC connections by connection ID (swept by the `quic` actor).
     pub cids: Arc<CidTable>,
@@ -35,18 +38,15 @@ impl UdpState {
     pub fn new(settings: &Settings) -> Self {
         let limits = QuicLimits {
             cid_ttl: settings.quic_session_ttl,
-            sticky_ttl: settings.quic_sticky_ttl,
             max_entries: settings.quic_max_entries,
         };
         Self {
             endpoints: DashMap::new(),
             pending: AtomicUsize::new(0),
             pending_limit: settings.quic_global_pending,
+            pending_peak: AtomicUsize::new(0),
             pending_metric: OnceLock::new(),
-            cids: Arc::new(CidTable {
-                tables: Arc::new(arc_swap::ArcSwap::from_pointee(QuicTables::new(limits))),
-                lens: AtomicU32::new(0),
-            }),
+            cids: Arc::new(CidTable::new(limits)),
         }
     }
 
@@ -65,10 +65,6 @@ impl UdpState {
         Ok(e)
     }
 
-    pub(super) fn sessions(&self, key: &ListenerKey) -> Option<Sessions> {
-        self.endpoints.get(key).map(|e| e.value().1.clone())
-    }
-
     /// Drops the sockets and sessions of listeners `keep` no longer wants.
     pub fn retain(&self, keep: &dyn Fn(&ListenerKey) -> bool) {
         self.endpoints.retain(|k, _| keep(k));
@@ -77,15 +73,20 @@ impl UdpState {
     /// Charges `n` bytes to the global pending budget (`QUIC_GLOBAL_PENDING_BYTES_LIMIT`).
     pub(super) fn reserve_pending(&self, n: usize) -> bool {
         let limit = self.pending_limit;
-        let ok = self
+        let r = self
             .pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
                 (p + n <= limit).then_some(p + n)
-            })
-            .is_ok();
+            });
+        if let Ok(before) = r {
+            let peak = self.pending_peak.fetch_max(before + n, Ordering::AcqRel);
+            if before + n > peak {
+                metrics::gauge!("vane_quic_pending_peak_bytes").set((before + n) as f64);
+            }
+        }
         self.pending_gauge()
             .set(self.pending.load(Ordering::Relaxed) as f64);
-        ok
+        r.is_ok()
     }
 
     pub(super) fn release_pending(&self, n: usize) {
@@ -104,7 +105,7 @@ impl UdpState {
     }
 }
 
-/// The QUIC tables and the connection-ID lengths in use.
+/// The QUIC connection-ID table and the ID lengths in use.
 pub struct CidTable {
     pub tables: QuicTablesHandle<QuicRoute>,
     /// Bit n set: connection IDs of length n are in the table (short headers do not say how
@@ -113,6 +114,13 @@ pub struct CidTable {
 }
 
 impl CidTable {
+    pub fn new(limits: QuicLimits) -> Self {
+        Self {
+            tables: Arc::new(QuicTables::new(limits)),
+            lens: AtomicU32::new(0),
+        }
+    }
+
     pub(super) fn note_len(&self, len: usize) {
         if (1..=20).contains(&len) {
             self.lens.fetch_or(1 << len, Ordering::Relaxed);

@@ -158,6 +158,27 @@ pub fn parse_long(b: &[u8]) -> Result<LongHeader, PacketError> {
     })
 }
 
+/// The destination connection ID of `b` when it is a v1 or v2 Initial packet (checked without
+/// parsing the rest: this runs for every datagram of a forwarded QUIC session).
+pub fn initial_dcid(b: &[u8]) -> Option<&[u8]> {
+    let first = *b.first()?;
+    if first & 0x80 == 0 {
+        return None;
+    }
+    let version = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?);
+    if version != V1 && version != V2 {
+        return None;
+    }
+    if long_type(version, (first >> 4) & 0x03) != LongType::Initial {
+        return None;
+    }
+    let len = *b.get(5)? as usize;
+    if len > 20 {
+        return None;
+    }
+    b.get(6..6 + len)
+}
+
 /// Destination connection ID of a short-header packet, given the CID length in use (the fixed
 /// bit may be greased, so only the form bit is checked).
 pub fn short_dcid(b: &[u8], len: usize) -> Option<&[u8]> {

@@ -138,3 +138,27 @@ fn greased_fixed_bit_is_accepted_after_the_first_initial() {
         "a client's first Initial has the fixed bit"
     );
 }
+
+#[test]
+fn initial_dcid_is_read_for_v1_and_v2_initials_only() {
+    let dcid = b"\x01\x02\x03\x04\x05\x06\x07\x08";
+    for v in [V1, V2] {
+        let d = &client_datagrams(v, dcid, b"hello", 64)[0];
+        assert_eq!(packet::initial_dcid(d), Some(&dcid[..]), "version {v:#x}");
+    }
+    // A v1 Handshake packet (type bits 2) and a v2 one (3) are not Initials.
+    let mut hs = client_datagrams(V1, dcid, b"hello", 64)[0].clone();
+    hs[0] = (hs[0] & 0xcf) | (packet::type_bits(V1, packet::LongType::Handshake) << 4);
+    assert_eq!(packet::initial_dcid(&hs), None);
+    let mut hs2 = client_datagrams(V2, dcid, b"hello", 64)[0].clone();
+    hs2[0] = (hs2[0] & 0xcf) | (packet::type_bits(V2, packet::LongType::Handshake) << 4);
+    assert_eq!(packet::initial_dcid(&hs2), None);
+    // Short headers, unknown versions and oversized IDs are not either.
+    assert_eq!(packet::initial_dcid(&[0x40, 1, 2, 3]), None);
+    let mut other = client_datagrams(V1, dcid, b"hello", 64)[0].clone();
+    other[1..5].copy_from_slice(&3u32.to_be_bytes());
+    assert_eq!(packet::initial_dcid(&other), None);
+    let mut big = client_datagrams(V1, dcid, b"hello", 64)[0].clone();
+    big[5] = 21;
+    assert_eq!(packet::initial_dcid(&big), None);
+}
