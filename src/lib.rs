@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod flow;
+pub mod fuzzing;
 pub mod l4;
 pub mod l4p;
 pub mod l7;

@@ -7,8 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use vane::fuzzing;
 use vane::l4p::clienthello::{self, Assembled};
-use vane::l4p::fuzzing;
+use vane::l4p::fuzzing as l4p_fuzzing;
 use vane::l4p::proxy_protocol::{self, Parsed};
 use vane::l4p::quic::inspect::{Inspector, Limits};
 
@@ -31,7 +32,7 @@ fn client_hello_corpus() {
     assert!(seeds.len() >= 4, "seeds present");
     let mut with_sni = 0;
     for (path, data) in &seeds {
-        fuzzing::client_hello(data);
+        l4p_fuzzing::client_hello(data);
         if let Assembled::Complete { message, .. } = clienthello::assemble(data) {
             if clienthello::parse(&message)
                 .ok()
@@ -55,7 +56,7 @@ fn quic_initial_corpus() {
     assert!(seeds.len() >= 2);
     let mut complete = 0;
     for (_, data) in &seeds {
-        fuzzing::quic_initial(data);
+        l4p_fuzzing::quic_initial(data);
         let (a, b) = data.split_at(data.len() / 2);
         if let Ok(mut i) = Inspector::new(a, Limits::default()) {
             if matches!(i.push(a), Ok(Some(_)))
@@ -76,10 +77,81 @@ fn proxy_header_corpus() {
     let seeds = corpus("proxy_header");
     assert!(seeds.len() >= 4);
     let headers = seeds.iter().filter(|(_, d)| {
-        fuzzing::proxy_header(d);
+        l4p_fuzzing::proxy_header(d);
         matches!(proxy_protocol::parse(d), Parsed::Header { .. })
     });
     assert!(headers.count() >= 3);
+}
+
+/// Templates: every seed renders within the cap; the corpus holds dynamic ones.
+#[test]
+fn template_corpus() {
+    let seeds = corpus("template");
+    assert!(seeds.len() >= 10, "seeds present");
+    let mut dynamic = 0;
+    for (_, data) in &seeds {
+        fuzzing::template(data);
+        let text = String::from_utf8_lossy(data);
+        if vane::flow::template::Template::parse(&text, Default::default())
+            .is_ok_and(|t| t.is_dynamic())
+        {
+            dynamic += 1;
+        }
+    }
+    assert!(dynamic >= 5, "{dynamic} dynamic templates among the seeds");
+}
+
+/// Config documents in every format: the seeds reach the flow compiler, so the corpus tests
+/// more than the syntax.
+#[test]
+fn config_doc_corpus() {
+    use vane::config::format::{self, Format};
+    let seeds = corpus("config_doc");
+    assert!(seeds.len() >= 10, "seeds present");
+    let mut parsed = [0usize; 4];
+    for (_, data) in &seeds {
+        fuzzing::config(data);
+        let Some((&pick, rest)) = data.split_first() else {
+            continue;
+        };
+        let fmt = [Format::Toml, Format::Yaml, Format::Json, Format::Ron][pick as usize % 4];
+        if format::parse(fmt, &String::from_utf8_lossy(rest)).is_ok() {
+            parsed[pick as usize % 4] += 1;
+        }
+    }
+    assert!(
+        parsed.iter().all(|n| *n >= 1),
+        "documents of every format parse: {parsed:?} (toml, yaml, json, ron)"
+    );
+}
+
+#[test]
+fn http_head_corpus() {
+    let seeds = corpus("http_head");
+    assert!(seeds.len() >= 5, "seeds present");
+    let hosts = seeds
+        .iter()
+        .inspect(|(_, d)| fuzzing::http_head(d))
+        .filter(|(_, d)| vane::l4p::http_head::parse(d).host.is_some())
+        .count();
+    assert!(hosts >= 2, "heads with a host among the seeds");
+}
+
+#[test]
+fn plugin_reply_corpus() {
+    let seeds = corpus("plugin_reply");
+    assert!(seeds.len() >= 5, "seeds present");
+    let mut decoded = 0;
+    for (_, data) in &seeds {
+        fuzzing::plugin_reply(data);
+        if vane::plugins::external::decode_reply(data).is_ok() {
+            decoded += 1;
+        }
+    }
+    assert!(
+        decoded >= 2,
+        "replies that decode among the seeds ({decoded})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

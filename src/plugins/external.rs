@@ -265,6 +265,11 @@ pub fn sanitize_env(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
     out
 }
 
+/// Decodes a whole raw HTTP reply of an `http`/`unix` plugin into its verdict.
+pub fn decode_reply(raw: &[u8]) -> Result<Verdict, PluginError> {
+    envelope(&reply_body(raw)?)
+}
+
 fn envelope(body: &[u8]) -> Result<Verdict, PluginError> {
     let e: Envelope =
         serde_json::from_slice(body).map_err(|e| bad_reply(format!("invalid reply: {e}")))?;
@@ -293,6 +298,12 @@ async fn post<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         .read_to_end(&mut out)
         .await
         .map_err(unreachable)?;
+    reply_body(&out)
+}
+
+/// The body of a plugin's raw HTTP/1.1 reply (status 2xx required; chunked decoded). Sans-IO,
+/// so the fuzz targets drive it with whatever bytes a hostile plugin could send.
+fn reply_body(out: &[u8]) -> Result<Vec<u8>, PluginError> {
     let split = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
