@@ -423,3 +423,18 @@ async fn open_upstream(target: SocketAddr) -> std::io::Result<UdpSocket> {
     s.connect(target).await?;
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live UDP session is this struct, its map entry and its task: keep the struct small
+    /// (the whole cost per session is measured by chaos/quic.rs and bench/udp.sh).
+    #[test]
+    fn session_state_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 192, "a UDP session is {size} bytes");
+        let state = std::mem::size_of::<State>();
+        assert!(state <= 32, "a session state is {state} bytes");
+    }
+}

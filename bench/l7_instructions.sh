@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Instructions per proxied keep-alive HTTP/1.1 request, counted by callgrind: deterministic, so
+# two builds can be compared on a shared machine where wall-clock ratios move by 20 % between
+# runs. Same setup as bench/l7.sh (nginx upstream, resolver `http` -> application with
+# `internal.driver.upstream`), one data-plane thread. Counters are zeroed after a warm-up and
+# dumped after N requests on one connection; the top functions are printed.
+#
+#   bench/l7_instructions.sh               # N=2000
+#   VANE_BIN=/path/to/other/vane bench/l7_instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-2000}
+OUT=bench/results
+mkdir -p "$OUT"
+source bench/lib.sh
+ensure_tools "nginx valgrind" nginx-light valgrind
+VANE=$(vane_binary)
+
+UP=$(port)
+cat > "$TMP/nginx.conf" <<CFG
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
+}
+CFG
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
+
+VP=$(port)
+mkdir -p "$TMP/vane/listener/[$VP]" "$TMP/vane/resolver" "$TMP/vane/application"
+printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n' > "$TMP/vane/listener/[$VP]/tcp.yaml"
+printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/http.yaml"
+cat > "$TMP/vane/application/httpx.yaml" <<CFG
+pipeline:
+  internal.driver.upstream:
+    input: { url_prefix: "http://127.0.0.1:$UP" }
+    output:
+      success: { internal.terminator.response: {} }
+      failure: { internal.terminator.response: { input: { status: 502 } } }
+CFG
+env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off DATA_PLANE_THREADS=1 \
+  valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
+  > "$TMP/vane.log" 2>&1 &
+VPID=$!; PIDS+=("$VPID")
+wait_port "$UP"
+for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$VP") 2>/dev/null && break; sleep 0.2; done
+
+# One keep-alive connection: WARM requests, a pause for the zeroing, then N counted ones.
+cat > "$TMP/client.py" <<'PY'
+import socket, sys, time
+port, n, ready, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection(("127.0.0.1", port))
+req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+buf = b""
+def one():
+    global buf
+    s.sendall(req)
+    while True:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    length = int(v)
+            if len(rest) >= length:
+                assert head.startswith(b"HTTP/1.1 200"), head
+                buf = rest[length:]
+                return
+        chunk = s.recv(65536)
+        if not chunk:
+            raise SystemExit("closed")
+        buf += chunk
+for _ in range(200):
+    one()
+open(ready, "w").close()
+import os
+while not os.path.exists(go):
+    time.sleep(0.05)
+for _ in range(n):
+    one()
+PY
+python3 "$TMP/client.py" "$VP" "$N" "$TMP/ready" "$TMP/go" & CP=$!
+for _ in $(seq 1 600); do [ -f "$TMP/ready" ] && break; sleep 0.1; done
+sleep 1
+callgrind_control -z "$VPID" > /dev/null
+touch "$TMP/go"
+wait "$CP"
+callgrind_control -d "$VPID" > /dev/null
+sleep 1
+DUMP=$(ls -t "$TMP"/cg.out* | head -1)
+TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
+{
+  echo "== instructions per proxied keep-alive request (callgrind, $N requests, 1 data-plane thread)"
+  python3 -c "print(f'vane {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
+  echo "== top functions (inclusive share is in callgrind_annotate --inclusive=yes)"
+  callgrind_annotate "$DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -45
+  echo "date: $(date -u +%FT%TZ)"
+} | tee "$OUT/l7-instructions-$(date -u +%Y%m%dT%H%M%SZ).txt"
