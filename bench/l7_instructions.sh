@@ -91,12 +91,14 @@ touch "$TMP/go"
 wait "$CP"
 callgrind_control -d "$VPID" > /dev/null
 sleep 1
-DUMP=$(ls -t "$TMP"/cg.out* | head -1)
+DUMP="$OUT/l7-callgrind-$(date -u +%Y%m%dT%H%M%SZ).out"
+cp "$(ls -t "$TMP"/cg.out* | head -1)" "$DUMP"
 TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
 {
   echo "== instructions per proxied keep-alive request (callgrind, $N requests, 1 data-plane thread)"
   python3 -c "print(f'vane {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
-  echo "== top functions (inclusive share is in callgrind_annotate --inclusive=yes)"
-  callgrind_annotate "$DUMP" 2>/dev/null | sed -n '/^Ir/,$p' | head -45
+  echo "== top functions by own instructions (the dump is $DUMP)"
+  callgrind_annotate --inclusive=no --threshold=95 "$DUMP" 2>/dev/null \
+    | grep -E '^ *[0-9,]+ \(' | head -40
   echo "date: $(date -u +%FT%TZ)"
 } | tee "$OUT/l7-instructions-$(date -u +%Y%m%dT%H%M%SZ).txt"

@@ -1,14 +1,18 @@
 //! The KV store that follows a connection: string keys to string values, with a size cap.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Keys are few and short (`req.path`, `conn.ip`, ...): a fast seeded hash, not SipHash.
+type Map = HashMap<String, String, foldhash::fast::RandomState>;
 
 /// Total bytes of keys and values one store may hold; further writes are dropped.
 pub const MAX_KV_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct Kv {
-    map: HashMap<String, String>,
+    map: Map,
     bytes: usize,
     /// Keys shared with other stores (an HTTP request's view of its connection's KV), read
     /// through instead of copied; own keys shadow them.
@@ -23,7 +27,7 @@ impl Kv {
     /// An empty store that reads through to `parent` (which counts towards the cap).
     pub fn layered(parent: Arc<Kv>) -> Self {
         Self {
-            map: HashMap::new(),
+            map: Map::default(),
             bytes: parent.bytes,
             parent: Some(parent),
         }
@@ -33,14 +37,28 @@ impl Kv {
     pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) -> bool {
         let key = key.into();
         let value = value.into();
-        let old = self.map.get(&key).map_or(0, |v| key.len() + v.len());
-        let new_total = self.bytes - old + key.len() + value.len();
-        if new_total > MAX_KV_BYTES {
-            tracing::warn!(key = %key, "KV store full ({MAX_KV_BYTES} bytes); write dropped");
-            return false;
+        let add = key.len() + value.len();
+        // One lookup for both the size check and the write.
+        match self.map.entry(key) {
+            Entry::Occupied(mut e) => {
+                let new_total = self.bytes - (e.key().len() + e.get().len()) + add;
+                if new_total > MAX_KV_BYTES {
+                    tracing::warn!(key = %e.key(), "KV store full ({MAX_KV_BYTES} bytes); write dropped");
+                    return false;
+                }
+                self.bytes = new_total;
+                e.insert(value);
+            }
+            Entry::Vacant(e) => {
+                let new_total = self.bytes + add;
+                if new_total > MAX_KV_BYTES {
+                    tracing::warn!(key = %e.key(), "KV store full ({MAX_KV_BYTES} bytes); write dropped");
+                    return false;
+                }
+                self.bytes = new_total;
+                e.insert(value);
+            }
         }
-        self.bytes = new_total;
-        self.map.insert(key, value);
         true
     }
 
