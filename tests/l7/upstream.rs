@@ -1,4 +1,4 @@
-//! The upstream driver (`src/l7/upstream.rs`, `client.rs`): pooled HTTP/1.1, HTTP/2 by ALPN and h2c, streamed bodies, every version pair, failing upstreams.
+//! The upstream driver (`src/l7/upstream.rs`, `h1_pool.rs`, `client.rs`): pooled HTTP/1.1, HTTP/2 by ALPN and h2c, streamed bodies, every version pair, failing upstreams.
 
 use super::*;
 
@@ -53,6 +53,46 @@ async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection(
         up.conns.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "five requests, one pooled upstream connection"
+    );
+}
+
+/// An upstream that closes each keep-alive connection shortly after answering (as servers
+/// with a short keep-alive timeout do): the pooled connection is found dead, or fails before
+/// the request is sent and the request goes again on a new one; no client sees an error.
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_not_used_twice() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = l.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten().take(64) {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                // Closed without `Connection: close`: the pool learns it from the socket.
+            });
+        }
+    });
+    let (_cfg, port, _v) = proxy_gateway(&format!("http://{up}"), "");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for i in 0..6 {
+        let r = h1(&mut s, &[&format!("GET /r{i} HTTP/1.1\r\nHost: x\r\n\r\n")]);
+        assert_eq!((r[0].0, r[0].2.as_str()), (200, "ok"), "request {i}");
+        // Sometimes right after the close, sometimes well after it.
+        std::thread::sleep(Duration::from_millis(if i % 2 == 0 { 31 } else { 120 }));
+    }
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 6,
+        "every request needed a new upstream connection"
     );
 }
 
