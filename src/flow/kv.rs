@@ -1,11 +1,13 @@
 //! The KV store that follows a connection: string keys to string values, with a size cap.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Keys are few and short (`req.path`, `conn.ip`, ...): a fast seeded hash, not SipHash.
-type Map = HashMap<String, String, foldhash::fast::RandomState>;
+/// Keys are few and short (`req.path`, `conn.ip`, ...): a fast seeded hash, not SipHash; and
+/// most are literals, kept without a copy.
+type Map = HashMap<Cow<'static, str>, String, foldhash::fast::RandomState>;
 
 /// Total bytes of keys and values one store may hold; further writes are dropped.
 pub const MAX_KV_BYTES: usize = 64 * 1024;
@@ -34,7 +36,7 @@ impl Kv {
     }
 
     /// Sets a key; refused (false, logged) when it would pass [`MAX_KV_BYTES`].
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<String>) -> bool {
+    pub fn set(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) -> bool {
         let key = key.into();
         let value = value.into();
         let add = key.len() + value.len();
@@ -71,7 +73,7 @@ impl Kv {
 
     /// Every key once (own values first, then the parent's unshadowed ones).
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
-        let own = self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let own = self.map.iter().map(|(k, v)| (k.as_ref(), v.as_str()));
         match self.parent.as_deref() {
             None => Box::new(own),
             Some(p) => Box::new(own.chain(p.iter().filter(|(k, _)| !self.map.contains_key(*k)))),

@@ -55,7 +55,7 @@ fn l4(doc: Value) -> Flow {
 fn kv(pairs: &[(&str, &str)]) -> Kv {
     let mut kv = Kv::new();
     for (k, v) in pairs {
-        kv.set(*k, *v);
+        kv.set(k.to_string(), *v);
     }
     kv
 }

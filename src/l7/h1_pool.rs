@@ -160,13 +160,15 @@ fn origin_form(mut req: Request<Body>) -> Request<Body> {
             req.headers_mut().insert(hyper::header::HOST, v);
         }
     }
-    let path = req.uri().path_and_query().map_or_else(
-        || hyper::Uri::from_static("/"),
-        |pq| {
-            hyper::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(pq.as_str().as_bytes()))
-                .unwrap_or_else(|_| hyper::Uri::from_static("/"))
-        },
+    // The path is shared with the URL, not parsed again.
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
     );
+    let path = hyper::Uri::from_parts(parts).unwrap_or_else(|_| hyper::Uri::from_static("/"));
     *req.uri_mut() = path;
     req
 }

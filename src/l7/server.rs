@@ -48,7 +48,7 @@ impl Ctx {
     ) -> Self {
         let mut kv = Kv::new();
         for (k, v) in conn_kv.iter().filter(|(k, _)| !k.starts_with("plugin.")) {
-            kv.set(k, v);
+            kv.set(k.to_owned(), v);
         }
         Self {
             rt,
