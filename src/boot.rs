@@ -148,6 +148,7 @@ pub async fn run(dir: &Path) -> i32 {
             return 1;
         }
     };
+    reload_on_hangup(rt.clone());
     let signal = shutdown_signal();
     tokio::select! {
         _ = signal => {}
@@ -240,6 +241,43 @@ fn tree_spec(
         listeners: Arc::new(crate::l4::listener::Listeners { rt: l4.clone() }),
         services,
     }
+}
+
+/// `SIGHUP` reloads the config as `POST /reload` does (through the `config` actor, the one
+/// writer), as nginx and HAProxy operators expect from `systemctl reload`. Without a handler
+/// the signal would end the process.
+fn reload_on_hangup(rt: Arc<crate::runtime::Runtime>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("SIGHUP cannot be handled ({e}); reload with POST /reload");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                info!("SIGHUP received: reloading the config");
+                match crate::ops::config_api::reload_applied(&rt).await {
+                    Ok(r) if r.ok => info!("✓ reload (SIGHUP): {}", r.summary),
+                    Ok(r) => {
+                        for p in &r.problems {
+                            warn!("{p}");
+                        }
+                        warn!(
+                            "✗ reload (SIGHUP) refused, the running config stays: {}",
+                            r.summary
+                        );
+                    }
+                    Err(e) => error!("✗ reload (SIGHUP) failed: {e}"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(rt);
 }
 
 async fn shutdown_signal() {

@@ -173,3 +173,51 @@ fn post_reload_answers_with_the_validation_result() {
     );
     assert_eq!(ask_once(port, "still").as_deref(), Some("A:still"));
 }
+
+/// `SIGHUP` reloads as `POST /reload` does (`systemctl reload`), and logs the outcome; a bad
+/// file then keeps the running version. Without a handler the signal would end the process.
+#[test]
+fn sighup_reloads_and_keeps_the_process() {
+    let a = Echo::start("A");
+    let b = Echo::start("B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, a.addr);
+    let mut v = Vane::start(&cfg, &[port]);
+    let hup = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    cfg.tcp_proxy(port, b.addr);
+    hup(v.pid());
+    assert!(
+        v.wait_log("✓ reload (SIGHUP)", SETTLE),
+        "the reload's outcome is logged\n{}",
+        v.logs()
+    );
+    assert!(
+        wait_until(SETTLE, || ask_once(port, "x").as_deref() == Some("B:x")),
+        "the new version serves\n{}",
+        v.logs()
+    );
+    assert!(v.alive(), "SIGHUP did not end the process");
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        "connection:\n  internal.transport.proxy: [ broken\n",
+    );
+    hup(v.pid());
+    assert!(
+        wait_until(SETTLE, || v.logs().matches("reload (SIGHUP)").count() >= 2),
+        "{}",
+        v.logs()
+    );
+    assert_eq!(
+        ask_once(port, "y").as_deref(),
+        Some("B:y"),
+        "the last good version stays"
+    );
+    assert!(v.alive());
+}
