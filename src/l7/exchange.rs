@@ -20,6 +20,8 @@ use crate::flow::step::{REQ_BODY, RES_BODY};
 pub struct HttpExchange {
     pub rt: Arc<L7>,
     pub peer: SocketAddr,
+    /// The client's IP as text, formatted once per connection (for `X-Forwarded-For`).
+    pub peer_ip: Arc<str>,
     /// The client came over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
     pub req: request::Parts,
@@ -39,10 +41,17 @@ pub struct HttpExchange {
 }
 
 impl HttpExchange {
-    pub fn new(rt: Arc<L7>, peer: SocketAddr, tls: bool, req: request::Parts, body: Body) -> Self {
+    pub fn new(
+        rt: Arc<L7>,
+        (peer, peer_ip): (SocketAddr, Arc<str>),
+        tls: bool,
+        req: request::Parts,
+        body: Body,
+    ) -> Self {
         Self {
             rt,
             peer,
+            peer_ip,
             tls,
             req,
             body: Some(body),

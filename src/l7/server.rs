@@ -29,6 +29,8 @@ pub struct Ctx {
     /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
     kv: Arc<Kv>,
     pub peer: std::net::SocketAddr,
+    /// `peer`'s IP as text, formatted once for every request's `X-Forwarded-For`.
+    peer_ip: Arc<str>,
     tls: bool,
     /// Metric handles, looked up once per connection instead of once per request.
     duration: metrics::Histogram,
@@ -58,6 +60,7 @@ impl Ctx {
             app,
             kv: Arc::new(kv),
             peer,
+            peer_ip: peer.ip().to_string().into(),
             tls,
         }
     }
@@ -284,7 +287,13 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
     let ws_client = (ws_h2 || super::upstream::wants_websocket(req.headers()))
         .then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
-    let mut x = super::exchange::HttpExchange::new(rt.clone(), ctx.peer, ctx.tls, parts, incoming);
+    let mut x = super::exchange::HttpExchange::new(
+        rt.clone(),
+        (ctx.peer, ctx.peer_ip.clone()),
+        ctx.tls,
+        parts,
+        incoming,
+    );
     x.ws_client = ws_client;
     x.ws_h2 = ws_h2;
     let decision = match exec::run_with(&app.doc, &mut kv, &rt.flow, Some(&mut x)).await {

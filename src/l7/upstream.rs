@@ -40,25 +40,26 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. The names
-/// present are found in one pass over the map (a request has a handful of headers; removing
-/// each of the nine names by string parsed and hashed every one of them, per hop).
+/// present are found in one pass over the map, without copying any (a request has a handful
+/// of headers; removing each of the nine names by string parsed and hashed every one of them).
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<String> = h
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| {
-            let k = k.as_str();
-            HOP_BY_HOP.contains(&k) || named.iter().any(|n| n == k)
-        })
-        .cloned()
-        .collect();
+    let doomed: Vec<HeaderName> = {
+        let named: Vec<&str> = h
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        h.keys()
+            .filter(|k| {
+                let k = k.as_str();
+                HOP_BY_HOP.contains(&k) || named.iter().any(|n| n.eq_ignore_ascii_case(k))
+            })
+            .cloned()
+            .collect()
+    };
     for name in doomed {
         h.remove(name);
     }
@@ -69,15 +70,21 @@ pub fn url(prefix: &str, path: Option<&str>, query: Option<&str>, kv: &Kv) -> St
     let prefix = prefix.trim_end_matches('/');
     let raw = path.or_else(|| kv.get("req.path")).unwrap_or("/");
     let (p, q) = match (query, raw.split_once('?')) {
-        (Some(q), _) => (raw.split('?').next().unwrap_or(raw), Some(q.to_string())),
-        (None, Some((p, q))) => (p, Some(q.to_string())),
-        (None, None) if path.is_none() => (raw, kv.get("req.query").map(str::to_string)),
+        (Some(q), _) => (raw.split('?').next().unwrap_or(raw), Some(q)),
+        (None, Some((p, q))) => (p, Some(q)),
+        (None, None) if path.is_none() => (raw, kv.get("req.query")),
         (None, None) => (raw, None),
     };
-    let mut url = format!("{prefix}/{}", p.trim_start_matches('/'));
-    if let Some(q) = q.filter(|q| !q.is_empty()) {
+    let p = p.trim_start_matches('/');
+    let q = q.filter(|q| !q.is_empty());
+    // Built in one allocation: this runs for every proxied request.
+    let mut url = String::with_capacity(prefix.len() + p.len() + q.map_or(0, str::len) + 2);
+    url.push_str(prefix);
+    url.push('/');
+    url.push_str(p);
+    if let Some(q) = q {
         url.push('?');
-        url.push_str(&q);
+        url.push_str(q);
     }
     url
 }
@@ -209,10 +216,10 @@ pub async fn fetch(
     }
     headers.insert(X_VANE_PROXY, HeaderValue::from_static(VANE_PROXY));
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", x.peer.ip()),
-        None => x.peer.ip().to_string(),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", x.peer_ip)),
+        None => HeaderValue::from_str(&x.peer_ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(
