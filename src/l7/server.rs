@@ -122,10 +122,9 @@ where
         .enable_connect_protocol()
         .max_header_list_size(64 * 1024);
     let activity = Arc::new(AtomicU64::new(0));
-    let born = Instant::now();
-    let io = super::idle::Tracked::new(io, activity.clone(), born);
+    let io = super::idle::Tracked::new(io, activity.clone());
     let served = b.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let idle = super::idle::watch(activity, born, rt.settings.http_idle_timeout);
+    let idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
     tokio::pin!(served, idle);
     let mut draining = rt.draining.subscribe();
     let mut closing = false;

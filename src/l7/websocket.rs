@@ -5,7 +5,6 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
 
 use hyper::header::HeaderMap;
 use hyper::upgrade::OnUpgrade;
@@ -41,14 +40,13 @@ pub fn complete(
         };
         metrics::gauge!("vane_websocket_tunnels").increment(1.0);
         let last = Arc::new(AtomicU64::new(0));
-        let born = Instant::now();
-        let mut c = Tracked::new(TokioIo::new(c), last.clone(), born);
+        let mut c = Tracked::new(TokioIo::new(c), last.clone());
         let mut u = TokioIo::new(u);
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
                 debug!("WebSocket tunnel ended: {r:?}");
             }
-            () = watch(last, born, idle) => debug!("WebSocket tunnel idle; closed"),
+            () = watch(last, idle) => debug!("WebSocket tunnel idle; closed"),
         }
         metrics::gauge!("vane_websocket_tunnels").decrement(1.0);
     });

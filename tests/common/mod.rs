@@ -513,11 +513,19 @@ impl Client {
     }
 
     /// True when the server closes the connection within `timeout`.
+    /// True when the peer closed (or reset) the connection within `timeout`; a read that
+    /// merely timed out is not a close.
     pub fn closed_within(&mut self, timeout: Duration) -> bool {
         let _ = self.r.get_ref().set_read_timeout(Some(timeout));
         let mut b = [0u8; 1];
-        matches!(self.r.read(&mut b), Ok(0) | Err(_))
-            && !matches!(self.r.get_ref().peek(&mut b), Ok(n) if n > 0)
+        match self.r.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 
     pub fn set_timeout(&self, t: Duration) {

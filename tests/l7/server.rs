@@ -121,8 +121,23 @@ fn a_silent_connection_is_closed_when_idle() {
             wait_ports: vec![port],
         },
     );
+    let start = std::time::Instant::now();
     let mut c = Client::connect(port).expect("connect");
-    assert!(c.closed_within(Duration::from_secs(4)));
+    assert!(c.closed_within(Duration::from_secs(4)), "closed when idle");
+    let after = start.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed after {after:?}, before the 1 s idle timeout"
+    );
+    // A connection that keeps talking stays open past the timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for i in 0..6 {
+        let r = h1(&mut s, &[&format!("GET /k{i} HTTP/1.1\r\nHost: x\r\n\r\n")]);
+        assert_eq!(r[0].0, 201, "request {i} on a busy connection");
+        std::thread::sleep(Duration::from_millis(400));
+    }
 }
 
 #[test]
