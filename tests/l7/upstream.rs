@@ -59,6 +59,7 @@ async fn requests_are_forwarded_to_an_http1_upstream_over_one_pooled_connection(
 /// An upstream that closes each keep-alive connection shortly after answering (as servers
 /// with a short keep-alive timeout do): the pooled connection is found dead, or fails before
 /// the request is sent and the request goes again on a new one; no client sees an error.
+/// (Fails with the pool's closed-check and retry removed.)
 #[test]
 fn a_pooled_connection_the_upstream_closed_is_not_used_twice() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -87,8 +88,9 @@ fn a_pooled_connection_the_upstream_closed_is_not_used_twice() {
     for i in 0..6 {
         let r = h1(&mut s, &[&format!("GET /r{i} HTTP/1.1\r\nHost: x\r\n\r\n")]);
         assert_eq!((r[0].0, r[0].2.as_str()), (200, "ok"), "request {i}");
-        // Sometimes right after the close, sometimes well after it.
-        std::thread::sleep(Duration::from_millis(if i % 2 == 0 { 31 } else { 120 }));
+        // After the close (a request racing the close itself can fail on any HTTP/1.1
+        // client: the upstream may close after the request left).
+        std::thread::sleep(Duration::from_millis(if i % 2 == 0 { 150 } else { 300 }));
     }
     assert!(
         accepted.load(std::sync::atomic::Ordering::SeqCst) >= 6,
