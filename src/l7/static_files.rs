@@ -1,6 +1,7 @@
 //! `internal.driver.static`: files from a directory, with index files, SPA fallback,
 //! listings, single byte ranges and precompressed `.gz` variants (plugins.md 12). Beyond 0.9.2:
-//! `Last-Modified` and conditional requests (304), dotfiles are never served, listings are
+//! `Last-Modified` and conditional requests (304), dotfiles are never served (but
+//! `/.well-known/` is), listings are
 //! HTML-escaped, and `.gz` variants of extension-less files are named `<file>.gz`.
 
 use std::io::SeekFrom;
@@ -80,10 +81,15 @@ pub fn resolve(root: &Path, uri: &str, symlink: bool) -> Result<PathBuf, PathErr
     Ok(out)
 }
 
+/// Dot-files and dot-dirs (`.git`, `.env`, `.htpasswd`) are never served, except the site's
+/// `/.well-known/` (RFC 8615: ACME http-01 challenges, `security.txt`), whose own dot-files
+/// stay hidden. `p` is already percent-decoded, so `%2Egit` is `.git` here.
 fn is_hidden(root: &Path, p: &Path) -> bool {
     p.strip_prefix(root).is_ok_and(|rel| {
-        rel.components()
-            .any(|c| matches!(c, Component::Normal(n) if n.to_string_lossy().starts_with('.')))
+        rel.components().enumerate().any(|(i, c)| {
+            matches!(c, Component::Normal(n)
+                if n.to_string_lossy().starts_with('.') && !(i == 0 && n == ".well-known"))
+        })
     })
 }
 

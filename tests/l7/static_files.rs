@@ -17,6 +17,15 @@ fn static_files_indexes_ranges_spa_listings_gzip_and_conditional_requests() {
     w("app.js.gz", b"\x1f\x8bgzipped-bytes");
     w("docs/a<b>.txt", b"x");
     w(".secret", b"hidden");
+    w(".well-known/acme-challenge/tok123", b"tok123.thumbprint");
+    w(
+        ".well-known/security.txt",
+        b"Contact: mailto:sec@example.test",
+    );
+    w(".well-known/.htpasswd", b"admin:hash");
+    w(".git/config", b"[core]");
+    w(".env", b"SECRET=1");
+    w("docs/.well-known/x", b"not at the root");
     let cfg = ConfigDir::new();
     let (site, spa) = (free_port(), free_port());
     // Two plaintext resolvers: `http` serves with listings, `spa` with the SPA fallback.
@@ -112,6 +121,22 @@ fn static_files_indexes_ranges_spa_listings_gzip_and_conditional_requests() {
     let (_, _, body) = get(site, "/", "").clone();
     assert!(!body.contains(".secret"));
     assert_eq!(get(site, "/.secret", "").0, 404);
+    // RFC 8615: the site's /.well-known/ is served (ACME http-01, security.txt), also
+    // percent-encoded; other dot-files, and dot-files inside it, are not.
+    let (st, _, body) = get(site, "/.well-known/acme-challenge/tok123", "");
+    assert_eq!((st, body.as_str()), (200, "tok123.thumbprint"));
+    assert_eq!(get(site, "/%2Ewell-known/security.txt", "").0, 200);
+    for hidden in [
+        "/.git/config",
+        "/%2Egit/config",
+        "/%2egit/config",
+        "/.env",
+        "/.well-known/.htpasswd",
+        "/.well-known/%2Ehtpasswd",
+        "/docs/.well-known/x",
+    ] {
+        assert_eq!(get(site, hidden, "").0, 404, "{hidden} must stay hidden");
+    }
     // Traversal never leaves the root.
     let (st, _, body) = get(site, "/../../etc/passwd", "");
     assert_eq!(st, 404, "{body}");
