@@ -49,16 +49,30 @@ fn add_change_break_and_remove_a_listener() {
     );
     assert!(v.logs().contains(&format!("PORT {port} TCP RELOAD")));
 
-    // Garbage: refused, the last good version keeps serving.
+    // Garbage: refused, the last good version keeps serving; the 0.9.2 lines scripts wait
+    // for are logged (the change signal too, although nothing was applied).
+    let signals = v
+        .logs()
+        .matches("Config change signal received for TCP Listener")
+        .count();
     cfg.write(
         &format!("listener/[{port}]/tcp.yaml"),
         "connection:\n  internal.transport.proxy: [ broken\n",
     );
     assert!(
         v.wait_log(
-            "keeping last known good version",
+            &format!("New TCP config is invalid. Keeping last known good version. Error: [{port}]"),
             SETTLE + Duration::from_secs(1)
         ),
+        "{}",
+        v.logs()
+    );
+    assert!(v.logs().contains("keeping last known good version"));
+    assert!(
+        v.logs()
+            .matches("Config change signal received for TCP Listener")
+            .count()
+            > signals,
         "{}",
         v.logs()
     );
@@ -220,4 +234,50 @@ fn sighup_reloads_and_keeps_the_process() {
         "the last good version stays"
     );
     assert!(v.alive());
+}
+
+/// A broken resolver or application keeps its last good version with 0.9.2's lines.
+#[test]
+fn broken_resolvers_and_applications_log_what_scripts_wait_for() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: v1 }\n",
+    );
+    let v = Vane::start(&cfg, &[port]);
+    cfg.write("application/httpx.yaml", "pipeline:\n  internal.nope: {}\n");
+    assert!(
+        v.wait_log(
+            "Application config reload failed: [httpx]",
+            SETTLE + Duration::from_secs(1)
+        ),
+        "{}",
+        v.logs()
+    );
+    assert!(v
+        .logs()
+        .contains("Config change signal received for Application"));
+    cfg.write("resolver/http.yaml", "connection: [ broken\n");
+    assert!(
+        v.wait_log(
+            "Resolver config reload failed: [http]",
+            SETTLE + Duration::from_secs(1)
+        ),
+        "{}",
+        v.logs()
+    );
+    assert!(v
+        .logs()
+        .contains("Config change signal received for Resolver"));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let r = h1(&mut s, &["GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(
+        (r[0].0, r[0].2.as_str()),
+        (200, "v1"),
+        "the last good versions serve"
+    );
 }

@@ -22,8 +22,49 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// Every problem, errors and warnings.
     pub problems: Vec<Problem>,
-    /// Human-readable notes about entries kept at their last good version.
-    pub kept: Vec<String>,
+    /// Entries whose new file failed and whose last good version stays.
+    pub kept: Vec<Kept>,
+}
+
+/// Which entry of the config dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    Plugins,
+    Nodes,
+    Listener(ListenerKey),
+    Resolver(String),
+    Application(String),
+}
+
+impl std::fmt::Display for What {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            What::Plugins => f.write_str("plugins.json"),
+            What::Nodes => f.write_str("nodes"),
+            What::Listener(k) => write!(f, "listener [{}] {}", k.port, k.proto.as_str()),
+            What::Resolver(k) => write!(f, "resolver `{k}`"),
+            What::Application(k) => write!(f, "application `{k}`"),
+        }
+    }
+}
+
+/// An entry kept at its last good version: which, the file it came from, and the new file
+/// that failed (none when several formats of it conflict).
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub what: What,
+    pub file: String,
+    pub failed: Option<String>,
+}
+
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: keeping last known good version from {}",
+            self.what, self.file
+        )
+    }
 }
 
 impl Loaded {
@@ -121,7 +162,7 @@ struct Pass<'a> {
     root: &'a Path,
     previous: Option<&'a Snapshot>,
     problems: Vec<Problem>,
-    kept: Vec<String>,
+    kept: Vec<Kept>,
     /// Reuse an unchanged entry's compiled form (off when external plugins changed).
     reuse: bool,
 }
@@ -130,7 +171,7 @@ impl Pass<'_> {
     /// Loads one key from its candidates; on failure keeps `prev` (if any) and says so.
     fn entry<T, F>(
         &mut self,
-        label: &str,
+        what: &What,
         cands: &Candidates,
         prev: Option<&Arc<Entry<T>>>,
         parse: F,
@@ -147,12 +188,12 @@ impl Pass<'_> {
                 pr.error(
                     "",
                     format!(
-                        "{label} is defined in several formats ({}); none of them is loaded",
+                        "{what} is defined in several formats ({}); none of them is loaded",
                         names.join(", ")
                     ),
                 );
                 self.problems.extend(pr.list);
-                return self.keep(label, prev);
+                return self.keep(what, None, prev);
             }
         };
         let file = rel(self.root, &path);
@@ -172,16 +213,22 @@ impl Pass<'_> {
         match parsed {
             Some(Ok(same)) => Some(same),
             Some(Err((source, doc))) if !failed => Some(Arc::new(Entry { file, source, doc })),
-            _ => self.keep(label, prev),
+            _ => self.keep(what, Some(file), prev),
         }
     }
 
-    fn keep<T>(&mut self, label: &str, prev: Option<&Arc<Entry<T>>>) -> Option<Arc<Entry<T>>> {
+    fn keep<T>(
+        &mut self,
+        what: &What,
+        failed: Option<String>,
+        prev: Option<&Arc<Entry<T>>>,
+    ) -> Option<Arc<Entry<T>>> {
         let p = prev?;
-        self.kept.push(format!(
-            "{label}: keeping last known good version from {}",
-            p.file
-        ));
+        self.kept.push(Kept {
+            what: what.clone(),
+            file: p.file.clone(),
+            failed,
+        });
         Some(Arc::clone(p))
     }
 }
@@ -224,7 +271,7 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
             files: vec![plugins_path],
         };
         let prev = pass.previous.map(|p| &p.plugins);
-        pass.entry("plugins.json", &cands, prev, |v, pr| {
+        pass.entry(&What::Plugins, &cands, prev, |v, pr| {
             Some(plugins::parse(v, pr))
         })
         .unwrap_or_default()
@@ -237,7 +284,7 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
     snap.nodes = match root_stems.get("nodes") {
         Some(c) => {
             let prev = pass.previous.map(|p| &p.nodes);
-            pass.entry("nodes", c, prev, nodes::parse)
+            pass.entry(&What::Nodes, c, prev, nodes::parse)
                 .unwrap_or_default()
         }
         None => Arc::default(),
@@ -256,9 +303,13 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
                     p.resolvers.get(&key)
                 }
             });
-            let label = format!("{area} `{key}`");
+            let what = if is_app {
+                What::Application(key.clone())
+            } else {
+                What::Resolver(key.clone())
+            };
             if let Some(e) = pass.entry(
-                &label,
+                &what,
                 &cands,
                 prev,
                 flow_parser(root_key, layer, &key, &ext.doc),
@@ -307,9 +358,9 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
             };
             let lk = ListenerKey { port, proto };
             let prev = pass.previous.and_then(|p| p.listeners.get(&lk));
-            let label = format!("listener [{port}] {}", proto.as_str());
+            let what = What::Listener(lk);
             let ext = &ext.doc;
-            let parsed = pass.entry(&label, cands, prev, |v, pr| {
+            let parsed = pass.entry(&what, cands, prev, |v, pr| {
                 let mode = if v.get("connection").is_some() {
                     let cx = Context {
                         layer: Layer::L4,

@@ -60,7 +60,7 @@ impl ConfigStore {
             } else {
                 "config reloaded: nothing changed".to_string()
             };
-            log_outcome(errors, &summary, &loaded.kept);
+            log_outcome(errors, &summary, &loaded.kept, &loaded.problems);
             metrics::counter!("vane_config_reloads_total", "result" => if errors > 0 { "rejected" } else { "unchanged" }).increment(1);
             return ReloadReport {
                 ok: errors == 0,
@@ -78,7 +78,7 @@ impl ConfigStore {
                 "; {errors} problem(s), affected entries keep their last good version"
             ));
         }
-        log_outcome(errors, &summary, &loaded.kept);
+        log_outcome(errors, &summary, &loaded.kept, &loaded.problems);
         metrics::counter!("vane_config_reloads_total", "result" => if errors > 0 { "partial" } else { "applied" }).increment(1);
         ReloadReport {
             ok: errors == 0,
@@ -89,15 +89,68 @@ impl ConfigStore {
     }
 }
 
-fn log_outcome(errors: usize, summary: &str, kept: &[String]) {
+fn log_outcome(
+    errors: usize,
+    summary: &str,
+    kept: &[load::Kept],
+    problems: &[super::error::Problem],
+) {
     if errors > 0 {
         warn!("{summary}");
         for k in kept {
-            warn!("{k}");
+            kept_lines(k, problems);
         }
     } else {
         info!("{summary}");
     }
+}
+
+/// The 0.9.2 lines for an entry whose new file failed: the area's change signal (scripts wait
+/// for it also when the file is invalid) and its keep-last-good warning.
+fn kept_lines(k: &load::Kept, problems: &[super::error::Problem]) {
+    let why: Vec<String> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error && Some(&p.file) == k.failed.as_ref())
+        .map(|p| {
+            if p.at.is_empty() {
+                p.message.clone()
+            } else {
+                format!("{}: {}", p.at, p.message)
+            }
+        })
+        .collect();
+    let why = if why.is_empty() {
+        "several formats of it conflict".to_string()
+    } else {
+        why.join("; ")
+    };
+    match &k.what {
+        load::What::Listener(key) => {
+            let label = match key.proto {
+                super::Proto::Tcp => "TCP",
+                super::Proto::Udp => "UDP",
+            };
+            info!("⚙ Config change signal received for {label} Listener, reloading...");
+            warn!(
+                "New {label} config is invalid. Keeping last known good version. Error: [{}] {why}",
+                key.port
+            );
+        }
+        load::What::Resolver(name) => {
+            info!("⚙ Config change signal received for Resolver, reloading...");
+            warn!(
+                "Resolver config reload failed: [{name}] {why}. Keeping last known good version."
+            );
+        }
+        load::What::Application(name) => {
+            info!("⚙ Config change signal received for Application, reloading...");
+            warn!(
+                "Application config reload failed: [{name}] {why}. Keeping last known good version."
+            );
+        }
+        load::What::Plugins | load::What::Nodes => {}
+    }
+    warn!("{k}");
 }
 
 /// The 0.9.2 log lines operators and the Go suite look for.

@@ -300,6 +300,8 @@ async fn walk(
             })
             .collect();
         let r = Resolved { step, values };
+        // 0.9.2's line, which debugging scripts look for.
+        tracing::debug!(at = %step.at, "Executing plugin {}", step.name);
         let outcome = match &step.plugin {
             PluginRef::Builtin(spec) if spec.kind.is_http_driver() => {
                 let Some(x) = exchange.as_deref_mut() else {

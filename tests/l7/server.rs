@@ -274,3 +274,35 @@ fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace()
         "the client saw the close"
     );
 }
+
+/// At debug level each step logs 0.9.2's `Executing plugin <name>` line.
+#[test]
+fn debug_logs_name_each_plugin_executed() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("LOG_LEVEL", "debug".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(
+        h1(&mut s, &["GET /x HTTP/1.1\r\nHost: x\r\n\r\n"])[0].0,
+        201
+    );
+    assert!(
+        v.wait_log(
+            "Executing plugin internal.terminator.response",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        v.logs()
+    );
+    assert!(v.logs().contains("Executing plugin internal.common.match"));
+}
