@@ -406,3 +406,19 @@ fn the_memory_monitor_and_process_metrics_are_exported() {
         "adaptive limit follows available memory: {limit}"
     );
 }
+
+/// A stopped gateway leaves no `console.sock` behind.
+#[test]
+fn the_console_socket_is_removed_on_shutdown() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, "127.0.0.1:9".parse().expect("addr"));
+    let mut v = Vane::start(&cfg, &[port]);
+    let sock = v.console_sock();
+    assert!(
+        wait_until(Duration::from_secs(3), || sock.exists()),
+        "the socket is there while vane runs"
+    );
+    assert_eq!(v.terminate(Duration::from_secs(15)), Some(0));
+    assert!(!sock.exists(), "{} left behind", sock.display());
+}

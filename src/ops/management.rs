@@ -38,9 +38,22 @@ impl Service for Management {
     }
 }
 
+/// The console socket's accept loop; stopping it (shutdown, or a restart of the service)
+/// removes the socket file, so nothing stale is left behind.
+struct UnixConsole {
+    _task: AbortOnDrop,
+    path: std::path::PathBuf,
+}
+
+impl Drop for UnixConsole {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// The same API on `SOCKET_DIR/console.sock`; a stale socket file is replaced.
 #[cfg(unix)]
-fn unix_console<H, F>(dir: &std::path::Path, handler: Arc<H>) -> Option<AbortOnDrop>
+fn unix_console<H, F>(dir: &std::path::Path, handler: Arc<H>) -> Option<UnixConsole>
 where
     H: Fn(Req) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Resp> + Send + 'static,
@@ -55,7 +68,10 @@ where
     match bound {
         Ok(l) => {
             tracing::info!("✓ Management console listening on unix:{}", path.display());
-            Some(AbortOnDrop(tokio::spawn(http::serve(l, handler))))
+            Some(UnixConsole {
+                _task: AbortOnDrop(tokio::spawn(http::serve(l, handler))),
+                path,
+            })
         }
         Err(e) => {
             tracing::warn!(
@@ -68,7 +84,7 @@ where
 }
 
 #[cfg(not(unix))]
-fn unix_console<H>(_dir: &std::path::Path, _handler: Arc<H>) -> Option<AbortOnDrop> {
+fn unix_console<H>(_dir: &std::path::Path, _handler: Arc<H>) -> Option<UnixConsole> {
     None
 }
 
