@@ -36,17 +36,7 @@ CFG
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
 
 VP=$(port)
-mkdir -p "$TMP/vane/listener/[$VP]" "$TMP/vane/resolver" "$TMP/vane/application"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n' > "$TMP/vane/listener/[$VP]/tcp.yaml"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/http.yaml"
-cat > "$TMP/vane/application/httpx.yaml" <<CFG
-pipeline:
-  internal.driver.upstream:
-    input: { url_prefix: "http://127.0.0.1:$UP" }
-    output:
-      success: { internal.terminator.response: {} }
-      failure: { internal.terminator.response: { input: { status: 502 } } }
-CFG
+vane_http_proxy_config "$VP" "$UP"
 start_vane
 
 HP=$(port)

@@ -40,6 +40,23 @@ wait_port() {
 
 # Starts vane on $TMP/vane: loopback, no metrics endpoint, quiet, no access log; extra
 # VAR=value arguments go into its environment. Sets VPID.
+# A vane config dir in $TMP/vane: plaintext HTTP on port $1 (resolver `http` -> application
+# `httpx`) forwarding every request with `internal.driver.upstream` to 127.0.0.1:$2.
+vane_http_proxy_config() {
+  local vp=$1 up=$2
+  mkdir -p "$TMP/vane/listener/[$vp]" "$TMP/vane/resolver" "$TMP/vane/application"
+  printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n' > "$TMP/vane/listener/[$vp]/tcp.yaml"
+  printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/http.yaml"
+  cat > "$TMP/vane/application/httpx.yaml" <<CFG
+pipeline:
+  internal.driver.upstream:
+    input: { url_prefix: "http://127.0.0.1:$up" }
+    output:
+      success: { internal.terminator.response: {} }
+      failure: { internal.terminator.response: { input: { status: 502 } } }
+CFG
+}
+
 start_vane() {
   env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 "$@" \
     "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 &

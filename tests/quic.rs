@@ -10,6 +10,33 @@ use std::sync::Arc;
 use common::quic::{ask, client, connect, server};
 use common::*;
 
+/// vane forwarding QUIC by SNI (`a.test` to server "A", anything else to "B"), with what
+/// must stay alive while a test runs.
+struct Gateway {
+    v: Vane,
+    vane: SocketAddr,
+    cert_a: common::tls::Cert,
+    cert_b: common::tls::Cert,
+    _keep: (ConfigDir, quinn::Endpoint, quinn::Endpoint),
+}
+
+fn gateway(env: &[(&str, String)]) -> Gateway {
+    let (a, cert_a, sa) = server("a.test", "A");
+    let (b, cert_b, sb) = server("b.test", "B");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    quic_config(&cfg, port, a, b);
+    let v = Vane::spawn(&cfg, env);
+    let vane = v.wait_udp(port);
+    Gateway {
+        v,
+        vane,
+        cert_a,
+        cert_b,
+        _keep: (cfg, sa, sb),
+    }
+}
+
 fn quic_config(cfg: &ConfigDir, port: u16, a: SocketAddr, b: SocketAddr) {
     cfg.write(
         &format!("listener/[{port}]/udp.yaml"),
@@ -27,13 +54,13 @@ fn quic_config(cfg: &ConfigDir, port: u16, a: SocketAddr, b: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_is_routed_by_sni_even_when_the_client_hello_spans_two_packets() {
-    let (a, cert_a, _sa) = server("a.test", "A");
-    let (b, cert_b, _sb) = server("b.test", "B");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    quic_config(&cfg, port, a, b);
-    let v = Vane::spawn(&cfg, &[]);
-    let vane = v.wait_udp(port);
+    let Gateway {
+        v,
+        vane,
+        cert_a,
+        cert_b,
+        _keep,
+    } = gateway(&[]);
 
     let ep = client(&[&cert_a, &cert_b], true);
     let conn = connect(&ep, vane, "a.test").await;
@@ -140,13 +167,13 @@ impl Nat {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_address_changes_keeps_its_route() {
-    let (a, cert_a, _sa) = server("a.test", "A");
-    let (b, _cert_b, _sb) = server("b.test", "B");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    quic_config(&cfg, port, a, b);
-    let v = Vane::spawn(&cfg, &[]);
-    let vane = v.wait_udp(port);
+    let Gateway {
+        v,
+        vane,
+        cert_a,
+        cert_b: _,
+        _keep,
+    } = gateway(&[]);
     let nat = Nat::start(vane).await;
     let ep = client(&[&cert_a], false);
     let conn = connect(&ep, nat.outer, "a.test").await;
@@ -186,13 +213,13 @@ async fn a_client_whose_address_changes_keeps_its_route() {
 /// address, must neither cut the real client off nor turn vane into an amplifier for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_datagram_from_another_address_does_not_take_the_connection() {
-    let (a, cert_a, _sa) = server("a.test", "A");
-    let (b, _cert_b, _sb) = server("b.test", "B");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    quic_config(&cfg, port, a, b);
-    let v = Vane::spawn(&cfg, &[]);
-    let vane = v.wait_udp(port);
+    let Gateway {
+        v,
+        vane,
+        cert_a,
+        cert_b: _,
+        _keep,
+    } = gateway(&[]);
     let nat = Nat::start(vane).await;
     let ep = client(&[&cert_a], false);
     let conn = connect(&ep, nat.outer, "a.test").await;
@@ -253,13 +280,13 @@ async fn a_copied_datagram_from_another_address_does_not_take_the_connection() {
 /// second is routed by its own SNI, and the first carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connection_from_the_same_address_is_routed_by_its_own_hello() {
-    let (a, cert_a, _sa) = server("a.test", "A");
-    let (b, cert_b, _sb) = server("b.test", "B");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    quic_config(&cfg, port, a, b);
-    let v = Vane::spawn(&cfg, &[]);
-    let vane = v.wait_udp(port);
+    let Gateway {
+        v,
+        vane,
+        cert_a,
+        cert_b,
+        _keep,
+    } = gateway(&[]);
     let ep = client(&[&cert_a, &cert_b], false);
     let first = connect(&ep, vane, "a.test").await;
     assert_eq!(ask(&first, "one").await.as_deref(), Some("A:one"));
@@ -281,13 +308,13 @@ async fn a_second_connection_from_the_same_address_is_routed_by_its_own_hello() 
 /// entries over the cap are evicted (and counted), and the connections still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_connections_never_push_the_cid_table_past_its_cap() {
-    let (a, cert_a, _sa) = server("a.test", "A");
-    let (b, _cert_b, _sb) = server("b.test", "B");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    quic_config(&cfg, port, a, b);
-    let v = Vane::spawn(&cfg, &[("QUIC_MAX_SESSIONS", "16".into())]);
-    let vane = v.wait_udp(port);
+    let Gateway {
+        v,
+        vane,
+        cert_a,
+        cert_b: _,
+        _keep,
+    } = gateway(&[("QUIC_MAX_SESSIONS", "16".into())]);
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let ep = client(&[&cert_a], false);
@@ -319,19 +346,13 @@ async fn concurrent_connections_never_push_the_cid_table_past_its_cap() {
 /// IDs are kept alive by its traffic, not only by lookups from new addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_busy_past_the_cid_ttl_can_still_move() {
-    let (a, cert_a, _sa) = server("a.test", "A");
-    let (b, _cert_b, _sb) = server("b.test", "B");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    quic_config(&cfg, port, a, b);
-    let v = Vane::spawn(
-        &cfg,
-        &[
-            ("QUIC_SESSION_TTL_SECS", "1".into()),
-            ("QUIC_STICKY_SESSION_TTL", "2".into()),
-        ],
-    );
-    let vane = v.wait_udp(port);
+    let Gateway {
+        v,
+        vane,
+        cert_a,
+        cert_b: _,
+        _keep,
+    } = gateway(&[("QUIC_SESSION_TTL_SECS", "1".into())]);
     let nat = Nat::start(vane).await;
     let ep = client(&[&cert_a], false);
     let conn = connect(&ep, nat.outer, "a.test").await;

@@ -216,6 +216,22 @@ fn proxy_app_failing_with(prefix: &str, extra: &str, body: &str) -> String {
 /// A gateway serving plaintext HTTP whose application forwards everything to `prefix` (with
 /// `extra` inputs): its config dir, its HTTP port and the running gateway (in that order, so
 /// the gateway stops before its config dir goes away).
+/// vane on a plaintext HTTP port serving [`ECHO_APP`], with `env`.
+fn echo_gateway(env: &[(&str, &str)]) -> (ConfigDir, u16, Vane) {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write("application/httpx.yaml", ECHO_APP);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: env.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            wait_ports: vec![port],
+        },
+    );
+    (cfg, port, v)
+}
+
 fn proxy_gateway(prefix: &str, extra: &str) -> (ConfigDir, u16, Vane) {
     let cfg = ConfigDir::new();
     let port = free_port();

@@ -4,11 +4,7 @@ use super::*;
 
 #[test]
 fn http1_requests_are_answered_by_the_application_flow_with_keep_alive() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", ECHO_APP);
-    let v = Vane::start(&cfg, &[port]);
+    let (_cfg, port, v) = echo_gateway(&[]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -107,20 +103,10 @@ fn flow_errors_missing_applications_and_aborts_never_hang() {
 
 #[test]
 fn a_silent_connection_is_closed_when_idle() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", ECHO_APP);
-    let _v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: vec![
-                ("HTTP_IDLE_TIMEOUT_SECS", "1".into()),
-                ("TCP_PEEK_TIMEOUT_MS", "100".into()),
-            ],
-            wait_ports: vec![port],
-        },
-    );
+    let (_cfg, port, _v) = echo_gateway(&[
+        ("HTTP_IDLE_TIMEOUT_SECS", "1"),
+        ("TCP_PEEK_TIMEOUT_MS", "100"),
+    ]);
     let start = std::time::Instant::now();
     let mut c = Client::connect(port).expect("connect");
     assert!(c.closed_within(Duration::from_secs(4)), "closed when idle");
@@ -142,17 +128,7 @@ fn a_silent_connection_is_closed_when_idle() {
 
 #[test]
 fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", ECHO_APP);
-    let v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: vec![("HTTP_HEADER_READ_TIMEOUT_SECS", "1".into())],
-            wait_ports: vec![port],
-        },
-    );
+    let (_cfg, port, v) = echo_gateway(&[("HTTP_HEADER_READ_TIMEOUT_SECS", "1")]);
     let send = |bytes: &[u8]| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -211,11 +187,7 @@ fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() 
 /// everything and then refused would take every byte).
 #[test]
 fn an_endless_head_is_cut_at_the_cap_not_read_to_the_end() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", ECHO_APP);
-    let _v = Vane::start(&cfg, &[port]);
+    let (_cfg, port, _v) = echo_gateway(&[]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_write_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -248,17 +220,7 @@ fn an_endless_head_is_cut_at_the_cap_not_read_to_the_end() {
 
 #[test]
 fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", ECHO_APP);
-    let mut v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: vec![("SHUTDOWN_GRACE_SECS", "20".into())],
-            wait_ports: vec![port],
-        },
-    );
+    let (_cfg, port, mut v) = echo_gateway(&[("SHUTDOWN_GRACE_SECS", "20")]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -278,17 +240,7 @@ fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace()
 /// At debug level each step logs 0.9.2's `Executing plugin <name>` line.
 #[test]
 fn debug_logs_name_each_plugin_executed() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", ECHO_APP);
-    let v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: vec![("LOG_LEVEL", "debug".into())],
-            wait_ports: vec![port],
-        },
-    );
+    let (_cfg, port, v) = echo_gateway(&[("LOG_LEVEL", "debug")]);
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
