@@ -162,6 +162,19 @@ fn post_reload_answers_with_the_validation_result() {
     assert_eq!(code, 200, "{body}");
     let j: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(j["data"]["valid"], true);
+    // 0.9.2's route answers `reloaded` and `timestamp` too.
+    let (code, body) = v.post("/config/reload");
+    assert_eq!(code, 200, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(j["data"]["reloaded"], serde_json::json!(["all"]));
+    let stamp = j["data"]["timestamp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        stamp.len() == 20 && stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T',
+        "an RFC 3339 UTC timestamp: {stamp}"
+    );
     cfg.write(
         "listener/[1]/tcp.yaml",
         "connection:\n  internal.nope: {}\n",

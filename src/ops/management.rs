@@ -88,6 +88,20 @@ fn unix_console<H>(_dir: &std::path::Path, _handler: Arc<H>) -> Option<UnixConso
     None
 }
 
+/// The current time as RFC 3339 UTC (`2026-12-02T11:45:00Z`).
+fn utc_now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 fn ok(data: serde_json::Value) -> Resp {
     reply(StatusCode::OK, &json!({"status": "success", "data": data}))
 }
@@ -143,7 +157,8 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
                     };
                     reply(
                         status,
-                        &json!({"status": if report.ok {"success"} else {"error"}, "data": {"valid": report.ok, "summary": report.summary, "problems": report.problems, "changed": report.changed.iter().map(|n| n.as_str()).collect::<Vec<_>>()}}),
+                        // `reloaded` and `timestamp` are 0.9.2's answer (everything is reloaded).
+                        &json!({"status": if report.ok {"success"} else {"error"}, "data": {"valid": report.ok, "summary": report.summary, "problems": report.problems, "changed": report.changed.iter().map(|n| n.as_str()).collect::<Vec<_>>(), "reloaded": ["all"], "timestamp": utc_now()}}),
                     )
                 }
                 Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
