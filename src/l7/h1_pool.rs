@@ -44,94 +44,76 @@ thread_local! {
     static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
 }
 
-/// The idle-connection limits (`UPSTREAM_POOL_IDLE_TIMEOUT`, `UPSTREAM_POOL_MAX_IDLE`).
-struct Limits {
-    idle: Duration,
-    max_idle: usize,
+/// Runs `f` on this thread's pool, made on first use.
+fn with_pool<R>(rt: &Arc<Runtime>, f: impl FnOnce(&mut Pool) -> R) -> Result<R, UpstreamError> {
+    POOL.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let pool = match slot.as_mut() {
+            Some(p) => p,
+            None => slot.insert(Pool {
+                connector: Connector::new(rt.clone(), false, true)
+                    .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?,
+                hosts: HashMap::default(),
+                swept: Instant::now(),
+            }),
+        };
+        Ok(f(pool))
+    })
 }
 
-fn limits(rt: &Runtime) -> Limits {
-    Limits {
-        idle: rt.settings.upstream_pool_idle,
-        max_idle: rt.settings.upstream_pool_max_idle,
-    }
-}
-
-/// A ready idle connection to `key` of this thread, dropping the dead and the expired.
+/// A ready idle connection to `key` of this thread, dropping the dead and those idle past
+/// `UPSTREAM_POOL_IDLE_TIMEOUT`.
 fn checkout(
     rt: &Arc<Runtime>,
     key: &(String, u16),
 ) -> Result<Option<SendRequest<Body>>, UpstreamError> {
-    let l = limits(rt);
-    POOL.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let connector = Connector::new(rt.clone(), false, true)
-                .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?;
-            *slot = Some(Pool {
-                connector,
-                hosts: HashMap::default(),
-                swept: Instant::now(),
-            });
-        }
-        let Some(pool) = slot.as_mut() else {
-            return Ok(None);
-        };
+    let idle_max = rt.settings.upstream_pool_idle;
+    with_pool(rt, |pool| {
         let now = Instant::now();
+        let alive = |i: &Idle| !i.send.is_closed() && now.duration_since(i.since) < idle_max;
         if now.duration_since(pool.swept) >= SWEEP_EVERY {
             pool.swept = now;
             pool.hosts.retain(|_, idle| {
-                idle.retain(|i| !i.send.is_closed() && now.duration_since(i.since) < l.idle);
+                idle.retain(alive);
                 !idle.is_empty()
             });
         }
-        let Some(idle) = pool.hosts.get_mut(key) else {
-            return Ok(None);
-        };
+        let idle = pool.hosts.get_mut(key)?;
         // Newest first: the most recently used connection is the likeliest to be alive.
         while let Some(pos) = idle
             .iter()
             .rposition(|i| i.send.is_ready() || i.send.is_closed())
         {
             let i = idle.swap_remove(pos);
-            if !i.send.is_closed() && now.duration_since(i.since) < l.idle {
-                return Ok(Some(i.send));
+            if alive(&i) {
+                return Some(i.send);
             }
         }
-        Ok(None)
+        None
     })
 }
 
-/// Keeps `send` for the next request to `key`, unless this thread already keeps enough.
-fn checkin(rt: &Runtime, key: (String, u16), send: SendRequest<Body>) {
-    let max = limits(rt).max_idle;
-    POOL.with(|cell| {
-        if let Some(pool) = cell.borrow_mut().as_mut() {
-            if pool.hosts.len() >= MAX_HOSTS && !pool.hosts.contains_key(&key) {
-                return;
-            }
-            let idle = pool.hosts.entry(key).or_default();
-            if idle.len() < max {
-                idle.push(Idle {
-                    send,
-                    since: Instant::now(),
-                });
-            }
+/// Keeps `send` for the next request to `key`, unless this thread already keeps enough
+/// (`UPSTREAM_POOL_MAX_IDLE` per host, [`MAX_HOSTS`] hosts).
+fn checkin(rt: &Arc<Runtime>, key: (String, u16), send: SendRequest<Body>) {
+    let max = rt.settings.upstream_pool_max_idle;
+    let _ = with_pool(rt, |pool| {
+        if pool.hosts.len() >= MAX_HOSTS && !pool.hosts.contains_key(&key) {
+            return;
+        }
+        let idle = pool.hosts.entry(key).or_default();
+        if idle.len() < max {
+            idle.push(Idle {
+                send,
+                since: Instant::now(),
+            });
         }
     });
 }
 
-fn connector() -> Option<Connector> {
-    POOL.with(|cell| cell.borrow().as_ref().map(|p| p.connector.clone()))
-}
-
 /// Opens a connection for `req`'s host and starts its connection task.
 async fn open(rt: &Arc<Runtime>, target: &hyper::Uri) -> Result<SendRequest<Body>, UpstreamError> {
-    let connector = match connector() {
-        Some(c) => c,
-        None => Connector::new(rt.clone(), false, true)
-            .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?,
-    };
+    let connector = with_pool(rt, |p| p.connector.clone())?;
     let stream = connector
         .open(target)
         .await

@@ -86,7 +86,10 @@ impl QuicConn {
     /// Keeps the connection IDs alive while the connection has traffic (at most once a
     /// second), so a connection busy for longer than `QUIC_SESSION_TTL_SECS` can still move.
     pub fn refresh(&self) {
-        let now = self.now_ms();
+        self.refresh_at(self.now_ms());
+    }
+
+    fn refresh_at(&self, now: u64) {
         if now.saturating_sub(self.refreshed_ms.load(Ordering::Relaxed)) < 1000 {
             return;
         }
@@ -171,8 +174,8 @@ impl QuicLink {
     /// A datagram of `n` bytes from the client on this path.
     pub fn client_sent(&self, n: usize) {
         let conn = &self.conn;
-        conn.refresh();
         let now = conn.now_ms();
+        conn.refresh_at(now);
         match &self.budget {
             None => conn.proven_rx_ms.store(now, Ordering::Relaxed),
             Some(b) if b.proven.load(Ordering::Relaxed) => {
