@@ -3,6 +3,8 @@
 
   idle_conns.py server PORT          accept and hold connections on 127.0.0.1:PORT
   idle_conns.py client PORT N        open N connections to PORT, send one byte each, hold
+  idle_conns.py http PORT N          open N HTTP/1.1 keep-alive connections to PORT, make one
+                                     request on each (reading the whole answer), hold
 
 Both print `ready N` on stdout once N connections are held (the server prints its count every
 time it grows by 1000) and then sleep until killed.
@@ -47,8 +49,33 @@ async def client(port, n):
     await asyncio.Event().wait()
 
 
+async def http_client(port, n):
+    conns = []
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    for i in range(n):
+        for attempt in range(50):
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(request)
+                head = await r.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await r.readexactly(length)
+                conns.append((r, w))
+                break
+            except (OSError, asyncio.IncompleteReadError):
+                await asyncio.sleep(0.01)
+    print(f"ready {len(conns)}", flush=True)
+    await asyncio.Event().wait()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         asyncio.run(server(int(sys.argv[2])))
+    elif sys.argv[1] == "http":
+        asyncio.run(http_client(int(sys.argv[2]), int(sys.argv[3])))
     else:
         asyncio.run(client(int(sys.argv[2]), int(sys.argv[3])))

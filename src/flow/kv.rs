@@ -64,6 +64,20 @@ impl Kv {
         true
     }
 
+    /// Drops this store's own keys that `drop` names, and the room they left.
+    pub fn remove_where(&mut self, drop: impl Fn(&str) -> bool) {
+        let mut freed = 0;
+        self.map.retain(|k, v| {
+            let gone = drop(k);
+            if gone {
+                freed += k.len() + v.len();
+            }
+            !gone
+        });
+        self.bytes -= freed;
+        self.map.shrink_to_fit();
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         match self.map.get(key) {
             Some(v) => Some(v),

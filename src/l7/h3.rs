@@ -211,7 +211,7 @@ pub fn port(
             } else {
                 "httpx"
             };
-            let ctx = Arc::new(Ctx::new(rt2.clone(), app.to_string(), &kv, peer, true));
+            let ctx = Arc::new(Ctx::new(rt2.clone(), app.to_string(), kv, peer, true));
             tokio::spawn(connection(ctx, incoming));
         }
     });

@@ -27,6 +27,10 @@ impl<T> Tracked<T> {
     pub fn new(inner: T, moves: Arc<AtomicU64>) -> Self {
         Self { inner, moves }
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 fn note(moves: &AtomicU64) {

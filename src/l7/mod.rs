@@ -7,6 +7,7 @@ pub mod buffer;
 pub mod cgi;
 pub mod client;
 pub mod exchange;
+pub mod h1;
 pub mod h1_pool;
 pub mod h3;
 pub mod h3_client;
@@ -96,9 +97,15 @@ impl QuicCarrier for L7 {
 pub async fn serve(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
     h.kv.set("conn.layer", "l7");
     if !h.tls {
-        server::serve(rt, stream, conn, h).await;
+        server::serve(rt, stream, conn, h, false).await;
         return;
     }
+    // Boxed: the TLS state is large, and plaintext connections should not carry its size.
+    Box::pin(terminate_tls(rt, stream, conn, h)).await;
+}
+
+/// Terminates TLS on `stream`, then serves HTTP on it.
+async fn terminate_tls(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
     let acceptor = match tls::acceptor(&rt, h.cert.as_deref()) {
         Ok(a) => a,
         Err(e) => {
@@ -114,7 +121,8 @@ pub async fn serve(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
             if let Some(name) = session.server_name() {
                 h.kv.set("tls.termination.sni", name.to_string());
             }
-            server::serve(rt, tls, conn, h).await;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            server::serve(rt, tls, conn, h, h2).await;
         }
         Ok(Err(e)) => {
             metrics::counter!("vane_tls_handshake_failures_total").increment(1);
@@ -124,5 +132,24 @@ pub async fn serve(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
             metrics::counter!("vane_tls_handshake_failures_total").increment(1);
             debug!(listener = %conn.key, peer = %conn.peer, "TLS termination timed out");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_size<F>(_: fn(Arc<L7>, TcpStream, Conn, Handoff) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every plaintext HTTP connection carries this state while it waits for its next
+    /// request: hyper's connection and the TLS session must stay out of it (boxed where
+    /// used).
+    #[test]
+    fn an_http_connection_state_stays_small() {
+        let size = state_size(serve);
+        eprintln!("l7::serve state: {size} bytes");
+        assert!(size < 1536, "{size} bytes");
     }
 }

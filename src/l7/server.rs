@@ -3,10 +3,12 @@
 //! the flow engine promises (502 on a flow error, 500 without an application, a closed
 //! connection on an explicit abort, never a hang).
 
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
@@ -44,14 +46,11 @@ impl Ctx {
     pub fn new(
         rt: Arc<L7>,
         app: String,
-        conn_kv: &Kv,
+        mut kv: Kv,
         peer: std::net::SocketAddr,
         tls: bool,
     ) -> Self {
-        let mut kv = Kv::new();
-        for (k, v) in conn_kv.iter().filter(|(k, _)| !k.starts_with("plugin.")) {
-            kv.set(k.to_owned(), v);
-        }
+        kv.remove_where(|k| k.starts_with("plugin."));
         Self {
             rt,
             duration: metrics::histogram!("vane_request_duration_seconds", "app" => app.clone()),
@@ -93,15 +92,62 @@ impl Ctx {
 pub struct Aborted;
 
 /// Serves requests on `io` until either side closes it or it is idle for
-/// `HTTP_IDLE_TIMEOUT_SECS`.
-pub async fn serve<IO>(rt: Arc<L7>, io: IO, conn: Conn, h: Handoff)
+/// `HTTP_IDLE_TIMEOUT_SECS`: HTTP/1.x on the fast path ([`super::h1`]), HTTP/2 (ALPN `h2` or
+/// prior knowledge) and what the fast path hands over in hyper.
+pub async fn serve<IO>(rt: Arc<L7>, io: IO, conn: Conn, h: Handoff, h2: bool)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
 {
-    let ctx = Ctx::new(rt.clone(), h.app, &h.kv, conn.peer, h.tls);
+    let ctx = Ctx::new(rt.clone(), h.app, h.kv, conn.peer, h.tls);
     ctx.panic_armed
         .store(h.panic_first_request, std::sync::atomic::Ordering::SeqCst);
+    let conn = (conn.key, conn.peer);
+    drop(h.cert);
     let ctx = Arc::new(ctx);
+    let activity = Arc::new(AtomicU64::new(0));
+    let mut io = super::idle::Tracked::new(io, activity.clone());
+    let idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
+    tokio::pin!(idle);
+    let mut draining = rt.draining.subscribe();
+    let pre = if h2 {
+        Bytes::new()
+    } else {
+        let fast = super::h1::serve(
+            &ctx,
+            &mut io,
+            &mut draining,
+            rt.settings.http_header_timeout,
+        );
+        tokio::select! {
+            ended = fast => match ended {
+                super::h1::Ended::Closed => return,
+                super::h1::Ended::Handover(pre) => pre,
+            },
+            () = idle.as_mut() => {
+                metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
+                debug!(listener = %conn.0, peer = %conn.1, "HTTP connection idle; closed");
+                return;
+            }
+        }
+    };
+    // Boxed: hyper's connection state is large, and only these connections should carry it.
+    let io = super::h1::rewind::Rewind::new(pre, io);
+    let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+        Box::pin(serve_hyper(ctx, io, idle, draining, conn));
+    hyper.await;
+}
+
+/// The rest of a connection in hyper (HTTP/2, upgrades, `Expect`).
+async fn serve_hyper<IO>(
+    ctx: Arc<Ctx>,
+    io: IO,
+    idle: Pin<&mut impl std::future::Future<Output = ()>>,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    (key, peer): (crate::config::ListenerKey, std::net::SocketAddr),
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let rt = ctx.rt.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         handle(
             ctx.clone(),
@@ -113,7 +159,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(rt.settings.http_header_timeout)
         .keep_alive(true)
-        .max_buf_size(64 * 1024);
+        .max_buf_size(super::h1::MAX_HEAD);
     b.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30))
@@ -121,12 +167,9 @@ where
         .max_concurrent_streams(256)
         .enable_connect_protocol()
         .max_header_list_size(64 * 1024);
-    let activity = Arc::new(AtomicU64::new(0));
-    let io = super::idle::Tracked::new(io, activity.clone());
     let served = b.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
-    tokio::pin!(served, idle);
-    let mut draining = rt.draining.subscribe();
+    tokio::pin!(served);
+    let mut idle = idle;
     let mut closing = false;
     loop {
         tokio::select! {
@@ -134,13 +177,13 @@ where
                 if let Err(e) = r {
                     let kind = error_kind(&*e);
                     metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
-                    debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection ended ({kind}): {e}");
+                    debug!(listener = %key, peer = %peer, "HTTP connection ended ({kind}): {e}");
                 }
                 return;
             }
             () = idle.as_mut() => {
                 metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
-                debug!(listener = %conn.key, peer = %conn.peer, "HTTP connection idle; closed");
+                debug!(listener = %key, peer = %peer, "HTTP connection idle; closed");
                 return;
             }
             r = draining.wait_for(|d| *d), if !closing => {

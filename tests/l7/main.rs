@@ -4,6 +4,7 @@
 
 mod buffer;
 mod cgi;
+mod h1_wire;
 #[path = "../common/mod.rs"]
 mod common;
 mod http3;

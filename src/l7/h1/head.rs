@@ -1,0 +1,282 @@
+//! Request heads: parsed with `httparse` out of the connection's read buffer into the parts
+//! of an `http::Request`, header values sharing the buffer instead of being copied.
+
+use bytes::BytesMut;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::{Method, Uri, Version};
+
+use super::body::Framing;
+
+/// The most header fields a request may carry (as hyper's default).
+pub const MAX_HEADERS: usize = 100;
+
+/// Why a head was refused; each maps to an answer and a `vane_http_connection_errors_total`
+/// kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed request head: {0}")]
+    Malformed(&'static str),
+    #[error("request head too large")]
+    TooLarge,
+}
+
+/// A request head and how its body is framed.
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// `None`: no body.
+    pub body: Option<Framing>,
+    /// The client asked to close after this exchange (`Connection: close`, or HTTP/1.0
+    /// without `keep-alive`).
+    pub close: bool,
+}
+
+/// What the front of the read buffer holds. Not boxed: it is returned once per request and
+/// taken apart at once, where a box would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Parsed {
+    /// A whole head, taken out of the buffer.
+    Head(Head),
+    /// Not all of it yet.
+    Partial,
+    /// A request this path leaves to hyper (a protocol upgrade, `CONNECT`, `Expect`); the
+    /// buffer is untouched.
+    Special,
+}
+
+/// Byte ranges of one header inside the head.
+type Field = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Parses the head at the front of `buf`; only a [`Parsed::Head`] takes bytes out of it.
+pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
+    // Left uninitialised: zeroing 100 fields cost more than parsing a small head.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= max => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 request head")),
+    };
+    if len > max {
+        return Err(HeadError::TooLarge);
+    }
+    let named = |n: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
+    if req.method == Some("CONNECT") || named("upgrade") || named("expect") {
+        return Ok(Parsed::Special);
+    }
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| HeadError::Malformed("bad method"))?;
+    let target = at(req.path.unwrap_or_default().as_bytes());
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Where each field is, so that the values can share the head's bytes once it is taken
+    // out of the buffer.
+    let ranges: Vec<Field> = req
+        .headers
+        .iter()
+        .map(|h| (at(h.name.as_bytes()), at(h.value)))
+        .collect();
+    let count = ranges.len();
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target))
+        .map_err(|_| HeadError::Malformed("bad request target"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for (name, value) in ranges {
+        let name = HeaderName::from_bytes(&head[name])
+            .map_err(|_| HeadError::Malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
+            .map_err(|_| HeadError::Malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    let body = framing(&headers, version)?;
+    let close = wants_close(&headers, version);
+    Ok(Parsed::Head(Head {
+        method,
+        uri,
+        version,
+        headers,
+        body,
+        close,
+    }))
+}
+
+/// RFC 9112 §6: chunked when `Transfer-Encoding` ends in `chunked`, else `Content-Length`.
+/// Both at once, a transfer coding that does not end in chunked, or lengths that disagree are
+/// refused: each is a way to smuggle a second request past a proxy.
+fn framing(h: &HeaderMap, version: Version) -> Result<Option<Framing>, HeadError> {
+    if h.contains_key(TRANSFER_ENCODING) {
+        if h.contains_key(CONTENT_LENGTH) {
+            return Err(HeadError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        let last = h
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return match last {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => Ok(Some(Framing::Chunked)),
+            _ => Err(HeadError::Malformed(
+                "Transfer-Encoding does not end in chunked",
+            )),
+        };
+    }
+    let mut length: Option<u64> = None;
+    for v in h.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Malformed("bad Content-Length"));
+            }
+            let n = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(HeadError::Malformed("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed("Content-Length values disagree"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.filter(|&n| n > 0).map(Framing::Length))
+}
+
+/// Whether `token` is one of the comma-separated values of the `Connection` headers.
+pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+fn wants_close(h: &HeaderMap, version: Version) -> bool {
+    if version == Version::HTTP_10 {
+        !connection_has(h, "keep-alive")
+    } else {
+        connection_has(h, "close")
+    }
+}
+
+/// Whether `buf` starts with the HTTP/2 connection preface (prior knowledge); `None` while it
+/// is too short to tell.
+pub fn is_h2_preface(buf: &[u8]) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = buf.len().min(PREFACE.len());
+    if buf[..n] != PREFACE[..n] {
+        Some(false)
+    } else if n == PREFACE.len() {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Option<Head>, HeadError> {
+        match parse(&mut BytesMut::from(text.as_bytes()), 64 * 1024)? {
+            Parsed::Head(h) => Ok(Some(h)),
+            Parsed::Partial => Ok(None),
+            Parsed::Special => Err(HeadError::Malformed("special")),
+        }
+    }
+
+    #[test]
+    fn heads_parse_into_request_parts_and_framing() {
+        let mut buf = BytesMut::from(
+            &b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\n\r\nabcGET"[..],
+        );
+        let Ok(Parsed::Head(h)) = parse(&mut buf, 1024) else {
+            panic!("a complete head")
+        };
+        assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.uri.query(), Some("b=1"));
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(h.body, Some(Framing::Length(3)));
+        assert!(!h.close);
+        assert_eq!(&buf[..], b"abcGET", "only the head is taken");
+        let h = head("GET / HTTP/1.0\r\n\r\n")
+            .expect("ok")
+            .expect("complete");
+        assert!(h.close && h.body.is_none());
+        let h = head("GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(h.body, Some(Framing::Chunked));
+        let mut up = BytesMut::from(&b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"[..]);
+        assert!(matches!(parse(&mut up, 1024), Ok(Parsed::Special)));
+        assert_eq!(
+            up.len(),
+            38,
+            "a special request stays in the buffer for hyper"
+        );
+        assert!(head("GET / HTTP/1.1\r\nHost: x\r\n").expect("ok").is_none());
+    }
+
+    #[test]
+    fn smuggling_shapes_and_oversized_heads_are_refused() {
+        for text in [
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(text), Err(HeadError::Malformed(_))),
+                "{text:?}"
+            );
+        }
+        let h = head("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n")
+            .expect("equal repeats are one length")
+            .expect("complete");
+        assert_eq!(h.body, Some(Framing::Length(3)));
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("h{i}: v\r\n"))
+            .collect();
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
+            Some(HeadError::TooLarge)
+        );
+        let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(2048));
+        assert!(matches!(
+            parse(&mut BytesMut::from(partial.as_bytes()), 1024),
+            Err(HeadError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn the_h2_preface_is_told_apart_early() {
+        assert_eq!(is_h2_preface(b"PRI * HT"), None);
+        assert_eq!(
+            is_h2_preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(is_h2_preface(b"GET / HTTP/1.1"), Some(false));
+    }
+}

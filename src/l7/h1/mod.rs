@@ -1,0 +1,344 @@
+//! HTTP/1.1 served without hyper's generic connection machinery: the head is parsed with
+//! `httparse` into a buffer borrowed for the exchange, the request runs the application flow
+//! (the same [`server::handle`] every HTTP version uses), and the response is written with the
+//! head and a ready body in one write. Between requests a connection holds no buffer: it
+//! waits for the socket to become readable, as the L4 relay does, so an idle keep-alive
+//! client costs a few hundred bytes instead of hyper's per-connection buffers.
+//!
+//! What this path leaves to hyper, handing over the bytes it read: HTTP/2 prior knowledge,
+//! protocol upgrades (WebSocket), `CONNECT` and `Expect: 100-continue`.
+
+pub mod body;
+pub mod head;
+pub mod rewind;
+pub mod write;
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::{Request, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use self::body::{BodyError, Feed, Step};
+use self::head::{HeadError, Parsed};
+use super::server::{self, Ctx};
+
+/// The largest request head (hyper's `max_buf_size` before this path).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The first read of a head; doubled while a head does not fit.
+const FIRST_READ: usize = 4096;
+/// A body read from the client at most this much at a time.
+const BODY_READ: usize = 16 * 1024;
+/// After a refusal, unread input is read and dropped for at most this long and this much
+/// before closing, so the client sees the answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Streams that can say "readable" without a read buffer: plain TCP waits on the socket; TLS
+/// reads (rustls may already hold decrypted bytes).
+pub trait Readiness {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Readiness for TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: Readiness> Readiness for super::idle::Tracked<T> {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().poll_readable(cx)
+    }
+}
+
+/// How the fast path left a connection.
+pub enum Ended {
+    /// Closed (by either side, an error, or draining).
+    Closed,
+    /// The connection continues in hyper, which must first read these bytes.
+    Handover(Bytes),
+}
+
+/// Counts `vane_http_connection_errors_total{kind}`.
+fn count(kind: &'static str) {
+    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+}
+
+/// Serves HTTP/1.x requests on `io` until the connection ends or must go to hyper.
+pub async fn serve<IO>(
+    ctx: &Arc<Ctx>,
+    io: &mut IO,
+    draining: &mut watch::Receiver<bool>,
+    header_timeout: Duration,
+) -> Ended
+where
+    IO: AsyncRead + AsyncWrite + Readiness + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let mut first = true;
+    loop {
+        if buf.is_empty() {
+            // Idle: give the buffer back and wait for the socket.
+            buf = BytesMut::new();
+            tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| io.poll_readable(cx)) => {
+                    if r.is_err() {
+                        return Ended::Closed;
+                    }
+                }
+                _ = draining.wait_for(|d| *d) => return Ended::Closed,
+            }
+        }
+        // Boxed: the state of an exchange exists only while one runs, not while idle.
+        let next = Box::pin(exchange(ctx, io, &mut buf, first, draining, header_timeout)).await;
+        first = false;
+        if let Some(ended) = next {
+            return ended;
+        }
+    }
+}
+
+/// One request and its response; `None` when the connection may carry another.
+async fn exchange<IO>(
+    ctx: &Arc<Ctx>,
+    io: &mut IO,
+    buf: &mut BytesMut,
+    first: bool,
+    draining: &watch::Receiver<bool>,
+    header_timeout: Duration,
+) -> Option<Ended>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let head = match read_head(io, buf, first, header_timeout).await {
+        Ok(Some(Parsed::Head(h))) => h,
+        Ok(Some(Parsed::Special | Parsed::Partial)) => {
+            return Some(Ended::Handover(std::mem::take(buf).freeze()))
+        }
+        Ok(None) => return Some(Ended::Closed),
+        Err(e) => {
+            refuse(io, buf, e).await;
+            return Some(Ended::Closed);
+        }
+    };
+    let x = write::Exchange {
+        method: head.method.clone(),
+        version: head.version,
+        close: head.close,
+    };
+    let (mut feed, body) = match head.body {
+        None => (None, super::body::empty()),
+        Some(framing) => {
+            let (feed, body) = Feed::new(framing);
+            (Some(feed), body.boxed())
+        }
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method;
+    *req.uri_mut() = head.uri;
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers;
+    let mut handler = std::pin::pin!(server::handle(ctx.clone(), req));
+    let mut pumping = feed.is_some();
+    let answer = loop {
+        let Some(f) = feed.as_mut().filter(|_| pumping) else {
+            break handler.as_mut().await;
+        };
+        tokio::select! {
+            biased;
+            r = handler.as_mut() => break r,
+            r = pump(f, io, buf) => match r {
+                Ok(()) => pumping = !f.done(),
+                Err(BodyError::Abandoned) => pumping = false,
+                Err(e) => {
+                    count(match e {
+                        BodyError::Malformed(_) => "malformed",
+                        BodyError::Incomplete => "incomplete",
+                        _ => "io",
+                    });
+                    f.fail(e);
+                    pumping = false;
+                }
+            },
+        }
+    };
+    // A body the flow did not read to the end leaves the connection's framing unknown.
+    let unread = feed.as_ref().is_some_and(|f| !f.done());
+    drop(feed);
+    let Ok(resp) = answer else {
+        return Some(Ended::Closed); // aborted by the flow: close without an answer
+    };
+    let x = write::Exchange {
+        close: x.close || unread || *draining.borrow(),
+        ..x
+    };
+    match write::response(io, resp, &x).await {
+        Ok(true) => None,
+        Ok(false) => {
+            close(io, buf, unread).await;
+            Some(Ended::Closed)
+        }
+        Err(e) => {
+            count(match e {
+                write::WriteError::Client(_) => "io",
+                _ => "upstream_body",
+            });
+            tracing::debug!("HTTP/1.1 response cut: {e}");
+            Some(Ended::Closed)
+        }
+    }
+}
+
+/// Reads until a head is complete: `Ok(None)` when the client closed or went silent
+/// (counted), `Partial` only for an HTTP/2 preface (handed to hyper as it is).
+async fn read_head<IO>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    first: bool,
+    timeout: Duration,
+) -> Result<Option<Parsed>, HeadError>
+where
+    IO: AsyncRead + Unpin,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !buf.is_empty() {
+            if first {
+                match head::is_h2_preface(buf) {
+                    Some(true) => return Ok(Some(Parsed::Partial)),
+                    Some(false) => {}
+                    None => {
+                        // Too short to tell: read more below.
+                        if !read_more(io, buf, deadline).await {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                }
+            }
+            match head::parse(buf, MAX_HEAD)? {
+                Parsed::Partial => {}
+                done => return Ok(Some(done)),
+            }
+        }
+        if !read_more(io, buf, deadline).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// One read into `buf` (grown as a head needs): `false` when the connection is over.
+async fn read_more<IO>(io: &mut IO, buf: &mut BytesMut, deadline: Instant) -> bool
+where
+    IO: AsyncRead + Unpin,
+{
+    if buf.capacity() - buf.len() < FIRST_READ / 4 {
+        // Double, but never past one byte over the cap (enough to see a head is too large).
+        let room = (MAX_HEAD + 1).saturating_sub(buf.len()).max(1);
+        buf.reserve(buf.capacity().max(FIRST_READ).min(room));
+    }
+    match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+        Err(_) => {
+            count("timeout");
+            false
+        }
+        Ok(Ok(0)) => {
+            if !buf.is_empty() {
+                count("incomplete");
+            }
+            false
+        }
+        Ok(Ok(_)) => true,
+        Ok(Err(_)) => {
+            count("io");
+            false
+        }
+    }
+}
+
+/// Decodes and hands over the next piece of the body, reading from the client when needed.
+async fn pump<IO>(feed: &mut Feed, io: &mut IO, buf: &mut BytesMut) -> Result<(), BodyError>
+where
+    IO: AsyncRead + Unpin,
+{
+    std::future::poll_fn(|cx| feed.poll_room(cx)).await?;
+    loop {
+        match feed.decode(buf)? {
+            Step::Data(d) => {
+                feed.send(d);
+                return Ok(());
+            }
+            Step::Last(d) => {
+                feed.send(d);
+                feed.finish();
+                return Ok(());
+            }
+            Step::End => {
+                feed.finish();
+                return Ok(());
+            }
+            Step::More => {
+                if buf.capacity() - buf.len() < BODY_READ / 4 {
+                    buf.reserve(BODY_READ);
+                }
+                if io.read_buf(buf).await? == 0 {
+                    return Err(BodyError::Incomplete);
+                }
+            }
+        }
+    }
+}
+
+/// Answers a head that cannot be served (400, 431), counted, then closes.
+async fn refuse<IO>(io: &mut IO, buf: &mut BytesMut, e: HeadError)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (kind, status) = match e {
+        HeadError::Malformed(_) => ("malformed", StatusCode::BAD_REQUEST),
+        HeadError::TooLarge => ("too_large", StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+    };
+    count(kind);
+    tracing::debug!("HTTP/1.1 request refused: {e}");
+    if io.write_all(&write::refusal(status)).await.is_ok() {
+        close(io, buf, true).await;
+    }
+}
+
+/// Ends the connection after a last answer: the write side first, then, when the client may
+/// still be sending, its input is read and dropped for a bounded time so that closing does not
+/// turn into a reset that destroys the answer in flight.
+async fn close<IO>(io: &mut IO, buf: &mut BytesMut, unread: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = io.shutdown().await;
+    if !unread && buf.is_empty() {
+        return;
+    }
+    let mut drained = 0;
+    let deadline = Instant::now() + LINGER;
+    while drained < LINGER_BYTES {
+        buf.clear();
+        buf.reserve(FIRST_READ);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}

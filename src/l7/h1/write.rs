@@ -1,0 +1,331 @@
+//! Responses on the wire: the head written into one buffer with the first piece of the body
+//! when it is already there (one write for a small response), then the body framed by
+//! `Content-Length` when its length is known, chunked otherwise (close-delimited for an
+//! HTTP/1.0 client).
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes};
+use hyper::body::Body as _;
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use hyper::{Method, Response, StatusCode, Version};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::l7::body::Body;
+
+/// Copy body pieces up to this size into the head's buffer instead of writing them apart.
+const COALESCE: usize = 16 * 1024;
+
+/// What the request decided about its response.
+pub struct Exchange {
+    pub method: Method,
+    pub version: Version,
+    /// The connection closes after this response.
+    pub close: bool,
+}
+
+/// Why writing a response stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("writing to the client: {0}")]
+    Client(#[from] io::Error),
+    #[error("the response body failed: {0}")]
+    Body(crate::l7::body::BoxError),
+    #[error("the response body ended after {sent} of the {declared} bytes it declared")]
+    Short { sent: u64, declared: u64 },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, length unknown).
+    Close,
+}
+
+/// Writes `resp`; `Ok(true)` when the connection may carry another request.
+pub async fn response<IO>(
+    io: &mut IO,
+    resp: Response<Body>,
+    x: &Exchange,
+) -> Result<bool, WriteError>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let (mut parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless = x.method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let hint = body.size_hint().exact();
+    let h = &mut parts.headers;
+    let framing = if bodiless {
+        if x.method == Method::HEAD && !h.contains_key(CONTENT_LENGTH) {
+            if let Some(n) = hint {
+                h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            }
+        }
+        Framing::None
+    } else if let Some(n) = hint {
+        h.remove(TRANSFER_ENCODING);
+        h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        Framing::Length(n)
+    } else if let Some(n) = declared(h) {
+        h.remove(TRANSFER_ENCODING);
+        Framing::Length(n)
+    } else if x.version == Version::HTTP_11 {
+        h.remove(CONTENT_LENGTH);
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        Framing::Chunked
+    } else {
+        h.remove(TRANSFER_ENCODING);
+        Framing::Close
+    };
+    let keep = !x.close && framing != Framing::Close && !super::head::connection_has(h, "close");
+    if !keep {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    } else if x.version == Version::HTTP_10 {
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    let mut out = Vec::with_capacity(512);
+    head(&mut out, status, x.version, &parts.headers);
+    if framing == Framing::None {
+        io.write_all(&out).await?;
+        io.flush().await?;
+        return Ok(keep);
+    }
+    let mut sent = 0u64;
+    loop {
+        // Ready pieces go out with what is buffered; the buffer is written as soon as the body
+        // has nothing ready, so a slow stream (events, long polls) is not held back.
+        let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)))
+            .await
+        {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    io.write_all(&out).await?;
+                    io.flush().await?;
+                    out.clear();
+                }
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(WriteError::Body)?;
+        let Ok(mut data) = frame.into_data() else {
+            continue; // trailers are not forwarded to HTTP/1.1 clients
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if let Framing::Length(n) = framing {
+            if sent > n {
+                return Err(WriteError::Short { sent, declared: n });
+            }
+        }
+        let chunked = framing == Framing::Chunked;
+        if chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() <= COALESCE {
+            out.extend_from_slice(&data);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            if out.len() >= COALESCE {
+                io.write_all(&out).await?;
+                out.clear();
+            }
+        } else {
+            let tail: &[u8] = if chunked { b"\r\n" } else { b"" };
+            write_three(io, &out, &mut data, tail).await?;
+            out.clear();
+        }
+    }
+    match framing {
+        Framing::Length(n) if sent != n => return Err(WriteError::Short { sent, declared: n }),
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        _ => {}
+    }
+    if !out.is_empty() {
+        io.write_all(&out).await?;
+    }
+    io.flush().await?;
+    Ok(keep)
+}
+
+/// Writes `a`, then `b`, then `c` with as few calls as the stream allows.
+async fn write_three<IO>(io: &mut IO, a: &[u8], b: &mut Bytes, c: &[u8]) -> io::Result<()>
+where
+    IO: AsyncWrite + Unpin,
+{
+    let (mut a, mut c) = (a, c);
+    while !a.is_empty() || b.has_remaining() || !c.is_empty() {
+        let slices = [IoSlice::new(a), IoSlice::new(b.chunk()), IoSlice::new(c)];
+        let mut n = io.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let take = n.min(a.len());
+        a = &a[take..];
+        n -= take;
+        let take = n.min(b.remaining());
+        b.advance(take);
+        n -= take;
+        c = &c[n.min(c.len())..];
+    }
+    Ok(())
+}
+
+fn declared(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The status line and header fields, with a `Date` when the response has none.
+fn head(out: &mut Vec<u8>, status: StatusCode, version: Version, h: &HeaderMap) {
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in h {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !h.contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        with_date(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `Date` value of the current second, formatted once per second per thread.
+    static DATE_CACHE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            c.0 = secs;
+            c.1 = httpdate::fmt_http_date(now).into_bytes();
+        }
+        f(&c.1);
+    });
+}
+
+/// The answer to a head that could not be parsed, before the connection closes.
+pub fn refusal(status: StatusCode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    head(&mut out, status, Version::HTTP_11, &h);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l7::body;
+
+    fn written(resp: Response<Body>, x: &Exchange) -> (String, bool) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut out = Vec::new();
+        let keep = rt.block_on(response(&mut out, resp, x)).expect("written");
+        (String::from_utf8_lossy(&out).into_owned(), keep)
+    }
+
+    fn x(method: Method, version: Version, close: bool) -> Exchange {
+        Exchange {
+            method,
+            version,
+            close,
+        }
+    }
+
+    #[test]
+    fn known_lengths_unknown_lengths_and_head_requests_are_framed() {
+        let (w, keep) = written(
+            Response::new(body::full("hello")),
+            &x(Method::GET, Version::HTTP_11, false),
+        );
+        assert!(w.starts_with("HTTP/1.1 200 OK\r\n"), "{w}");
+        assert!(
+            w.contains("content-length: 5\r\n") && w.ends_with("\r\n\r\nhello"),
+            "{w}"
+        );
+        assert!(w.contains("date: ") && keep);
+        let stream = http_body_util::StreamBody::new(futures_lite_stream(vec!["ab", "cde"]));
+        let streamed = Response::new(http_body_util::BodyExt::boxed(stream));
+        let (w, keep) = written(streamed, &x(Method::GET, Version::HTTP_11, false));
+        assert!(w.contains("transfer-encoding: chunked\r\n"), "{w}");
+        assert!(
+            w.ends_with("\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"),
+            "{w}"
+        );
+        assert!(keep);
+        let stream = http_body_util::StreamBody::new(futures_lite_stream(vec!["ab"]));
+        let streamed = Response::new(http_body_util::BodyExt::boxed(stream));
+        let (w, keep) = written(streamed, &x(Method::GET, Version::HTTP_10, false));
+        assert!(
+            w.starts_with("HTTP/1.0 200 OK\r\n") && w.contains("connection: close"),
+            "{w}"
+        );
+        assert!(w.ends_with("\r\n\r\nab") && !keep, "{w}");
+        let (w, _) = written(
+            Response::new(body::full("hello")),
+            &x(Method::HEAD, Version::HTTP_11, false),
+        );
+        assert!(
+            w.contains("content-length: 5\r\n") && w.ends_with("\r\n\r\n"),
+            "{w}"
+        );
+        let (w, keep) = written(
+            Response::new(body::full("x")),
+            &x(Method::GET, Version::HTTP_11, true),
+        );
+        assert!(w.contains("connection: close\r\n") && !keep, "{w}");
+    }
+
+    /// A stream of text frames for a body of unknown length.
+    fn futures_lite_stream(
+        parts: Vec<&'static str>,
+    ) -> impl futures_core::Stream<Item = Result<hyper::body::Frame<Bytes>, body::BoxError>> {
+        struct S(std::vec::IntoIter<&'static str>);
+        impl futures_core::Stream for S {
+            type Item = Result<hyper::body::Frame<Bytes>, body::BoxError>;
+            fn poll_next(
+                mut self: Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> Poll<Option<Self::Item>> {
+                Poll::Ready(
+                    self.0
+                        .next()
+                        .map(|p| Ok(hyper::body::Frame::data(Bytes::from_static(p.as_bytes())))),
+                )
+            }
+        }
+        S(parts.into_iter())
+    }
+}

@@ -1,0 +1,205 @@
+//! HTTP/1.1 as it crosses the wire on the fast path (`src/l7/h1`): framing the server must get
+//! right byte for byte, driven over raw sockets because client libraries never send most of
+//! it (pipelines, chunk extensions and trailers, HTTP/1.0 keep-alive, smuggling shapes).
+
+use super::*;
+
+/// One response read off `s`: status, lowercased head, body. `head_only` for answers to HEAD.
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Reads one whole response (framed by Content-Length, chunked, or the close) from `s`,
+/// keeping bytes of the next one in `rest`.
+fn read_reply(s: &mut TcpStream, rest: &mut Vec<u8>, head_only: bool) -> Option<Reply> {
+    let mut chunk = [0u8; 16 * 1024];
+    let fill = |s: &mut TcpStream, rest: &mut Vec<u8>, chunk: &mut [u8]| -> bool {
+        match s.read(chunk) {
+            Ok(n) if n > 0 => {
+                rest.extend_from_slice(&chunk[..n]);
+                true
+            }
+            _ => false,
+        }
+    };
+    let end = loop {
+        if let Some(i) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        if !fill(s, rest, &mut chunk) {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+    rest.drain(..end + 4);
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let field = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_string()))
+    };
+    let mut body = Vec::new();
+    if head_only || status == 204 || status == 304 || status < 200 {
+        // No body.
+    } else if let Some(n) = field("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while rest.len() < n {
+            if !fill(s, rest, &mut chunk) {
+                return None;
+            }
+        }
+        body = rest.drain(..n).collect();
+    } else if field("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            let line_end = loop {
+                if let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                if !fill(s, rest, &mut chunk) {
+                    return None;
+                }
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?, 16)
+                .ok()?;
+            rest.drain(..line_end + 2);
+            while rest.len() < size + 2 {
+                if !fill(s, rest, &mut chunk) {
+                    return None;
+                }
+            }
+            body.extend(rest.drain(..size));
+            rest.drain(..2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        while fill(s, rest, &mut chunk) {}
+        body = std::mem::take(rest);
+    }
+    Some(Reply { status, head, body })
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
+/// A chunked upload with extensions and a trailer, a HEAD and a GET, all in one pipeline and
+/// the upload split across writes: each answer comes back whole and in order, and the body
+/// reaches the upstream intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_chunked_and_head_requests_are_framed_exactly() {
+    let up = upstream(None).await;
+    let (_cfg, port, _v) = proxy_gateway(&format!("http://127.0.0.1:{}", up.addr.port()), "");
+    tokio::task::spawn_blocking(move || {
+        let mut s = connect(port);
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel")
+            .expect("write");
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(b"lo\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nHEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /teapot HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("write");
+        let mut rest = Vec::new();
+        let a = read_reply(&mut s, &mut rest, false).expect("first answer");
+        assert_eq!(a.status, 200, "{}", a.head);
+        assert_eq!(a.body, b"hello world", "the chunked body arrived whole");
+        assert!(a.head.contains("\r\ndate: "), "{}", a.head);
+        let b = read_reply(&mut s, &mut rest, true).expect("answer to HEAD");
+        assert_eq!(b.status, 200, "{}", b.head);
+        let c = read_reply(&mut s, &mut rest, false).expect("third answer");
+        assert_eq!(c.status, 418, "the pipeline kept its order: {}", c.head);
+        assert!(rest.is_empty(), "no stray bytes: {:?}", String::from_utf8_lossy(&rest));
+    })
+    .await
+    .expect("client");
+    assert_eq!(up.conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// HTTP/1.0: answered in HTTP/1.0, kept open only when the client asked for keep-alive.
+#[test]
+fn http10_clients_get_http10_answers_and_keep_alive_only_on_request() {
+    let (_cfg, port, _v) = echo_gateway(&[]);
+    let mut s = connect(port);
+    let mut rest = Vec::new();
+    for i in 0..2 {
+        s.write_all(format!("GET /k{i} HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").as_bytes())
+            .expect("write");
+        let r = read_reply(&mut s, &mut rest, false).expect("answer");
+        assert!(r.head.starts_with("http/1.0 201"), "{}", r.head);
+        assert!(r.head.contains("connection: keep-alive"), "{}", r.head);
+        assert!(String::from_utf8_lossy(&r.body).starts_with(&format!("GET /k{i}")));
+    }
+    s.write_all(b"GET /last HTTP/1.0\r\n\r\n").expect("write");
+    let r = read_reply(&mut s, &mut rest, false).expect("answer");
+    assert_eq!(r.status, 201);
+    let mut b = [0u8; 1];
+    assert!(matches!(s.read(&mut b), Ok(0)), "closed after a plain HTTP/1.0 request");
+}
+
+/// Heads that frame a body two ways (the request-smuggling shapes) are refused with 400 and
+/// counted, and the connection closes instead of guessing where the next request starts.
+#[test]
+fn smuggling_shapes_are_refused_counted_and_closed() {
+    let (_cfg, port, v) = echo_gateway(&[]);
+    for head in [
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+    ] {
+        let mut s = connect(port);
+        s.write_all(format!("{head}GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{head:?}: {text}");
+        assert!(!text.contains("/smuggled"), "nothing after the refusal was served: {text}");
+    }
+    let malformed = "vane_http_connection_errors_total{kind=\"malformed\"}";
+    assert!(wait_until(Duration::from_secs(3), || v
+        .metric(malformed)
+        .is_some_and(|n| n >= 3.0)));
+}
+
+/// A request answered before its body was read (the echo application never reads it): the
+/// answer says `connection: close` and the rest of the body is never taken for a request.
+#[test]
+fn an_answer_before_the_body_ends_closes_the_connection() {
+    let (_cfg, port, _v) = echo_gateway(&[]);
+    let mut s = connect(port);
+    s.write_all(b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nGET /inside-the-body HTTP/1.1\r\n\r\n")
+        .expect("write");
+    let mut rest = Vec::new();
+    let r = read_reply(&mut s, &mut rest, false).expect("answer");
+    assert_eq!(r.status, 201);
+    assert!(r.head.contains("connection: close"), "{}", r.head);
+    let mut more = Vec::new();
+    let _ = s.read_to_end(&mut more);
+    assert!(
+        !String::from_utf8_lossy(&more).contains("inside-the-body"),
+        "body bytes were served as a request"
+    );
+}
+
+/// `Expect: 100-continue` (curl sends it for uploads over 1 KiB): the interim answer comes
+/// before the client sends the body, then the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_gets_an_interim_answer_before_the_body() {
+    let up = upstream(None).await;
+    let (_cfg, port, _v) = proxy_gateway(&format!("http://127.0.0.1:{}", up.addr.port()), "");
+    tokio::task::spawn_blocking(move || {
+        let mut s = connect(port);
+        s.write_all(b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            .expect("write");
+        let mut rest = Vec::new();
+        let interim = read_reply(&mut s, &mut rest, false).expect("interim answer");
+        assert_eq!(interim.status, 100, "{}", interim.head);
+        s.write_all(b"hello").expect("body");
+        let r = read_reply(&mut s, &mut rest, false).expect("answer");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    })
+    .await
+    .expect("client");
+}
