@@ -102,3 +102,50 @@ pub fn plugin_reply(data: &[u8]) {
     }
     let _ = serde_json::from_slice::<crate::plugins::external::Verdict>(data);
 }
+
+/// A client's bytes on an HTTP/1.1 connection: the head parsed as the server does, then the
+/// body it declares decoded out of the rest, read in pieces whose size the first byte picks.
+/// What the decoder hands on never exceeds what came in, nor a declared length.
+pub fn h1_request(data: &[u8]) {
+    use crate::l7::h1::body::{Feed, Framing, Step};
+    use crate::l7::h1::head::{self, Parsed};
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(pick % 64) + 1;
+    let mut buf = bytes::BytesMut::new();
+    let mut fed = 0;
+    let h = loop {
+        match head::parse(&mut buf, crate::l7::h1::MAX_HEAD) {
+            Ok(Parsed::Head(h)) => break h,
+            Ok(Parsed::Partial) if fed < rest.len() => {
+                let end = (fed + step * 64).min(rest.len());
+                buf.extend_from_slice(&rest[fed..end]);
+                fed = end;
+            }
+            _ => return,
+        }
+    };
+    let Some(framing) = h.body else { return };
+    let (mut feed, _body) = Feed::new(framing);
+    let mut out = 0usize;
+    loop {
+        match feed.decode(&mut buf) {
+            Ok(Step::Data(d)) => out += d.len(),
+            Ok(Step::Last(d)) => {
+                out += d.len();
+                break;
+            }
+            Ok(Step::More) if fed < rest.len() => {
+                let end = (fed + step).min(rest.len());
+                buf.extend_from_slice(&rest[fed..end]);
+                fed = end;
+            }
+            _ => break,
+        }
+    }
+    assert!(out <= rest.len(), "decoded more than came in");
+    if let Framing::Length(n) = framing {
+        assert!(out as u64 <= n, "decoded past Content-Length");
+    }
+}

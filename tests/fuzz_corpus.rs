@@ -250,3 +250,23 @@ async fn write_seeds() {
     w("proxy_header", "v1-unknown", b"PROXY UNKNOWN\r\n");
     w("proxy_header", "not-proxy", b"GET / HTTP/1.1\r\n");
 }
+
+#[test]
+fn h1_request_corpus() {
+    let seeds = corpus("h1_request");
+    assert!(seeds.len() >= 5, "seeds present");
+    let mut with_body = 0;
+    for (_, data) in &seeds {
+        fuzzing::h1_request(data);
+        let mut buf = bytes::BytesMut::from(&data[1..]);
+        if let Ok(vane::l7::h1::head::Parsed::Head(h)) =
+            vane::l7::h1::head::parse(&mut buf, vane::l7::h1::MAX_HEAD)
+        {
+            with_body += usize::from(h.body.is_some());
+        }
+    }
+    assert!(
+        with_body >= 2,
+        "requests with bodies among the seeds ({with_body})"
+    );
+}

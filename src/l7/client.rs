@@ -123,44 +123,40 @@ impl Connector {
 
     /// Opens a connection to the host of `uri`.
     pub async fn open(&self, uri: &Uri) -> io::Result<Stream> {
-        let this = self;
-        {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL without a host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let https = uri.scheme_str() == Some("https");
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let ips = this.rt.upstreams.dns.lookup(&host).await;
-            let mut last =
-                io::Error::new(io::ErrorKind::NotFound, format!("`{host}` did not resolve"));
-            let mut tcp = None;
-            for ip in ips {
-                match this.rt.upstreams.connect((ip, port).into()).await {
-                    Ok(s) => {
-                        tcp = Some(s);
-                        break;
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            let tcp = tcp.ok_or(last)?;
-            if !https {
-                return Ok(Stream::Plain(TokioIo::new(tcp)));
-            }
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let tls = tokio::time::timeout(
-                this.rt.settings.connect_timeout,
-                this.tls.connect(name, tcp),
-            )
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-            Ok(Stream::Tls(Box::new(TokioIo::new(tls))))
+        let host = uri
+            .host()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL without a host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = connect_tcp(&self.rt, host, port).await?;
+        if !https {
+            return Ok(Stream::Plain(TokioIo::new(tcp)));
+        }
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = tokio::time::timeout(
+            self.rt.settings.connect_timeout,
+            self.tls.connect(name, tcp),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        Ok(Stream::Tls(Box::new(TokioIo::new(tls))))
+    }
+}
+
+/// A TCP connection to `host:port` through Vane's resolver, trying each address in turn.
+pub async fn connect_tcp(rt: &Runtime, host: &str, port: u16) -> io::Result<TcpStream> {
+    let ips = rt.upstreams.dns.lookup(host).await;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("`{host}` did not resolve"));
+    for ip in ips {
+        match rt.upstreams.connect((ip, port).into()).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
         }
     }
+    Err(last)
 }
 
 /// Accepts any certificate (`skip_verify: true`); signatures are still checked.

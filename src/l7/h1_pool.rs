@@ -1,78 +1,63 @@
-//! Plain `http://` upstreams over HTTP/1.1: connections kept per data-plane thread, used
-//! directly through hyper's connection-level client.
+//! Plain `http://` upstreams over HTTP/1.1: vane's own client ([`super::h1::client`]) on
+//! connections kept per data-plane thread.
 //!
-//! The generic pooled client (hyper-util's legacy `Client`) costs a proxied request a pool
-//! checkout keyed by a hashed scheme and authority, a boxed and repeatedly moved future, and a
-//! `select` with the connection's readiness: about a sixth of the instructions of a small
-//! proxied request (bench/l7_instructions.sh). Here a thread keeps, per host and port, the
-//! senders of its idle connections; a request takes the newest one that is ready, or opens
-//! one, and gives it back once the response head is in (it is ready again when the body has
-//! been read). TLS upstreams and h2c keep using the generic client: ALPN may pick HTTP/2.
+//! A thread keeps, per host and port, its idle connections; a request takes the newest one
+//! the upstream has not closed, or opens one. The connection travels with the response body
+//! and comes back when the body has been read to its end (a body dropped early closes it).
+//! hyper's client, used here before, cost a proxied request a spawned connection task, a
+//! dispatch channel between the request and that task, and a header map rebuilt on each side:
+//! about a third of the instructions of a small proxied request. TLS upstreams and h2c keep
+//! hyper's pooled client: ALPN may pick HTTP/2.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{Request, Response};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
 
 use super::body::Body;
-use super::client::Connector;
+use super::h1::client::{self, Conn, ExchangeError};
 use crate::runtime::Runtime;
 use crate::upstream::error::{Kind as ErrorKind, UpstreamError};
 
-/// How often a thread's pool drops connections idle past `UPSTREAM_POOL_IDLE_TIMEOUT`.
+/// How often a thread's pool drops connections idle past `UPSTREAM_POOL_IDLE_TIMEOUT` or
+/// closed by their upstream.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Hosts one thread keeps idle connections for (a flow may take the authority from a header,
 /// so the set of hosts is not the config's to bound).
 const MAX_HOSTS: usize = 1024;
 
+type Key = (String, u16);
+
 struct Idle {
-    send: SendRequest<Body>,
+    conn: Conn,
     since: Instant,
 }
 
+#[derive(Default)]
 struct Pool {
-    connector: Connector,
-    hosts: HashMap<(String, u16), Vec<Idle>, foldhash::fast::RandomState>,
-    swept: Instant,
+    hosts: HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>,
+    swept: Option<Instant>,
 }
 
 thread_local! {
-    static POOL: RefCell<Option<Pool>> = const { RefCell::new(None) };
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-/// Runs `f` on this thread's pool, made on first use.
-fn with_pool<R>(rt: &Arc<Runtime>, f: impl FnOnce(&mut Pool) -> R) -> Result<R, UpstreamError> {
+/// A fresh idle connection to `key` of this thread, dropping the dead and those idle past
+/// `idle_max`.
+fn checkout(key: &Key, idle_max: Duration) -> Option<Conn> {
     POOL.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let pool = match slot.as_mut() {
-            Some(p) => p,
-            None => slot.insert(Pool {
-                connector: Connector::new(rt.clone(), false, true)
-                    .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?,
-                hosts: HashMap::default(),
-                swept: Instant::now(),
-            }),
-        };
-        Ok(f(pool))
-    })
-}
-
-/// A ready idle connection to `key` of this thread, dropping the dead and those idle past
-/// `UPSTREAM_POOL_IDLE_TIMEOUT`.
-fn checkout(
-    rt: &Arc<Runtime>,
-    key: &(String, u16),
-) -> Result<Option<SendRequest<Body>>, UpstreamError> {
-    let idle_max = rt.settings.upstream_pool_idle;
-    with_pool(rt, |pool| {
+        let mut pool = cell.borrow_mut();
         let now = Instant::now();
-        let alive = |i: &Idle| !i.send.is_closed() && now.duration_since(i.since) < idle_max;
-        if now.duration_since(pool.swept) >= SWEEP_EVERY {
-            pool.swept = now;
+        let alive = |i: &Idle| now.duration_since(i.since) < idle_max && i.conn.is_fresh();
+        if pool
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
+        {
+            pool.swept = Some(now);
             pool.hosts.retain(|_, idle| {
                 idle.retain(alive);
                 !idle.is_empty()
@@ -80,110 +65,77 @@ fn checkout(
         }
         let idle = pool.hosts.get_mut(key)?;
         // Newest first: the most recently used connection is the likeliest to be alive.
-        while let Some(pos) = idle
-            .iter()
-            .rposition(|i| i.send.is_ready() || i.send.is_closed())
-        {
-            let i = idle.swap_remove(pos);
+        while let Some(i) = idle.pop() {
             if alive(&i) {
-                return Some(i.send);
+                return Some(i.conn);
             }
         }
         None
     })
 }
 
-/// Keeps `send` for the next request to `key`, unless this thread already keeps enough
-/// (`UPSTREAM_POOL_MAX_IDLE` per host, [`MAX_HOSTS`] hosts).
-fn checkin(rt: &Arc<Runtime>, key: (String, u16), send: SendRequest<Body>) {
-    let max = rt.settings.upstream_pool_max_idle;
-    let _ = with_pool(rt, |pool| {
+/// Keeps `conn` for the next request to `key`, unless this thread already keeps `max` for it
+/// or [`MAX_HOSTS`] hosts.
+fn checkin(key: Key, conn: Conn, max: usize) {
+    POOL.with(|cell| {
+        let mut pool = cell.borrow_mut();
         if pool.hosts.len() >= MAX_HOSTS && !pool.hosts.contains_key(&key) {
             return;
         }
         let idle = pool.hosts.entry(key).or_default();
         if idle.len() < max {
             idle.push(Idle {
-                send,
+                conn,
                 since: Instant::now(),
             });
         }
     });
 }
 
-/// Opens a connection for `req`'s host and starts its connection task.
-async fn open(rt: &Arc<Runtime>, target: &hyper::Uri) -> Result<SendRequest<Body>, UpstreamError> {
-    let connector = with_pool(rt, |p| p.connector.clone())?;
-    let stream = connector
-        .open(target)
+async fn open(rt: &Runtime, key: &Key) -> Result<Conn, UpstreamError> {
+    let host = key.0.trim_start_matches('[').trim_end_matches(']');
+    super::client::connect_tcp(rt, host, key.1)
         .await
-        .map_err(|e| UpstreamError::chain(ErrorKind::of_chain(&e, ErrorKind::Connect), &e))?;
-    let (send, conn) = http1::Builder::new()
-        .handshake(stream)
-        .await
-        .map_err(|e| UpstreamError::chain(ErrorKind::Protocol, &e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("upstream HTTP/1.1 connection: {e}");
-        }
-    });
-    Ok(send)
+        .map(Conn::new)
+        .map_err(|e| UpstreamError::chain(ErrorKind::of_chain(&e, ErrorKind::Connect), &e))
 }
 
-/// What an HTTP/1.1 origin server expects: `Host` from the URL when the request has none, and
-/// the target in origin form (`/path?query`).
-fn origin_form(mut req: Request<Body>) -> Request<Body> {
-    if !req.headers().contains_key(hyper::header::HOST) {
-        if let Some(v) = req
-            .uri()
-            .authority()
-            .and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(hyper::header::HOST, v);
-        }
-    }
-    // The path is shared with the URL, not parsed again.
-    let mut parts = hyper::http::uri::Parts::default();
-    parts.path_and_query = Some(
-        req.uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
-    );
-    let path = hyper::Uri::from_parts(parts).unwrap_or_else(|_| hyper::Uri::from_static("/"));
-    *req.uri_mut() = path;
-    req
+fn failed(e: &ExchangeError) -> UpstreamError {
+    UpstreamError::chain(ErrorKind::Protocol, e)
 }
 
-/// Sends `req` (an `http://` URL) over a pooled HTTP/1.1 connection of this thread. A request
-/// that a reused connection closed before it was sent goes once more, on a new connection.
+/// Sends `req` (an `http://` URL) over a pooled connection of this thread. A request without
+/// a body that a reused connection failed before any answer goes once more, on a new one
+/// (the upstream closed it while it sat idle).
 pub async fn send(
     rt: &Arc<Runtime>,
-    req: Request<Body>,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let target = req.uri().clone();
-    let key = (
-        target.host().unwrap_or_default().to_string(),
-        target.port_u16().unwrap_or(80),
+    mut req: Request<Body>,
+) -> Result<(StatusCode, HeaderMap, Body), UpstreamError> {
+    let key: Key = (
+        req.uri().host().unwrap_or_default().to_string(),
+        req.uri().port_u16().unwrap_or(80),
     );
-    let (mut send, mut reused) = match checkout(rt, &key)? {
-        Some(s) => (s, true),
-        None => (open(rt, &target).await?, false),
+    let head_request = req.method() == Method::HEAD;
+    let (head, framing) = client::request_head(&mut req);
+    let body = framing.map(|f| (req.into_body(), f));
+    let again = body.is_none().then(|| head.clone());
+    let max = rt.settings.upstream_pool_max_idle;
+    let home = |key: Key| -> client::Home { Box::new(move |c| checkin(key, c, max)) };
+    let (conn, reused) = match checkout(&key, rt.settings.upstream_pool_idle) {
+        Some(c) => (c, true),
+        None => (open(rt, &key).await?, false),
     };
-    let mut req = origin_form(req);
-    let resp = loop {
-        match send.try_send_request(req).await {
-            Ok(resp) => break resp,
-            Err(mut e) => match e.take_message() {
-                Some(back) if reused => {
-                    reused = false;
-                    req = back;
-                    send = open(rt, &target).await?;
-                }
-                _ => return Err(UpstreamError::chain(ErrorKind::Protocol, e.error())),
-            },
-        }
+    let answer = match client::exchange(conn, head, body, head_request, home(key.clone())).await {
+        Err(e) if reused && e.stale() => match again {
+            Some(head) => {
+                let conn = open(rt, &key).await?;
+                client::exchange(conn, head, None, head_request, home(key)).await
+            }
+            None => Err(e),
+        },
+        other => other,
     };
-    checkin(rt, key, send);
-    Ok(resp)
+    answer
+        .map(|a| (a.status, a.headers, a.body))
+        .map_err(|e| failed(&e))
 }

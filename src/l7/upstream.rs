@@ -278,10 +278,7 @@ pub type Answer = Result<(StatusCode, HeaderMap, Body), UpstreamError>;
 /// The request over this thread's pooled client of `kind`.
 async fn pooled(rt: &Arc<Runtime>, req: Request<Body>, kind: super::client::Kind) -> Answer {
     if kind != super::client::Kind::H2c && req.uri().scheme_str() == Some("http") {
-        let resp = super::h1_pool::send(rt, req).await?;
-        let (parts, incoming) = resp.into_parts();
-        let body = incoming.map_err(|e| Box::new(e) as BoxError).boxed();
-        return Ok((parts.status, parts.headers, body));
+        return super::h1_pool::send(rt, req).await;
     }
     let client = super::client::for_this_thread(rt, kind)
         .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?;

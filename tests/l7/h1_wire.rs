@@ -36,8 +36,10 @@ fn read_reply(s: &mut TcpStream, rest: &mut Vec<u8>, head_only: bool) -> Option<
     rest.drain(..end + 4);
     let status = head.split(' ').nth(1)?.parse().ok()?;
     let field = |name: &str| {
-        head.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")).map(|v| v.trim().to_string()))
+        head.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
     };
     let mut body = Vec::new();
     if head_only || status == 204 || status == 304 || status < 200 {
@@ -59,8 +61,8 @@ fn read_reply(s: &mut TcpStream, rest: &mut Vec<u8>, head_only: bool) -> Option<
                     return None;
                 }
             };
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?, 16)
-                .ok()?;
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?, 16).ok()?;
             rest.drain(..line_end + 2);
             while rest.len() < size + 2 {
                 if !fill(s, rest, &mut chunk) {
@@ -135,7 +137,10 @@ fn http10_clients_get_http10_answers_and_keep_alive_only_on_request() {
     let r = read_reply(&mut s, &mut rest, false).expect("answer");
     assert_eq!(r.status, 201);
     let mut b = [0u8; 1];
-    assert!(matches!(s.read(&mut b), Ok(0)), "closed after a plain HTTP/1.0 request");
+    assert!(
+        matches!(s.read(&mut b), Ok(0)),
+        "closed after a plain HTTP/1.0 request"
+    );
 }
 
 /// Heads that frame a body two ways (the request-smuggling shapes) are refused with 400 and
@@ -191,8 +196,10 @@ async fn expect_continue_gets_an_interim_answer_before_the_body() {
     let (_cfg, port, _v) = proxy_gateway(&format!("http://127.0.0.1:{}", up.addr.port()), "");
     tokio::task::spawn_blocking(move || {
         let mut s = connect(port);
-        s.write_all(b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-            .expect("write");
+        s.write_all(
+            b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .expect("write");
         let mut rest = Vec::new();
         let interim = read_reply(&mut s, &mut rest, false).expect("interim answer");
         assert_eq!(interim.status, 100, "{}", interim.head);

@@ -4,9 +4,9 @@
 
 mod buffer;
 mod cgi;
-mod h1_wire;
 #[path = "../common/mod.rs"]
 mod common;
+mod h1_wire;
 mod http3;
 mod server;
 mod static_files;

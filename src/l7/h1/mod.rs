@@ -9,6 +9,8 @@
 //! protocol upgrades (WebSocket), `CONNECT` and `Expect: 100-continue`.
 
 pub mod body;
+pub mod client;
+pub mod decode;
 pub mod head;
 pub mod rewind;
 pub mod write;
@@ -195,7 +197,7 @@ where
         }
         Err(e) => {
             count(match e {
-                write::WriteError::Client(_) => "io",
+                write::WriteError::Io(_) => "io",
                 _ => "upstream_body",
             });
             tracing::debug!("HTTP/1.1 response cut: {e}");

@@ -15,6 +15,7 @@ use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TR
 use hyper::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::decode::Framing;
 use crate::l7::body::Body;
 
 /// Copy body pieces up to this size into the head's buffer instead of writing them apart.
@@ -28,24 +29,17 @@ pub struct Exchange {
     pub close: bool,
 }
 
-/// Why writing a response stopped.
+/// Why writing a message stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("writing to the client: {0}")]
-    Client(#[from] io::Error),
-    #[error("the response body failed: {0}")]
+    /// The socket failed: the peer went away.
+    #[error("writing to the peer: {0}")]
+    Io(#[from] io::Error),
+    /// The body being sent failed (its source broke).
+    #[error("the body being sent failed: {0}")]
     Body(crate::l7::body::BoxError),
-    #[error("the response body ended after {sent} of the {declared} bytes it declared")]
+    #[error("the body ended after {sent} of the {declared} bytes it declared")]
     Short { sent: u64, declared: u64 },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the connection closes (HTTP/1.0 clients, length unknown).
-    Close,
 }
 
 /// Writes `resp`; `Ok(true)` when the connection may carry another request.
@@ -71,23 +65,12 @@ where
                 h.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
-        Framing::None
-    } else if let Some(n) = hint {
-        h.remove(TRANSFER_ENCODING);
-        h.insert(CONTENT_LENGTH, HeaderValue::from(n));
-        Framing::Length(n)
-    } else if let Some(n) = declared(h) {
-        h.remove(TRANSFER_ENCODING);
-        Framing::Length(n)
-    } else if x.version == Version::HTTP_11 {
-        h.remove(CONTENT_LENGTH);
-        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        Framing::Chunked
+        None
     } else {
-        h.remove(TRANSFER_ENCODING);
-        Framing::Close
+        Some(frame(h, hint, x.version == Version::HTTP_11))
     };
-    let keep = !x.close && framing != Framing::Close && !super::head::connection_has(h, "close");
+    let keep =
+        !x.close && framing != Some(Framing::Close) && !super::head::connection_has(h, "close");
     if !keep {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     } else if x.version == Version::HTTP_10 {
@@ -95,32 +78,79 @@ where
     }
     let mut out = Vec::with_capacity(512);
     head(&mut out, status, x.version, &parts.headers);
-    if framing == Framing::None {
-        io.write_all(&out).await?;
-        io.flush().await?;
-        return Ok(keep);
+    match framing {
+        None => {
+            io.write_all(&out).await?;
+            io.flush().await?;
+        }
+        Some(framing) => send_body(io, out, &mut body, framing).await?,
     }
+    Ok(keep)
+}
+
+/// How a body of `hint` bytes goes out, with `h` set to say so: `Content-Length` when known
+/// (from the body, else a declared one), chunked when the peer speaks HTTP/1.1, else until
+/// the close.
+pub fn frame(h: &mut HeaderMap, hint: Option<u64>, chunked_ok: bool) -> Framing {
+    if let Some(n) = hint {
+        h.remove(TRANSFER_ENCODING);
+        h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        Framing::Length(n)
+    } else if let Some(n) = declared(h) {
+        h.remove(TRANSFER_ENCODING);
+        Framing::Length(n)
+    } else if chunked_ok {
+        h.remove(CONTENT_LENGTH);
+        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        Framing::Chunked
+    } else {
+        h.remove(TRANSFER_ENCODING);
+        Framing::Close
+    }
+}
+
+/// Writes `out` (a head) and then `body` framed as `framing`: ready pieces go out with what
+/// is buffered, and the buffer is written as soon as the body has nothing ready, so a slow
+/// stream (events, long polls) is not held back.
+pub async fn send_body<IO>(
+    io: &mut IO,
+    mut out: Vec<u8>,
+    body: &mut Body,
+    framing: Framing,
+) -> Result<(), WriteError>
+where
+    IO: AsyncWrite + Unpin,
+{
     let mut sent = 0u64;
     loop {
-        // Ready pieces go out with what is buffered; the buffer is written as soon as the body
-        // has nothing ready, so a slow stream (events, long polls) is not held back.
-        let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)))
-            .await
-        {
-            Poll::Ready(f) => f,
-            Poll::Pending => {
+        let frame =
+            match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
+            {
+                Poll::Ready(f) => f,
+                Poll::Pending => {
+                    if !out.is_empty() {
+                        io.write_all(&out).await?;
+                        io.flush().await?;
+                        out.clear();
+                    }
+                    std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+                }
+            };
+        let Some(frame) = frame else { break };
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                // What the source gave before it broke still goes out; then the connection
+                // closes (the framing cannot be completed).
                 if !out.is_empty() {
                     io.write_all(&out).await?;
                     io.flush().await?;
-                    out.clear();
                 }
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                return Err(WriteError::Body(e));
             }
         };
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(WriteError::Body)?;
         let Ok(mut data) = frame.into_data() else {
-            continue; // trailers are not forwarded to HTTP/1.1 clients
+            continue; // trailers are not forwarded over HTTP/1.1
         };
         if data.is_empty() {
             continue;
@@ -159,7 +189,7 @@ where
         io.write_all(&out).await?;
     }
     io.flush().await?;
-    Ok(keep)
+    Ok(())
 }
 
 /// Writes `a`, then `b`, then `c` with as few calls as the stream allows.
@@ -200,18 +230,23 @@ fn head(out: &mut Vec<u8>, status: StatusCode, version: Version, h: &HeaderMap) 
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in h {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    fields(out, h);
     if !h.contains_key(DATE) {
         out.extend_from_slice(b"date: ");
         with_date(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// `name: value` lines.
+pub fn fields(out: &mut Vec<u8>, h: &HeaderMap) {
+    for (name, value) in h {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 thread_local! {
@@ -308,6 +343,26 @@ mod tests {
         assert!(w.contains("connection: close\r\n") && !keep, "{w}");
     }
 
+    /// A body that breaks after a first piece: the piece still reaches the peer (all of what
+    /// the upstream sent before it died), then the error ends the connection.
+    #[test]
+    fn what_a_breaking_body_gave_goes_out_before_the_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let stream = http_body_util::StreamBody::new(futures_lite_stream(vec!["partial", "!"]));
+        let mut body = http_body_util::BodyExt::boxed(stream);
+        let mut out = Vec::new();
+        let r = rt.block_on(send_body(
+            &mut out,
+            b"HEAD\r\n\r\n".to_vec(),
+            &mut body,
+            Framing::Length(100),
+        ));
+        assert!(matches!(r, Err(WriteError::Body(_))), "{r:?}");
+        assert_eq!(out, b"HEAD\r\n\r\npartial");
+    }
+
     /// A stream of text frames for a body of unknown length.
     fn futures_lite_stream(
         parts: Vec<&'static str>,
@@ -319,11 +374,11 @@ mod tests {
                 mut self: Pin<&mut Self>,
                 _: &mut std::task::Context<'_>,
             ) -> Poll<Option<Self::Item>> {
-                Poll::Ready(
-                    self.0
-                        .next()
-                        .map(|p| Ok(hyper::body::Frame::data(Bytes::from_static(p.as_bytes())))),
-                )
+                // "!" stands for a source that breaks.
+                Poll::Ready(self.0.next().map(|p| match p {
+                    "!" => Err("the source broke".into()),
+                    p => Ok(hyper::body::Frame::data(Bytes::from_static(p.as_bytes()))),
+                }))
             }
         }
         S(parts.into_iter())

@@ -1,0 +1,401 @@
+//! The client side of vane's HTTP/1.1: one exchange on one upstream connection. The request
+//! head is written with the first ready piece of its body, the response head parsed with
+//! `httparse` (interim `1xx` answers skipped), and the response body decoded straight off the
+//! socket as the client reads it; when it ends cleanly the connection goes back to its pool.
+//! No task per connection and no channel between the request and the socket, which is what
+//! hyper's client costs.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use hyper::{Method, Request, StatusCode, Version};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::decode::{Decoder, Framing, Step};
+use super::head::MAX_HEADERS;
+use super::write;
+use crate::l7::body::{Body, BoxError};
+
+/// The largest response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Reads of a response body.
+const READ: usize = 16 * 1024;
+
+/// An HTTP/1.1 connection to an upstream; `buf` holds what was read past the last message.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Gives a connection whose exchange ended cleanly back to its pool.
+pub type Home = Box<dyn FnOnce(Conn) + Send + Sync>;
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// An idle connection the upstream has not closed (nor sent anything on): looked up in
+    /// tokio's readiness without a system call unless the socket was reported readable.
+    pub fn is_fresh(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+/// Why an exchange failed, and whether the request can go again on another connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("sending the request: {0}")]
+    Write(write::WriteError),
+    #[error("reading the response: {0}")]
+    Read(std::io::Error),
+    #[error("the upstream closed the connection before answering")]
+    Closed,
+    #[error("malformed response: {0}")]
+    Malformed(&'static str),
+}
+
+impl ExchangeError {
+    /// Nothing of an answer arrived and the connection failed as a connection kept idle by
+    /// the upstream may (closed or reset): a request without a body may go again.
+    pub fn stale(&self) -> bool {
+        match self {
+            ExchangeError::Closed => true,
+            ExchangeError::Read(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            ExchangeError::Write(write::WriteError::Io(e)) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The request line and fields of `req` (in origin form, `Host` from the URL when missing),
+/// framed for `body`. Kept by the caller to send again on another connection.
+pub fn request_head(req: &mut Request<Body>) -> (Vec<u8>, Option<Framing>) {
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let empty = req.body().is_end_stream();
+    let hint = req.body().size_hint().exact();
+    let h = req.headers_mut();
+    if !h.contains_key(HOST) {
+        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            h.insert(HOST, v);
+        }
+    }
+    let framing = if empty {
+        h.remove(TRANSFER_ENCODING);
+        h.remove(CONTENT_LENGTH);
+        if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+            h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+        }
+        None
+    } else {
+        Some(write::frame(h, hint, true))
+    };
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write::fields(&mut out, h);
+    out.extend_from_slice(b"\r\n");
+    (out, framing)
+}
+
+/// What came back: status, fields, and the body (which takes the connection with it).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+/// Sends `head` and `body` on `conn`, reads the answer. `head_request`: the answer has no
+/// body whatever its fields say.
+pub async fn exchange(
+    mut conn: Conn,
+    head: Vec<u8>,
+    body: Option<(Body, Framing)>,
+    head_request: bool,
+    home: Home,
+) -> Result<Answer, ExchangeError> {
+    match body {
+        None => {
+            use tokio::io::AsyncWriteExt;
+            conn.stream
+                .write_all(&head)
+                .await
+                .map_err(|e| ExchangeError::Write(e.into()))?;
+        }
+        Some((mut body, framing)) => {
+            write::send_body(&mut conn.stream, head, &mut body, framing)
+                .await
+                .map_err(ExchangeError::Write)?;
+        }
+    }
+    let (status, version, headers) = loop {
+        let (status, version, headers) = read_head(&mut conn).await?;
+        // Interim answers (100 Continue, 103 Early Hints) are not forwarded.
+        if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
+            break (status, version, headers);
+        }
+    };
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else {
+        response_framing(&headers)?
+    };
+    let reusable = framing != Framing::Close
+        && !super::head::connection_has(&headers, "close")
+        && (version == Version::HTTP_11 || super::head::connection_has(&headers, "keep-alive"));
+    let length = match framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut body = UpstreamBody {
+        conn: Some(conn),
+        decoder: Decoder::new(framing),
+        close_delimited: framing == Framing::Close,
+        home: reusable.then_some(home),
+        length,
+    };
+    if body.decoder.done() {
+        body.release();
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body: http_body_util::BodyExt::boxed(body),
+    })
+}
+
+/// RFC 9112 §6.3 for a response: chunked when the last transfer coding is chunked, until the
+/// close for any other coding, else `Content-Length` (which must be one number), else until
+/// the close.
+fn response_framing(h: &HeaderMap) -> Result<Framing, ExchangeError> {
+    if let Some(last) = h.get_all(TRANSFER_ENCODING).iter().next_back() {
+        let chunked = last
+            .to_str()
+            .ok()
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        });
+    }
+    let mut length = None;
+    for v in h.get_all(CONTENT_LENGTH) {
+        let n: u64 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or(ExchangeError::Malformed("bad Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(ExchangeError::Malformed("Content-Length values disagree"));
+        }
+        length = Some(n);
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// Reads and parses one response head off `conn`.
+async fn read_head(conn: &mut Conn) -> Result<(StatusCode, Version, HeaderMap), ExchangeError> {
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(parsed) = parse_head(&mut conn.buf)? {
+                return Ok(parsed);
+            }
+            if conn.buf.len() > MAX_RESPONSE_HEAD {
+                return Err(ExchangeError::Malformed("response head too large"));
+            }
+        }
+        if conn.buf.capacity() - conn.buf.len() < 1024 {
+            conn.buf.reserve(4096.max(conn.buf.capacity()));
+        }
+        let had = conn.buf.len();
+        match conn.stream.read_buf(&mut conn.buf).await {
+            Ok(0) if had == 0 => return Err(ExchangeError::Closed),
+            Ok(0) => return Err(ExchangeError::Malformed("response head cut short")),
+            Ok(_) => {}
+            Err(e) if had == 0 => return Err(ExchangeError::Read(e)),
+            Err(_) => return Err(ExchangeError::Malformed("response head cut short")),
+        }
+    }
+}
+
+/// `Ok(None)` until the head is whole; then it is taken out of `buf`.
+fn parse_head(
+    buf: &mut BytesMut,
+) -> Result<Option<(StatusCode, Version, HeaderMap)>, ExchangeError> {
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut fields)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ExchangeError::Malformed("not an HTTP/1 response head")),
+    };
+    let status = StatusCode::from_u16(resp.code.unwrap_or_default())
+        .map_err(|_| ExchangeError::Malformed("bad status code"))?;
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let ranges: Vec<_> = resp
+        .headers
+        .iter()
+        .map(|h| (at(h.name.as_bytes()), at(h.value)))
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(ranges.len());
+    for (name, value) in ranges {
+        let Ok(name) = HeaderName::from_bytes(&head[name]) else {
+            return Err(ExchangeError::Malformed("bad header name"));
+        };
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
+            return Err(ExchangeError::Malformed("bad header value"));
+        };
+        headers.append(name, value);
+    }
+    Ok(Some((status, version, headers)))
+}
+
+/// A response body read straight off its connection.
+struct UpstreamBody {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    close_delimited: bool,
+    /// Where the connection goes when the body ended cleanly (`None`: it closes).
+    home: Option<Home>,
+    length: Option<u64>,
+}
+
+/// The upstream closed the connection in the middle of a body.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream closed the connection before the end of the body")]
+struct CutShort;
+
+impl UpstreamBody {
+    /// The body ended: the connection goes home when nothing followed it.
+    fn release(&mut self) {
+        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
+            if conn.buf.is_empty() {
+                home(Conn {
+                    buf: BytesMut::new(),
+                    ..conn
+                });
+            }
+        }
+        self.conn = None;
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.buf) {
+                Ok(Step::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                Ok(Step::Last(d)) => {
+                    this.release();
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                Ok(Step::End) => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            if conn.buf.capacity() - conn.buf.len() < READ / 4 {
+                conn.buf.reserve(READ);
+            }
+            // One poll of a read: cancel-safe (nothing is lost when it is pending).
+            let polled = {
+                use std::future::Future;
+                let read = std::pin::pin!(conn.stream.read_buf(&mut conn.buf));
+                read.poll(cx)
+            };
+            match polled {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Ok(0)) => {
+                    this.conn = None;
+                    this.home = None;
+                    if this.close_delimited {
+                        this.decoder.finish();
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(CutShort.into())));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.length
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
