@@ -73,6 +73,28 @@ impl Runtime {
             tracing::warn!("{p}");
         }
         metrics::gauge!("vane_certificates").set(store.by_id.len() as f64);
+        publish_expiry(&current, &store);
         self.certs.store(Arc::new(store));
+    }
+}
+
+/// `vane_certificate_expiry_timestamp_seconds{certificate}` for each pair of `now`; a pair that
+/// went away reads NaN (the series cannot be withdrawn, and an old date would raise an
+/// expiry alert for a certificate that is no longer served).
+fn publish_expiry(before: &crate::certs::CertStore, now: &crate::certs::CertStore) {
+    let gauge = |id: &str| metrics::gauge!("vane_certificate_expiry_timestamp_seconds", "certificate" => id.to_string());
+    for id in before
+        .by_id
+        .keys()
+        .filter(|id| !now.by_id.contains_key(*id))
+    {
+        gauge(id).set(f64::NAN);
+    }
+    for (id, c) in &now.by_id {
+        let at = c
+            .not_after
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(f64::NAN, |d| d.as_secs_f64());
+        gauge(id).set(at);
     }
 }

@@ -28,10 +28,23 @@ pub fn install() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            describe();
             spawn_upkeep(handle.clone());
             Some(handle)
         })
         .clone()
+}
+
+/// Registers the help text of every family (`# HELP` lines).
+fn describe() {
+    use super::families::{Kind, FAMILIES};
+    for f in FAMILIES {
+        match f.kind {
+            Kind::Counter => metrics::describe_counter!(f.name, f.help),
+            Kind::Gauge => metrics::describe_gauge!(f.name, f.help),
+            Kind::Histogram => metrics::describe_histogram!(f.name, f.help),
+        }
+    }
 }
 
 fn spawn_upkeep(handle: PrometheusHandle) {
@@ -74,8 +87,9 @@ impl Service for MetricsEndpoint {
                             "try /metrics\n",
                         );
                     }
-                    process_metrics();
-                    http::respond(StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+                    let mut text = handle.render();
+                    process_metrics(&mut text);
+                    http::respond(StatusCode::OK, "text/plain; version=0.0.4", text)
                 }
             });
             Ok(Guard::new(AbortOnDrop(tokio::spawn(http::serve(
@@ -85,8 +99,17 @@ impl Service for MetricsEndpoint {
     }
 }
 
-/// `process_*` basics from /proc (Linux); silently absent elsewhere.
-fn process_metrics() {
+/// The `process_*` families of Prometheus' client libraries, from /proc (Linux; silently
+/// absent elsewhere), written straight into the exposition: the CPU time is a counter in
+/// fractional seconds, which the `metrics` crate's integer counters cannot carry.
+fn process_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let mut family = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
+        );
+    };
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         let kb = |name: &str| {
             status.lines().find_map(|l| {
@@ -99,21 +122,41 @@ fn process_metrics() {
             })
         };
         if let Some(rss) = kb("VmRSS:") {
-            metrics::gauge!("process_resident_memory_bytes").set(rss * 1024.0);
+            family(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                rss * 1024.0,
+            );
         }
         if let Some(vm) = kb("VmSize:") {
-            metrics::gauge!("process_virtual_memory_bytes").set(vm * 1024.0);
+            family(
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                vm * 1024.0,
+            );
         }
     }
     if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
-        metrics::gauge!("process_open_fds").set(rd.count() as f64);
+        family(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            rd.count() as f64,
+        );
     }
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         // Fields after the command name: utime and stime are the 12th and 13th.
         if let Some(rest) = stat.rsplit(')').next() {
             let f: Vec<&str> = rest.split_whitespace().collect();
             let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            metrics::gauge!("process_cpu_seconds_total").set((ticks(11) + ticks(12)) / 100.0);
+            family(
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                (ticks(11) + ticks(12)) / 100.0,
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod config_api;
+pub mod families;
 pub mod http;
 pub mod logging;
 pub mod management;

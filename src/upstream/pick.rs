@@ -159,6 +159,7 @@ impl Upstreams {
 
     /// Connects with the configured timeout and no-delay; a failure marks the target down.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let started = std::time::Instant::now();
         let r = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
@@ -166,6 +167,8 @@ impl Upstreams {
         match r {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
+                metrics::histogram!("vane_upstream_connect_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 outcome_counter(addr, true).increment(1);
                 Ok(s)
             }

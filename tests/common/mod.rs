@@ -771,3 +771,38 @@ pub fn h1(stream: &mut dyn ReadWrite, requests: &[&str]) -> Vec<(u16, String, St
 pub trait ReadWrite: Read + Write {}
 
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+/// The path of the command `cmd`, installing the Debian package `pkg` when it is missing:
+/// tests check against the real tools users have (promtool, ...), never a stand-in.
+pub fn ensure_tool(cmd: &str, pkg: &str) -> String {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let found = || {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(path) = found() {
+        return path;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", pkg])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null())
+            .status();
+        install();
+    }
+    found().unwrap_or_else(|| {
+        panic!("`{cmd}` is missing and `apt-get install {pkg}` did not provide it")
+    })
+}
