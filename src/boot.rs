@@ -42,22 +42,59 @@ pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `vane check`: prints every problem, returns the exit code.
-pub fn check(dir: &Path) -> i32 {
+/// `vane check`: prints every problem (as text, or one JSON document on stdout with `json`),
+/// returns the exit code.
+pub fn check(dir: &Path, json: bool) -> i32 {
     if !dir.is_dir() {
-        eprintln!("{}: not a directory", dir.display());
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"ok": false, "config": dir.display().to_string(),
+                    "problems": [{"file": "", "at": "", "severity": "error", "message": "not a directory"}]})
+            );
+        } else {
+            eprintln!("{}: not a directory", dir.display());
+        }
         return 1;
     }
     let mut loaded = load::load(dir, None);
     loaded.problems.extend(crate::certs::load(dir, None).1);
+    let s = &loaded.snapshot;
+    let ok = !loaded.has_errors();
+    if json {
+        let problems: Vec<_> = loaded
+            .problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "file": p.file,
+                    "at": p.at,
+                    "severity": match p.severity { Severity::Error => "error", Severity::Warning => "warning" },
+                    "message": p.message,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": ok,
+                "config": dir.display().to_string(),
+                "listeners": s.listeners.len(),
+                "resolvers": s.resolvers.len(),
+                "applications": s.applications.len(),
+                "nodes": s.nodes.doc.names.len(),
+                "problems": problems,
+            })
+        );
+        return if ok { 0 } else { 1 };
+    }
     for p in &loaded.problems {
         match p.severity {
             Severity::Error => println!("{p}"),
             Severity::Warning => eprintln!("{p}"),
         }
     }
-    let s = &loaded.snapshot;
-    if loaded.has_errors() {
+    if !ok {
         let n = loaded
             .problems
             .iter()
@@ -149,6 +186,11 @@ pub async fn run(dir: &Path) -> i32 {
         }
     };
     reload_on_hangup(rt.clone());
+    #[cfg(target_os = "linux")]
+    {
+        crate::ops::systemd::ready(&format!("serving {} listener(s)", snap.listeners.len()));
+        crate::ops::systemd::spawn_watchdog();
+    }
     let signal = shutdown_signal();
     tokio::select! {
         _ = signal => {}
@@ -158,6 +200,8 @@ pub async fn run(dir: &Path) -> i32 {
         }
     }
     info!("Signal received, shutdown now...");
+    #[cfg(target_os = "linux")]
+    crate::ops::systemd::stopping();
     // HTTP connections finish their requests and close (HTTP/2: GOAWAY) instead of idling
     // through the grace period.
     rt.draining.send_replace(true);
@@ -260,7 +304,12 @@ fn reload_on_hangup(rt: Arc<crate::runtime::Runtime>) {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 info!("SIGHUP received: reloading the config");
-                match crate::ops::config_api::reload_applied(&rt).await {
+                #[cfg(target_os = "linux")]
+                crate::ops::systemd::reloading();
+                let done = crate::ops::config_api::reload_applied(&rt).await;
+                #[cfg(target_os = "linux")]
+                crate::ops::systemd::ready("reloaded");
+                match done {
                     Ok(r) if r.ok => info!("✓ reload (SIGHUP): {}", r.summary),
                     Ok(r) => {
                         for p in &r.problems {

@@ -1,14 +1,16 @@
-//! Command line: `vane [run] [--config DIR]`, `vane check [--config DIR]`, `vane --version`.
+//! Command line: `vane [run] [--config DIR]`, `vane check [--config DIR] [--format
+//! text|json]`, `vane --version`.
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Run { config: Option<String> },
-    Check { config: Option<String> },
+    Check { config: Option<String>, json: bool },
     Version,
     Help,
 }
 
-pub const USAGE: &str = "usage: vane [run|check] [--config DIR] | vane --version";
+pub const USAGE: &str =
+    "usage: vane [run|check] [--config DIR] [--format text|json (check)] | vane --version";
 
 /// A command line that cannot be understood.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -17,12 +19,15 @@ pub enum CliError {
     MissingDir,
     #[error("unexpected argument `{0}`")]
     Unexpected(String),
+    #[error("--format takes `text` or `json`")]
+    BadFormat,
 }
 
 /// Parses arguments (without the program name).
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let mut cmd = None;
     let mut config = None;
+    let mut json = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -30,14 +35,29 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             "-h" | "--help" | "help" => return Ok(Command::Help),
             "--config" | "-c" => config = Some(it.next().ok_or(CliError::MissingDir)?.clone()),
             s if s.starts_with("--config=") => config = Some(s["--config=".len()..].to_string()),
+            "--format" => json = Some(format(it.next().map(String::as_str))?),
+            s if s.starts_with("--format=") => json = Some(format(Some(&s["--format=".len()..]))?),
             "run" | "check" if cmd.is_none() => cmd = Some(a.clone()),
             other => return Err(CliError::Unexpected(other.to_string())),
         }
     }
     Ok(match cmd.as_deref() {
-        Some("check") => Command::Check { config },
+        Some("check") => Command::Check {
+            config,
+            json: json.unwrap_or(false),
+        },
+        _ if json.is_some() => return Err(CliError::Unexpected("--format".into())),
         _ => Command::Run { config },
     })
+}
+
+/// `--format`'s value: whether it asks for JSON.
+fn format(v: Option<&str>) -> Result<bool, CliError> {
+    match v {
+        Some("json") => Ok(true),
+        Some("text") => Ok(false),
+        _ => Err(CliError::BadFormat),
+    }
 }
 
 #[cfg(test)]
@@ -54,8 +74,21 @@ mod tests {
         assert_eq!(
             p(&["check", "--config", "/x"]),
             Ok(Command::Check {
-                config: Some("/x".into())
+                config: Some("/x".into()),
+                json: false
             })
+        );
+        assert_eq!(
+            p(&["check", "--format", "json"]),
+            Ok(Command::Check {
+                config: None,
+                json: true
+            })
+        );
+        assert_eq!(p(&["check", "--format", "xml"]), Err(CliError::BadFormat));
+        assert_eq!(
+            p(&["run", "--format=json"]),
+            Err(CliError::Unexpected("--format".into()))
         );
         assert_eq!(
             p(&["run", "--config=/y"]),

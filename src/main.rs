@@ -26,8 +26,8 @@ fn main() {
             println!("{}", cli::USAGE);
             0
         }
-        Command::Check { config } => {
-            vane::boot::check(&vane::settings::config_dir(config.as_deref()))
+        Command::Check { config, json } => {
+            vane::boot::check(&vane::settings::config_dir(config.as_deref()), json)
         }
         Command::Run { config } => {
             let s = vane::settings::get();

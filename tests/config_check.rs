@@ -356,3 +356,46 @@ fn per_datagram_is_checked() {
         "{text}"
     );
 }
+
+/// `vane check --format json`: one JSON document on stdout naming each problem's file, place
+/// and severity, for CI pipelines and editors; the exit code is the same as the text form's.
+#[test]
+fn check_speaks_json_for_machines() {
+    let run = |cfg: &ConfigDir| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vane"))
+            .args(["check", "--format", "json", "--config"])
+            .arg(cfg.path())
+            .env_clear()
+            .output()
+            .expect("run vane check");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+        (out.status.code(), doc)
+    };
+    let good = ConfigDir::new();
+    good.write(
+        "listener/[8080]/tcp.yaml",
+        &proxy_flow("127.0.0.1:9".parse().expect("addr")),
+    );
+    let (code, doc) = run(&good);
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["listeners"], 1);
+    let bad = ConfigDir::new();
+    bad.write(
+        "listener/[8080]/tcp.yaml",
+        "connection:\n  internal.transport.proxy:\n    input: { target.port: 99999 }\n",
+    );
+    let (code, doc) = run(&bad);
+    assert_eq!(code, Some(1), "{doc}");
+    assert_eq!(doc["ok"], false);
+    let problems = doc["problems"].as_array().expect("problems");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["file"] == "listener/[8080]/tcp.yaml"
+                && p["severity"] == "error"
+                && !p["message"].as_str().unwrap_or_default().is_empty()),
+        "{doc}"
+    );
+}

@@ -294,3 +294,101 @@ fn broken_resolvers_and_applications_log_what_scripts_wait_for() {
         "the last good versions serve"
     );
 }
+
+/// Under systemd (`Type=notify`): a socket standing in for systemd hears `READY=1` once the
+/// gateway serves, watchdog pings at half of `WATCHDOG_USEC`, `RELOADING=1` (with the
+/// monotonic time) then `READY=1` around a `SIGHUP` reload, and `STOPPING=1` on `SIGTERM`.
+#[test]
+fn systemd_hears_readiness_reloads_watchdog_pings_and_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (h, l) = (heard.clone(), listening.clone());
+    let listener = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while l.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(n) = systemd.recv(&mut buf) {
+                h.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    });
+    let said = |what: &str| {
+        heard
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|m| m.contains(what))
+            .count()
+    };
+    let a = Echo::start("A");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, a.addr);
+    let mut v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("NOTIFY_SOCKET", path.display().to_string()),
+                ("WATCHDOG_USEC", "200000".into()),
+            ],
+            wait_ports: vec![port],
+        },
+    );
+    assert!(
+        wait_until(SETTLE, || said("READY=1") == 1),
+        "{:?}",
+        heard.lock().expect("lock")
+    );
+    assert!(
+        heard
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|m| m.contains(&format!("MAINPID={}", v.pid()))),
+        "readiness names the main process"
+    );
+    assert!(
+        wait_until(SETTLE, || said("WATCHDOG=1") >= 3),
+        "pings every 100 ms: {:?}",
+        heard.lock().expect("lock")
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &v.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(
+        wait_until(SETTLE, || said("READY=1") == 2),
+        "{:?}",
+        heard.lock().expect("lock")
+    );
+    {
+        let heard = heard.lock().expect("lock");
+        let reloading = heard.iter().position(|m| m.starts_with("RELOADING=1"));
+        let ready_again = heard.iter().rposition(|m| m.starts_with("READY=1"));
+        assert!(
+            matches!((reloading, ready_again), (Some(r), Some(a)) if r < a),
+            "RELOADING=1 before READY=1: {heard:?}"
+        );
+        let usec = heard
+            .iter()
+            .find_map(|m| m.lines().find_map(|l| l.strip_prefix("MONOTONIC_USEC=")))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(usec.is_some_and(|u| u > 0), "{heard:?}");
+    }
+    assert_eq!(v.terminate(Duration::from_secs(10)), Some(0));
+    assert!(
+        wait_until(SETTLE, || said("STOPPING=1") == 1),
+        "{:?}",
+        heard.lock().expect("lock")
+    );
+    listening.store(false, std::sync::atomic::Ordering::SeqCst);
+    listener.join().expect("listener");
+}

@@ -9,3 +9,5 @@ pub mod logging;
 pub mod management;
 pub mod metrics;
 pub mod registries;
+#[cfg(target_os = "linux")]
+pub mod systemd;
