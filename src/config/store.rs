@@ -17,6 +17,22 @@ use super::Snapshot;
 pub struct ConfigStore {
     dir: PathBuf,
     current: ArcSwap<Snapshot>,
+    /// The last [`HISTORY`] reloads, newest last (for the status page).
+    history: std::sync::Mutex<std::collections::VecDeque<Reloaded>>,
+}
+
+/// Reloads remembered for operators.
+const HISTORY: usize = 10;
+
+/// One reload as the status page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    /// Unix time, seconds.
+    pub at: u64,
+    pub ok: bool,
+    pub summary: String,
+    /// The first problems (all are in the log).
+    pub problems: Vec<String>,
 }
 
 impl ConfigStore {
@@ -24,7 +40,30 @@ impl ConfigStore {
         Arc::new(Self {
             dir,
             current: ArcSwap::from_pointee(initial),
+            history: Default::default(),
         })
+    }
+
+    /// The last reloads, oldest first.
+    pub fn history(&self) -> Vec<Reloaded> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter().cloned().collect()
+    }
+
+    fn remember(&self, report: &ReloadReport) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(Reloaded {
+            at,
+            ok: report.ok,
+            summary: report.summary.clone(),
+            problems: report.problems.iter().take(5).cloned().collect(),
+        });
     }
 
     pub fn dir(&self) -> &Path {
@@ -39,6 +78,12 @@ impl ConfigStore {
     /// Reloads the dir, publishes the result and says which actors must refresh. Only the
     /// `config` actor calls this (through [`StoreSource`]), one reload at a time.
     fn reload(&self) -> ReloadReport {
+        let report = self.reload_inner();
+        self.remember(&report);
+        report
+    }
+
+    fn reload_inner(&self) -> ReloadReport {
         let old = self.load();
         let loaded = load::load(&self.dir, Some(&old));
         let problems: Vec<String> = loaded.problems.iter().map(ToString::to_string).collect();

@@ -135,6 +135,12 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
     if req.method == Method::GET && path == "/health" {
         return ok(json!({"healthy": true, "uptime_secs": rt.started.elapsed().as_secs()}));
     }
+    // The status page's assets hold nothing secret; its data needs the token.
+    if req.method == Method::GET && path != "/ui/data" {
+        if let Some(page) = super::ui::asset(&req.path) {
+            return page;
+        }
+    }
     if !authorized(&req, &token) {
         return http::respond(StatusCode::UNAUTHORIZED, "text/plain", "");
     }
@@ -143,6 +149,7 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
         return resp;
     }
     match (req.method.clone(), path.as_str()) {
+        (Method::GET, "/ui/data") => reply(StatusCode::OK, &super::ui::data(&rt)),
         (Method::GET, "/actors") => {
             let rows: Vec<_> = rt.actors.snapshot().into_iter().map(|a| json!({"name": a.name, "parent": a.parent, "status": a.status.as_str(), "restarts": a.restarts})).collect();
             reply(StatusCode::OK, &json!(rows))

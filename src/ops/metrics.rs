@@ -12,6 +12,13 @@ use super::http::{self, Req};
 /// How often recorded histogram samples are folded into their buckets.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+
+/// The recorder's handle when metrics are on (never installs one).
+pub fn installed() -> Option<PrometheusHandle> {
+    HANDLE.get().cloned().flatten()
+}
+
 /// Installs the global recorder once; later calls return the same handle.
 ///
 /// The recorder keeps each histogram observation as a raw sample until its upkeep folds it
@@ -19,7 +26,6 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// often) anyone scrapes. A thread of its own runs the upkeep every second, so between two
 /// upkeeps at most one second of samples is held.
 pub fn install() -> Option<PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -110,33 +116,21 @@ fn process_metrics(out: &mut String) {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n\n"
         );
     };
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        let kb = |name: &str| {
-            status.lines().find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-        };
-        if let Some(rss) = kb("VmRSS:") {
-            family(
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-                rss * 1024.0,
-            );
-        }
-        if let Some(vm) = kb("VmSize:") {
-            family(
-                "process_virtual_memory_bytes",
-                "gauge",
-                "Virtual memory size in bytes.",
-                vm * 1024.0,
-            );
-        }
+    if let Some(rss) = status_bytes("VmRSS:") {
+        family(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss,
+        );
+    }
+    if let Some(vm) = status_bytes("VmSize:") {
+        family(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            vm,
+        );
     }
     if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
         family(
@@ -159,4 +153,19 @@ fn process_metrics(out: &mut String) {
             );
         }
     }
+}
+
+/// A size field of /proc/self/status (`VmRSS:`, `VmSize:`), in bytes.
+pub fn status_bytes(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| {
+        let kb: f64 = l
+            .strip_prefix(field)?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024.0)
+    })
 }

@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod registries;
 #[cfg(target_os = "linux")]
 pub mod systemd;
+pub mod ui;

@@ -21,6 +21,18 @@ struct TargetState {
     active: AtomicUsize,
 }
 
+/// One target as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetReport {
+    pub addr: SocketAddr,
+    /// `None`: never probed nor marked yet.
+    pub healthy: Option<bool>,
+    /// The last successful probe's connect time.
+    pub latency_us: u64,
+    /// Relays open to it now.
+    pub active: usize,
+}
+
 /// Health and load of every upstream address we know, up to `max` addresses: a flow can
 /// name targets from client input, and each failed connect to one is remembered (and probed
 /// until it recovers). Past the bound a new address gets state that is not kept: it is
@@ -118,6 +130,26 @@ impl HealthRegistry {
             .filter(|e| e.known.load(Ordering::Relaxed) && !e.healthy.load(Ordering::Relaxed))
             .map(|e| *e.key())
             .collect()
+    }
+
+    /// Up to `max` targets with their state, the unhealthy first (for the status page).
+    pub fn report(&self, max: usize) -> Vec<TargetReport> {
+        let mut all: Vec<TargetReport> = self
+            .targets
+            .iter()
+            .map(|e| TargetReport {
+                addr: *e.key(),
+                healthy: e
+                    .known
+                    .load(Ordering::Relaxed)
+                    .then(|| e.healthy.load(Ordering::Relaxed)),
+                latency_us: e.latency_us.load(Ordering::Relaxed),
+                active: e.active.load(Ordering::Relaxed),
+            })
+            .collect();
+        all.sort_by_key(|t| (t.healthy != Some(false), t.addr));
+        all.truncate(max);
+        all
     }
 
     /// Counts an active relay to `addr` for `least_conn` while the guard lives.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod cdp;
 pub mod http3;
 pub mod quic;
 pub mod tls;
