@@ -1,16 +1,28 @@
 //! Command line: `vane [run] [--config DIR]`, `vane check [--config DIR] [--format
-//! text|json]`, `vane --version`.
+//! text|json]`, `vane convert --to FORMAT --out DIR [--config DIR]`, `vane --version`.
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run { config: Option<String> },
-    Check { config: Option<String>, json: bool },
+    Run {
+        config: Option<String>,
+    },
+    Check {
+        config: Option<String>,
+        json: bool,
+    },
+    /// Writes the config dir anew in another format.
+    Convert {
+        config: Option<String>,
+        to: String,
+        out: String,
+    },
     Version,
     Help,
 }
 
-pub const USAGE: &str =
-    "usage: vane [run|check] [--config DIR] [--format text|json (check)] | vane --version";
+pub const USAGE: &str = "usage: vane [run|check] [--config DIR] [--format text|json (check)]
+       vane convert --to toml|yaml|json|ron --out NEW_DIR [--config DIR]
+       vane --version";
 
 /// A command line that cannot be understood.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +33,8 @@ pub enum CliError {
     Unexpected(String),
     #[error("--format takes `text` or `json`")]
     BadFormat,
+    #[error("convert needs --to toml|yaml|json|ron and --out NEW_DIR")]
+    Convert,
 }
 
 /// Parses arguments (without the program name).
@@ -28,6 +42,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     let mut cmd = None;
     let mut config = None;
     let mut json = None;
+    let (mut to, mut out) = (None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -37,7 +52,9 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             s if s.starts_with("--config=") => config = Some(s["--config=".len()..].to_string()),
             "--format" => json = Some(format(it.next().map(String::as_str))?),
             s if s.starts_with("--format=") => json = Some(format(Some(&s["--format=".len()..]))?),
-            "run" | "check" if cmd.is_none() => cmd = Some(a.clone()),
+            "--to" => to = Some(it.next().ok_or(CliError::Convert)?.clone()),
+            "--out" => out = Some(it.next().ok_or(CliError::Convert)?.clone()),
+            "run" | "check" | "convert" if cmd.is_none() => cmd = Some(a.clone()),
             other => return Err(CliError::Unexpected(other.to_string())),
         }
     }
@@ -46,7 +63,12 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             config,
             json: json.unwrap_or(false),
         },
+        Some("convert") => match (to, out) {
+            (Some(to), Some(out)) => Command::Convert { config, to, out },
+            _ => return Err(CliError::Convert),
+        },
         _ if json.is_some() => return Err(CliError::Unexpected("--format".into())),
+        _ if to.is_some() || out.is_some() => return Err(CliError::Convert),
         _ => Command::Run { config },
     })
 }
@@ -86,6 +108,15 @@ mod tests {
             })
         );
         assert_eq!(p(&["check", "--format", "xml"]), Err(CliError::BadFormat));
+        assert_eq!(
+            p(&["convert", "--to", "toml", "--out", "/n"]),
+            Ok(Command::Convert {
+                config: None,
+                to: "toml".into(),
+                out: "/n".into()
+            })
+        );
+        assert_eq!(p(&["convert", "--to", "toml"]), Err(CliError::Convert));
         assert_eq!(
             p(&["run", "--format=json"]),
             Err(CliError::Unexpected("--format".into()))

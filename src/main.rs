@@ -26,6 +26,29 @@ fn main() {
             println!("{}", cli::USAGE);
             0
         }
+        Command::Convert { config, to, out } => {
+            let Some(format) = vane::config::format::Format::by_name(&to) else {
+                eprintln!("--to takes toml, yaml, json or ron, not `{to}`");
+                std::process::exit(2);
+            };
+            let dir = vane::settings::config_dir(config.as_deref());
+            match vane::config::convert::convert(&dir, std::path::Path::new(&out), format) {
+                Ok(done) => {
+                    eprintln!(
+                        "{}: {} document(s) written as {to} into {out}, {} other file(s) copied",
+                        dir.display(),
+                        done.documents,
+                        done.copied
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("{}: not converted; nothing was written", dir.display());
+                    1
+                }
+            }
+        }
         Command::Check { config, json } => {
             vane::boot::check(&vane::settings::config_dir(config.as_deref()), json)
         }

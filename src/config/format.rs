@@ -59,6 +59,75 @@ pub fn parse(format: Format, text: &str) -> Result<Value, SyntaxError> {
     }
 }
 
+impl Format {
+    /// The extension files of this format are written with.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Toml => "toml",
+            Format::Yaml => "yaml",
+            Format::Json => "json",
+            Format::Ron => "ron",
+        }
+    }
+
+    /// A format by name (`toml`, `yaml`/`yml`, `json`, `ron`).
+    pub fn by_name(name: &str) -> Option<Format> {
+        Format::from_path(Path::new(&format!("x.{name}")))
+    }
+}
+
+/// Writes `v` as text of `format`, checked to read back as the same model.
+pub fn render(format: Format, v: &Value) -> Result<String, String> {
+    if v.is_null() {
+        // An empty document (an empty nodes file) stays empty.
+        return Ok(match format {
+            Format::Toml | Format::Yaml => String::new(),
+            Format::Json | Format::Ron => "{}\n".into(),
+        });
+    }
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(v)
+            .map(|t| t + "\n")
+            .map_err(|e| e.to_string()),
+        Format::Yaml => serde_norway::to_string(v).map_err(|e| e.to_string()),
+        Format::Toml => {
+            if has_null(v) {
+                return Err("TOML has no null; this document has one".into());
+            }
+            toml::to_string_pretty(v).map_err(|e| e.to_string())
+        }
+        Format::Ron => {
+            let pretty = ron::ser::PrettyConfig::default();
+            ron::ser::to_string_pretty(v, pretty)
+                .map(|t| t + "\n")
+                .map_err(|e| e.to_string())
+        }
+    }?;
+    match parse(format, &text) {
+        Ok(back) if same(&back, v) => Ok(text),
+        Ok(_) => Err(format!(
+            "does not survive a round trip through {}",
+            format.extension()
+        )),
+        Err(e) => Err(format!("reads back with an error: {e}")),
+    }
+}
+
+fn has_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.iter().any(has_null),
+        Value::Object(m) => m.values().any(has_null),
+        _ => false,
+    }
+}
+
+/// Equal models, where an empty document (null) and an empty map are the same thing.
+fn same(a: &Value, b: &Value) -> bool {
+    let empty = |v: &Value| v.is_null() || v.as_object().is_some_and(Map::is_empty);
+    a == b || (empty(a) && empty(b))
+}
+
 /// Maps RON onto the common model: structs and maps become maps, `Some(x)` is `x`, `None` and
 /// unit are null (and dropped from maps, i.e. absent).
 fn from_ron(v: ron::Value) -> Value {

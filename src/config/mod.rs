@@ -1,5 +1,6 @@
 //! The config dir: files, formats, validation, the published snapshot and hot reload.
 
+pub mod convert;
 pub mod diff;
 pub mod error;
 pub mod format;
