@@ -1,6 +1,11 @@
-//! Command line: `vane [run] [--config DIR]`, `vane check [--config DIR] [--format
-//! text|json]`, `vane convert --to FORMAT --out DIR [--config DIR]`, `vane --version`.
+//! Command line, defined once with clap (the help, the shell completions and the man page are
+//! generated from it): `vane [run] [--config DIR]`, `vane check [--config DIR] [--format
+//! text|json]`, `vane convert --to FORMAT --out DIR [--config DIR]`, `vane completions SHELL`,
+//! `vane man`, `vane --version`.
 
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Run {
@@ -16,70 +21,136 @@ pub enum Command {
         to: String,
         out: String,
     },
+    /// Prints a completion script for `shell`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page (roff).
+    Man,
     Version,
-    Help,
 }
 
-pub const USAGE: &str = "usage: vane [run|check] [--config DIR] [--format text|json (check)]
-       vane convert --to toml|yaml|json|ron --out NEW_DIR [--config DIR]
-       vane --version";
+/// Vane: a flow-based reverse proxy for TCP, UDP, TLS, QUIC and HTTP/1.1, HTTP/2, HTTP/3.
+#[derive(Debug, Parser)]
+#[command(name = "vane", version, disable_version_flag = true)]
+struct Cli {
+    /// Print the version.
+    #[arg(short = 'V', long = "version", short_alias = 'v')]
+    version: bool,
+    #[command(flatten)]
+    dir: ConfigArg,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
 
-/// A command line that cannot be understood.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CliError {
-    #[error("--config needs a directory")]
-    MissingDir,
-    #[error("unexpected argument `{0}`")]
-    Unexpected(String),
-    #[error("--format takes `text` or `json`")]
-    BadFormat,
-    #[error("convert needs --to toml|yaml|json|ron and --out NEW_DIR")]
-    Convert,
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The config dir (else CONFIG_DIR, else ./config when it exists, else /etc/vane).
+    #[arg(short, long, value_name = "DIR", global = true)]
+    config: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DocFormat {
+    Toml,
+    Yaml,
+    Json,
+    Ron,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Run the gateway in the foreground until SIGINT/SIGTERM (drains, exits 0).
+    Run,
+    /// Load and validate the config dir without binding anything; exit 0 when valid, 1 when not.
+    Check {
+        /// `text`: `FILE: path: message` lines; `json`: one document (ok, counts, problems).
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Write the config dir anew in another format (nothing is written unless all converts).
+    Convert {
+        /// The format to write.
+        #[arg(long, value_enum)]
+        to: DocFormat,
+        /// A new (or empty) directory for the result.
+        #[arg(long, value_name = "DIR")]
+        out: String,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `vane man | man -l -`).
+    Man,
+    /// Print the version.
+    #[command(hide = true)]
+    Version,
+}
+
+/// A command line that cannot be understood (clap's message, with usage), or a request for
+/// help.
+#[derive(Debug, thiserror::Error)]
+#[error("{text}")]
+pub struct CliError {
+    text: String,
+    help: bool,
+}
+
+impl CliError {
+    /// `--help` is not an error: it prints to stdout and exits 0.
+    pub fn is_help(&self) -> bool {
+        self.help
+    }
 }
 
 /// Parses arguments (without the program name).
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
-    let mut cmd = None;
-    let mut config = None;
-    let mut json = None;
-    let (mut to, mut out) = (None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-v" | "-V" | "--version" | "version" => return Ok(Command::Version),
-            "-h" | "--help" | "help" => return Ok(Command::Help),
-            "--config" | "-c" => config = Some(it.next().ok_or(CliError::MissingDir)?.clone()),
-            s if s.starts_with("--config=") => config = Some(s["--config=".len()..].to_string()),
-            "--format" => json = Some(format(it.next().map(String::as_str))?),
-            s if s.starts_with("--format=") => json = Some(format(Some(&s["--format=".len()..]))?),
-            "--to" => to = Some(it.next().ok_or(CliError::Convert)?.clone()),
-            "--out" => out = Some(it.next().ok_or(CliError::Convert)?.clone()),
-            "run" | "check" | "convert" if cmd.is_none() => cmd = Some(a.clone()),
-            other => return Err(CliError::Unexpected(other.to_string())),
-        }
+    let cli = Cli::try_parse_from(std::iter::once("vane".to_string()).chain(args.iter().cloned()))
+        .map_err(|e| CliError {
+            help: matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ),
+            text: e.render().to_string(),
+        })?;
+    if cli.version {
+        return Ok(Command::Version);
     }
-    Ok(match cmd.as_deref() {
-        Some("check") => Command::Check {
+    let config = cli.dir.config;
+    Ok(match cli.command {
+        None | Some(Sub::Run) => Command::Run { config },
+        Some(Sub::Check { format }) => Command::Check {
             config,
-            json: json.unwrap_or(false),
+            json: format == Format::Json,
         },
-        Some("convert") => match (to, out) {
-            (Some(to), Some(out)) => Command::Convert { config, to, out },
-            _ => return Err(CliError::Convert),
+        Some(Sub::Convert { to, out }) => Command::Convert {
+            config,
+            to: format!("{to:?}").to_ascii_lowercase(),
+            out,
         },
-        _ if json.is_some() => return Err(CliError::Unexpected("--format".into())),
-        _ if to.is_some() || out.is_some() => return Err(CliError::Convert),
-        _ => Command::Run { config },
+        Some(Sub::Completions { shell }) => Command::Completions { shell },
+        Some(Sub::Man) => Command::Man,
+        Some(Sub::Version) => Command::Version,
     })
 }
 
-/// `--format`'s value: whether it asks for JSON.
-fn format(v: Option<&str>) -> Result<bool, CliError> {
-    match v {
-        Some("json") => Ok(true),
-        Some("text") => Ok(false),
-        _ => Err(CliError::BadFormat),
-    }
+/// Writes the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "vane", out);
+}
+
+/// Writes the man page.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 #[cfg(test)]
@@ -92,43 +163,43 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(p(&[]), Ok(Command::Run { config: None }));
+        assert_eq!(p(&[]).ok(), Some(Command::Run { config: None }));
         assert_eq!(
-            p(&["check", "--config", "/x"]),
-            Ok(Command::Check {
+            p(&["check", "--config", "/x"]).ok(),
+            Some(Command::Check {
                 config: Some("/x".into()),
                 json: false
             })
         );
         assert_eq!(
-            p(&["check", "--format", "json"]),
-            Ok(Command::Check {
-                config: None,
+            p(&["--config", "/x", "check", "--format", "json"]).ok(),
+            Some(Command::Check {
+                config: Some("/x".into()),
                 json: true
             })
         );
-        assert_eq!(p(&["check", "--format", "xml"]), Err(CliError::BadFormat));
+        assert!(p(&["check", "--format", "xml"]).is_err());
         assert_eq!(
-            p(&["convert", "--to", "toml", "--out", "/n"]),
-            Ok(Command::Convert {
+            p(&["run", "--config=/y"]).ok(),
+            Some(Command::Run {
+                config: Some("/y".into())
+            })
+        );
+        assert_eq!(
+            p(&["convert", "--to", "toml", "--out", "/n"]).ok(),
+            Some(Command::Convert {
                 config: None,
                 to: "toml".into(),
                 out: "/n".into()
             })
         );
-        assert_eq!(p(&["convert", "--to", "toml"]), Err(CliError::Convert));
-        assert_eq!(
-            p(&["run", "--format=json"]),
-            Err(CliError::Unexpected("--format".into()))
-        );
-        assert_eq!(
-            p(&["run", "--config=/y"]),
-            Ok(Command::Run {
-                config: Some("/y".into())
-            })
-        );
-        assert_eq!(p(&["--version"]), Ok(Command::Version));
-        assert_eq!(p(&["bogus"]), Err(CliError::Unexpected("bogus".into())));
-        assert_eq!(p(&["--config"]), Err(CliError::MissingDir));
+        assert!(p(&["convert", "--to", "toml"]).is_err());
+        assert!(p(&["convert", "--to", "xml", "--out", "/n"]).is_err());
+        for v in ["--version", "-V", "-v", "version"] {
+            assert_eq!(p(&[v]).ok(), Some(Command::Version), "{v}");
+        }
+        assert!(p(&["bogus"]).is_err());
+        assert!(p(&["--config"]).is_err());
+        assert!(p(&["--help"]).is_err_and(|e| e.is_help()));
     }
 }

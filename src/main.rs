@@ -12,8 +12,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = match cli::parse(&args) {
         Ok(c) => c,
+        Err(e) if e.is_help() => {
+            print!("{e}");
+            std::process::exit(0);
+        }
         Err(e) => {
-            eprintln!("{e}\n{}", cli::USAGE);
+            eprint!("{e}");
             std::process::exit(2);
         }
     };
@@ -22,10 +26,17 @@ fn main() {
             println!("vane {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Command::Help => {
-            println!("{}", cli::USAGE);
+        Command::Completions { shell } => {
+            cli::completions(shell, &mut std::io::stdout());
             0
         }
+        Command::Man => match cli::man(&mut std::io::stdout()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("cannot write the man page: {e}");
+                1
+            }
+        },
         Command::Convert { config, to, out } => {
             let Some(format) = vane::config::format::Format::by_name(&to) else {
                 eprintln!("--to takes toml, yaml, json or ron, not `{to}`");

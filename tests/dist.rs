@@ -95,3 +95,61 @@ fn systemd_analyze_accepts_the_unit() {
         "exposure {score:?}:\n{text}"
     );
 }
+
+fn vane(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vane"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run vane");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Shell completions and the man page come from the command definitions, so they name every
+/// command and option there is; bash parses its script and `man` renders the page.
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, script) = vane(&["completions", shell]);
+        assert!(ok, "{shell}");
+        for word in ["check", "convert", "format", "config"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let (_, bash) = vane(&["completions", "bash"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("vane.bash");
+    std::fs::write(&script, &bash).expect("write");
+    let parsed = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash");
+    assert!(parsed.success(), "bash rejects the completion script");
+    let (ok, page) = vane(&["man"]);
+    assert!(ok);
+    assert!(
+        page.contains(".TH vane 1") && page.contains(env!("CARGO_PKG_VERSION")),
+        "{page}"
+    );
+    for word in ["convert", "completions", "\\-\\-config"] {
+        assert!(page.contains(word), "the man page lacks {word}");
+    }
+    let man = dir.path().join("vane.1");
+    std::fs::write(&man, &page).expect("write");
+    if let Ok(out) = Command::new("man")
+        .arg("-l")
+        .arg(&man)
+        .env("MANPAGER", "cat")
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("convert"),
+            "man -l: {text}"
+        );
+    }
+}
