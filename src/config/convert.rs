@@ -80,7 +80,7 @@ pub fn convert(src: &Path, dst: &Path, to: Format) -> Result<Converted, ConvertE
             }
         };
         let converted = format::parse(from, &text)
-            .map_err(|e| e.to_string())
+            .map_err(format::RenderError::ReadBack)
             .and_then(|v| format::render(to, &v));
         let target = rel.with_extension(to.extension());
         match converted {

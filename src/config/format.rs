@@ -76,8 +76,25 @@ impl Format {
     }
 }
 
+/// Why a document cannot be written in a format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("TOML has no null; this document has one")]
+    NoNull,
+    #[error("cannot be written as {format:?}: {message}")]
+    Unwritable { format: Format, message: String },
+    #[error("does not survive a round trip through {0:?}")]
+    RoundTrip(Format),
+    #[error("reads back with an error: {0}")]
+    ReadBack(SyntaxError),
+}
+
 /// Writes `v` as text of `format`, checked to read back as the same model.
-pub fn render(format: Format, v: &Value) -> Result<String, String> {
+pub fn render(format: Format, v: &Value) -> Result<String, RenderError> {
+    let unwritable = |e: &dyn std::fmt::Display| RenderError::Unwritable {
+        format,
+        message: e.to_string(),
+    };
     if v.is_null() {
         // An empty document (an empty nodes file) stays empty.
         return Ok(match format {
@@ -88,28 +105,25 @@ pub fn render(format: Format, v: &Value) -> Result<String, String> {
     let text = match format {
         Format::Json => serde_json::to_string_pretty(v)
             .map(|t| t + "\n")
-            .map_err(|e| e.to_string()),
-        Format::Yaml => serde_norway::to_string(v).map_err(|e| e.to_string()),
+            .map_err(|e| unwritable(&e)),
+        Format::Yaml => serde_norway::to_string(v).map_err(|e| unwritable(&e)),
         Format::Toml => {
             if has_null(v) {
-                return Err("TOML has no null; this document has one".into());
+                return Err(RenderError::NoNull);
             }
-            toml::to_string_pretty(v).map_err(|e| e.to_string())
+            toml::to_string_pretty(v).map_err(|e| unwritable(&e))
         }
         Format::Ron => {
             let pretty = ron::ser::PrettyConfig::default();
             ron::ser::to_string_pretty(v, pretty)
                 .map(|t| t + "\n")
-                .map_err(|e| e.to_string())
+                .map_err(|e| unwritable(&e))
         }
     }?;
     match parse(format, &text) {
         Ok(back) if same(&back, v) => Ok(text),
-        Ok(_) => Err(format!(
-            "does not survive a round trip through {}",
-            format.extension()
-        )),
-        Err(e) => Err(format!("reads back with an error: {e}")),
+        Ok(_) => Err(RenderError::RoundTrip(format)),
+        Err(e) => Err(RenderError::ReadBack(e)),
     }
 }
 
