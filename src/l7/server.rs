@@ -109,7 +109,7 @@ where
     let idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
     tokio::pin!(idle);
     let mut draining = rt.draining.subscribe();
-    let pre = if h2 {
+    let pre = if h2 || rt.settings.http1_on_hyper {
         Bytes::new()
     } else {
         let fast = super::h1::serve(

@@ -203,6 +203,9 @@ impl Vane {
             .stdin(Stdio::null())
             .stdout(logfile.try_clone().expect("dup"))
             .stderr(logfile);
+        if http1_on_hyper() {
+            cmd.env("HTTP1_SERVER", "hyper");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -772,6 +775,11 @@ pub fn h1(stream: &mut dyn ReadWrite, requests: &[&str]) -> Vec<(u16, String, St
 pub trait ReadWrite: Read + Write {}
 
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
+/// This test binary runs the L7 suite with HTTP/1.x on hyper's server (the `l7_hyper` target).
+pub fn http1_on_hyper() -> bool {
+    env!("CARGO_CRATE_NAME") == "l7_hyper"
+}
 
 /// The path of the command `cmd`, installing the Debian package `pkg` when it is missing:
 /// tests check against the real tools users have (promtool, ...), never a stand-in.

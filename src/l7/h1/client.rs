@@ -189,6 +189,8 @@ pub async fn exchange(
         close_delimited: framing == Framing::Close,
         home: reusable.then_some(home),
         length,
+        fresh: false,
+        failed: None,
     };
     if body.decoder.done() {
         body.release();
@@ -310,6 +312,10 @@ struct UpstreamBody {
     /// Where the connection goes when the body ended cleanly (`None`: it closes).
     home: Option<Home>,
     length: Option<u64>,
+    /// Data went out since the reader last saw `Pending`.
+    fresh: bool,
+    /// A failure held back for one poll (see [`UpstreamBody::fail`]).
+    failed: Option<BoxError>,
 }
 
 /// The upstream closed the connection in the middle of a body.
@@ -318,6 +324,24 @@ struct UpstreamBody {
 struct CutShort;
 
 impl UpstreamBody {
+    /// Reports `e`, but first lets the reader see `Pending` once when data went out since it
+    /// last did: a writer that flushes only when its source would block (hyper's server)
+    /// then still sends what the upstream gave before it failed.
+    fn fail(
+        &mut self,
+        e: BoxError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.home = None;
+        if std::mem::take(&mut self.fresh) {
+            self.failed = Some(e);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Err(e)))
+    }
+
     /// The body ended: the connection goes home when nothing followed it.
     fn release(&mut self) {
         if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
@@ -341,12 +365,18 @@ impl hyper::body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
             match this.decoder.decode(&mut conn.buf) {
-                Ok(Step::Data(d)) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+                Ok(Step::Data(d)) => {
+                    this.fresh = true;
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
                 Ok(Step::Last(d)) => {
                     this.release();
                     return Poll::Ready(Some(Ok(Frame::data(d))));
@@ -356,10 +386,7 @@ impl hyper::body::Body for UpstreamBody {
                     return Poll::Ready(None);
                 }
                 Ok(Step::More) => {}
-                Err(e) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                Err(e) => return this.fail(e.into(), cx),
             }
             if conn.buf.capacity() - conn.buf.len() < READ / 4 {
                 conn.buf.reserve(READ);
@@ -371,19 +398,19 @@ impl hyper::body::Body for UpstreamBody {
                 read.poll(cx)
             };
             match polled {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
-                    this.conn = None;
-                    return Poll::Ready(Some(Err(e.into())));
+                Poll::Pending => {
+                    this.fresh = false;
+                    return Poll::Pending;
                 }
+                Poll::Ready(Err(e)) => return this.fail(e.into(), cx),
                 Poll::Ready(Ok(0)) => {
-                    this.conn = None;
-                    this.home = None;
                     if this.close_delimited {
+                        this.conn = None;
+                        this.home = None;
                         this.decoder.finish();
                         return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(Err(CutShort.into())));
+                    return this.fail(CutShort.into(), cx);
                 }
                 Poll::Ready(Ok(_)) => {}
             }
