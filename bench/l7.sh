@@ -18,7 +18,7 @@ cargo build --release -q --example http_load
 VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/http_load"
 
-UP=$(port); NP=$(port); NP2=$(port)
+UP=$(port); NP=$(port)
 cat > "$TMP/nginx.conf" <<CFG
 worker_processes 1;
 pid $TMP/nginx.pid;
@@ -30,7 +30,6 @@ http {
   server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
   server {
     listen 127.0.0.1:$NP;
-    listen 127.0.0.1:$NP2 http2;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -81,9 +80,11 @@ wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
   read -r WN EN <<< "$(wrk_eff "$NP" $NGX)"
   echo "vane $WV ($EV/cpu-s)  haproxy $WH ($EH/cpu-s)  nginx $WN ($EN/cpu-s)"
   python3 -c "print(f'ratios: vane/haproxy {$WV/$WH:.2f} (per cpu {$EV/$EH:.2f})  vane/nginx {$WV/$WN:.2f} (per cpu {$EV/$EN:.2f})')"
+  # nginx is left out: its plaintext HTTP/2 (nginx-light 1.22) answers h2load at a fixed
+  # 2500 requests/s here, which says nothing about proxying.
   echo "== h2load -c10 -m10 (h2c prior knowledge), requests per second"
-  HV=$(h2_rps "$VP"); HH=$(h2_rps "$HP2"); HN=$(h2_rps "$NP2")
-  echo "vane $HV  haproxy $HH  nginx $HN"
-  python3 -c "print(f'ratios: vane/haproxy {$HV/$HH:.2f}  vane/nginx {$HV/$HN:.2f}')"
+  HV=$(h2_rps "$VP"); HH=$(h2_rps "$HP2")
+  echo "vane $HV  haproxy $HH"
+  python3 -c "print(f'ratios: vane/haproxy {$HV/$HH:.2f}')"
   echo "date: $(date -u +%FT%TZ)"
 } | tee "$OUT/l7-$(date -u +%Y%m%dT%H%M%SZ).txt"

@@ -167,8 +167,7 @@ impl Upstreams {
         match r {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
-                metrics::histogram!("vane_upstream_connect_duration_seconds")
-                    .record(started.elapsed().as_secs_f64());
+                connect_histogram().record(started.elapsed().as_secs_f64());
                 outcome_counter(addr, true).increment(1);
                 Ok(s)
             }
@@ -179,6 +178,13 @@ impl Upstreams {
             }
         }
     }
+}
+
+/// `vane_upstream_connect_duration_seconds`, looked up once (the recorder is installed before
+/// the first connection).
+fn connect_histogram() -> &'static metrics::Histogram {
+    static H: std::sync::OnceLock<metrics::Histogram> = std::sync::OnceLock::new();
+    H.get_or_init(|| metrics::histogram!("vane_upstream_connect_duration_seconds"))
 }
 
 /// `vane_upstream_requests_total{target,outcome}` handles, cached so that a connection does not
