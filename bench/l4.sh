@@ -17,6 +17,7 @@ mkdir -p "$OUT"
 
 source bench/lib.sh
 ensure_tools "iperf3 haproxy nginx" iperf3 haproxy nginx-light libnginx-mod-stream
+ensure_packages libnginx-mod-stream
 VANE=$(vane_binary)
 ulimit -n "$(ulimit -Hn)" || true
 

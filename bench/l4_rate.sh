@@ -10,6 +10,7 @@ SECS=${SECS:-5}
 CLIENTS=${CLIENTS:-32}
 source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light libnginx-mod-stream
+ensure_packages libnginx-mod-stream
 cargo build --release -q --example tcp_rate
 VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/tcp_rate"

@@ -23,6 +23,16 @@ vane_binary() {
   echo "$CARGO_TARGET_DIR/release/vane"
 }
 
+# Installs the Debian packages named that are not installed yet (a module such as
+# libnginx-mod-stream has no command of its own for ensure_tools to look for).
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return
+  apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
+}
+
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 TMP=$(mktemp -d)

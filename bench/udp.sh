@@ -24,6 +24,7 @@ OUT=bench/results
 mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "nginx" nginx-light libnginx-mod-stream
+ensure_packages libnginx-mod-stream
 cargo build --release -q --example udp_load --example quic_hold
 VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/udp_load"
