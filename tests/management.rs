@@ -422,3 +422,70 @@ fn the_console_socket_is_removed_on_shutdown() {
     assert_eq!(v.terminate(Duration::from_secs(15)), Some(0));
     assert!(!sock.exists(), "{} left behind", sock.display());
 }
+
+/// The API is described by `GET /.well-known/openapi.json`, generated from the one route
+/// table the console enforces: every declared route reaches a handler (none answers "no such
+/// route"), the document lists exactly the declared routes, undeclared ones are refused, and
+/// `GET /` sends a browser to the API page (0.9.2's `/swagger-ui`).
+#[test]
+fn the_openapi_document_is_the_route_table_and_every_route_answers() {
+    use vane::ops::routes::ROUTES;
+    let cfg = ConfigDir::new();
+    let v = Vane::start(&cfg, &[]);
+    let (code, _) = http(v.mgmt, "GET", "/.well-known/openapi.json", None);
+    assert_eq!(
+        code, 401,
+        "the document needs the token like every route but /health"
+    );
+    let (code, body) = v.get("/.well-known/openapi.json");
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("OpenAPI JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut listed = std::collections::BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for method in ops.as_object().expect("operations").keys() {
+            listed.insert(format!("{} {path}", method.to_ascii_uppercase()));
+        }
+    }
+    let declared: std::collections::BTreeSet<String> = ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path.replace("*}", "}")))
+        .collect();
+    assert_eq!(listed, declared);
+    let port = free_port().to_string();
+    for route in ROUTES {
+        let path = route
+            .path
+            .replace("{port}", &port)
+            .replace("{proto}", "tcp")
+            .replace("{name}", "nope")
+            .replace("{id}", "nope.test")
+            .replace("{actor*}", "nonexistent");
+        let token = (!route.public).then_some(TOKEN);
+        let (code, body) = http(v.mgmt, route.method, &path, token);
+        assert!(code != 0 && code != 401, "{} {path}: {code}", route.method);
+        assert!(
+            !body.contains("no such route"),
+            "{} {path} is declared but has no handler: {code} {body}",
+            route.method
+        );
+        if route.public {
+            let (anonymous, _) = http(v.mgmt, route.method, &path, None);
+            assert_ne!(anonymous, 401, "{} {path} is public", route.method);
+        }
+    }
+    for (method, path) in [
+        ("GET", "/nope"),
+        ("PATCH", "/ports"),
+        ("GET", "/ports/80/tcp/flow/x"),
+    ] {
+        let (code, body) = v.request(method, path);
+        assert_eq!(code, 404, "{method} {path}");
+        assert!(body.contains("no such route"), "{method} {path}: {body}");
+    }
+    let (code, _) = http(v.mgmt, "GET", "/", None);
+    assert_eq!(code, 307);
+    let (code, page) = http(v.mgmt, "GET", "/swagger-ui", None);
+    assert_eq!(code, 200);
+    assert!(page.contains("/ui/api.js"), "{page}");
+}

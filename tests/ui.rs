@@ -153,7 +153,34 @@ fn the_status_page_shows_the_live_gateway_in_a_browser() {
         "still the same page"
     );
 
+    // The API page lists every route of the OpenAPI document and sends requests with the
+    // session's token.
+    page.navigate(&format!("http://{}/", v.mgmt));
+    assert!(
+        page.wait_for(
+            "document.querySelectorAll('details.route').length > 0",
+            WAIT
+        ),
+        "GET / leads to the API page, which lists the routes"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('details.route').length"),
+        serde_json::json!(vane::ops::routes::ROUTES.len())
+    );
+    page.eval(
+        "const d = document.querySelector(\"details[data-route='GET /status']\"); d.open = true; d.querySelector('button').click(); true",
+    );
+    assert!(
+        page.wait_for(
+            "document.querySelector(\"details[data-route='GET /status'] .answer\").textContent.startsWith('200')",
+            WAIT
+        ),
+        "the page's request went with the token"
+    );
+    page.screenshot(&shots.join("api.png"));
+
     // A wrong token is refused and the page asks again.
+    page.navigate(&format!("http://{}/ui/", v.mgmt));
     page.eval("sessionStorage.setItem('vane-token', 'wrong'); true");
     assert!(
         page.wait_for("!document.getElementById('login').hidden", WAIT),

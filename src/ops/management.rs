@@ -135,7 +135,15 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
     if req.method == Method::GET && path == "/health" {
         return ok(json!({"healthy": true, "uptime_secs": rt.started.elapsed().as_secs()}));
     }
-    // The status page's assets hold nothing secret; its data needs the token.
+    // The pages and their assets hold nothing secret; their data needs the token.
+    if req.method == Method::GET && path.is_empty() {
+        let mut r = http::respond(StatusCode::TEMPORARY_REDIRECT, "text/plain", "");
+        r.headers_mut().insert(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_static("/swagger-ui"),
+        );
+        return r;
+    }
     if req.method == Method::GET && path != "/ui/data" {
         if let Some(page) = super::ui::asset(&req.path) {
             return page;
@@ -145,11 +153,18 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
         return http::respond(StatusCode::UNAUTHORIZED, "text/plain", "");
     }
     tracing::debug!("➜ {} {}", req.method, req.path);
+    // Only declared routes exist (ops/routes.rs): the OpenAPI document cannot miss one.
+    if super::routes::find(req.method.as_str(), &req.path).is_none() {
+        return err(StatusCode::NOT_FOUND, "no such route");
+    }
     if let Some(resp) = super::config_api::route(&rt, &req).await {
         return resp;
     }
     match (req.method.clone(), path.as_str()) {
         (Method::GET, "/ui/data") => reply(StatusCode::OK, &super::ui::data(&rt)),
+        (Method::GET, "/.well-known/openapi.json") => {
+            reply(StatusCode::OK, &super::routes::openapi())
+        }
         (Method::GET, "/actors") => {
             let rows: Vec<_> = rt.actors.snapshot().into_iter().map(|a| json!({"name": a.name, "parent": a.parent, "status": a.status.as_str(), "restarts": a.restarts})).collect();
             reply(StatusCode::OK, &json!(rows))

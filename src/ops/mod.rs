@@ -9,6 +9,7 @@ pub mod logging;
 pub mod management;
 pub mod metrics;
 pub mod registries;
+pub mod routes;
 #[cfg(target_os = "linux")]
 pub mod systemd;
 pub mod ui;

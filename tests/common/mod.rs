@@ -282,6 +282,11 @@ impl Vane {
         http(self.mgmt, "POST", path, Some(TOKEN))
     }
 
+    /// Any method, with the token.
+    pub fn request(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.mgmt, method, path, Some(TOKEN))
+    }
+
     pub fn metrics_text(&self) -> String {
         http(self.metrics, "GET", "/metrics", None).1
     }
