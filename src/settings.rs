@@ -123,6 +123,9 @@ pub struct Settings {
     /// CGI output: longest wait per read and largest body (`CGI_BODY_*`).
     pub cgi_body_timeout: Duration,
     pub cgi_body_max: usize,
+    /// Variables of Vane's environment a CGI program inherits (`CGI_PASS_ENV`, names separated
+    /// by commas; `ACCESS_TOKEN` never).
+    pub cgi_pass_env: Vec<String>,
     /// Largest body a template may buffer (`L7_MAX_BUFFER_SIZE`).
     pub l7_max_body: usize,
     /// Pooled upstream HTTP connections (`UPSTREAM_*`).
@@ -256,6 +259,15 @@ impl Settings {
             l7_max_body: num("L7_MAX_BUFFER_SIZE", 10_485_760usize),
             cgi_body_timeout: Duration::from_secs(num("CGI_BODY_TIMEOUT_SEC", 30u64).max(1)),
             cgi_body_max: num("CGI_BODY_MAX_SIZE_BYTE", 10_485_760usize),
+            cgi_pass_env: var("CGI_PASS_ENV")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty() && *n != "ACCESS_TOKEN")
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
             websocket_idle_timeout: Duration::from_secs(
                 num("WEBSOCKET_IDLE_TIMEOUT_SECS", 300u64).max(1),
             ),

@@ -209,34 +209,41 @@ pub async fn run(
     if !script.is_empty() {
         cmd.arg(&script);
     }
-    cmd.env_clear()
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-        )
-        .env("GATEWAY_INTERFACE", "CGI/1.1")
-        .env("SERVER_SOFTWARE", "Vane/0.9.2")
-        .env("REDIRECT_STATUS", "200")
-        .env("SERVER_PROTOCOL", "HTTP/1.1")
-        .env("SCRIPT_FILENAME", &script)
-        .env("SCRIPT_NAME", &script_name)
-        .env("DOCUMENT_ROOT", &doc_root)
-        .env("PATH_INFO", &path_info)
-        .env("REQUEST_METHOD", {
-            let m = s("method");
-            if m.is_empty() {
-                "GET".to_string()
-            } else {
-                m
-            }
-        })
-        .env("REQUEST_URI", &uri_path)
-        .env("QUERY_STRING", &query)
-        .env("REMOTE_ADDR", s("remote_addr"))
-        .env("REMOTE_PORT", s("remote_port"))
-        .env("SERVER_PORT", s("server_port"))
-        .env("SERVER_NAME", s("server_name"))
-        .env("CONTENT_LENGTH", body.len().to_string());
+    cmd.env_clear();
+    // Only what the operator allows (HOME, LANG, PYTHONPATH, ...); the CGI variables below
+    // win over a name listed here.
+    for name in &x.rt.settings.cgi_pass_env {
+        if let Some(v) = std::env::var_os(name) {
+            cmd.env(name, v);
+        }
+    }
+    cmd.env(
+        "PATH",
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+    )
+    .env("GATEWAY_INTERFACE", "CGI/1.1")
+    .env("SERVER_SOFTWARE", "Vane/0.9.2")
+    .env("REDIRECT_STATUS", "200")
+    .env("SERVER_PROTOCOL", "HTTP/1.1")
+    .env("SCRIPT_FILENAME", &script)
+    .env("SCRIPT_NAME", &script_name)
+    .env("DOCUMENT_ROOT", &doc_root)
+    .env("PATH_INFO", &path_info)
+    .env("REQUEST_METHOD", {
+        let m = s("method");
+        if m.is_empty() {
+            "GET".to_string()
+        } else {
+            m
+        }
+    })
+    .env("REQUEST_URI", &uri_path)
+    .env("QUERY_STRING", &query)
+    .env("REMOTE_ADDR", s("remote_addr"))
+    .env("REMOTE_PORT", s("remote_port"))
+    .env("SERVER_PORT", s("server_port"))
+    .env("SERVER_NAME", s("server_name"))
+    .env("CONTENT_LENGTH", body.len().to_string());
     if !path_info.is_empty() && !doc_root.is_empty() {
         cmd.env(
             "PATH_TRANSLATED",

@@ -79,3 +79,50 @@ printf 'method=%s query=%s token=%s path_info=%s script=%s ua=%s' "$REQUEST_METH
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
     assert!(r.contains("\r\nno\r\n"), "{r}");
 }
+
+/// `CGI_PASS_ENV` lets named variables of Vane's environment through to CGI programs (scripts
+/// that need HOME, LANG or PYTHONPATH), and nothing else; `ACCESS_TOKEN` never, even listed.
+#[test]
+fn cgi_programs_inherit_only_the_variables_cgi_pass_env_names() {
+    let bin = tempfile::tempdir().expect("bin");
+    let script = bin.path().join("env.sh");
+    std::fs::write(
+        &script,
+        "printf 'Content-Type: text/plain\\n\\n'\nprintf 'home=%s lang=%s extra=%s token=%s' \"${HOME:-unset}\" \"${LANG:-unset}\" \"${VANE_TEST_EXTRA:-unset}\" \"${ACCESS_TOKEN:-unset}\"\n",
+    )
+    .expect("script");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &format!(
+            "pipeline:\n  internal.driver.cgi:\n    input: {{ command: /bin/sh, script: \"{}\", uri: \"{{{{req.path}}}}\", method: GET, timeout: 5 }}\n    output:\n      success: {{ internal.terminator.response: {{}} }}\n      failure: {{ internal.terminator.response: {{ input: {{ status: 504 }} }} }}\n",
+            script.display()
+        ),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("CGI_PASS_ENV", "HOME, LANG,ACCESS_TOKEN".into()),
+                ("HOME", "/home/cgi-test".into()),
+                ("LANG", "C.UTF-8".into()),
+                ("VANE_TEST_EXTRA", "not-listed".into()),
+            ],
+            wait_ports: vec![port],
+        },
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let r = h1(&mut s, &["GET /env HTTP/1.1\r\nHost: c\r\n\r\n"]);
+    assert_eq!(r[0].0, 200, "{}", v.logs());
+    // (The answer streams, so it comes chunked.)
+    assert!(
+        r[0].2
+            .contains("home=/home/cgi-test lang=C.UTF-8 extra=unset token=unset"),
+        "only the listed variables, never the token: {:?}",
+        r[0].2
+    );
+}
