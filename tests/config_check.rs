@@ -452,3 +452,32 @@ fn every_example_converts_to_every_format_and_still_checks() {
         }
     }
 }
+
+/// A plural `resolvers/`, `applications/` or `listeners/` (Vane reads the singular ones) is
+/// named in a warning instead of being silently ignored; the rest of the dir still loads.
+#[test]
+fn plural_directories_are_named_not_silently_ignored() {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "listener/[8080]/tcp.yaml",
+        &proxy_flow("127.0.0.1:9".parse().expect("addr")),
+    );
+    cfg.write(
+        "resolvers/tls.yaml",
+        "connection:\n  internal.transport.abort: {}\n",
+    );
+    cfg.write(
+        "applications/httpx.yaml",
+        "pipeline:\n  internal.terminator.response: {}\n",
+    );
+    let (code, text) = check(&cfg);
+    assert_eq!(code, 0, "a warning, not a refusal: {text}");
+    for (plural, singular) in [("resolvers", "resolver"), ("applications", "application")] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{plural}/"))
+                    && l.contains(&format!("`{singular}/`"))),
+            "{plural}/ is named: {text}"
+        );
+    }
+}

@@ -290,6 +290,27 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
         None => Arc::default(),
     };
 
+    // 0.9.2 read only the singular directories; a plural one is a mistake worth saying.
+    for (plural, singular) in [
+        ("resolvers", "resolver"),
+        ("applications", "application"),
+        ("listeners", "listener"),
+    ] {
+        let has_files = std::fs::read_dir(root.join(plural)).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.')))
+        });
+        if has_files {
+            pass.problems.push(Problem {
+                file: format!("{plural}/"),
+                at: String::new(),
+                message: format!(
+                    "not read: Vane reads `{singular}/` (singular); move these files there"
+                ),
+                severity: super::error::Severity::Warning,
+            });
+        }
+    }
+
     let ext = Arc::clone(&snap.plugins);
     for (area, layer, root_key, is_app) in [
         ("resolver", Layer::L4Plus, "connection", false),
