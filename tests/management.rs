@@ -94,6 +94,24 @@ fn actor_tree_status_and_unix_console() {
     let s: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(s["data"]["listeners"]["tcp"], serde_json::json!([tcp]));
     assert_eq!(s["data"]["listeners"]["udp"], serde_json::json!([udp]));
+    assert_eq!(
+        s["data"]["resources"]["certificates"], 1,
+        "the generated default pair"
+    );
+    // 0.9.2's `?type=` filter on the plugin list.
+    let kinds = |query: &str| {
+        let (code, body) = v.get(&format!("/plugins{query}"));
+        let data = serde_json::from_str::<serde_json::Value>(&body).expect("json")["data"].clone();
+        let keys: Vec<String> = data
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        (code, keys)
+    };
+    assert_eq!(kinds(""), (200, vec!["internal".into(), "external".into()]));
+    assert_eq!(kinds("?type=internal"), (200, vec!["internal".to_string()]));
+    assert_eq!(kinds("?type=external"), (200, vec!["external".to_string()]));
+    assert_eq!(kinds("?type=bogus").0, 400);
 
     assert!(v.logs().contains(&format!(
         "Management console listening on unix:{}",

@@ -203,7 +203,7 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
             ok(json!({
                 "listeners": {"active": tcp.len() + udp.len(), "tcp": tcp, "udp": udp},
                 "plugins": {"internal": crate::flow::catalogue::BUILTINS.len(), "external": snap.plugins.doc.len()},
-                "resources": {"nodes": snap.nodes.doc.names.len(), "resolvers": snap.resolvers.len(), "applications": snap.applications.len()},
+                "resources": {"nodes": snap.nodes.doc.names.len(), "certificates": rt.certs.load().by_id.len(), "resolvers": snap.resolvers.len(), "applications": snap.applications.len()},
                 "connections": rt.limits.active(),
                 "config_generation": snap.generation,
             }))
@@ -222,6 +222,15 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
         }
         (Method::GET, "/plugins") => {
             let snap = rt.config.load();
+            // 0.9.2's `?type=all|internal|external`.
+            let kind = req
+                .query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("type="))
+                .unwrap_or("all");
+            if !matches!(kind, "all" | "internal" | "external") {
+                return err(StatusCode::BAD_REQUEST, "type is all, internal or external");
+            }
             let internal: Vec<_> = crate::flow::catalogue::BUILTINS.iter().map(|p| json!({"name": p.name, "role": format!("{:?}", p.role).to_lowercase(), "type": "internal"})).collect();
             let external: Vec<_> = snap
                 .plugins
@@ -229,7 +238,14 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
                 .values()
                 .map(|p| json!({"name": p.name, "role": p.role, "type": "external"}))
                 .collect();
-            ok(json!({"internal": internal, "external": external}))
+            let mut data = serde_json::Map::new();
+            if kind != "external" {
+                data.insert("internal".into(), json!(internal));
+            }
+            if kind != "internal" {
+                data.insert("external".into(), json!(external));
+            }
+            ok(serde_json::Value::Object(data))
         }
         (Method::GET, "/certs") => {
             let store = rt.certs.load();
