@@ -86,6 +86,9 @@ pub(super) async fn certs_route(rt: &Runtime, req: &Req, id: &str) -> Resp {
                 return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
             }
             apply(rt).await;
+            // In force when we answer, even if a watcher-driven reload saw the files first
+            // (then the reload above found nothing changed and left the certificates alone).
+            rt.reload_certs();
             ok(StatusCode::CREATED, json!({"id": id, "created": true}))
         }
         Method::DELETE => {
@@ -107,6 +110,9 @@ pub(super) async fn certs_route(rt: &Runtime, req: &Req, id: &str) -> Resp {
                 let _ = std::fs::remove_file(f);
             }
             apply(rt).await;
+            // In force when we answer, even if a watcher-driven reload saw the files first
+            // (then the reload above found nothing changed and left the certificates alone).
+            rt.reload_certs();
             no_content()
         }
         _ => err(StatusCode::NOT_FOUND, "no such route"),
