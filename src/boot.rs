@@ -42,6 +42,19 @@ pub fn prepare_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A warning for each 0.9.2 variable that is set but has no effect here.
+fn replaced_env_problems() -> Vec<crate::config::error::Problem> {
+    crate::settings::replaced_in_env()
+        .into_iter()
+        .map(|(name, instead)| crate::config::error::Problem {
+            file: "environment".into(),
+            at: name.into(),
+            message: format!("set but has no effect in this build: {instead}"),
+            severity: Severity::Warning,
+        })
+        .collect()
+}
+
 /// `vane check`: prints every problem (as text, or one JSON document on stdout with `json`),
 /// returns the exit code.
 pub fn check(dir: &Path, json: bool) -> i32 {
@@ -59,6 +72,7 @@ pub fn check(dir: &Path, json: bool) -> i32 {
     }
     let mut loaded = load::load(dir, None);
     loaded.problems.extend(crate::certs::load(dir, None).1);
+    loaded.problems.extend(replaced_env_problems());
     let s = &loaded.snapshot;
     let ok = !loaded.has_errors();
     if json {
@@ -175,6 +189,9 @@ pub async fn run(dir: &Path) -> i32 {
         snap.applications.len(),
         snap.nodes.doc.names.len()
     );
+    for p in replaced_env_problems() {
+        warn!("{p}");
+    }
     metrics::counter!("vane_config_reloads_total", "result" => "applied").absolute(0);
 
     let spec = tree_spec(&l4, store, prometheus);

@@ -123,6 +123,11 @@ pub struct Settings {
     /// CGI output: longest wait per read and largest body (`CGI_BODY_*`).
     pub cgi_body_timeout: Duration,
     pub cgi_body_max: usize,
+    /// Bytes of a file read to guess its type when its extension says nothing
+    /// (`STATIC_MIME_SNIFF_BYTES`).
+    pub static_sniff_bytes: usize,
+    /// Datagrams queued into a port's HTTP/3 endpoint (`QUIC_VIRTUAL_CHANNEL_CAPACITY`).
+    pub quic_virtual_channel_capacity: usize,
     /// Variables of Vane's environment a CGI program inherits (`CGI_PASS_ENV`, names separated
     /// by commas; `ACCESS_TOKEN` never).
     pub cgi_pass_env: Vec<String>,
@@ -259,6 +264,9 @@ impl Settings {
             l7_max_body: num("L7_MAX_BUFFER_SIZE", 10_485_760usize),
             cgi_body_timeout: Duration::from_secs(num("CGI_BODY_TIMEOUT_SEC", 30u64).max(1)),
             cgi_body_max: num("CGI_BODY_MAX_SIZE_BYTE", 10_485_760usize),
+            static_sniff_bytes: num("STATIC_MIME_SNIFF_BYTES", 512usize).clamp(1, 65_536),
+            quic_virtual_channel_capacity: num("QUIC_VIRTUAL_CHANNEL_CAPACITY", 1024usize)
+                .clamp(16, 1 << 20),
             cgi_pass_env: var("CGI_PASS_ENV")
                 .map(|v| {
                     v.split(',')
@@ -355,4 +363,30 @@ mod resolv_conf_tests {
         assert_eq!(got, want);
         assert!(resolv_conf_servers("").is_empty());
     }
+}
+
+/// Vane 0.9.2 variables this build reads nowhere, with what does their job here. `vane check`
+/// and the start warn when one is set, so nobody tunes a knob that is not connected.
+pub const REPLACED_ENV: &[(&str, &str)] = &[
+    ("UDP_TIMEOUT_LOCAL", "UDP sessions end after UDP_SESSION_TIMEOUT_SECS without traffic"),
+    ("UDP_TIMEOUT_REMOTE", "UDP sessions end after UDP_SESSION_TIMEOUT_SECS without traffic"),
+    ("QUIC_TIMEOUT_LOCAL", "forwarded QUIC connections end after UDP_SESSION_TIMEOUT_SECS without traffic (the 1 s reply timeout cut quiet live connections)"),
+    ("QUIC_TIMEOUT_REMOTE", "forwarded QUIC connections end after UDP_SESSION_TIMEOUT_SECS without traffic"),
+    ("QUIC_STICKY_SESSION_TTL", "the listener's session table is the sticky table; its entries live as long as their session (UDP_SESSION_TIMEOUT_SECS)"),
+    ("QUIC_RECV_BUFFER_SIZE", "forwarded QUIC replies are read like other UDP replies, into buffers borrowed per burst"),
+    ("QUIC_LONG_HEADER_BUFFER_SIZE", "Initial packets are inspected within QUIC_SESSION_BUFFER_LIMIT and QUIC_GLOBAL_PENDING_BYTES_LIMIT"),
+    ("HEALTH_UDP_UNHEALTHY_TTL_SECS", "UDP targets have no passive health marks in this build"),
+    ("HEALTH_UDP_CLEANUP_INTERVAL_SECS", "UDP targets have no passive health marks in this build"),
+    ("EXTERNAL_PLUGIN_CHECK_INTERVAL_MINS", "external plugins are not health-checked periodically in this build (a failing call opens the plugin's breaker)"),
+    ("EXTERNAL_HTTPS_CALL_SKIP_TLS_VERIFY", "external plugins are called over http:// and unix sockets in this build"),
+    ("SKIP_TLS_VERIFY", "external plugins are called over http:// and unix sockets in this build"),
+];
+
+/// The [`REPLACED_ENV`] variables set in this process's environment.
+pub fn replaced_in_env() -> Vec<(&'static str, &'static str)> {
+    REPLACED_ENV
+        .iter()
+        .filter(|(name, _)| std::env::var_os(name).is_some())
+        .copied()
+        .collect()
 }

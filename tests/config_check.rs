@@ -481,3 +481,38 @@ fn plural_directories_are_named_not_silently_ignored() {
         );
     }
 }
+
+/// 0.9.2 variables this build reads nowhere are named by `vane check` when set (with what
+/// does their job here), so nobody tunes a knob that is not connected; the check still passes.
+#[test]
+fn variables_with_no_effect_are_named_when_set() {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "listener/[8080]/tcp.yaml",
+        &proxy_flow("127.0.0.1:9".parse().expect("addr")),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vane"))
+        .arg("check")
+        .arg("--config")
+        .arg(cfg.path())
+        .env_clear()
+        .env("QUIC_RECV_BUFFER_SIZE", "1")
+        .env("UDP_TIMEOUT_LOCAL", "5")
+        .env("UDP_SESSION_TIMEOUT_SECS", "30")
+        .output()
+        .expect("run vane check");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for name in ["QUIC_RECV_BUFFER_SIZE", "UDP_TIMEOUT_LOCAL"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("environment: ")
+                && l.contains(name)
+                && l.contains("no effect")),
+            "{name} is named: {text}"
+        );
+    }
+    assert!(
+        !text.contains("UDP_SESSION_TIMEOUT_SECS:"),
+        "a variable that takes effect is not: {text}"
+    );
+}

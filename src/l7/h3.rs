@@ -27,9 +27,6 @@ use crate::conn::carrier::OpenError;
 use crate::conn::{Inbox, QuicPort};
 use crate::flow::kv::Kv;
 
-/// Datagrams queued for one port's endpoint; beyond this they are dropped (QUIC recovers).
-const QUEUE: usize = 1024;
-
 /// Length of the connection IDs our HTTP/3 endpoints issue: 8 random bytes and a 4-byte tag.
 pub const CID_LEN: usize = 12;
 
@@ -185,7 +182,7 @@ pub fn port(
             sessions: p.sessions.clone(),
         });
     }
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, rx) = mpsc::channel(rt.settings.quic_virtual_channel_capacity);
     let local = socket.local_addr()?;
     let vs = VirtualSocket {
         socket: socket.clone(),

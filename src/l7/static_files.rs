@@ -24,8 +24,6 @@ use super::inputs::flag;
 use crate::flow::exec::{Driven, DriverError};
 use crate::flow::kv::Kv;
 
-/// Bytes read to guess a type when the extension says nothing.
-const SNIFF: usize = 512;
 /// Read size of the streamed file body.
 const CHUNK: usize = 64 * 1024;
 
@@ -397,7 +395,8 @@ async fn send_file(
     let content_type = match mime(file) {
         Some(t) => t,
         None => {
-            let mut head = vec![0u8; SNIFF.min(size as usize)];
+            let sniff = crate::settings::get().static_sniff_bytes as u64;
+            let mut head = vec![0u8; sniff.min(size) as usize];
             tokio::io::AsyncReadExt::read_exact(&mut f, &mut head)
                 .await
                 .map_err(|e| e.to_string())?;
