@@ -346,25 +346,6 @@ pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-#[cfg(test)]
-mod resolv_conf_tests {
-    use super::*;
-
-    #[test]
-    fn resolv_conf_yields_its_name_servers_in_order() {
-        let text = "# generated\nsearch example.com\nnameserver 10.0.0.2\n\
-                    nameserver fe80::1%eth0 # link-local\n;nameserver 9.9.9.9\n\
-                    nameserver not-an-ip\noptions ndots:2\n  nameserver   2001:db8::53\n";
-        let got = resolv_conf_servers(text);
-        let want: Vec<SocketAddr> = ["10.0.0.2:53", "[fe80::1]:53", "[2001:db8::53]:53"]
-            .iter()
-            .map(|s| s.parse().expect("addr"))
-            .collect();
-        assert_eq!(got, want);
-        assert!(resolv_conf_servers("").is_empty());
-    }
-}
-
 /// Vane 0.9.2 variables this build reads nowhere, with what does their job here. `vane check`
 /// and the start warn when one is set, so nobody tunes a knob that is not connected.
 pub const REPLACED_ENV: &[(&str, &str)] = &[
@@ -389,4 +370,23 @@ pub fn replaced_in_env() -> Vec<(&'static str, &'static str)> {
         .filter(|(name, _)| std::env::var_os(name).is_some())
         .copied()
         .collect()
+}
+
+#[cfg(test)]
+mod resolv_conf_tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_yields_its_name_servers_in_order() {
+        let text = "# generated\nsearch example.com\nnameserver 10.0.0.2\n\
+                    nameserver fe80::1%eth0 # link-local\n;nameserver 9.9.9.9\n\
+                    nameserver not-an-ip\noptions ndots:2\n  nameserver   2001:db8::53\n";
+        let got = resolv_conf_servers(text);
+        let want: Vec<SocketAddr> = ["10.0.0.2:53", "[fe80::1]:53", "[2001:db8::53]:53"]
+            .iter()
+            .map(|s| s.parse().expect("addr"))
+            .collect();
+        assert_eq!(got, want);
+        assert!(resolv_conf_servers("").is_empty());
+    }
 }
