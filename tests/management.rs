@@ -45,6 +45,13 @@ fn actor_tree_status_and_unix_console() {
         &proxy_flow("127.0.0.1:9".parse().expect("addr")),
     );
     let v = Vane::start(&cfg, &[tcp]);
+    // The registries' children start just after the console answers: wait for all of them.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let body = v.get("/actors").1;
+        ["nodes", "certs", "plugins", "health"]
+            .iter()
+            .all(|c| body.contains(&format!("\"registries/{c}\"")))
+    }));
     let (code, body) = v.get("/actors");
     assert_eq!(code, 200);
     let rows: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -506,4 +513,30 @@ fn the_openapi_document_is_the_route_table_and_every_route_answers() {
     let (code, page) = http(v.mgmt, "GET", "/swagger-ui", None);
     assert_eq!(code, 200);
     assert!(page.contains("/ui/api.js"), "{page}");
+}
+
+/// 0.9.2's `POST /ports/{port}/{tcp|udp}` (an empty listener file to fill in later) and
+/// `DELETE /ports/{port}/{tcp|udp}` (that protocol's file in every format).
+#[test]
+fn listener_files_are_created_empty_and_deleted_in_every_format() {
+    let cfg = ConfigDir::new();
+    let v = Vane::start(&cfg, &[]);
+    let port = free_port();
+    let dir = cfg.path().join(format!("listener/[{port}]"));
+    let (code, body) = v.request("POST", &format!("/ports/{port}/tcp"));
+    assert_eq!(code, 201, "{body}");
+    assert!(dir.join("tcp.toml").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("tcp.toml")).expect("file"),
+        ""
+    );
+    assert_eq!(v.request("POST", &format!("/ports/{port}/tcp")).0, 409);
+    // The same protocol in another format too: DELETE takes every one.
+    std::fs::write(dir.join("tcp.yaml"), "").expect("write");
+    assert_eq!(v.request("DELETE", &format!("/ports/{port}/tcp")).0, 204);
+    assert!(!dir.join("tcp.toml").exists() && !dir.join("tcp.yaml").exists());
+    assert_eq!(v.request("DELETE", &format!("/ports/{port}/tcp")).0, 404);
+    assert_eq!(v.request("POST", &format!("/ports/{port}/sctp")).0, 404);
+    assert_eq!(v.request("POST", &format!("/ports/{port}/udp")).0, 201);
+    assert!(dir.join("udp.toml").is_file());
 }

@@ -85,6 +85,16 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/ports/{port}", "Create a port's directory"),
     r("DELETE", "/ports/{port}", "Remove a port and its listeners"),
     r(
+        "POST",
+        "/ports/{port}/{proto}",
+        "Create an empty listener file (proto: tcp or udp)",
+    ),
+    r(
+        "DELETE",
+        "/ports/{port}/{proto}",
+        "Delete a listener in every format",
+    ),
+    r(
         "GET",
         "/ports/{port}/{proto}/flow",
         "A listener's flow (proto: tcp or udp)",

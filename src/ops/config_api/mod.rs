@@ -284,6 +284,32 @@ pub async fn route(rt: &Runtime, req: &Req) -> Option<Resp> {
                     apply(rt).await;
                     no_content()
                 }
+                (&Method::POST, [proto]) if *proto == "tcp" || *proto == "udp" => {
+                    // 0.9.2: an empty `tcp.toml`/`udp.toml` to fill in later (an empty file
+                    // is no listener yet).
+                    if listener_files(&dir, proto).next().is_some() {
+                        return Some(err(StatusCode::CONFLICT, "already exists"));
+                    }
+                    let file = dir.join(format!("{proto}.toml"));
+                    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, "")) {
+                        Ok(()) => ok(
+                            StatusCode::CREATED,
+                            json!({"port": port, "protocol": proto, "created": true}),
+                        ),
+                        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    }
+                }
+                (&Method::DELETE, [proto]) if *proto == "tcp" || *proto == "udp" => {
+                    let files: Vec<PathBuf> = listener_files(&dir, proto).collect();
+                    if files.is_empty() {
+                        return Some(err(StatusCode::NOT_FOUND, "not configured"));
+                    }
+                    for f in files {
+                        let _ = std::fs::remove_file(f);
+                    }
+                    apply(rt).await;
+                    no_content()
+                }
                 (_, [proto, "flow", tail @ ..]) if *proto == "tcp" || *proto == "udp" => {
                     let doc = Doc {
                         dir,
@@ -328,6 +354,14 @@ pub async fn route(rt: &Runtime, req: &Req) -> Option<Resp> {
         ["config", "import"] if req.method == Method::POST => import(rt, req).await,
         _ => return None,
     })
+}
+
+/// The files of a port's `proto` listener, in every format.
+fn listener_files<'a>(dir: &'a Path, proto: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+    EXTENSIONS
+        .iter()
+        .map(move |ext| dir.join(format!("{proto}.{ext}")))
+        .filter(|p| p.is_file())
 }
 
 fn area_dir(rt: &Runtime, area: &str) -> (PathBuf, bool) {
