@@ -117,19 +117,23 @@ pub async fn send(
     );
     let head_request = req.method() == Method::HEAD;
     let (head, framing) = client::request_head(&mut req);
-    let body = framing.map(|f| (req.into_body(), f));
-    let again = body.is_none().then(|| head.clone());
+    // Only a request without a body may go twice; its head is lent, not copied.
+    let (out, bare) = match framing {
+        Some(f) => (client::Outgoing::WithBody(head, req.into_body(), f), None),
+        None => (client::Outgoing::Bare(&head), Some(&head)),
+    };
     let max = rt.settings.upstream_pool_max_idle;
     let home = |key: Key| -> client::Home { Box::new(move |c| checkin(key, c, max)) };
     let (conn, reused) = match checkout(&key, rt.settings.upstream_pool_idle) {
         Some(c) => (c, true),
         None => (open(rt, &key).await?, false),
     };
-    let answer = match client::exchange(conn, head, body, head_request, home(key.clone())).await {
-        Err(e) if reused && e.stale() => match again {
+    let answer = match client::exchange(conn, out, head_request, home(key.clone())).await {
+        Err(e) if reused && e.stale() => match bare {
             Some(head) => {
                 let conn = open(rt, &key).await?;
-                client::exchange(conn, head, None, head_request, home(key)).await
+                let again = client::Outgoing::Bare(head);
+                client::exchange(conn, again, head_request, home(key)).await
             }
             None => Err(e),
         },

@@ -132,13 +132,8 @@ fn outcome_counter(authority: &str, ok: bool) -> metrics::Counter {
 }
 
 pub fn wants_websocket(h: &HeaderMap) -> bool {
-    let has = |name: HeaderName, token: &str| {
-        h.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    has(hyper::header::UPGRADE, "websocket") && has(CONNECTION, "upgrade")
+    use super::h1::head::has_token;
+    has_token(h, hyper::header::UPGRADE, "websocket") && has_token(h, CONNECTION, "upgrade")
 }
 
 pub async fn fetch(

@@ -40,6 +40,7 @@ pub const ROUTES: &[Route] = &[
     ),
     public("GET", "/ui/", "The live status page (asks for the token)"),
     public("GET", "/ui/app.js", "The status page's script"),
+    public("GET", "/ui/common.js", "What both pages' scripts share"),
     public("GET", "/ui/api.js", "The API page's script"),
     public("GET", "/ui/style.css", "The pages' style"),
     public("GET", "/health", "Liveness and uptime"),

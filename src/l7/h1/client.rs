@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as _, Frame, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use hyper::{Method, Request, StatusCode, Version};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -137,24 +137,30 @@ pub struct Answer {
     pub body: Body,
 }
 
-/// Sends `head` and `body` on `conn`, reads the answer. `head_request`: the answer has no
-/// body whatever its fields say.
+/// A request on the wire: a head alone (borrowed, so it can go again on another connection),
+/// or a head with the body that follows it.
+pub enum Outgoing<'a> {
+    Bare(&'a [u8]),
+    WithBody(Vec<u8>, Body, Framing),
+}
+
+/// Sends `out` on `conn`, reads the answer. `head_request`: the answer has no body whatever
+/// its fields say.
 pub async fn exchange(
     mut conn: Conn,
-    head: Vec<u8>,
-    body: Option<(Body, Framing)>,
+    out: Outgoing<'_>,
     head_request: bool,
     home: Home,
 ) -> Result<Answer, ExchangeError> {
-    match body {
-        None => {
+    match out {
+        Outgoing::Bare(head) => {
             use tokio::io::AsyncWriteExt;
             conn.stream
-                .write_all(&head)
+                .write_all(head)
                 .await
                 .map_err(|e| ExchangeError::Write(e.into()))?;
         }
-        Some((mut body, framing)) => {
+        Outgoing::WithBody(head, mut body, framing) => {
             write::send_body(&mut conn.stream, head, &mut body, framing)
                 .await
                 .map_err(ExchangeError::Write)?;
@@ -275,32 +281,10 @@ fn parse_head(
     };
     let status = StatusCode::from_u16(resp.code.unwrap_or_default())
         .map_err(|_| ExchangeError::Malformed("bad status code"))?;
-    let version = if resp.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
-    let ranges: Vec<_> = resp
-        .headers
-        .iter()
-        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-        .collect();
+    let version = super::head::version(resp.version);
+    let fields = super::head::spans(buf, resp.headers);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(ranges.len());
-    for (name, value) in ranges {
-        let Ok(name) = HeaderName::from_bytes(&head[name]) else {
-            return Err(ExchangeError::Malformed("bad header name"));
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(value)) else {
-            return Err(ExchangeError::Malformed("bad header value"));
-        };
-        headers.append(name, value);
-    }
+    let headers = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;
     Ok(Some((status, version, headers)))
 }
 

@@ -1,7 +1,7 @@
 //! Request heads: parsed with `httparse` out of the connection's read buffer into the parts
 //! of an `http::Request`, header values sharing the buffer instead of being copied.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Method, Uri, Version};
 
@@ -46,8 +46,44 @@ pub enum Parsed {
     Special,
 }
 
-/// Byte ranges of one header inside the head.
-type Field = (std::ops::Range<usize>, std::ops::Range<usize>);
+/// Byte ranges of one header (name, value) inside the head.
+pub type Field = (std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Where `part` (a slice httparse returned) lies in `buf`.
+pub fn span(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Where each field of a parsed head lies in `buf`, so that once the head is taken out of the
+/// buffer the values can share its bytes instead of being copied.
+pub fn spans(buf: &[u8], fields: &[httparse::Header<'_>]) -> Vec<Field> {
+    fields
+        .iter()
+        .map(|h| (span(buf, h.name.as_bytes()), span(buf, h.value)))
+        .collect()
+}
+
+/// The fields of `head` (taken out of the buffer `spans` read) as a header map.
+pub fn header_map(head: &Bytes, fields: Vec<Field>) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, value) in fields {
+        let name = HeaderName::from_bytes(&head[name]).map_err(|_| "bad header name")?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| "bad header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// httparse's minor version as an HTTP version (1.0 or 1.1).
+pub fn version(minor: Option<u8>) -> Version {
+    if minor == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    }
+}
 
 /// Parses the head at the front of `buf`; only a [`Parsed::Head`] takes bytes out of it.
 pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
@@ -69,38 +105,15 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
     if req.method == Some("CONNECT") || named("upgrade") || named("expect") {
         return Ok(Parsed::Special);
     }
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Malformed("bad method"))?;
-    let target = at(req.path.unwrap_or_default().as_bytes());
-    let version = if req.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    // Where each field is, so that the values can share the head's bytes once it is taken
-    // out of the buffer.
-    let ranges: Vec<Field> = req
-        .headers
-        .iter()
-        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-        .collect();
-    let count = ranges.len();
+    let target = span(buf, req.path.unwrap_or_default().as_bytes());
+    let version = version(req.version);
+    let fields = spans(buf, req.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| HeadError::Malformed("bad request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for (name, value) in ranges {
-        let name = HeaderName::from_bytes(&head[name])
-            .map_err(|_| HeadError::Malformed("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| HeadError::Malformed("bad header value"))?;
-        headers.append(name, value);
-    }
+    let headers = header_map(&head, fields).map_err(HeadError::Malformed)?;
     let body = framing(&headers, version)?;
     let close = wants_close(&headers, version);
     Ok(Parsed::Head(Head {
@@ -162,12 +175,17 @@ fn framing(h: &HeaderMap, version: Version) -> Result<Option<Framing>, HeadError
     Ok(length.filter(|&n| n > 0).map(Framing::Length))
 }
 
-/// Whether `token` is one of the comma-separated values of the `Connection` headers.
-pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(hyper::header::CONNECTION)
+/// Whether `token` is one of the comma-separated values of the `name` headers.
+pub fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Whether `token` is one of the values of the `Connection` headers.
+pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    has_token(h, hyper::header::CONNECTION, token)
 }
 
 fn wants_close(h: &HeaderMap, version: Version) -> bool {

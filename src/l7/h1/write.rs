@@ -4,7 +4,7 @@
 //! HTTP/1.0 client).
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -163,7 +163,8 @@ where
         }
         let chunked = framing == Framing::Chunked;
         if chunked {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            // Written in place: no allocation per chunk.
+            let _ = write!(out, "{:x}\r\n", data.len());
         }
         if data.len() <= COALESCE {
             out.extend_from_slice(&data);

@@ -1,25 +1,7 @@
 "use strict";
 // The API page: the routes of /.well-known/openapi.json, each with a form that sends the
 // request with the session's token and shows the answer.
-
-const KEY = "vane-token";
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") e.className = v;
-    else e.setAttribute(k, v);
-  }
-  for (const k of kids) e.append(k instanceof Node ? k : String(k));
-  return e;
-}
-
-function showLogin(message) {
-  $("main").hidden = true;
-  $("login").hidden = false;
-  $("login-error").textContent = message || "";
-}
+// (KEY, $, el, showLogin and withToken come from common.js.)
 
 async function call(method, path, body) {
   const headers = { Authorization: "Bearer " + (sessionStorage.getItem(KEY) || "") };
@@ -67,12 +49,4 @@ async function start() {
   $("state").className = "state ok";
 }
 
-$("login").addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  sessionStorage.setItem(KEY, $("token").value);
-  $("token").value = "";
-  start();
-});
-
-if (sessionStorage.getItem(KEY)) start();
-else showLogin();
+withToken(start);

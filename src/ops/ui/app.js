@@ -1,37 +1,19 @@
 "use strict";
 // The status page: asks for the access token once (kept for this browser session), then
 // redraws from GET /ui/data every second without reloading the page.
+// (KEY, $, el, showLogin and withToken come from common.js.)
 
-const KEY = "vane-token";
 const REFRESH_MS = 1000;
-const $ = (id) => document.getElementById(id);
 let timer = null;
 // Set once per page load: a test tells a live redraw from a reload by it.
 window.vaneLoadedAt = Date.now();
 window.vaneRefreshes = 0;
-
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") e.className = v;
-    else e.setAttribute(k, v);
-  }
-  for (const k of kids) e.append(k instanceof Node ? k : String(k));
-  return e;
-}
 
 function svg(tag, attrs, text) {
   const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
   if (text !== undefined) e.textContent = text;
   return e;
-}
-
-function showLogin(message) {
-  $("main").hidden = true;
-  $("login").hidden = false;
-  $("login-error").textContent = message || "";
-  $("token").focus();
 }
 
 function stop() {
@@ -213,12 +195,4 @@ function graph(root, runs) {
   return s;
 }
 
-$("login").addEventListener("submit", (ev) => {
-  ev.preventDefault();
-  sessionStorage.setItem(KEY, $("token").value);
-  $("token").value = "";
-  start();
-});
-
-if (sessionStorage.getItem(KEY)) start();
-else showLogin();
+withToken(start);

@@ -16,6 +16,7 @@ const INDEX: &str = include_str!("index.html");
 const API: &str = include_str!("api.html");
 const API_SCRIPT: &str = include_str!("api.js");
 const SCRIPT: &str = include_str!("app.js");
+const COMMON: &str = include_str!("common.js");
 const STYLE: &str = include_str!("style.css");
 
 /// The pages' assets: the status page (`/ui/`), the API page (`/swagger-ui`, 0.9.2's path),
@@ -24,6 +25,7 @@ pub fn asset(path: &str) -> Option<Resp> {
     let (kind, body) = match path {
         "/ui" | "/ui/" | "/ui/index.html" => ("text/html; charset=utf-8", INDEX),
         "/ui/app.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "/ui/common.js" => ("text/javascript; charset=utf-8", COMMON),
         "/swagger-ui" | "/swagger-ui/" => ("text/html; charset=utf-8", API),
         "/ui/api.js" => ("text/javascript; charset=utf-8", API_SCRIPT),
         "/ui/style.css" => ("text/css; charset=utf-8", STYLE),
