@@ -97,6 +97,7 @@ pub fn check(dir: &Path, json: bool) -> i32 {
                 "resolvers": s.resolvers.len(),
                 "applications": s.applications.len(),
                 "nodes": s.nodes.doc.names.len(),
+                "acme_orders": s.acme.doc.orders.len(),
                 "problems": problems,
             })
         );
@@ -118,12 +119,13 @@ pub fn check(dir: &Path, json: bool) -> i32 {
         1
     } else {
         eprintln!(
-            "{}: ok ({} listener(s), {} resolver(s), {} application(s), {} node(s))",
+            "{}: ok ({} listener(s), {} resolver(s), {} application(s), {} node(s), {} acme order(s))",
             dir.display(),
             s.listeners.len(),
             s.resolvers.len(),
             s.applications.len(),
-            s.nodes.doc.names.len()
+            s.nodes.doc.names.len(),
+            s.acme.doc.orders.len()
         );
         0
     }
@@ -275,6 +277,10 @@ fn tree_spec(
             (
                 Name::Health,
                 Arc::new(registries::HealthChecker(rt.clone())),
+            ),
+            (
+                Name::Acme,
+                Arc::new(crate::ops::acme::AcmeWorker(rt.clone())),
             ),
         ],
         memory: MemoryArgs {

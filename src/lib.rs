@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod acme;
 pub mod boot;
 pub mod certs;
 pub mod cli;

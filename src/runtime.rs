@@ -28,6 +28,8 @@ pub struct Runtime {
     pub started: Instant,
     /// Certificates of `certs/`, published by `registries/certs`.
     pub certs: Arc<arc_swap::ArcSwap<crate::certs::CertStore>>,
+    /// Built-in ACME: challenge answers and renewal state (`registries/acme` writes them).
+    pub acme: Arc<crate::acme::Acme>,
     /// Serialises certificate reloads.
     certs_reload: std::sync::Mutex<()>,
     /// Set once at shutdown: HTTP connections close after their current requests.
@@ -55,6 +57,7 @@ impl Runtime {
             certs: Arc::new(arc_swap::ArcSwap::from_pointee(
                 crate::certs::CertStore::default(),
             )),
+            acme: Arc::default(),
             certs_reload: std::sync::Mutex::new(()),
             draining: tokio::sync::watch::Sender::new(false),
             config_inbox: ConfigInbox::default(),

@@ -98,6 +98,12 @@ pub struct Settings {
 
     pub health_interval: Duration,
     pub health_timeout: Duration,
+    /// `ACME_RETRY_MIN_SECS` / `ACME_RETRY_MAX_SECS`: the first and the longest wait after a
+    /// failed ACME order (doubling in between, jittered).
+    pub acme_retry_min: Duration,
+    pub acme_retry_max: Duration,
+    /// `ACME_TIMEOUT_SECS`: one request to the CA, and each wait for it to validate or issue.
+    pub acme_timeout: Duration,
     pub health_udp_ttl: Duration,
     pub nameservers: Vec<SocketAddr>,
 
@@ -237,6 +243,9 @@ impl Settings {
             ratelimit_key_max_len: num("RATELIMIT_KEY_MAX_LEN", 256),
             health_interval: Duration::from_secs(num("HEALTH_TCP_INTERVAL_SECS", 5).max(1)),
             health_timeout: Duration::from_millis(num("HEALTH_TCP_CONNECT_TIMEOUT_MS", 2000)),
+            acme_retry_min: Duration::from_secs(num("ACME_RETRY_MIN_SECS", 60).max(1)),
+            acme_retry_max: Duration::from_secs(num("ACME_RETRY_MAX_SECS", 21_600).max(1)),
+            acme_timeout: Duration::from_secs(num("ACME_TIMEOUT_SECS", 60).max(1)),
             health_udp_ttl: Duration::from_secs(num("HEALTH_UDP_UNHEALTHY_TTL_SECS", 10)),
             nameservers,
             l7_adaptive: flag("L7_ADAPTIVE_MEMORY_LIMIT", true),

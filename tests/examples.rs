@@ -199,3 +199,49 @@ fn the_bundled_config_answers_http_from_a_flow_and_relays_metrics() {
     assert_eq!(c.ask("\u{16}\u{3}\u{1} not http"), None);
     assert!(v.logs().contains("config loaded"));
 }
+
+#[test]
+fn acme_example_obtains_its_certificates_from_a_real_ca() {
+    let (http, tls) = (free_port(), free_port());
+    let ptls = common::pebble::PebbleTls::new();
+    let pebble = common::pebble::Pebble::start(&ptls, http, tls, None, None);
+    let cfg = instantiate("acme", &HashMap::from([(8080, http), (8443, tls)]));
+    let text = std::fs::read_to_string(cfg.path().join("acme.yaml")).expect("acme.yaml");
+    let staging = "directory: https://acme-staging-v02.api.letsencrypt.org/directory";
+    assert!(text.contains(staging), "{text}");
+    cfg.write(
+        "acme.yaml",
+        &text.replace(
+            staging,
+            &format!(
+                "directory: {}\n    ca_bundle: {}",
+                pebble.directory(),
+                ptls.ca_pem.display()
+            ),
+        ),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("ACME_RETRY_MIN_SECS", "1".into())],
+            wait_ports: vec![http, tls],
+        },
+    );
+    let issued = || {
+        v.metric("vane_acme_orders_total{result=\"issued\"}")
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(std::time::Duration::from_secs(60), || issued() >= 2.0),
+        "both orders (http-01 and tls-alpn-01) issue; vane:\n{}\npebble:\n{}",
+        v.logs(),
+        pebble.logs()
+    );
+    let root = pebble.root();
+    for name in ["example.org", "www.example.org", "api.example.org"] {
+        let mut c = TlsClient::connect(tls, name, &["http/1.1"], &[&root])
+            .unwrap_or_else(|e| panic!("{name}: not Pebble's pair: {e}"));
+        let status = c.ask(&format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r"));
+        assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"), "{name}");
+    }
+}

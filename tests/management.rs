@@ -69,6 +69,7 @@ fn actor_tree_status_and_unix_console() {
         "registries/certs",
         "registries/plugins",
         "registries/health",
+        "registries/acme",
         "memory",
         "quic",
         "listeners",

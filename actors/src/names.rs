@@ -13,6 +13,7 @@ pub enum Name {
     Certs,
     Plugins,
     Health,
+    Acme,
     Memory,
     Quic,
     Listeners,
@@ -21,7 +22,7 @@ pub enum Name {
 }
 
 impl Name {
-    pub const ALL: [Name; 12] = [
+    pub const ALL: [Name; 13] = [
         Name::Root,
         Name::Config,
         Name::Registries,
@@ -29,6 +30,7 @@ impl Name {
         Name::Certs,
         Name::Plugins,
         Name::Health,
+        Name::Acme,
         Name::Memory,
         Name::Quic,
         Name::Listeners,
@@ -46,6 +48,7 @@ impl Name {
             Name::Certs => "registries/certs",
             Name::Plugins => "registries/plugins",
             Name::Health => "registries/health",
+            Name::Acme => "registries/acme",
             Name::Memory => "memory",
             Name::Quic => "quic",
             Name::Listeners => "listeners",
@@ -58,7 +61,9 @@ impl Name {
     pub const fn parent(self) -> Option<Name> {
         match self {
             Name::Root => None,
-            Name::Nodes | Name::Certs | Name::Plugins | Name::Health => Some(Name::Registries),
+            Name::Nodes | Name::Certs | Name::Plugins | Name::Health | Name::Acme => {
+                Some(Name::Registries)
+            }
             _ => Some(Name::Root),
         }
     }

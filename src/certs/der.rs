@@ -1,4 +1,4 @@
-//! Just enough DER to read a certificate's `notAfter` (sans-IO, bounds-checked).
+//! Just enough DER to read a certificate's validity and DNS names (sans-IO, bounds-checked).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,20 +23,116 @@ fn tlv(b: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
     (end <= b.len()).then_some((tag, end, start))
 }
 
-/// `notAfter` of an X.509 certificate.
-pub fn not_after(cert: &[u8]) -> Option<SystemTime> {
+/// The fields of TBSCertificate after the version: (position of `validity`, end of TBS).
+fn tbs_validity(cert: &[u8]) -> Option<(usize, usize)> {
     let (_, _, tbs_outer) = tlv(cert, 0)?; // Certificate SEQUENCE
-    let (_, _, mut p) = tlv(cert, tbs_outer)?; // TBSCertificate SEQUENCE
+    let (_, tbs_end, mut p) = tlv(cert, tbs_outer)?; // TBSCertificate SEQUENCE
     if *cert.get(p)? == 0xa0 {
         p = tlv(cert, p)?.1; // [0] version
     }
     for _ in 0..3 {
         p = tlv(cert, p)?.1; // serial, signature algorithm, issuer
     }
+    Some((p, tbs_end))
+}
+
+/// `notBefore` and `notAfter` of an X.509 certificate.
+pub fn validity(cert: &[u8]) -> Option<(SystemTime, SystemTime)> {
+    let (p, _) = tbs_validity(cert)?;
     let (_, _, v) = tlv(cert, p)?; // Validity SEQUENCE
-    let nb_end = tlv(cert, v)?.1;
+    let (tag, nb_end, nb_start) = tlv(cert, v)?;
+    let not_before = parse_time(tag, std::str::from_utf8(&cert[nb_start..nb_end]).ok()?)?;
     let (tag, end, start) = tlv(cert, nb_end)?;
-    parse_time(tag, std::str::from_utf8(&cert[start..end]).ok()?)
+    let not_after = parse_time(tag, std::str::from_utf8(&cert[start..end]).ok()?)?;
+    Some((not_before, not_after))
+}
+
+/// `notAfter` of an X.509 certificate.
+pub fn not_after(cert: &[u8]) -> Option<SystemTime> {
+    validity(cert).map(|(_, a)| a)
+}
+
+/// The common names (CN) of the issuer and of the subject, when they have one.
+pub fn common_names(cert: &[u8]) -> (Option<String>, Option<String>) {
+    let Some((validity, _)) = tbs_validity(cert) else {
+        return (None, None);
+    };
+    // The issuer is the TLV before the validity: walk again to find where it starts.
+    let issuer = (|| {
+        let (_, _, tbs_outer) = tlv(cert, 0)?;
+        let (_, _, mut p) = tlv(cert, tbs_outer)?;
+        if *cert.get(p)? == 0xa0 {
+            p = tlv(cert, p)?.1;
+        }
+        p = tlv(cert, p)?.1; // serial
+        p = tlv(cert, p)?.1; // signature algorithm
+        cn(cert, p)
+    })();
+    let subject = tlv(cert, validity).and_then(|(_, end, _)| cn(cert, end));
+    (issuer, subject)
+}
+
+/// The first CN attribute of the Name at `pos`.
+fn cn(cert: &[u8], pos: usize) -> Option<String> {
+    const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let (_, name_end, mut rdn) = tlv(cert, pos)?;
+    while rdn < name_end {
+        let (_, rdn_end, mut atv) = tlv(cert, rdn)?; // SET
+        while atv < rdn_end {
+            let (_, atv_end, start) = tlv(cert, atv)?; // SEQUENCE { OID, value }
+            if cert.get(start..start + CN_OID.len())? == CN_OID {
+                let (_, end, vstart) = tlv(cert, start + CN_OID.len())?;
+                return Some(String::from_utf8_lossy(&cert[vstart..end]).into_owned());
+            }
+            atv = atv_end;
+        }
+        rdn = rdn_end;
+    }
+    None
+}
+
+/// The DNS names of the subjectAltName extension (lower-case; none when it is absent).
+pub fn dns_names(cert: &[u8]) -> Vec<String> {
+    san(cert).unwrap_or_default()
+}
+
+fn san(cert: &[u8]) -> Option<Vec<String>> {
+    const SAN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x1d, 0x11];
+    let (mut p, tbs_end) = tbs_validity(cert)?;
+    p = tlv(cert, p)?.1; // validity
+    p = tlv(cert, p)?.1; // subject
+    p = tlv(cert, p)?.1; // subjectPublicKeyInfo
+    while p < tbs_end {
+        let (tag, end, start) = tlv(cert, p)?;
+        if tag == 0xa3 {
+            let (_, exts_end, mut e) = tlv(cert, start)?; // SEQUENCE OF Extension
+            while e < exts_end {
+                let (_, ext_end, ext_start) = tlv(cert, e)?;
+                if cert.get(ext_start..ext_start + SAN_OID.len())? == SAN_OID {
+                    let mut q = ext_start + SAN_OID.len();
+                    if *cert.get(q)? == 0x01 {
+                        q = tlv(cert, q)?.1; // critical
+                    }
+                    let (_, _, value) = tlv(cert, q)?; // OCTET STRING
+                    let (_, names_end, mut n) = tlv(cert, value)?; // GeneralNames
+                    let mut out = Vec::new();
+                    while n < names_end {
+                        let (tag, end, start) = tlv(cert, n)?;
+                        if tag == 0x82 {
+                            out.push(
+                                String::from_utf8_lossy(&cert[start..end]).to_ascii_lowercase(),
+                            );
+                        }
+                        n = end;
+                    }
+                    return Some(out);
+                }
+                e = ext_end;
+            }
+        }
+        p = end;
+    }
+    None
 }
 
 fn parse_time(tag: u8, s: &str) -> Option<SystemTime> {
@@ -102,6 +198,33 @@ mod tests {
         let der = c.der().to_vec();
         for i in 0..der.len() {
             let _ = not_after(&der[..i]);
+            let _ = dns_names(&der[..i]);
+            let _ = common_names(&der[..i]);
         }
+    }
+
+    #[test]
+    fn reads_validity_and_dns_names() {
+        let mut p =
+            rcgen::CertificateParams::new(vec!["A.test".into(), "b.test".into()]).expect("params");
+        p.subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        p.not_before = rcgen::date_time_ymd(2030, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2030, 1, 31);
+        let k = rcgen::KeyPair::generate().expect("key");
+        let c = p.self_signed(&k).expect("cert");
+        assert_eq!(dns_names(c.der()), ["a.test", "b.test"]);
+        assert_eq!(
+            common_names(c.der()),
+            (
+                Some("rcgen self signed cert".into()),
+                Some("rcgen self signed cert".into())
+            )
+        );
+        let (b, a) = validity(c.der()).expect("validity");
+        assert_eq!(
+            a.duration_since(b).ok(),
+            Some(Duration::from_secs(30 * 86_400))
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct Changes {
     pub nodes: bool,
     pub plugins: bool,
     pub certs: bool,
+    /// `acme.<ext>`.
+    pub acme: bool,
 }
 
 impl Changes {
@@ -68,5 +70,6 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
         plugins: !Arc::ptr_eq(&old.plugins, &new.plugins)
             && old.plugins.source != new.plugins.source,
         certs: old.certs_stamp != new.certs_stamp,
+        acme: !Arc::ptr_eq(&old.acme, &new.acme) && old.acme.source != new.acme.source,
     }
 }

@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::error::{Problem, Problems};
 use super::format::{self, Format};
 use super::{
-    legacy, nodes, plugins, AcceptProxy, Entry, Listener, ListenerDoc, ListenerKey, Proto, Snapshot,
+    acme, legacy, nodes, plugins, AcceptProxy, Entry, Listener, ListenerDoc, ListenerKey, Proto,
+    Snapshot,
 };
 use crate::flow::catalogue::Layer;
 use crate::flow::template::Limits;
@@ -31,6 +32,7 @@ pub struct Loaded {
 pub enum What {
     Plugins,
     Nodes,
+    Acme,
     Listener(ListenerKey),
     Resolver(String),
     Application(String),
@@ -41,6 +43,7 @@ impl std::fmt::Display for What {
         match self {
             What::Plugins => f.write_str("plugins.json"),
             What::Nodes => f.write_str("nodes"),
+            What::Acme => f.write_str("acme"),
             What::Listener(k) => write!(f, "listener [{}] {}", k.port, k.proto.as_str()),
             What::Resolver(k) => write!(f, "resolver `{k}`"),
             What::Application(k) => write!(f, "application `{k}`"),
@@ -285,6 +288,14 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
         Some(c) => {
             let prev = pass.previous.map(|p| &p.nodes);
             pass.entry(&What::Nodes, c, prev, nodes::parse)
+                .unwrap_or_default()
+        }
+        None => Arc::default(),
+    };
+    snap.acme = match root_stems.get("acme") {
+        Some(c) => {
+            let prev = pass.previous.map(|p| &p.acme);
+            pass.entry(&What::Acme, c, prev, |v, pr| acme::parse(v, root, pr))
                 .unwrap_or_default()
         }
         None => Arc::default(),

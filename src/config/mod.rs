@@ -1,5 +1,6 @@
 //! The config dir: files, formats, validation, the published snapshot and hot reload.
 
+pub mod acme;
 pub mod convert;
 pub mod diff;
 pub mod error;
@@ -97,6 +98,8 @@ pub struct Snapshot {
     pub applications: BTreeMap<String, Arc<Entry<Flow>>>,
     pub nodes: Arc<Entry<nodes::Nodes>>,
     pub plugins: Arc<Entry<plugins::ExternalPlugins>>,
+    /// `acme.<ext>`: certificates vane obtains itself.
+    pub acme: Arc<Entry<acme::AcmeDoc>>,
     /// Change stamp of `certs/` (the certs registry reloads when it moves).
     pub certs_stamp: u64,
 }

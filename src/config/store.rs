@@ -193,7 +193,7 @@ fn kept_lines(k: &load::Kept, problems: &[super::error::Problem]) {
                 "Application config reload failed: [{name}] {why}. Keeping last known good version."
             );
         }
-        load::What::Plugins | load::What::Nodes => {}
+        load::What::Plugins | load::What::Nodes | load::What::Acme => {}
     }
     warn!("{k}");
 }
@@ -261,6 +261,9 @@ fn describe(c: &Changes) -> String {
     if c.certs {
         parts.push("certificates".into());
     }
+    if c.acme {
+        parts.push("acme".into());
+    }
     parts.join("; ")
 }
 
@@ -281,6 +284,9 @@ fn owners(c: &Changes) -> Vec<Name> {
     }
     if c.certs {
         out.push(Name::Certs);
+    }
+    if c.acme {
+        out.push(Name::Acme);
     }
     out
 }

@@ -76,6 +76,7 @@ impl L4 {
             settings: self.rt.settings,
             config: &self.rt.config,
             flow: &self.rt.flow,
+            acme: &self.rt.acme.challenges,
         }
     }
 

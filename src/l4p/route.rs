@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::clienthello::{self, Assembled};
 use super::http_head;
+use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::config::store::ConfigStore;
 use crate::conn::{is_plain_app, Conn, Handoff};
 use crate::flow::exec::{self, Decision, ProxyTo, Upstream};
@@ -23,6 +24,8 @@ pub struct Stage<'a> {
     pub settings: &'a Settings,
     pub config: &'a ConfigStore,
     pub flow: &'a Env,
+    /// ACME answers: a tls-alpn-01 validation is terminated here whatever the resolver does.
+    pub acme: &'a Challenges,
 }
 
 /// Why TLS inspection failed (the `tls.error` values).
@@ -92,6 +95,16 @@ pub async fn peek_client_hello(
     }
 }
 
+/// A CA validating a published tls-alpn-01 challenge: it offers `acme-tls/1` for a name we
+/// are answering for (RFC 8737).
+fn acme_validation(acme: &Challenges, ch: &clienthello::ClientHello) -> bool {
+    ch.alpn.iter().any(|p| p.as_bytes() == ACME_TLS_ALPN)
+        && ch
+            .sni
+            .as_deref()
+            .is_some_and(|n| acme.answers_tls_alpn01(n))
+}
+
 /// What a resolver decided for a TCP connection.
 pub enum Routed {
     /// Pass the connection through to this upstream.
@@ -120,6 +133,16 @@ pub async fn route(
         match peek_client_hello(stream, rt.settings.tls_buffer, rt.settings.tls_peek_timeout).await
         {
             Ok((raw, ch)) => {
+                if acme_validation(rt.acme, &ch) {
+                    info!(listener = %label, peer = %conn.peer, "ACME tls-alpn-01 validation: answered here");
+                    return Some(Routed::Http(Handoff {
+                        app: "httpx".into(),
+                        kv,
+                        tls: true,
+                        cert: None,
+                        panic_first_request: false,
+                    }));
+                }
                 for (k, v) in ch.kv() {
                     kv.set(k, v);
                 }
@@ -147,6 +170,20 @@ pub async fn route(
             .and_then(Result::ok)
             .unwrap_or(0);
         let head = http_head::parse(&buf[..n]);
+        if head
+            .path
+            .as_deref()
+            .is_some_and(|p| rt.acme.answers_http01(p))
+        {
+            info!(listener = %label, peer = %conn.peer, "ACME http-01 validation: answered here");
+            return Some(Routed::Http(Handoff {
+                app: "httpx".into(),
+                kv,
+                tls: false,
+                cert: None,
+                panic_first_request: false,
+            }));
+        }
         for (k, v) in [
             ("http.method", head.method),
             ("http.path", head.path),

@@ -121,6 +121,11 @@ async fn terminate_tls(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handof
             if let Some(name) = session.server_name() {
                 h.kv.set("tls.termination.sni", name.to_string());
             }
+            if session.alpn_protocol() == Some(crate::acme::challenges::ACME_TLS_ALPN) {
+                // An ACME validator: the handshake was the answer (RFC 8737 section 3).
+                debug!(listener = %conn.key, peer = %conn.peer, "ACME tls-alpn-01 validation answered");
+                return;
+            }
             let h2 = session.alpn_protocol() == Some(b"h2");
             server::serve(rt, tls, conn, h, h2).await;
         }

@@ -312,6 +312,18 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
 
 async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Aborted> {
     let rt = &ctx.rt;
+    // ACME http-01: answered on every plaintext path before any application runs (the CA
+    // must not depend on what the flow would do with the request).
+    if !ctx.tls && req.method() == hyper::Method::GET {
+        if let Some(answer) = rt.acme.challenges.http01(req.uri().path()) {
+            let mut r = Response::new(body::full(answer));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            return Ok(r);
+        }
+    }
     let Some(app) = rt.config.load().applications.get(&ctx.app).cloned() else {
         warn!(app = %ctx.app, "no application `{}` is configured", ctx.app);
         return Ok(plain(

@@ -10,6 +10,7 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 use super::L7;
+use crate::acme::challenges::{self, Challenges};
 use crate::certs::CertStore;
 use crate::conn::carrier::OpenError;
 use crate::runtime::Runtime;
@@ -19,6 +20,7 @@ use crate::runtime::Runtime;
 struct ByName {
     store: Arc<ArcSwap<CertStore>>,
     pinned: Option<String>,
+    acme: Arc<Challenges>,
 }
 
 impl std::fmt::Debug for ByName {
@@ -31,6 +33,14 @@ impl std::fmt::Debug for ByName {
 
 impl ResolvesServerCert for ByName {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // ACME tls-alpn-01 (RFC 8737): a validator offers only `acme-tls/1` and gets the
+        // validation certificate of the name, never a served one.
+        if hello
+            .alpn()
+            .is_some_and(|mut a| a.any(|p| p == challenges::ACME_TLS_ALPN))
+        {
+            return hello.server_name().and_then(|n| self.acme.tls_alpn01(n));
+        }
         let store = self.store.load();
         let pinned = self.pinned.as_deref().and_then(|id| store.by_id.get(id));
         pinned
@@ -39,16 +49,22 @@ impl ResolvesServerCert for ByName {
     }
 }
 
-fn config(
-    store: Arc<ArcSwap<CertStore>>,
-    pinned: Option<String>,
-) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+fn config(rt: &L7, pinned: Option<String>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(ByName { store, pinned }));
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        .with_cert_resolver(Arc::new(ByName {
+            store: rt.certs.clone(),
+            pinned,
+            acme: rt.acme.challenges.clone(),
+        }));
+    // `acme-tls/1` last: only a client that offers nothing else negotiates it.
+    cfg.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        challenges::ACME_TLS_ALPN.to_vec(),
+    ];
     Ok(Arc::new(cfg))
 }
 
@@ -62,6 +78,7 @@ pub fn h3_server_config(rt: &Runtime) -> Result<quinn::ServerConfig, OpenError> 
         .with_cert_resolver(Arc::new(ByName {
             store: rt.certs.clone(),
             pinned: None,
+            acme: rt.acme.challenges.clone(),
         }));
     cfg.alpn_protocols = vec![b"h3".to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(cfg)
@@ -78,11 +95,11 @@ pub fn h3_server_config(rt: &Runtime) -> Result<quinn::ServerConfig, OpenError> 
 /// The acceptor for one connection; shared unless the upgrade pinned a certificate.
 pub fn acceptor(rt: &L7, pinned: Option<&str>) -> Result<TlsAcceptor, rustls::Error> {
     let cfg = match pinned {
-        Some(id) => config(rt.certs.clone(), Some(id.to_string()))?,
+        Some(id) => config(rt, Some(id.to_string()))?,
         None => match rt.tls.get() {
             Some(c) => c.clone(),
             None => {
-                let c = config(rt.certs.clone(), None)?;
+                let c = config(rt, None)?;
                 rt.tls.get_or_init(|| c).clone()
             }
         },

@@ -227,6 +227,16 @@ pub const FAMILIES: &[Family] = &[
         "loaded certificate pairs",
     ),
     family(
+        "vane_acme_orders_total",
+        Kind::Counter,
+        "ACME orders by result (issued, failed)",
+    ),
+    family(
+        "vane_acme_renewal_timestamp_seconds",
+        Kind::Gauge,
+        "when the ACME worker next orders each certificate (Unix time)",
+    ),
+    family(
         "vane_config_reloads_total",
         Kind::Counter,
         "reloads and what came of them",

@@ -252,10 +252,7 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
             let list: Vec<_> = store
                 .by_id
                 .values()
-                .map(|c| {
-                    let not_after = c.not_after.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs());
-                    json!({"id": c.id, "not_after_unix": not_after, "chain_len": c.key.cert.len(), "auto_generated": c.id == "default"})
-                })
+                .map(|c| super::config_api::describe_cert(&rt, c))
                 .collect();
             ok(json!(list))
         }

@@ -1,6 +1,7 @@
 //! Operating the gateway: logs, metrics, the management API (with its chaos routes) and the registries'
 //! services.
 
+pub mod acme;
 pub mod archive;
 pub mod config_api;
 pub mod families;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod cdp;
 pub mod http3;
+pub mod pebble;
 pub mod quic;
 pub mod tls;
 pub mod ws;

@@ -29,20 +29,7 @@ pub(super) async fn certs_route(rt: &Runtime, req: &Req, id: &str) -> Resp {
         Method::GET => {
             let store = rt.certs.load();
             match store.by_id.get(id) {
-                Some(c) => {
-                    let not_after = c
-                        .not_after
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map(|d| d.as_secs());
-                    let days = c
-                        .not_after
-                        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
-                        .map(|d| d.as_secs() / 86_400);
-                    ok(
-                        StatusCode::OK,
-                        json!({"id": id, "not_after_unix": not_after, "expires_in_days": days, "chain_len": c.key.cert.len()}),
-                    )
-                }
+                Some(c) => ok(StatusCode::OK, describe(rt, c)),
                 None => err(StatusCode::NOT_FOUND, "no such certificate"),
             }
         }
@@ -117,4 +104,49 @@ pub(super) async fn certs_route(rt: &Runtime, req: &Req, id: &str) -> Resp {
         }
         _ => err(StatusCode::NOT_FOUND, "no such route"),
     }
+}
+
+/// What the API says of one loaded pair: validity, names, issuer, fingerprint, key type, and
+/// where it comes from (`file`, or `acme` with its next renewal).
+pub(crate) fn describe(rt: &Runtime, c: &crate::certs::Cert) -> Value {
+    use crate::certs::der;
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    };
+    let leaf = c.key.cert.first().map(|d| d.as_ref()).unwrap_or_default();
+    let validity = der::validity(leaf);
+    let (issuer, subject) = der::common_names(leaf);
+    let days = c
+        .not_after
+        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+        .map(|d| d.as_secs() / 86_400);
+    let key_type = match c.key.key.algorithm() {
+        rustls::SignatureAlgorithm::ECDSA => "ECDSA",
+        rustls::SignatureAlgorithm::RSA => "RSA",
+        rustls::SignatureAlgorithm::ED25519 => "ED25519",
+        _ => "other",
+    };
+    let mut v = json!({
+        "id": c.id,
+        "subject": subject,
+        "issuer": issuer,
+        "san": der::dns_names(leaf),
+        "not_before_unix": validity.and_then(|(b, _)| unix(b)),
+        "not_after_unix": c.not_after.and_then(unix),
+        "expires_in_days": days,
+        "fingerprint_sha256": hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf)),
+        "key_type": key_type,
+        "chain_len": c.key.cert.len(),
+        "auto_generated": c.id == "default",
+        "source": "file",
+    });
+    if let Some(r) = rt.acme.renewals.get(&c.id) {
+        v["source"] = json!("acme");
+        v["next_renewal_unix"] = json!(unix(r.next));
+        v["renewal_failures"] = json!(r.failures);
+        v["last_error"] = json!(r.last_error);
+    }
+    v
 }

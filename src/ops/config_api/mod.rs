@@ -4,6 +4,7 @@
 //! rename), and the change is applied at once (a reload runs before the answer).
 
 mod certs;
+pub(crate) use certs::describe as describe_cert;
 mod nodes;
 mod plugins;
 mod transfer;

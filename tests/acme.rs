@@ -1,0 +1,326 @@
+//! Built-in ACME against a real CA: Debian's Pebble validates vane's own listeners (http-01 on
+//! the plaintext port, tls-alpn-01 on the TLS port, also when that port passes TLS through),
+//! and the pair it issues is what vane serves afterwards. Renewal happens while a client runs
+//! without a failed request (also across a crash of the worker), and a CA that is down leaves
+//! the old pair serving and is retried.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::pebble::{served_leaf, Pebble, PebbleTls};
+use common::tls::TlsEcho;
+use common::*;
+use rustls::pki_types::CertificateDer;
+
+/// `listener/[http]` upgrades to plaintext HTTP and `listener/[tls]` to TLS; the `tls`
+/// resolver terminates (app `httpx`), or passes through to `pass_to` on `pass_port`.
+fn gateway(cfg: &ConfigDir, http: u16, tls: u16, pass: Option<(u16, u16)>) {
+    cfg.plain_http(http, "httpx");
+    cfg.write(
+        &format!("listener/[{tls}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
+    );
+    let terminate = "internal.transport.upgrade: { input: { protocol: httpx } }";
+    let resolver = match pass {
+        None => format!("connection:\n  {terminate}\n"),
+        Some((port, to)) => format!(
+            "connection:\n  internal.common.match:\n    input: {{ left: \"{{{{server.port}}}}\", right: \"{port}\" }}\n    output:\n      \"true\": {{ internal.transport.proxy: {{ input: {{ target.ip: 127.0.0.1, target.port: {to} }} }} }}\n      \"false\": {{ {terminate} }}\n"
+        ),
+    };
+    cfg.write("resolver/tls.yaml", &resolver);
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"app\" }\n",
+    );
+}
+
+fn order(cfg: &ConfigDir, pebble: &Pebble, tls: &PebbleTls, names: &[&str], challenge: &str) {
+    cfg.write(
+        "acme.yaml",
+        &format!(
+            "directory: {}\nemail: ops@example.org\ndomains: [{}]\nchallenge: {challenge}\nca_bundle: {}\n",
+            pebble.directory(),
+            names.join(", "),
+            tls.ca_pem.display()
+        ),
+    );
+}
+
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("ACME_RETRY_MIN_SECS", "1".into()),
+        ("ACME_RETRY_MAX_SECS", "2".into()),
+        ("ACME_TIMEOUT_SECS", "20".into()),
+    ]
+}
+
+fn issued(v: &Vane) -> f64 {
+    v.metric("vane_acme_orders_total{result=\"issued\"}")
+        .unwrap_or(0.0)
+}
+
+fn names_of(leaf: &CertificateDer<'_>) -> Vec<String> {
+    vane::certs::der::dns_names(leaf)
+}
+
+#[test]
+fn http01_for_two_names_then_served_and_kept_over_a_restart() {
+    let (http, tls_port) = (free_port(), free_port());
+    let ptls = PebbleTls::new();
+    let pebble = Pebble::start(&ptls, http, tls_port, None, None);
+    let cfg = ConfigDir::new();
+    gateway(&cfg, http, tls_port, None);
+    order(&cfg, &pebble, &ptls, &["a.example", "b.example"], "http-01");
+    let (code, out) = {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vane"))
+            .args(["check", "--config"])
+            .arg(cfg.path())
+            .output()
+            .expect("vane check");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "vane check accepts acme.yaml: {out}");
+    let mut v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: env(),
+            wait_ports: vec![http, tls_port],
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || issued(&v) >= 1.0),
+        "no certificate issued; vane:\n{}\npebble:\n{}",
+        v.logs(),
+        pebble.logs()
+    );
+    let root = pebble.root();
+    for name in ["a.example", "b.example"] {
+        let mut leaf = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                leaf = served_leaf(tls_port, name, std::slice::from_ref(&root)).ok();
+                leaf.is_some()
+            }),
+            "{name}: the served certificate does not chain to Pebble's root; log:\n{}",
+            v.logs()
+        );
+        let got = names_of(&leaf.expect("leaf"));
+        assert!(
+            got.contains(&"a.example".to_string()) && got.contains(&"b.example".to_string()),
+            "{got:?}"
+        );
+    }
+    let (_, certs) = v.get("/certs");
+    assert!(certs.contains("\"source\":\"acme\""), "{certs}");
+    assert!(v
+        .metrics_text()
+        .contains("vane_acme_renewal_timestamp_seconds{certificate=\"a.example\"}"));
+    // A restart finds the valid pair on disk and orders nothing.
+    v.terminate(Duration::from_secs(10));
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: env(),
+            wait_ports: vec![http, tls_port],
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        issued(&v),
+        0.0,
+        "a valid pair was ordered again:\n{}",
+        v.logs()
+    );
+    assert!(served_leaf(tls_port, "a.example", &[root]).is_ok());
+}
+
+#[test]
+fn tls_alpn01_is_answered_on_a_port_that_passes_tls_through() {
+    let echo = TlsEcho::start("upstream.test", "UP");
+    let (http, pass, term) = (free_port(), free_port(), free_port());
+    let ptls = PebbleTls::new();
+    let pebble = Pebble::start(&ptls, http, pass, None, None);
+    let cfg = ConfigDir::new();
+    gateway(&cfg, http, term, Some((pass, echo.addr.port())));
+    // The passthrough port has its own listener file with the same upgrade.
+    cfg.write(
+        &format!("listener/[{pass}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
+    );
+    order(
+        &cfg,
+        &pebble,
+        &ptls,
+        &["c.example", "d.example"],
+        "tls-alpn-01",
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: env(),
+            wait_ports: vec![http, pass, term],
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || issued(&v) >= 1.0),
+        "no certificate issued; vane:\n{}\npebble:\n{}",
+        v.logs(),
+        pebble.logs()
+    );
+    assert!(v
+        .logs()
+        .contains("ACME tls-alpn-01 validation: answered here"));
+    let root = pebble.root();
+    let leaf = served_leaf(term, "d.example", &[root]).expect("Pebble's pair served");
+    assert!(names_of(&leaf).contains(&"c.example".to_string()));
+    // Ordinary clients of the passthrough port still reach the upstream untouched.
+    let mut c = common::tls::TlsClient::connect(pass, "upstream.test", &[], &[&echo.cert.der])
+        .expect("passthrough handshake");
+    assert_eq!(c.ask("hi").as_deref(), Some("UP:hi"));
+}
+
+#[test]
+fn renews_under_load_and_rides_out_a_ca_that_is_down() {
+    let (http, tls_port) = (free_port(), free_port());
+    let ptls = PebbleTls::new();
+    let life = Duration::from_secs(30);
+    let mut pebble = Pebble::start(&ptls, http, tls_port, Some(life), None);
+    let cfg = ConfigDir::new();
+    gateway(&cfg, http, tls_port, None);
+    order(&cfg, &pebble, &ptls, &["r.example"], "http-01");
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: env(),
+            wait_ports: vec![http, tls_port],
+        },
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || issued(&v) >= 1.0),
+        "no certificate issued; vane:\n{}\npebble:\n{}",
+        v.logs(),
+        pebble.logs()
+    );
+    // A client that connects, verifies and asks, over and over, for the whole test.
+    let roots = Arc::new(Mutex::new(vec![pebble.root()]));
+    let seen: Arc<Mutex<Vec<CertificateDer<'static>>>> = Arc::default();
+    let (failures, requests, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let client = {
+        let (roots, seen, failures, requests, stop) = (
+            roots.clone(),
+            seen.clone(),
+            failures.clone(),
+            requests.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut last_error = String::new();
+            while !stop.load(Ordering::SeqCst) {
+                let trusted = roots.lock().expect("roots").clone();
+                let refs: Vec<&CertificateDer<'static>> = trusted.iter().collect();
+                match common::tls::TlsClient::connect(tls_port, "r.example", &["http/1.1"], &refs) {
+                    Ok(mut c) => {
+                        let leaf = c.peer_cert();
+                        let answer = c.ask("GET / HTTP/1.1\r\nHost: r.example\r\n\r");
+                        if answer.as_deref() == Some("HTTP/1.1 200 OK") {
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            let mut s = seen.lock().expect("seen");
+                            if let Some(l) = leaf.filter(|l| !s.contains(l)) {
+                                s.push(l);
+                            }
+                        } else {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            last_error = format!("answer {answer:?}");
+                        }
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        last_error = e.to_string();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            last_error
+        })
+    };
+    let distinct = |n: usize| seen.lock().expect("seen").len() >= n;
+    assert!(
+        wait_until(Duration::from_secs(60), || distinct(2)),
+        "no renewal reached the client; log:\n{}",
+        v.logs()
+    );
+    // The worker crashes: its supervisor restarts it, traffic does not notice (the client
+    // keeps counting), and the restarted worker is the one that carries on below.
+    assert_eq!(v.post("/chaos/panic/registries/acme").0, 202);
+    assert!(
+        wait_until(Duration::from_secs(10), || v
+            .actor("registries/acme")
+            .is_some_and(|(_, restarts)| restarts >= 1)),
+        "registries/acme was not restarted; log:\n{}",
+        v.logs()
+    );
+    // The CA goes away right after a renewal: the attempts fail, the pair keeps serving.
+    let before_fail = v
+        .metric("vane_acme_orders_total{result=\"failed\"}")
+        .unwrap_or(0.0);
+    let port = pebble.port;
+    pebble.stop();
+    assert!(
+        wait_until(Duration::from_secs(40), || v
+            .metric("vane_acme_orders_total{result=\"failed\"}")
+            .unwrap_or(0.0)
+            > before_fail),
+        "no failed attempt while the CA was down; log:\n{}",
+        v.logs()
+    );
+    let served_while_down = seen.lock().expect("seen").len();
+    assert!(v.logs().contains("the current pair keeps serving"));
+    // A new CA on the same address (new state, new root): a new account, a new pair.
+    let pebble = Pebble::start(&ptls, http, tls_port, Some(life), Some(port));
+    roots.lock().expect("roots").push(pebble.root());
+    assert!(
+        wait_until(Duration::from_secs(40), || distinct(served_while_down + 1)),
+        "no certificate from the restarted CA; vane:\n{}\npebble:\n{}",
+        v.logs(),
+        pebble.logs()
+    );
+    stop.store(true, Ordering::SeqCst);
+    let last_error = client.join().expect("client");
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "requests failed during renewals (last: {last_error}); log:\n{}",
+        v.logs()
+    );
+    assert!(requests.load(Ordering::SeqCst) > 50);
+}
+
+#[test]
+fn vane_check_names_the_place_of_a_bad_order() {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "acme.yaml",
+        "orders:\n  - directory: https://ca.test/dir\n    domains: [ok.example, \"*.wild.example\"]\n",
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vane"))
+        .args(["check", "--config"])
+        .arg(cfg.path())
+        .output()
+        .expect("vane check");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("acme.yaml: orders.0.domains.1: `*.wild.example`: wildcard"),
+        "{out}"
+    );
+}
