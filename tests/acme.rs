@@ -324,3 +324,65 @@ fn vane_check_names_the_place_of_a_bad_order() {
         "{out}"
     );
 }
+
+#[test]
+fn a_rate_limited_answer_is_honoured_over_the_backoff() {
+    // A CA that answers everything with 429, `Retry-After: 3600` and a rateLimited problem.
+    let ca = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let ca_port = ca.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    {
+        let hits = hits.clone();
+        std::thread::spawn(move || {
+            for s in ca.incoming().flatten() {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut s, &mut buf);
+                let body = r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"slow down","status":429}"#;
+                let head = format!("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = std::io::Write::write_all(&mut s, (head + body).as_bytes());
+            }
+        });
+    }
+    let http = free_port();
+    let cfg = ConfigDir::new();
+    cfg.plain_http(http, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: app }\n",
+    );
+    cfg.write(
+        "acme.yaml",
+        &format!("directory: http://127.0.0.1:{ca_port}/dir\ndomains: [rl.example]\n"),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: env(),
+            wait_ports: vec![http],
+        },
+    );
+    let failed = || {
+        v.metric("vane_acme_orders_total{result=\"failed\"}")
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || failed() >= 1.0),
+        "{}",
+        v.logs()
+    );
+    // ACME_RETRY_MAX_SECS is 2 s; the CA said an hour, and it is asked nothing more.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "{}", v.logs());
+    assert_eq!(failed(), 1.0);
+    let next = v
+        .metric("vane_acme_renewal_timestamp_seconds{certificate=\"rl.example\"}")
+        .expect("next renewal published");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    assert!(next > now + 3000.0, "next attempt in {} s", next - now);
+}
