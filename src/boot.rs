@@ -176,6 +176,14 @@ pub async fn run(dir: &Path) -> i32 {
     let prometheus = settings.metrics_addr.and_then(|_| prom::install());
     let store = ConfigStore::new(dir.to_path_buf(), loaded.snapshot);
     let rt = Runtime::new(settings, store.clone());
+    if let Some(url) = &settings.ratelimit_redis_url {
+        // rediss:// builds its TLS client from the process-wide provider; ours is ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Err(e) = rt.flow.share_counts(url, settings.ratelimit_redis_timeout) {
+            error!("RATELIMIT_REDIS_URL: {e}");
+            return 1;
+        }
+    }
     // Certificates before any listener binds: a TLS or QUIC handshake in the first moments
     // must not meet an empty store (the certs registry reloads them later on changes).
     rt.reload_certs();

@@ -104,6 +104,10 @@ pub struct Settings {
     pub acme_retry_max: Duration,
     /// `ACME_TIMEOUT_SECS`: one request to the CA, and each wait for it to validate or issue.
     pub acme_timeout: Duration,
+    /// `RATELIMIT_REDIS_URL`: count rate limits in this Redis (shared by every instance).
+    pub ratelimit_redis_url: Option<String>,
+    /// `RATELIMIT_REDIS_TIMEOUT_MS`: the budget of one decision in Redis before failing open.
+    pub ratelimit_redis_timeout: Duration,
     pub health_udp_ttl: Duration,
     pub nameservers: Vec<SocketAddr>,
 
@@ -246,6 +250,12 @@ impl Settings {
             acme_retry_min: Duration::from_secs(num("ACME_RETRY_MIN_SECS", 60).max(1)),
             acme_retry_max: Duration::from_secs(num("ACME_RETRY_MAX_SECS", 21_600).max(1)),
             acme_timeout: Duration::from_secs(num("ACME_TIMEOUT_SECS", 60).max(1)),
+            ratelimit_redis_url: std::env::var("RATELIMIT_REDIS_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty()),
+            ratelimit_redis_timeout: Duration::from_millis(
+                num("RATELIMIT_REDIS_TIMEOUT_MS", 50u64).max(1),
+            ),
             health_udp_ttl: Duration::from_secs(num("HEALTH_UDP_UNHEALTHY_TTL_SECS", 10)),
             nameservers,
             l7_adaptive: flag("L7_ADAPTIVE_MEMORY_LIMIT", true),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::plugins::external::Caller;
 use crate::plugins::ratelimit::RateLimiter;
+use crate::plugins::shared_limits::SharedCounter;
 
 pub struct Env {
     /// `MAX_TEMPLATE_RESULT`: the longest text a template may render.
@@ -18,6 +19,9 @@ pub struct Env {
     pub plugins: Caller,
     /// `FLOW_EXECUTION_TIMEOUT_SECS`: a run that has not decided by then fails.
     pub timeout: Duration,
+    /// `RATELIMIT_REDIS_URL`: both rate limits count in Redis instead of the tables above
+    /// (set once at start by [`Env::share_counts`]).
+    pub shared: std::sync::OnceLock<SharedCounter>,
 }
 
 impl Env {
@@ -36,6 +40,34 @@ impl Env {
             rate_min: limiter(Duration::from_secs(60)),
             plugins: Caller::new(config_dir, settings.plugin_quiet, settings.flow_timeout),
             timeout: settings.flow_timeout,
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts rate limits in the Redis at `url` from now on; inside a tokio runtime.
+    pub fn share_counts(&self, url: &str, budget: Duration) -> redis::RedisResult<()> {
+        let counter = SharedCounter::new(url, budget)?;
+        let _ = self.shared.set(counter);
+        Ok(())
+    }
+
+    /// A rate-limit decision: in Redis when shared (failing open when it does not answer),
+    /// else in this process's table of `window`.
+    pub async fn rate_hit(&self, window: Duration, key: &str, limit: u64) -> bool {
+        match self.shared.get() {
+            Some(shared) if key.len() <= self.rate_sec.max_key_len() => {
+                shared.hit(window, key, limit).await.unwrap_or(true)
+            }
+            _ => self.rate_hit_local(window, key, limit),
+        }
+    }
+
+    /// A decision in this process's table of `window`.
+    pub fn rate_hit_local(&self, window: Duration, key: &str, limit: u64) -> bool {
+        if window >= Duration::from_secs(60) {
+            self.rate_min.hit(key, limit)
+        } else {
+            self.rate_sec.hit(key, limit)
         }
     }
 }

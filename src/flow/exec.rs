@@ -3,7 +3,7 @@
 //! layer that owns the connection carries it out.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tracing::Instrument;
@@ -329,6 +329,18 @@ async fn walk(
                 }
                 Outcome::Branch(branch.into())
             }
+            PluginRef::Builtin(spec)
+                if matches!(spec.kind, Builtin::RateSec | Builtin::RateMin)
+                    && env.shared.get().is_some() =>
+            {
+                let (window, key, limit) = rate_inputs(spec.kind, &r)?;
+                let allowed = env
+                    .rate_hit(window, key, limit)
+                    .instrument(crate::spans::plugin_span(&step.name, &step.at))
+                    .await;
+                step.record_duration(started.elapsed().as_secs_f64());
+                bool_branch(allowed)
+            }
             PluginRef::Builtin(spec) => {
                 let o = crate::spans::plugin_span(&step.name, &step.at)
                     .in_scope(|| builtin(spec.kind, &r, env))?;
@@ -390,6 +402,21 @@ enum Outcome {
     Done(Decision),
 }
 
+/// A rate limit's window, key and limit.
+fn rate_inputs<'r>(
+    kind: Builtin,
+    r: &'r Resolved<'_>,
+) -> Result<(Duration, &'r str, u64), FlowError> {
+    let limit = match r.step.fixed.limit {
+        Some(l) => l,
+        None => {
+            u64::try_from(r.int("limit")?).map_err(|_| r.err("limit", "must not be negative"))?
+        }
+    };
+    let window = Duration::from_secs(if kind == Builtin::RateSec { 1 } else { 60 });
+    Ok((window, r.str("key")?, limit))
+}
+
 fn bool_branch(b: bool) -> Outcome {
     Outcome::Branch(Cow::Borrowed(if b { "true" } else { "false" }))
 }
@@ -420,17 +447,8 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, env: &Env) -> Result<Outcome, FlowEr
             ))
         }
         Builtin::RateSec | Builtin::RateMin => {
-            let limit = match r.step.fixed.limit {
-                Some(l) => l,
-                None => u64::try_from(r.int("limit")?)
-                    .map_err(|_| r.err("limit", "must not be negative"))?,
-            };
-            let table = if kind == Builtin::RateSec {
-                &env.rate_sec
-            } else {
-                &env.rate_min
-            };
-            bool_branch(table.hit(r.str("key")?, limit))
+            let (window, key, limit) = rate_inputs(kind, r)?;
+            bool_branch(env.rate_hit_local(window, key, limit))
         }
         Builtin::Abort => Outcome::Done(Decision::Abort),
         Builtin::Proxy => {

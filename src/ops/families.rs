@@ -227,6 +227,16 @@ pub const FAMILIES: &[Family] = &[
         "loaded certificate pairs",
     ),
     family(
+        "vane_ratelimit_redis_failures_total",
+        Kind::Counter,
+        "rate-limit decisions Redis did not answer (error, timeout); each failed open",
+    ),
+    family(
+        "vane_ratelimit_redis_up",
+        Kind::Gauge,
+        "1 while the shared rate-limit store answers, 0 while decisions fail open",
+    ),
+    family(
         "vane_acme_orders_total",
         Kind::Counter,
         "ACME orders by result (issued, failed)",

@@ -5,3 +5,4 @@ pub mod detect;
 pub mod external;
 pub mod matcher;
 pub mod ratelimit;
+pub mod shared_limits;

@@ -84,6 +84,11 @@ impl RateLimiter {
         }
     }
 
+    /// Keys longer than this are denied (`RATELIMIT_KEY_MAX_LEN`).
+    pub fn max_key_len(&self) -> usize {
+        self.max_key_len
+    }
+
     pub fn len(&self) -> usize {
         self.table.len()
     }

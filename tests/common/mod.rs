@@ -16,6 +16,7 @@ pub mod cdp;
 pub mod http3;
 pub mod pebble;
 pub mod quic;
+pub mod redis;
 pub mod tls;
 pub mod ws;
 
