@@ -189,7 +189,12 @@ pub async fn run(dir: &Path) -> i32 {
     rt.reload_certs();
     // L4 hands the connections its flows terminate to L7 through the carrier traits.
     let l7 = L7::new(rt.clone());
-    let l4 = L4::new(rt.clone(), l7.clone(), l7);
+    let l4 = L4::new(
+        rt.clone(),
+        l7.clone(),
+        l7,
+        crate::l4::sockets::Inherited::default(),
+    );
     let snap = store.load();
     info!(
         "⚙ config loaded from {}: {} listener(s), {} resolver(s), {} application(s), {} node(s)",

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tracing::info;
 use vane_actors::service::{AbortOnDrop, Guard, Service, ServiceActor, ServiceArgs, StartFuture};
 use vane_actors::supervisor::{ChildSource, ChildSpec};
@@ -22,20 +21,6 @@ pub struct ListenerService {
     key: ListenerKey,
 }
 
-async fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    // Linux hands TCP_NODELAY down to accepted sockets: one setsockopt per listener instead
-    // of one per connection.
-    sock.set_nodelay(true)?;
-    sock.bind(addr)?;
-    sock.listen(4096)
-}
-
 impl Service for ListenerService {
     fn start(&self) -> StartFuture {
         let (rt, key) = (self.rt.clone(), self.key);
@@ -49,9 +34,10 @@ impl Service for ListenerService {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let tasks = match key.proto {
-                    Proto::Tcp => bind_tcp(addr)
-                        .await
-                        .and_then(|l| super::tcp::spawn_accept_loops(&rt, key, l)),
+                    Proto::Tcp => {
+                        super::sockets::tcp(&rt.inherited, key, addr, rt.settings.reuse_port)
+                            .and_then(|l| super::tcp::spawn_accept_loops(&rt, key, l))
+                    }
                     Proto::Udp => {
                         super::udp::endpoint(&rt, key, addr)
                             .await
@@ -131,24 +117,5 @@ impl ChildSource for Listeners {
                 (ServiceActor::child_spec(args), self.fingerprint(*key))
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The session relies on this instead of a setsockopt per connection.
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn accepted_sockets_inherit_no_delay() {
-        let l = bind_tcp("127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (accepted, _) = l.accept().await.expect("accept");
-        assert!(accepted.nodelay().expect("getsockopt"));
-        drop(client);
     }
 }

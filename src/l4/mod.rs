@@ -7,6 +7,7 @@ pub mod listener;
 pub mod relay;
 pub mod session;
 pub mod shards;
+pub mod sockets;
 pub mod tcp;
 pub mod udp;
 
@@ -35,6 +36,8 @@ pub struct L4 {
     pub http: Arc<dyn HttpCarrier>,
     /// Where QUIC sessions terminated here go (HTTP/3), wired by boot.
     pub quic: Arc<dyn QuicCarrier>,
+    /// Listening sockets handed over by the process this one replaced (hitless upgrade).
+    pub inherited: sockets::Inherited,
     /// Chaos: a one-shot panic armed per listener (`/chaos/panic/listeners/.../sessions`).
     session_panics: DashMap<ListenerKey, AtomicBool>,
 }
@@ -54,6 +57,7 @@ impl L4 {
         rt: Arc<Runtime>,
         http: Arc<dyn HttpCarrier>,
         quic: Arc<dyn QuicCarrier>,
+        inherited: sockets::Inherited,
     ) -> Arc<Self> {
         let s = rt.settings;
         Arc::new(Self {
@@ -65,6 +69,7 @@ impl L4 {
             udp: udp::UdpState::new(s),
             http,
             quic,
+            inherited,
             session_panics: DashMap::new(),
             rt,
         })

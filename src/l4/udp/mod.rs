@@ -36,7 +36,9 @@ pub async fn endpoint(
     key: ListenerKey,
     addr: SocketAddr,
 ) -> std::io::Result<(Arc<UdpSocket>, Sessions)> {
-    rt.udp.endpoint(key, addr).await
+    rt.udp.endpoint(key, || {
+        super::sockets::udp(&rt.inherited, key, addr, rt.settings.reuse_port)
+    })
 }
 
 /// Receives until aborted. Sessions end by themselves after `UDP_SESSION_TIMEOUT_SECS` idle.

@@ -51,15 +51,15 @@ impl UdpState {
     }
 
     /// The socket and sessions of `key`, bound on first use.
-    pub(super) async fn endpoint(
+    pub(super) fn endpoint(
         &self,
         key: ListenerKey,
-        addr: SocketAddr,
+        bind: impl FnOnce() -> std::io::Result<UdpSocket>,
     ) -> std::io::Result<(Arc<UdpSocket>, Sessions)> {
         if let Some(e) = self.endpoints.get(&key) {
             return Ok(e.value().clone());
         }
-        let sock = Arc::new(UdpSocket::bind(addr).await?);
+        let sock = Arc::new(bind()?);
         let e = (sock, Sessions::default());
         self.endpoints.insert(key, e.clone());
         Ok(e)
