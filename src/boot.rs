@@ -189,12 +189,28 @@ pub async fn run(dir: &Path) -> i32 {
     rt.reload_certs();
     // L4 hands the connections its flows terminate to L7 through the carrier traits.
     let l7 = L7::new(rt.clone());
-    let l4 = L4::new(
-        rt.clone(),
-        l7.clone(),
-        l7,
-        crate::l4::sockets::Inherited::default(),
-    );
+    // Started by a predecessor's SIGUSR2: its sockets, instead of binding the ports again.
+    #[cfg(unix)]
+    let mut handed = match crate::ops::upgrade::receive() {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => {
+            error!("upgrade: cannot take over the previous process's sockets: {e}");
+            return 1;
+        }
+    };
+    #[cfg(unix)]
+    let inherited = handed
+        .as_mut()
+        .map(|h| std::mem::take(&mut h.sockets))
+        .unwrap_or_default();
+    #[cfg(not(unix))]
+    let inherited = crate::l4::sockets::Inherited::default();
+    let l4 = L4::new(rt.clone(), l7.clone(), l7, inherited);
+    #[cfg(unix)]
+    if let Some(p) = handed.as_mut().and_then(|h| h.predecessor.take()) {
+        let _ = l4.predecessor.set(p);
+    }
     let snap = store.load();
     info!(
         "⚙ config loaded from {}: {} listener(s), {} resolver(s), {} application(s), {} node(s)",
@@ -223,15 +239,41 @@ pub async fn run(dir: &Path) -> i32 {
         crate::ops::systemd::ready(&format!("serving {} listener(s)", snap.listeners.len()));
         crate::ops::systemd::spawn_watchdog();
     }
+    #[cfg(unix)]
+    if let Some(h) = handed.take() {
+        // Ready means serving every port the config has: the predecessor stops accepting then.
+        let deadline = Instant::now() + settings.upgrade_timeout;
+        while !serving_everything(&l4) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !serving_everything(&l4) {
+            error!("upgrade: not every listener came up; the previous process keeps serving");
+            return 1;
+        }
+        if let Err(e) = h.ready() {
+            warn!("upgrade: could not tell the previous process we serve: {e}");
+        }
+        let unused = l4.inherited.close_unclaimed();
+        if unused > 0 {
+            info!("upgrade: {unused} handed-over socket(s) are not in this config; closed");
+        }
+    }
+    let upgraded = upgrade_on_usr2(l4.clone());
     let signal = shutdown_signal();
     tokio::select! {
-        _ = signal => {}
+        _ = signal => info!("Signal received, shutdown now..."),
+        pid = upgraded => {
+            info!("upgrade: PID {pid} serves the ports; this process stops accepting and drains");
+            // Under systemd the new process becomes the service's main process (only the main
+            // process may say so with NotifyAccess=main).
+            #[cfg(target_os = "linux")]
+            let _ = crate::ops::systemd::notify(&format!("MAINPID={pid}"));
+        }
         _ = &mut handle => {
             error!("✗ the root supervisor gave up (restart budget exhausted); exiting");
             return 1;
         }
     }
-    info!("Signal received, shutdown now...");
     #[cfg(target_os = "linux")]
     crate::ops::systemd::stopping();
     // HTTP connections finish their requests and close (HTTP/2: GOAWAY) instead of idling
@@ -264,7 +306,11 @@ fn tree_spec(
     if let (Some(addr), Some(handle)) = (s.metrics_addr, prometheus) {
         services.push((
             Name::Metrics,
-            Arc::new(prom::MetricsEndpoint { addr, handle }),
+            Arc::new(prom::MetricsEndpoint {
+                addr,
+                handle,
+                l4: l4.clone(),
+            }),
         ));
     }
     TreeSpec {
@@ -363,6 +409,47 @@ fn reload_on_hangup(rt: Arc<crate::runtime::Runtime>) {
     }
     #[cfg(not(unix))]
     drop(rt);
+}
+
+/// True when every listener of the config serves, and the management API and the metrics
+/// endpoint have claimed the sockets handed to them.
+fn serving_everything(l4: &L4) -> bool {
+    let snap = l4.config.load();
+    let listeners = snap.listeners.keys().all(|k| match k.proto {
+        crate::config::Proto::Tcp => l4
+            .bound
+            .get(&k.to_string())
+            .is_some_and(|w| w.strong_count() > 0),
+        crate::config::Proto::Udp => l4.udp.sessions_of(*k).is_some(),
+    });
+    // The console and metrics sockets, if they were handed over, are taken.
+    listeners && !l4.inherited.holds("management") && !l4.inherited.holds("metrics")
+}
+
+/// Resolves with the new process's PID once a `SIGUSR2` upgrade has succeeded; a failed one
+/// is logged and this process carries on (and may be upgraded again).
+async fn upgrade_on_usr2(l4: Arc<L4>) -> u32 {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+            warn!("SIGUSR2 cannot be handled; hitless upgrades are unavailable");
+            return std::future::pending().await;
+        };
+        while usr2.recv().await.is_some() {
+            info!("SIGUSR2 received: upgrading to the binary at this process's path");
+            match crate::ops::upgrade::upgrade(l4.clone()).await {
+                Ok(pid) => return pid,
+                Err(e) => error!("✗ upgrade failed: {e}; this process carries on"),
+            }
+        }
+        std::future::pending().await
+    }
+    #[cfg(not(unix))]
+    {
+        drop(l4);
+        std::future::pending().await
+    }
 }
 
 async fn shutdown_signal() {

@@ -65,6 +65,8 @@ pub struct Settings {
 
     /// Address data listeners bind (`LISTEN_ADDR`, ours); `LISTEN_IPV6` switches to `::`.
     pub listen_ip: IpAddr,
+    /// `UPGRADE_TIMEOUT_SECS`: how long a binary started by `SIGUSR2` has to become ready.
+    pub upgrade_timeout: Duration,
     /// `REUSE_PORT`: bind listeners with `SO_REUSEPORT`, so several processes share a port.
     pub reuse_port: bool,
     pub max_connections: usize,
@@ -224,6 +226,7 @@ impl Settings {
             restart_window: Duration::from_secs(num("RESTART_WINDOW_SECS", 60).max(1)),
             listen_ip,
             reuse_port: flag("REUSE_PORT", false),
+            upgrade_timeout: Duration::from_secs(num("UPGRADE_TIMEOUT_SECS", 30).max(1)),
             max_connections: num("MAX_CONNECTIONS", 10_000),
             max_connections_per_ip: num("MAX_CONNECTIONS_PER_IP", 50),
             tcp_detect_limit: num("TCP_DETECT_LIMIT", 64usize).clamp(1, 8192),

@@ -2,6 +2,7 @@
 //! A restart re-binds the port; connections already accepted are unaffected.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ impl Service for ListenerService {
             let label = key.proto.as_str().to_ascii_uppercase();
             info!("↑ PORT {} {label} UP", key.port);
             let mut last_err = None;
+            let mut held = None;
             for attempt in 0..BIND_ATTEMPTS {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -36,7 +38,13 @@ impl Service for ListenerService {
                 let tasks = match key.proto {
                     Proto::Tcp => {
                         super::sockets::tcp(&rt.inherited, key, addr, rt.settings.reuse_port)
-                            .and_then(|l| super::tcp::spawn_accept_loops(&rt, key, l))
+                            .and_then(|l| {
+                                // A duplicate for a hand-over, owned by this start's guard.
+                                let dup = Arc::new(l.as_fd().try_clone_to_owned()?);
+                                rt.bound.insert(key.to_string(), Arc::downgrade(&dup));
+                                held = Some(dup);
+                                super::tcp::spawn_accept_loops(&rt, key, l)
+                            })
                     }
                     Proto::Udp => {
                         super::udp::endpoint(&rt, key, addr)
@@ -60,7 +68,7 @@ impl Service for ListenerService {
                         };
                         info!("✓ {name} listener on port {} is UP", key.port);
                         let guards: Vec<AbortOnDrop> = tasks.into_iter().map(AbortOnDrop).collect();
-                        return Ok(Guard::new(guards));
+                        return Ok(Guard::new((guards, held)));
                     }
                     Err(e) => last_err = Some(e),
                 }

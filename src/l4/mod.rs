@@ -38,6 +38,12 @@ pub struct L4 {
     pub quic: Arc<dyn QuicCarrier>,
     /// Listening sockets handed over by the process this one replaced (hitless upgrade).
     pub inherited: sockets::Inherited,
+    /// That process, while it still serves UDP sessions (their datagrams are relayed to it).
+    pub predecessor: std::sync::OnceLock<udp::predecessor::Predecessor>,
+    /// The listening TCP sockets this process serves, by name (`tcp:PORT`, `management`,
+    /// `metrics`), for a hand-over. Weak: the service that bound one owns it, so a removed
+    /// listener is not kept open here.
+    pub bound: DashMap<String, std::sync::Weak<std::os::fd::OwnedFd>>,
     /// Chaos: a one-shot panic armed per listener (`/chaos/panic/listeners/.../sessions`).
     session_panics: DashMap<ListenerKey, AtomicBool>,
 }
@@ -70,6 +76,8 @@ impl L4 {
             http,
             quic,
             inherited,
+            predecessor: std::sync::OnceLock::new(),
+            bound: DashMap::new(),
             session_panics: DashMap::new(),
             rt,
         })
@@ -83,6 +91,22 @@ impl L4 {
             flow: &self.rt.flow,
             acme: &self.rt.acme.challenges,
         }
+    }
+
+    /// The TCP listener named `name`: handed over by the predecessor, else bound to `addr`;
+    /// registered for the next hand-over, the returned handle keeping it there.
+    pub async fn listen_named(
+        &self,
+        name: &str,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<(tokio::net::TcpListener, Arc<std::os::fd::OwnedFd>)> {
+        let l = match self.inherited.take_tcp(name)? {
+            Some(l) => l,
+            None => tokio::net::TcpListener::bind(addr).await?,
+        };
+        let dup = Arc::new(std::os::fd::AsFd::as_fd(&l).try_clone_to_owned()?);
+        self.bound.insert(name.to_string(), Arc::downgrade(&dup));
+        Ok((l, dup))
     }
 
     /// Arms a session panic on the listener named `tcp:PORT`; false for unknown names.

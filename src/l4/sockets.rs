@@ -9,26 +9,52 @@ use std::sync::Mutex;
 
 use crate::config::{ListenerKey, Proto};
 
-/// Sockets inherited from the previous process, taken once each by the listener that binds
-/// its key.
-#[derive(Default)]
-pub struct Inherited(Mutex<HashMap<ListenerKey, OwnedFd>>);
+/// Sockets inherited from the previous process by name (`tcp:PORT`, `udp:PORT`,
+/// `management`, `metrics`), taken once each by whoever binds that name.
+#[derive(Default, Debug)]
+pub struct Inherited(Mutex<HashMap<String, OwnedFd>>);
 
 impl Inherited {
-    pub fn new(fds: HashMap<ListenerKey, OwnedFd>) -> Self {
+    pub fn new(fds: HashMap<String, OwnedFd>) -> Self {
         Self(Mutex::new(fds))
     }
 
-    fn take(&self, key: ListenerKey) -> Option<OwnedFd> {
+    fn take(&self, name: &str) -> Option<OwnedFd> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&key)
+            .remove(name)
     }
 
-    /// Sockets no listener claimed (their ports left the config): closed by dropping.
+    /// The listening TCP socket named `name`, if it was handed over.
+    pub fn take_tcp(&self, name: &str) -> std::io::Result<Option<tokio::net::TcpListener>> {
+        let Some(fd) = self.take(name) else {
+            return Ok(None);
+        };
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(l).map(Some)
+    }
+
+    /// True while the socket named `name` waits to be claimed.
+    pub fn holds(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
+
+    /// Sockets not yet claimed.
     pub fn leftover(&self) -> usize {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Closes the sockets nothing claimed (ports the new config no longer has); their count.
+    pub fn close_unclaimed(&self) -> usize {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.len();
+        m.clear();
+        n
     }
 }
 
@@ -39,10 +65,8 @@ pub fn tcp(
     addr: SocketAddr,
     reuse_port: bool,
 ) -> std::io::Result<tokio::net::TcpListener> {
-    if let Some(fd) = inherited.take(key) {
-        let l = std::net::TcpListener::from(fd);
-        l.set_nonblocking(true)?;
-        return tokio::net::TcpListener::from_std(l);
+    if let Some(l) = inherited.take_tcp(&key.to_string())? {
+        return Ok(l);
     }
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -68,7 +92,7 @@ pub fn udp(
     reuse_port: bool,
 ) -> std::io::Result<tokio::net::UdpSocket> {
     debug_assert_eq!(key.proto, Proto::Udp);
-    let std_sock = match inherited.take(key) {
+    let std_sock = match inherited.take(&key.to_string()) {
         Some(fd) => std::net::UdpSocket::from(fd),
         None => {
             let domain = socket2::Domain::for_address(addr);
@@ -121,8 +145,8 @@ mod tests {
         let k = key(addr.port(), Proto::Tcp);
         let u = key(uaddr.port(), Proto::Udp);
         let inherited = Inherited::new(HashMap::from([
-            (k, OwnedFd::from(std_l)),
-            (u, OwnedFd::from(std_u)),
+            (k.to_string(), OwnedFd::from(std_l)),
+            (u.to_string(), OwnedFd::from(std_u)),
         ]));
         // Binding the same address again would fail with EADDRINUSE: it is not bound again.
         let l = tcp(&inherited, k, addr, false).expect("inherited");

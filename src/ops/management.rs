@@ -25,7 +25,8 @@ impl Service for Management {
         let token = self.token.clone();
         Box::pin(async move {
             let addr = SocketAddr::new(rt.settings.console_listen, rt.settings.mgmt_port);
-            let l = tokio::net::TcpListener::bind(addr)
+            let (l, held) = rt
+                .listen_named("management", addr)
                 .await
                 .map_err(|e| format!("management API cannot bind {addr}: {e}"))?;
             tracing::info!("✓ Management console listening on http://{addr}");
@@ -33,7 +34,7 @@ impl Service for Management {
             let handler = Arc::new(move |req: Req| handle(rt2.clone(), token2.clone(), req));
             let tcp = AbortOnDrop(tokio::spawn(http::serve(l, handler.clone())));
             let unix = unix_console(&rt.settings.socket_dir, handler);
-            Ok(Guard::new((tcp, unix)))
+            Ok(Guard::new((tcp, unix, held)))
         })
     }
 }
@@ -43,10 +44,21 @@ impl Service for Management {
 struct UnixConsole {
     _task: AbortOnDrop,
     path: std::path::PathBuf,
+    /// The inode of the socket file this process made.
+    ino: Option<u64>,
 }
 
 impl Drop for UnixConsole {
     fn drop(&mut self) {
+        // Only our own socket file: after a hitless upgrade the path holds the new process's.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let ours = std::fs::metadata(&self.path).is_ok_and(|m| Some(m.ino()) == self.ino);
+            if !ours {
+                return;
+            }
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -68,8 +80,10 @@ where
     match bound {
         Ok(l) => {
             tracing::info!("✓ Management console listening on unix:{}", path.display());
+            use std::os::unix::fs::MetadataExt;
             Some(UnixConsole {
                 _task: AbortOnDrop(tokio::spawn(http::serve(l, handler))),
+                ino: std::fs::metadata(&path).ok().map(|m| m.ino()),
                 path,
             })
         }

@@ -73,13 +73,16 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 pub struct MetricsEndpoint {
     pub addr: SocketAddr,
     pub handle: PrometheusHandle,
+    /// Where the socket comes from (handed over by a predecessor) and is registered.
+    pub l4: Arc<crate::l4::L4>,
 }
 
 impl Service for MetricsEndpoint {
     fn start(&self) -> StartFuture {
-        let (addr, handle) = (self.addr, self.handle.clone());
+        let (addr, handle, l4) = (self.addr, self.handle.clone(), self.l4.clone());
         Box::pin(async move {
-            let l = tokio::net::TcpListener::bind(addr)
+            let (l, held) = l4
+                .listen_named("metrics", addr)
                 .await
                 .map_err(|e| format!("metrics endpoint cannot bind {addr}: {e}"))?;
             tracing::info!("✓ Metrics on http://{addr}/metrics");
@@ -98,9 +101,10 @@ impl Service for MetricsEndpoint {
                     http::respond(StatusCode::OK, "text/plain; version=0.0.4", text)
                 }
             });
-            Ok(Guard::new(AbortOnDrop(tokio::spawn(http::serve(
-                l, handler,
-            )))))
+            Ok(Guard::new((
+                AbortOnDrop(tokio::spawn(http::serve(l, handler))),
+                held,
+            )))
         })
     }
 }

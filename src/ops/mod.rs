@@ -14,3 +14,5 @@ pub mod routes;
 #[cfg(target_os = "linux")]
 pub mod systemd;
 pub mod ui;
+#[cfg(unix)]
+pub mod upgrade;

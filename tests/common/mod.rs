@@ -177,13 +177,18 @@ impl Vane {
     }
 
     pub fn spawn(cfg: &ConfigDir, env: &[(&str, String)]) -> Vane {
+        // VANE_BIN runs another build (e.g. an older one, to watch a test fail without a fix).
+        let bin = std::env::var_os("VANE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vane").into());
+        Self::spawn_bin(cfg, env, Path::new(&bin))
+    }
+
+    /// Runs the binary at `bin` (a copy a test may replace, as an upgrade does).
+    pub fn spawn_bin(cfg: &ConfigDir, env: &[(&str, String)], bin: &Path) -> Vane {
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("vane.log");
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mgmt = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let logfile = std::fs::File::create(&log).expect("log file");
-        // VANE_BIN runs another build (e.g. an older one, to watch a test fail without a fix).
-        let bin = std::env::var_os("VANE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vane").into());
         let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--config")
@@ -223,7 +228,20 @@ impl Vane {
 
     pub fn start_with(cfg: &ConfigDir, opts: Opts<'_>) -> Vane {
         let v = Self::spawn(cfg, &opts.env);
-        for p in &opts.wait_ports {
+        v.wait_started(&opts.wait_ports);
+        v
+    }
+
+    /// Like [`Vane::start_with`], running the binary at `bin`.
+    pub fn start_bin(cfg: &ConfigDir, opts: Opts<'_>, bin: &Path) -> Vane {
+        let v = Self::spawn_bin(cfg, &opts.env, bin);
+        v.wait_started(&opts.wait_ports);
+        v
+    }
+
+    fn wait_started(&self, wait_ports: &[u16]) {
+        let v = self;
+        for p in wait_ports {
             assert!(
                 wait_until(Duration::from_secs(10), || TcpStream::connect((
                     "127.0.0.1",
@@ -242,7 +260,6 @@ impl Vane {
             "management API never came up; log:\n{}",
             v.logs()
         );
-        v
     }
 
     /// The management console's Unix socket (`SOCKET_DIR/console.sock`).

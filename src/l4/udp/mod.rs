@@ -8,6 +8,7 @@
 //! - [`session`]: a session's state machine, its flow and its reply path;
 //! - [`quic`]: QUIC inspection, forwarding by connection ID, hand-off to HTTP/3.
 
+pub mod predecessor;
 mod quic;
 mod session;
 mod state;
@@ -66,6 +67,11 @@ pub async fn recv_loop(rt: Arc<L4>, key: ListenerKey, socket: Arc<UdpSocket>, se
             }
         };
         let data = &buf[..n];
+        if let Some(p) = rt.predecessor.get() {
+            if p.owns(key, peer) && p.relay(key, peer, data) {
+                continue;
+            }
+        }
         let mut shared = false;
         if let Some(s) = port.sessions.get(&peer).map(|s| s.clone()) {
             if s.shared.load(std::sync::atomic::Ordering::Relaxed) {

@@ -65,6 +65,30 @@ impl UdpState {
         Ok(e)
     }
 
+    /// The session table of `key`'s listener, if it is bound.
+    pub fn sessions_of(&self, key: ListenerKey) -> Option<Sessions> {
+        self.endpoints.get(&key).map(|e| e.value().1.clone())
+    }
+
+    /// Every bound UDP socket by listener (for a hand-over to the next process).
+    pub fn sockets(&self) -> Vec<(ListenerKey, Arc<UdpSocket>)> {
+        self.endpoints
+            .iter()
+            .map(|e| (*e.key(), e.value().0.clone()))
+            .collect()
+    }
+
+    /// (`udp:PORT`, client address) of every live session.
+    pub fn session_list(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for e in &self.endpoints {
+            for s in e.value().1.iter() {
+                out.push((e.key().to_string(), s.key().to_string()));
+            }
+        }
+        out
+    }
+
     /// Drops the sockets and sessions of listeners `keep` no longer wants.
     pub fn retain(&self, keep: &dyn Fn(&ListenerKey) -> bool) {
         self.endpoints.retain(|k, _| keep(k));
