@@ -175,6 +175,10 @@ pub async fn run(dir: &Path) -> i32 {
     // Without an endpoint nobody can read the metrics: no recorder, and recording costs nothing.
     let prometheus = settings.metrics_addr.and_then(|_| prom::install());
     let store = ConfigStore::new(dir.to_path_buf(), loaded.snapshot);
+    if settings.quic_lb_server_id_invalid {
+        error!("QUIC_LB_SERVER_ID must be 1 to 8 bytes of hex");
+        return 1;
+    }
     let rt = Runtime::new(settings, store.clone());
     if let Some(url) = &settings.ratelimit_redis_url {
         // rediss:// builds its TLS client from the process-wide provider; ours is ring.

@@ -67,6 +67,16 @@ pub struct Settings {
     pub listen_ip: IpAddr,
     /// `UPGRADE_TIMEOUT_SECS`: how long a binary started by `SIGUSR2` has to become ready.
     pub upgrade_timeout: Duration,
+    /// `QUIC_LB_SERVER_ID` (hex, 1-8 bytes): this instance's server ID in the connection IDs
+    /// its HTTP/3 endpoints issue (QUIC-LB plaintext); `None` when unset or invalid.
+    pub quic_lb_server_id: Option<Vec<u8>>,
+    /// True when `QUIC_LB_SERVER_ID` is set but is not 1-8 bytes of hex (start refuses).
+    pub quic_lb_server_id_invalid: bool,
+    /// `QUIC_LB_SERVER_ID_LEN`: read server IDs of this length out of the connection IDs of
+    /// forwarded QUIC (`quic.server_id`); defaults to the length of `QUIC_LB_SERVER_ID`, 0 = off.
+    pub quic_lb_sid_len: usize,
+    /// `QUIC_LB_CONFIG_ID` (0-6): the config rotation codepoint of those IDs.
+    pub quic_lb_config_id: u8,
     /// `REUSE_PORT`: bind listeners with `SO_REUSEPORT`, so several processes share a port.
     pub reuse_port: bool,
     pub max_connections: usize,
@@ -171,6 +181,13 @@ impl Settings {
             Some(v) => v.trim().parse().ok().or(Some(default_metrics())),
             None => Some(default_metrics()),
         };
+        let lb_server_id: Result<Option<Vec<u8>>, ()> = match var("QUIC_LB_SERVER_ID") {
+            None => Ok(None),
+            Some(h) => match hex::decode(h.trim()) {
+                Ok(b) if (1..=8).contains(&b.len()) => Ok(Some(b)),
+                _ => Err(()),
+            },
+        };
         let listen_ip = if flag("LISTEN_IPV6", false) {
             IpAddr::from([0u16; 8])
         } else {
@@ -226,6 +243,14 @@ impl Settings {
             restart_window: Duration::from_secs(num("RESTART_WINDOW_SECS", 60).max(1)),
             listen_ip,
             reuse_port: flag("REUSE_PORT", false),
+            quic_lb_server_id: lb_server_id.clone().ok().flatten(),
+            quic_lb_server_id_invalid: lb_server_id.is_err(),
+            quic_lb_sid_len: num(
+                "QUIC_LB_SERVER_ID_LEN",
+                lb_server_id.ok().flatten().map_or(0, |s| s.len()),
+            )
+            .min(8),
+            quic_lb_config_id: num("QUIC_LB_CONFIG_ID", 0u8).min(6),
             upgrade_timeout: Duration::from_secs(num("UPGRADE_TIMEOUT_SECS", 30).max(1)),
             max_connections: num("MAX_CONNECTIONS", 10_000),
             max_connections_per_ip: num("MAX_CONNECTIONS_PER_IP", 50),

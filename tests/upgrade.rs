@@ -229,6 +229,24 @@ async fn sigusr2_under_load_refuses_nothing_and_keeps_long_connections() {
             }
         }));
     }
+    // The QUIC connection is in use throughout (a real one has keep-alives): its session must
+    // not go idle in the old process.
+    let pings = {
+        let (stop, quic) = (stop.clone(), quic.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, 0usize);
+            while !stop.load(Ordering::SeqCst) {
+                match tokio::time::timeout(Duration::from_secs(2), common::quic::ask(&quic, "ping"))
+                    .await
+                {
+                    Ok(Some(a)) if a == "Q:ping" => ok += 1,
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            (ok, failed)
+        })
+    };
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // A new package puts a new binary at the same path; SIGUSR2.
@@ -255,6 +273,14 @@ async fn sigusr2_under_load_refuses_nothing_and_keeps_long_connections() {
     for t in load {
         t.join().expect("load thread");
     }
+    let (pings_ok, pings_failed) = pings.await.expect("pinger");
+    assert_eq!(
+        pings_failed,
+        0,
+        "QUIC requests failed across the upgrade ({pings_ok} ok):\n{}",
+        v.logs()
+    );
+    assert!(pings_ok >= 5, "{pings_ok}");
 
     // Long-lived connections stayed with the old process and still work.
     ws.write_all(b"after").expect("ws write");

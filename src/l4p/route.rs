@@ -235,6 +235,38 @@ pub enum QuicRouted {
     Terminate(Kv),
 }
 
+/// Runs the `quic` resolver for a short-header packet of a connection this instance never saw
+/// (a client that moved, another balancer's connection) whose connection ID names a QUIC-LB
+/// server ID: `quic.dcid` and `quic.server_id` are all there is to route by. Only forwarding
+/// makes sense for it.
+pub async fn route_quic_by_id(
+    rt: Stage<'_>,
+    mut kv: Kv,
+    dcid: &[u8],
+    server_id: &[u8],
+    conn: &Conn,
+) -> Option<Upstream> {
+    let label = conn.key.to_string();
+    let entry = rt.config.load().resolvers.get("quic").cloned()?;
+    kv.set("conn.layer", "l4p");
+    kv.set("conn.proto.carrier", "quic");
+    kv.set("quic.dcid", hex::encode(dcid));
+    kv.set("quic.server_id", hex::encode(server_id));
+    metrics::counter!("vane_l4p_inspections_total", "protocol" => "quic", "outcome" => "server_id")
+        .increment(1);
+    match exec::run(&entry.doc, &mut kv, rt.flow).await {
+        Ok(Decision::Proxy(to)) => {
+            info!(listener = %label, peer = %conn.peer, "QUIC packet of an unknown connection routed by server id {}", hex::encode(server_id));
+            Some(to.upstream)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            warn!(listener = %label, peer = %conn.peer, "resolver `quic`: {e}");
+            None
+        }
+    }
+}
+
 /// Runs the `quic` resolver for an inspected QUIC connection; `None` drops the session.
 pub async fn route_quic(
     rt: Stage<'_>,

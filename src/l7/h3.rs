@@ -27,8 +27,38 @@ use crate::conn::carrier::OpenError;
 use crate::conn::{Inbox, QuicPort};
 use crate::flow::kv::Kv;
 
-/// Length of the connection IDs our HTTP/3 endpoints issue: 8 random bytes and a 4-byte tag.
-pub const CID_LEN: usize = 12;
+/// How our HTTP/3 endpoints shape connection IDs: a QUIC-LB prefix when this instance has a
+/// server ID (first octet, then the ID), random bytes, and a 4-byte keyed tag.
+struct CidShape {
+    prefix: Vec<u8>,
+    random: usize,
+}
+
+impl CidShape {
+    fn len(&self) -> usize {
+        self.prefix.len() + self.random + 4
+    }
+}
+
+static SHAPE: std::sync::OnceLock<CidShape> = std::sync::OnceLock::new();
+
+fn shape() -> &'static CidShape {
+    SHAPE.get_or_init(|| CidShape {
+        prefix: Vec::new(),
+        random: 8,
+    })
+}
+
+/// Puts `server_id` (QUIC-LB plaintext, `config_id`) into every connection ID issued from now
+/// on, so a balancer in front finds this instance from any of them. Set once, before the
+/// first endpoint opens.
+pub fn use_server_id(server_id: &[u8], config_id: u8) {
+    let random = 7;
+    let len = 1 + server_id.len() + random + 4;
+    let mut prefix = vec![crate::l4p::quic::lb::first_octet(config_id, len)];
+    prefix.extend_from_slice(server_id);
+    let _ = SHAPE.set(CidShape { prefix, random });
+}
 
 /// The per-process key of the connection-ID tags.
 fn tag_key() -> &'static std::collections::hash_map::RandomState {
@@ -37,9 +67,9 @@ fn tag_key() -> &'static std::collections::hash_map::RandomState {
     KEY.get_or_init(std::collections::hash_map::RandomState::new)
 }
 
-fn tag(random: &[u8]) -> [u8; 4] {
+fn tag(body: &[u8]) -> [u8; 4] {
     use std::hash::BuildHasher;
-    let h = tag_key().hash_one(random);
+    let h = tag_key().hash_one(body);
     let b = h.to_le_bytes();
     [b[0], b[1], b[2], b[3]]
 }
@@ -49,23 +79,27 @@ fn tag(random: &[u8]) -> [u8; 4] {
 /// it moves) carries a keyed tag, so a packet from an unknown address can be recognised
 /// without any table.
 pub fn is_ours(cid: &[u8]) -> bool {
-    cid.len() == CID_LEN && tag(&cid[..8]) == cid[8..]
+    let s = shape();
+    let n = s.len();
+    cid.len() == n && cid.starts_with(&s.prefix) && tag(&cid[..n - 4]) == cid[n - 4..]
 }
 
-/// quinn's generator for our endpoints: random bytes plus their tag.
+/// quinn's generator for our endpoints: prefix, random bytes, their tag.
 struct TaggedCids;
 
 impl quinn::ConnectionIdGenerator for TaggedCids {
     fn generate_cid(&mut self) -> quinn::ConnectionId {
-        let random: [u8; 8] = rand::random();
-        let mut cid = [0u8; CID_LEN];
-        cid[..8].copy_from_slice(&random);
-        cid[8..].copy_from_slice(&tag(&random));
+        let s = shape();
+        let mut cid = Vec::with_capacity(s.len());
+        cid.extend_from_slice(&s.prefix);
+        cid.extend((0..s.random).map(|_| rand::random::<u8>()));
+        let t = tag(&cid);
+        cid.extend_from_slice(&t);
         quinn::ConnectionId::new(&cid)
     }
 
     fn cid_len(&self) -> usize {
-        CID_LEN
+        shape().len()
     }
 
     fn cid_lifetime(&self) -> Option<std::time::Duration> {
@@ -80,7 +114,7 @@ pub fn route_moved(rt: &L7, key: ListenerKey, data: &[u8]) -> Option<Inbox> {
     if first & 0x80 != 0 {
         return None;
     }
-    let cid = data.get(1..1 + CID_LEN)?;
+    let cid = data.get(1..1 + shape().len())?;
     if !is_ours(cid) {
         return None;
     }

@@ -55,6 +55,9 @@ impl std::ops::Deref for L7 {
 
 impl L7 {
     pub fn new(rt: Arc<Runtime>) -> Arc<Self> {
+        if let Some(id) = &rt.settings.quic_lb_server_id {
+            h3::use_server_id(id, rt.settings.quic_lb_config_id);
+        }
         Arc::new(Self {
             rt,
             tls: OnceLock::new(),

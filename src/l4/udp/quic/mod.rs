@@ -20,7 +20,8 @@ use crate::conn::Conn;
 use crate::flow::kv::Kv;
 use crate::l4::L4;
 use crate::l4p::quic::inspect::{Inspector, Limits};
-use crate::l4p::route::{route_quic, QuicRouted};
+use crate::l4p::quic::lb;
+use crate::l4p::route::{route_quic, route_quic_by_id, QuicRouted};
 
 /// Holds the session's datagrams until their ClientHello is complete, then asks the `quic`
 /// resolver. Returns its verdict, every datagram held so far (to be forwarded) and the
@@ -44,12 +45,22 @@ pub(super) async fn inspect(
     loop {
         let (batch, bytes) = sess.take_queued();
         charge.bytes += bytes;
-        for d in batch {
+        let mut batch = batch.into_iter();
+        while let Some(d) = batch.next() {
             let insp = match &mut inspector {
                 Some(i) => i,
                 None => match Inspector::new(&d, limits) {
                     Ok(i) => inspector.insert(i),
                     Err(e) => {
+                        if let Some((dcid, sid)) = by_server_id(rt, &d) {
+                            held.push(d);
+                            held.extend(batch.by_ref());
+                            let (rest, bytes) = sess.take_queued();
+                            charge.bytes += bytes;
+                            held.extend(rest);
+                            let to = route_quic_by_id(rt.stage(), kv, &dcid, &sid, conn).await?;
+                            return Some((QuicRouted::Forward(to), held, dcid));
+                        }
                         metrics::counter!("vane_l4p_parse_failures_total", "protocol" => "quic", "error" => "not_initial").increment(1);
                         debug!(listener = %conn.key, "QUIC inspection: {e} (first bytes {})", hex::encode(&d[..d.len().min(21)]));
                         return None;
@@ -61,6 +72,8 @@ pub(super) async fn inspect(
             match r {
                 Ok(Some(found)) => {
                     debug!(listener = %conn.key, "QUIC ClientHello complete after {} datagrams", held.len());
+                    // Datagrams after the last Initial, in this batch and queued since.
+                    held.extend(batch.by_ref());
                     let (rest, bytes) = sess.take_queued();
                     charge.bytes += bytes;
                     held.extend(rest);
@@ -84,6 +97,18 @@ pub(super) async fn inspect(
             return None;
         }
     }
+}
+
+/// The (connection ID, server ID) of a short-header packet whose QUIC-LB connection ID names
+/// a server, when this instance reads server IDs (`QUIC_LB_SERVER_ID_LEN`).
+fn by_server_id(rt: &L4, d: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let s = rt.settings;
+    if s.quic_lb_sid_len == 0 {
+        return None;
+    }
+    let dcid = lb::short_header_dcid(d)?;
+    let sid = lb::server_id(dcid, s.quic_lb_config_id, s.quic_lb_sid_len)?;
+    Some((dcid.to_vec(), sid.to_vec()))
 }
 
 /// Bytes held by an inspection, given back to the pending budget when it ends.
