@@ -108,6 +108,12 @@ pub struct Settings {
     /// `UPSTREAM_H3_POOL_MAX`: pooled HTTP/3 upstream connections per data-plane thread.
     pub upstream_h3_pool_max: usize,
     pub plugin_quiet: Duration,
+    /// `EXTERNAL_HTTPS_CALL_SKIP_TLS_VERIFY` (alias `SKIP_TLS_VERIFY`, the example file's
+    /// spelling): `https` plugins' certificates are not verified.
+    pub plugin_skip_tls_verify: bool,
+    /// `EXTERNAL_PLUGIN_CHECK_INTERVAL_MINS`: how often every external plugin's connectivity
+    /// is checked (first right after start and after each change of `plugins.json`).
+    pub plugin_check_interval: Duration,
     pub ratelimit_key_max_len: usize,
 
     pub health_interval: Duration,
@@ -275,6 +281,11 @@ impl Settings {
             upstream_max_tracked: num("UPSTREAM_MAX_TRACKED", 10_000usize).max(16),
             upstream_h3_pool_max: num("UPSTREAM_H3_POOL_MAX", 256usize).max(1),
             plugin_quiet: Duration::from_secs(num("EXTERNAL_PLUGIN_QUIET_PERIOD_SECS", 3)),
+            plugin_skip_tls_verify: flag("EXTERNAL_HTTPS_CALL_SKIP_TLS_VERIFY", false)
+                || flag("SKIP_TLS_VERIFY", false),
+            plugin_check_interval: Duration::from_secs(
+                num("EXTERNAL_PLUGIN_CHECK_INTERVAL_MINS", 15u64).max(1) * 60,
+            ),
             ratelimit_key_max_len: num("RATELIMIT_KEY_MAX_LEN", 256),
             health_interval: Duration::from_secs(num("HEALTH_TCP_INTERVAL_SECS", 5).max(1)),
             health_timeout: Duration::from_millis(num("HEALTH_TCP_CONNECT_TIMEOUT_MS", 2000)),
@@ -408,9 +419,6 @@ pub const REPLACED_ENV: &[(&str, &str)] = &[
     ("QUIC_LONG_HEADER_BUFFER_SIZE", "Initial packets are inspected within QUIC_SESSION_BUFFER_LIMIT and QUIC_GLOBAL_PENDING_BYTES_LIMIT"),
     ("HEALTH_UDP_UNHEALTHY_TTL_SECS", "UDP targets have no passive health marks in this build"),
     ("HEALTH_UDP_CLEANUP_INTERVAL_SECS", "UDP targets have no passive health marks in this build"),
-    ("EXTERNAL_PLUGIN_CHECK_INTERVAL_MINS", "external plugins are not health-checked periodically in this build (a failing call opens the plugin's breaker)"),
-    ("EXTERNAL_HTTPS_CALL_SKIP_TLS_VERIFY", "external plugins are called over http:// and unix sockets in this build"),
-    ("SKIP_TLS_VERIFY", "external plugins are called over http:// and unix sockets in this build"),
 ];
 
 /// The [`REPLACED_ENV`] variables set in this process's environment.

@@ -49,23 +49,17 @@ pub struct CaClient {
 impl CaClient {
     /// Trusts the system roots and every certificate of `ca_bundle`.
     pub fn new(ca_bundle: Option<&std::path::Path>, timeout: Duration) -> Result<Self, CaError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        let mut extra = Vec::new();
         if let Some(p) = ca_bundle {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
-                .and_then(|i| i.collect::<Result<_, _>>())
+            extra = CertificateDer::pem_file_iter(p)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| CaError::Trust(format!("{}: {e}", p.display())))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
+            if extra.is_empty() {
                 return Err(CaError::Trust(format!("{}: no certificate", p.display())));
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CaError::Trust(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut cfg = crate::certs::client::config(false, &extra)
+            .map_err(|e| CaError::Trust(e.to_string()))?;
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)),

@@ -2,6 +2,7 @@
 //! the certificate), chosen by SNI with a wildcard step, and the `default` pair created when
 //! missing or about to expire.
 
+pub mod client;
 pub mod der;
 
 use std::collections::BTreeMap;

@@ -38,7 +38,11 @@ impl Env {
             max_template_result: settings.max_template_result,
             rate_sec: limiter(Duration::from_secs(1)),
             rate_min: limiter(Duration::from_secs(60)),
-            plugins: Caller::new(config_dir, settings.plugin_quiet, settings.flow_timeout),
+            plugins: {
+                let mut c = Caller::new(config_dir, settings.plugin_quiet, settings.flow_timeout);
+                c.skip_tls_verify = settings.plugin_skip_tls_verify;
+                c
+            },
             timeout: settings.flow_timeout,
             shared: std::sync::OnceLock::new(),
         }

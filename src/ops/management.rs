@@ -216,7 +216,11 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
                 .collect();
             ok(json!({
                 "listeners": {"active": tcp.len() + udp.len(), "tcp": tcp, "udp": udp},
-                "plugins": {"internal": crate::flow::catalogue::BUILTINS.len(), "external": snap.plugins.doc.len()},
+                "plugins": {
+                    "internal": crate::flow::catalogue::BUILTINS.len(),
+                    "external": snap.plugins.doc.len(),
+                    "external_healthy": snap.plugins.doc.keys().filter(|n| rt.flow.plugins.healthy.get(*n).is_some_and(|h| *h)).count(),
+                },
                 "resources": {"nodes": snap.nodes.doc.names.len(), "certificates": rt.certs.load().by_id.len(), "resolvers": snap.resolvers.len(), "applications": snap.applications.len()},
                 "connections": rt.limits.active(),
                 "config_generation": snap.generation,
@@ -250,7 +254,7 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
                 .plugins
                 .doc
                 .values()
-                .map(|p| json!({"name": p.name, "role": p.role, "type": "external"}))
+                .map(|p| json!({"name": p.name, "role": p.role, "type": "external", "healthy": rt.flow.plugins.healthy.get(&p.name).map(|h| *h)}))
                 .collect();
             let mut data = serde_json::Map::new();
             if kind != "external" {

@@ -31,14 +31,34 @@ impl Service for NodesRegistry {
     }
 }
 
-/// `registries/plugins`: the external plugins of `plugins.json`.
+/// `registries/plugins`: the external plugins of `plugins.json`, whose connectivity it checks
+/// right away and every `EXTERNAL_PLUGIN_CHECK_INTERVAL_MINS` (0.9.2's background check), for
+/// `healthy` in `GET /plugins`.
 pub struct PluginsRegistry(pub Arc<Runtime>);
 
 impl Service for PluginsRegistry {
     fn start(&self) -> StartFuture {
-        let n = self.0.config.load().plugins.doc.len();
+        let rt = self.0.clone();
+        let n = rt.config.load().plugins.doc.len();
         metrics::gauge!("vane_external_plugins").set(n as f64);
-        Box::pin(async { Ok(Guard::new(())) })
+        Box::pin(async move {
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(rt.settings.plugin_check_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let snap = rt.config.load();
+                    let caller = &rt.flow.plugins;
+                    caller
+                        .healthy
+                        .retain(|name, _| snap.plugins.doc.contains_key(name));
+                    for p in snap.plugins.doc.values() {
+                        let _ = caller.check(p).await;
+                    }
+                }
+            });
+            Ok(Guard::new(AbortOnDrop(task)))
+        })
     }
 }
 

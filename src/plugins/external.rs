@@ -78,12 +78,19 @@ struct Envelope {
     message: Option<String>,
 }
 
+/// How long a connectivity check may take (0.9.2's 3 s).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Calls plugins and remembers which ones recently failed.
 pub struct Caller {
     bin: PathBuf,
     quiet: Duration,
     timeout: Duration,
     failed_at: DashMap<String, Instant>,
+    /// `EXTERNAL_HTTPS_CALL_SKIP_TLS_VERIFY`: `https` plugins' certificates are not verified.
+    pub skip_tls_verify: bool,
+    /// The last connectivity check of each plugin (`EXTERNAL_PLUGIN_CHECK_INTERVAL_MINS`).
+    pub healthy: DashMap<String, bool>,
 }
 
 impl Caller {
@@ -93,7 +100,44 @@ impl Caller {
             quiet,
             timeout,
             failed_at: DashMap::new(),
+            skip_tls_verify: false,
+            healthy: DashMap::new(),
         }
+    }
+
+    /// The connectivity check of `p`: `http` answers `OPTIONS` with 2xx, a `unix` socket
+    /// accepts a connection, a `command` is a trusted program in `bin/`. Recorded for the API.
+    pub async fn check(&self, p: &ExternalPlugin) -> Result<(), PluginError> {
+        let r = match &p.driver {
+            Driver::Http { url } => {
+                tokio::time::timeout(PROBE_TIMEOUT, probe_http(url, self.skip_tls_verify))
+                    .await
+                    .unwrap_or(Err(PluginError::Timeout(PROBE_TIMEOUT)))
+            }
+            #[cfg(unix)]
+            Driver::Unix { path } => {
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::UnixStream::connect(path))
+                    .await
+                    .map_err(|_| PluginError::Timeout(PROBE_TIMEOUT))
+                    .and_then(|r| {
+                        r.map(drop)
+                            .map_err(|e| unreachable(format!("connect {path}: {e}")))
+                    })
+            }
+            #[cfg(not(unix))]
+            Driver::Unix { .. } => Err(PluginError::Refused(
+                "unix sockets are not available".into(),
+            )),
+            Driver::Command { program, .. } => trusted_program(&self.bin, program).map(drop),
+        };
+        let now = r.is_ok();
+        if self.healthy.insert(p.name.clone(), now) != Some(now) {
+            match &r {
+                Ok(()) => tracing::info!("External plugin '{}' is healthy", p.name),
+                Err(e) => tracing::warn!("External plugin '{}' is unhealthy: {e}", p.name),
+            }
+        }
+        r
     }
 
     /// Calls `p` with `input`; a fault trips the breaker and yields `Failed`.
@@ -137,7 +181,7 @@ impl Caller {
     async fn dispatch(&self, p: &ExternalPlugin, input: &Value) -> Result<Verdict, PluginError> {
         match &p.driver {
             Driver::Command { program, args, env } => self.command(program, args, env, input).await,
-            Driver::Http { url } => http(url, input).await,
+            Driver::Http { url } => http(url, input, self.skip_tls_verify).await,
             Driver::Unix { path } => unix(Path::new(path), input).await,
         }
     }
@@ -348,24 +392,84 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// `http://authority/path` -> (authority, path); other schemes are not supported here.
-fn split_http_url(url: &str) -> Result<(&str, &str), PluginError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        PluginError::Refused("only http:// URLs are supported for external plugins".into())
-    })?;
-    Ok(match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+/// Where an `http` plugin lives: `http://` or `https://`, host, port (the scheme's default
+/// when the URL has none), and the path to request.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    tls: bool,
+    host: String,
+    port: u16,
+    /// `Host` header value: the URL's authority as written.
+    authority: String,
+    path: String,
+}
+
+fn target(url: &str) -> Result<Target, PluginError> {
+    let refused = |why: &str| PluginError::Refused(format!("plugin URL `{url}`: {why}"));
+    let uri: hyper::Uri = url.parse().map_err(|_| refused("not a URL"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(refused("only http:// and https:// are supported")),
+    };
+    let host = uri.host().ok_or_else(|| refused("no host"))?;
+    let authority = uri.authority().map_or(host, |a| a.as_str()).to_string();
+    Ok(Target {
+        tls,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        authority,
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
     })
 }
 
-/// The registration check of an `http` plugin: `OPTIONS <url>` must answer 2xx.
-pub async fn probe_http(url: &str) -> Result<(), PluginError> {
-    let (authority, path) = split_http_url(url)?;
-    let mut s = tokio::net::TcpStream::connect(authority)
+/// A byte stream to a plugin, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// The TLS client of `https` plugins: system roots, or none with
+/// `EXTERNAL_HTTPS_CALL_SKIP_TLS_VERIFY` (alias `SKIP_TLS_VERIFY`). Built once per mode.
+fn tls_connector(skip_verify: bool) -> Result<tokio_rustls::TlsConnector, PluginError> {
+    static BUILT: [std::sync::OnceLock<tokio_rustls::TlsConnector>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let slot = &BUILT[usize::from(skip_verify)];
+    if let Some(c) = slot.get() {
+        return Ok(c.clone());
+    }
+    let mut cfg = crate::certs::client::config(skip_verify, &[])
+        .map_err(|e| PluginError::Refused(format!("TLS client: {e}")))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let c = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    Ok(slot.get_or_init(|| c).clone())
+}
+
+async fn open(t: &Target, skip_verify: bool) -> Result<Box<dyn Stream>, PluginError> {
+    let tcp = tokio::net::TcpStream::connect((t.host.as_str(), t.port))
         .await
-        .map_err(|e| unreachable(format!("connect {authority}: {e}")))?;
-    let req = format!("OPTIONS {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        .map_err(|e| unreachable(format!("connect {}:{}: {e}", t.host, t.port)))?;
+    if !t.tls {
+        return Ok(Box::new(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+        .map_err(|_| PluginError::Refused(format!("`{}` is not a TLS server name", t.host)))?;
+    let tls = tls_connector(skip_verify)?
+        .connect(name, tcp)
+        .await
+        .map_err(|e| unreachable(format!("TLS to {}:{}: {e}", t.host, t.port)))?;
+    Ok(Box::new(tls))
+}
+
+/// The registration and health check of an `http` plugin: `OPTIONS <url>` must answer 2xx.
+pub async fn probe_http(url: &str, skip_verify: bool) -> Result<(), PluginError> {
+    let t = target(url)?;
+    let mut s = open(&t, skip_verify).await?;
+    let req = format!(
+        "OPTIONS {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        t.path, t.authority
+    );
     s.write_all(req.as_bytes()).await.map_err(unreachable)?;
     let mut head = [0u8; 64];
     let n = s.read(&mut head).await.map_err(unreachable)?;
@@ -382,12 +486,10 @@ pub async fn probe_http(url: &str) -> Result<(), PluginError> {
     }
 }
 
-async fn http(url: &str, input: &Value) -> Result<Verdict, PluginError> {
-    let (authority, path) = split_http_url(url)?;
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| unreachable(format!("connect {authority}: {e}")))?;
-    envelope(&post(stream, authority, path, input).await?)
+async fn http(url: &str, input: &Value, skip_verify: bool) -> Result<Verdict, PluginError> {
+    let t = target(url)?;
+    let stream = open(&t, skip_verify).await?;
+    envelope(&post(stream, &t.authority, &t.path, input).await?)
 }
 
 #[cfg(unix)]
@@ -408,6 +510,30 @@ async fn unix(_path: &Path, _input: &Value) -> Result<Verdict, PluginError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_urls_take_the_scheme_default_port() {
+        let t = target("https://auth.example/check?x=1").expect("https");
+        assert_eq!(
+            (
+                t.tls,
+                t.host.as_str(),
+                t.port,
+                t.authority.as_str(),
+                t.path.as_str()
+            ),
+            (true, "auth.example", 443, "auth.example", "/check?x=1")
+        );
+        let t = target("http://auth.example").expect("http");
+        assert_eq!((t.tls, t.port, t.path.as_str()), (false, 80, "/"));
+        let t = target("http://[::1]:8080/p").expect("v6");
+        assert_eq!(
+            (t.host.as_str(), t.port, t.authority.as_str()),
+            ("::1", 8080, "[::1]:8080")
+        );
+        assert!(matches!(target("ftp://x/"), Err(PluginError::Refused(_))));
+        assert!(matches!(target("not a url"), Err(PluginError::Refused(_))));
+    }
 
     #[test]
     fn env_categories_are_filtered() {

@@ -117,12 +117,7 @@ async fn check_reachable(
                 )))
             }
         }
-        Driver::Http { url } => tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            crate::plugins::external::probe_http(url),
-        )
-        .await
-        .map_err(|_| PluginError::Timeout(std::time::Duration::from_secs(3)))?,
+        Driver::Http { .. } => rt.flow.plugins.check(p).await,
     }
 }
 
@@ -171,7 +166,7 @@ pub(super) fn plugin_info(rt: &Runtime, name: &str) -> Resp {
                 .collect();
             ok(
                 StatusCode::OK,
-                json!({"name": p.name, "type": "external", "role": p.role, "params": params, "branches": p.branches()}),
+                json!({"name": p.name, "type": "external", "role": p.role, "params": params, "branches": p.branches(), "healthy": rt.flow.plugins.healthy.get(&p.name).map(|h| *h)}),
             )
         }
         None => err(StatusCode::NOT_FOUND, "no such plugin"),
