@@ -458,12 +458,22 @@ fn the_openapi_document_is_the_route_table_and_every_route_answers() {
     use vane::ops::routes::ROUTES;
     let cfg = ConfigDir::new();
     let v = Vane::start(&cfg, &[]);
-    let (code, _) = http(v.mgmt, "GET", "/.well-known/openapi.json", None);
-    assert_eq!(
-        code, 401,
-        "the document needs the token like every route but /health"
-    );
-    let (code, body) = v.get("/.well-known/openapi.json");
+    // Public as in 0.9.2 (it names routes, nothing secret); the routes it lists are not.
+    for r in ROUTES {
+        let path = r
+            .path
+            .replace("{name}", "x")
+            .replace("{id}", "x")
+            .replace("{port}", "1");
+        let (code, _) = http(v.mgmt, r.method, &path, None);
+        assert_eq!(
+            code == 401,
+            !r.public,
+            "{} {path} without a token: {code}",
+            r.method
+        );
+    }
+    let (code, body) = http(v.mgmt, "GET", "/.well-known/openapi.json", None);
     assert_eq!(code, 200);
     let doc: serde_json::Value = serde_json::from_str(&body).expect("OpenAPI JSON");
     assert_eq!(doc["openapi"], "3.1.0");
@@ -540,4 +550,38 @@ fn listener_files_are_created_empty_and_deleted_in_every_format() {
     assert_eq!(v.request("POST", &format!("/ports/{port}/sctp")).0, 404);
     assert_eq!(v.request("POST", &format!("/ports/{port}/udp")).0, 201);
     assert!(dir.join("udp.toml").is_file());
+}
+
+#[test]
+fn system_names_the_build_without_a_token() {
+    let cfg = ConfigDir::new();
+    let v = Vane::start(&cfg, &[]);
+    let (code, body) = http(v.mgmt, "GET", "/system", None);
+    assert_eq!(code, 200, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let d = &doc["data"];
+    assert_eq!(d["package"]["name"], "vane");
+    assert_eq!(d["package"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(d["package"]["license"], "MIT");
+    let rustc = d["build"]["rust_version"].as_str().unwrap_or_default();
+    assert!(rustc.starts_with("rustc 1."), "{rustc}");
+    let cargo = d["build"]["cargo_version"].as_str().unwrap_or_default();
+    assert!(cargo.starts_with("cargo 1."), "{cargo}");
+    assert!(
+        d["build"]["build_date"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(" GMT")),
+        "{body}"
+    );
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head {
+        assert_eq!(d["build"]["git_commit"], head.as_str());
+    }
+    assert_eq!(d["runtime"]["platform"], std::env::consts::OS);
 }

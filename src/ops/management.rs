@@ -163,12 +163,15 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
             return page;
         }
     }
-    if !authorized(&req, &token) {
+    // The route table says which routes are public (ops/routes.rs); everything else, and any
+    // path that is not a route, needs the token first.
+    let route = super::routes::find(req.method.as_str(), &req.path);
+    if !route.is_some_and(|r| r.public) && !authorized(&req, &token) {
         return http::respond(StatusCode::UNAUTHORIZED, "text/plain", "");
     }
     tracing::debug!("➜ {} {}", req.method, req.path);
-    // Only declared routes exist (ops/routes.rs): the OpenAPI document cannot miss one.
-    if super::routes::find(req.method.as_str(), &req.path).is_none() {
+    // Only declared routes exist: the OpenAPI document cannot miss one.
+    if route.is_none() {
         return err(StatusCode::NOT_FOUND, "no such route");
     }
     if let Some(resp) = super::config_api::route(&rt, &req).await {
@@ -274,9 +277,28 @@ async fn handle(rt: Arc<L4>, token: String, req: Req) -> Resp {
                 .collect();
             ok(json!(list))
         }
-        (Method::GET, "/system") => ok(
-            json!({"package": {"name": "vane", "version": env!("CARGO_PKG_VERSION")}, "runtime": {"arch": std::env::consts::ARCH, "platform": std::env::consts::OS}}),
-        ),
+        (Method::GET, "/system") => {
+            let built = env!("VANE_BUILD_EPOCH").parse::<u64>().ok().map(|s| {
+                httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+            });
+            ok(json!({
+                "package": {
+                    "name": env!("CARGO_PKG_NAME"),
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "author": "the Vane authors",
+                    "license": env!("CARGO_PKG_LICENSE"),
+                    "repository": option_env!("CARGO_PKG_REPOSITORY").filter(|r| !r.is_empty()),
+                    "description": env!("CARGO_PKG_DESCRIPTION"),
+                },
+                "build": {
+                    "rust_version": env!("VANE_BUILD_RUSTC"),
+                    "cargo_version": env!("VANE_BUILD_CARGO"),
+                    "build_date": built,
+                    "git_commit": env!("VANE_BUILD_COMMIT"),
+                },
+                "runtime": {"arch": std::env::consts::ARCH, "platform": std::env::consts::OS},
+            }))
+        }
         (Method::POST, p) if p.starts_with("/chaos/") => chaos(&rt, p, &req.query),
         _ => err(StatusCode::NOT_FOUND, "no such route"),
     }

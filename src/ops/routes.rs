@@ -44,13 +44,17 @@ pub const ROUTES: &[Route] = &[
     public("GET", "/ui/api.js", "The API page's script"),
     public("GET", "/ui/style.css", "The pages' style"),
     public("GET", "/health", "Liveness and uptime"),
-    r(
+    public(
         "GET",
         "/.well-known/openapi.json",
-        "This API as an OpenAPI 3.1 document",
+        "This API as an OpenAPI 3.1 document (unauthenticated, as in 0.9.2)",
     ),
     r("GET", "/ui/data", "Everything the status page shows"),
-    r("GET", "/system", "Package and runtime"),
+    public(
+        "GET",
+        "/system",
+        "Package, build and runtime (unauthenticated, as in 0.9.2)",
+    ),
     r(
         "GET",
         "/status",
