@@ -617,3 +617,47 @@ connection:
         Some("A:banana")
     );
 }
+
+/// 0.9.2's legacy `regex` detection accepted look-around (its engine backtracked): such a rule
+/// works here too, and `vane check` says which engine runs it.
+#[test]
+fn legacy_regex_rules_with_look_ahead_route_over_a_real_socket() {
+    let (public, admin) = (Echo::start("PUBLIC"), Echo::start("ADMIN"));
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        &format!(
+            r#"protocols:
+  - name: public
+    priority: 1
+    detect: {{ method: regex, pattern: "^GET (?!/admin)" }}
+    destination: {{ type: forward, forward: {{ targets: [ {{ ip: 127.0.0.1, port: {} }} ] }} }}
+  - name: rest
+    priority: 2
+    detect: {{ method: fallback, pattern: any }}
+    destination: {{ type: forward, forward: {{ targets: [ {{ ip: 127.0.0.1, port: {} }} ] }} }}
+"#,
+            public.addr.port(),
+            admin.addr.port()
+        ),
+    );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_vane"))
+        .args(["check", "--config"])
+        .arg(cfg.path())
+        .output()
+        .expect("vane check");
+    let text = String::from_utf8_lossy(&check.stdout).to_string()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(0), "{text}");
+    assert!(text.contains("backtracking engine"), "{text}");
+    let _v = Vane::start(&cfg, &[port]);
+    assert_eq!(
+        ask_once(port, "GET /index.html").as_deref(),
+        Some("PUBLIC:GET /index.html")
+    );
+    assert_eq!(
+        ask_once(port, "GET /admin/users").as_deref(),
+        Some("ADMIN:GET /admin/users")
+    );
+}

@@ -14,8 +14,44 @@ pub enum Detect {
     Magic(Option<u8>),
     /// The pattern's bytes occur anywhere in the peeked bytes (despite the name).
     Prefix(Vec<u8>),
-    Regex(Option<regex::Regex>),
+    Regex(Option<Pattern>),
     Fallback,
+}
+
+/// A legacy `regex` pattern: the linear-time engine whenever it accepts the pattern; only
+/// patterns that need look-around or back-references (which 0.9.2's backtracking engine
+/// accepted) run on a backtracking engine, bounded by [`BACKTRACK_LIMIT`] steps per match so a
+/// hostile client's bytes cannot make a match run away.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    Linear(regex::Regex),
+    Backtracking(Box<fancy_regex::Regex>),
+}
+
+/// Steps one backtracking match may take; past it the match fails (and is counted).
+pub const BACKTRACK_LIMIT: usize = 100_000;
+
+impl Pattern {
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        match regex::Regex::new(pattern) {
+            Ok(r) => Ok(Pattern::Linear(r)),
+            Err(linear) => fancy_regex::RegexBuilder::new(pattern)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .build()
+                .map(|r| Pattern::Backtracking(Box::new(r)))
+                .map_err(|_| linear.to_string()),
+        }
+    }
+
+    pub fn is_match(&self, s: &str) -> bool {
+        match self {
+            Pattern::Linear(r) => r.is_match(s),
+            Pattern::Backtracking(r) => r.is_match(s).unwrap_or_else(|_| {
+                metrics::counter!("vane_legacy_regex_aborted_total").increment(1);
+                false
+            }),
+        }
+    }
 }
 
 impl Detect {
@@ -181,8 +217,16 @@ fn detect(v: &Value, at: &str, pr: &mut Problems) -> Option<Detect> {
             Detect::Magic(byte)
         }
         "prefix" => Detect::Prefix(pattern.as_bytes().to_vec()),
-        "regex" => match regex::Regex::new(pattern) {
-            Ok(r) => Detect::Regex(Some(r)),
+        "regex" => match Pattern::new(pattern) {
+            Ok(r) => {
+                if matches!(r, Pattern::Backtracking(_)) {
+                    pr.warn(
+                        &pat,
+                        format!("uses look-around or back-references: matched by a backtracking engine, at most {BACKTRACK_LIMIT} steps per connection"),
+                    );
+                }
+                Detect::Regex(Some(r))
+            }
             Err(e) => {
                 pr.warn(
                     &pat,
@@ -329,4 +373,31 @@ pub fn parse(doc: &Value, pr: &mut Problems) -> Option<Rules> {
     }
     rules.sort_by_key(|r| r.priority);
     Some(Rules { rules })
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::*;
+
+    #[test]
+    fn linear_when_possible_backtracking_only_for_look_around() {
+        let plain = Pattern::new("^(GET|POST) ").expect("plain");
+        assert!(matches!(plain, Pattern::Linear(_)));
+        let ahead = Pattern::new("^GET (?!/admin)").expect("look-ahead");
+        assert!(matches!(ahead, Pattern::Backtracking(_)));
+        assert!(ahead.is_match("GET /index.html HTTP/1.1"));
+        assert!(!ahead.is_match("GET /admin HTTP/1.1"));
+        let back = Pattern::new(r"^(\w+) \1\b").expect("back-reference");
+        assert!(back.is_match("echo echo"));
+        assert!(!back.is_match("echo ohce"));
+        assert!(Pattern::new("(unclosed").is_err());
+    }
+
+    #[test]
+    fn a_runaway_match_stops_at_the_step_limit() {
+        // Exponential for a backtracking engine without a limit.
+        let evil = Pattern::new("^(a|a)*(?=c)").expect("pattern");
+        assert!(matches!(evil, Pattern::Backtracking(_)));
+        assert!(!evil.is_match(&"a".repeat(64)));
+    }
 }

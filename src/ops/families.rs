@@ -227,6 +227,11 @@ pub const FAMILIES: &[Family] = &[
         "loaded certificate pairs",
     ),
     family(
+        "vane_legacy_regex_aborted_total",
+        Kind::Counter,
+        "legacy regex detections stopped at the backtracking step limit (counted as no match)",
+    ),
+    family(
         "vane_ratelimit_redis_failures_total",
         Kind::Counter,
         "rate-limit decisions Redis did not answer (error, timeout); each failed open",
