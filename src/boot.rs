@@ -57,7 +57,7 @@ fn replaced_env_problems() -> Vec<crate::config::error::Problem> {
 
 /// `vane check`: prints every problem (as text, or one JSON document on stdout with `json`),
 /// returns the exit code.
-pub fn check(dir: &Path, json: bool) -> i32 {
+pub fn check(dir: &Path, json: bool, compat: bool) -> i32 {
     if !dir.is_dir() {
         if json {
             println!(
@@ -73,8 +73,13 @@ pub fn check(dir: &Path, json: bool) -> i32 {
     let mut loaded = load::load(dir, None);
     loaded.problems.extend(crate::certs::load(dir, None).1);
     loaded.problems.extend(replaced_env_problems());
-    let s = &loaded.snapshot;
     let ok = !loaded.has_errors();
+    if compat {
+        let invalid = invalid_files(&loaded.problems);
+        let notes = crate::config::compat::differences(&loaded.snapshot, invalid);
+        loaded.problems.extend(notes);
+    }
+    let s = &loaded.snapshot;
     if json {
         let problems: Vec<_> = loaded
             .problems
@@ -131,8 +136,19 @@ pub fn check(dir: &Path, json: bool) -> i32 {
     }
 }
 
-/// `vane run`: returns the process exit code.
-pub async fn run(dir: &Path) -> i32 {
+/// Files with at least one error.
+fn invalid_files(problems: &[crate::config::error::Problem]) -> usize {
+    problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| p.file.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// `vane run`: returns the process exit code. `lenient` starts without the files that fail
+/// (0.9.2's start) instead of refusing.
+pub async fn run(dir: &Path, lenient: bool) -> i32 {
     let settings = crate::settings::get();
     if let Some(t) = &settings.access_token {
         if !(16..=128).contains(&t.len()) {
@@ -165,12 +181,18 @@ pub async fn run(dir: &Path) -> i32 {
             Severity::Warning => warn!("{p}"),
         }
     }
-    if loaded.has_errors() {
+    if loaded.has_errors() && !lenient {
         error!(
-            "✗ the config in {} is not valid; not starting (run `vane check` for the list)",
+            "✗ the config in {} is not valid; not starting (run `vane check` for the list, or `vane run --lenient` to start without the invalid files)",
             dir.display()
         );
         return 1;
+    }
+    if loaded.has_errors() {
+        warn!(
+            "⚠ starting without {} invalid file(s) (--lenient); they load once fixed",
+            invalid_files(&loaded.problems)
+        );
     }
     // Without an endpoint nobody can read the metrics: no recorder, and recording costs nothing.
     let prometheus = settings.metrics_addr.and_then(|_| prom::install());
@@ -229,6 +251,16 @@ pub async fn run(dir: &Path) -> i32 {
     }
     metrics::counter!("vane_config_reloads_total", "result" => "applied").absolute(0);
 
+    if settings.health_first_round_blocks {
+        // 0.9.2's start: the first connections already see which targets are down.
+        let started = Instant::now();
+        crate::ops::registries::round(&rt).await;
+        info!(
+            "health: first probe round done in {:.0?} before binding (HEALTH_FIRST_ROUND_BLOCKS); {} target(s) down",
+            started.elapsed(),
+            rt.upstreams.health.down().len()
+        );
+    }
     let spec = tree_spec(&l4, store, prometheus);
     let (root, mut handle) = match tree::start(spec).await {
         Ok(x) => x,

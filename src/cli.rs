@@ -1,6 +1,6 @@
 //! Command line, defined once with clap (the help, the shell completions and the man page are
-//! generated from it): `vane [run] [--config DIR]`, `vane check [--config DIR] [--format
-//! text|json]`, `vane convert --to FORMAT --out DIR [--config DIR]`, `vane completions SHELL`,
+//! generated from it): `vane [run [--lenient]] [--config DIR]`, `vane check [--config DIR]
+//! [--format text|json] [--compat]`, `vane convert --to FORMAT --out DIR [--config DIR]`, `vane completions SHELL`,
 //! `vane man`, `vane --version`.
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -10,10 +10,14 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 pub enum Command {
     Run {
         config: Option<String>,
+        /// Start without the files that fail to load (0.9.2's start), logging each.
+        lenient: bool,
     },
     Check {
         config: Option<String>,
         json: bool,
+        /// Also report the deliberate differences from Vane 0.9.2 this config meets.
+        compat: bool,
     },
     /// Writes the config dir anew in another format.
     Convert {
@@ -67,12 +71,21 @@ enum DocFormat {
 #[derive(Debug, Subcommand)]
 enum Sub {
     /// Run the gateway in the foreground until SIGINT/SIGTERM (drains, exits 0).
-    Run,
+    Run {
+        /// Start without the files that fail to load, logging each (Vane 0.9.2's start);
+        /// by default an invalid config dir does not start.
+        #[arg(long)]
+        lenient: bool,
+    },
     /// Load and validate the config dir without binding anything; exit 0 when valid, 1 when not.
     Check {
         /// `text`: `FILE: path: message` lines; `json`: one document (ok, counts, problems).
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Also list the deliberate differences from Vane 0.9.2 this config dir meets, with
+        /// the switch that restores 0.9.2's behaviour (docs/migration.md).
+        #[arg(long)]
+        compat: bool,
     },
     /// Write the config dir anew in another format (nothing is written unless all converts).
     Convert {
@@ -127,10 +140,15 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     }
     let config = cli.dir.config;
     Ok(match cli.command {
-        None | Some(Sub::Run) => Command::Run { config },
-        Some(Sub::Check { format }) => Command::Check {
+        None => Command::Run {
+            config,
+            lenient: false,
+        },
+        Some(Sub::Run { lenient }) => Command::Run { config, lenient },
+        Some(Sub::Check { format, compat }) => Command::Check {
             config,
             json: format == Format::Json,
+            compat,
         },
         Some(Sub::Convert { to, out }) => Command::Convert {
             config,
@@ -163,26 +181,42 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(p(&[]).ok(), Some(Command::Run { config: None }));
+        assert_eq!(
+            p(&[]).ok(),
+            Some(Command::Run {
+                config: None,
+                lenient: false
+            })
+        );
+        assert_eq!(
+            p(&["run", "--lenient"]).ok(),
+            Some(Command::Run {
+                config: None,
+                lenient: true
+            })
+        );
         assert_eq!(
             p(&["check", "--config", "/x"]).ok(),
             Some(Command::Check {
                 config: Some("/x".into()),
-                json: false
+                json: false,
+                compat: false
             })
         );
         assert_eq!(
-            p(&["--config", "/x", "check", "--format", "json"]).ok(),
+            p(&["--config", "/x", "check", "--format", "json", "--compat"]).ok(),
             Some(Command::Check {
                 config: Some("/x".into()),
-                json: true
+                json: true,
+                compat: true
             })
         );
         assert!(p(&["check", "--format", "xml"]).is_err());
         assert_eq!(
             p(&["run", "--config=/y"]).ok(),
             Some(Command::Run {
-                config: Some("/y".into())
+                config: Some("/y".into()),
+                lenient: false
             })
         );
         assert_eq!(

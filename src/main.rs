@@ -60,10 +60,12 @@ fn main() {
                 }
             }
         }
-        Command::Check { config, json } => {
-            vane::boot::check(&vane::settings::config_dir(config.as_deref()), json)
-        }
-        Command::Run { config } => {
+        Command::Check {
+            config,
+            json,
+            compat,
+        } => vane::boot::check(&vane::settings::config_dir(config.as_deref()), json, compat),
+        Command::Run { config, lenient } => {
             let s = vane::settings::get();
             // Held for the whole run: dropping it flushes and stops trace export.
             let telemetry = vane::ops::logging::init(&s.log_level, s.log_json);
@@ -74,7 +76,7 @@ fn main() {
                 .on_thread_park(collect_when_idle)
                 .build()
             {
-                Ok(rt) => rt.block_on(vane::boot::run(&dir)),
+                Ok(rt) => rt.block_on(vane::boot::run(&dir, lenient)),
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
                     1

@@ -118,6 +118,9 @@ pub struct Settings {
 
     pub health_interval: Duration,
     pub health_timeout: Duration,
+    /// `HEALTH_FIRST_ROUND_BLOCKS`: probe every target once before the listeners bind, as
+    /// 0.9.2 did, instead of counting never-probed targets healthy.
+    pub health_first_round_blocks: bool,
     /// `ACME_RETRY_MIN_SECS` / `ACME_RETRY_MAX_SECS`: the first and the longest wait after a
     /// failed ACME order (doubling in between, jittered).
     pub acme_retry_min: Duration,
@@ -289,6 +292,7 @@ impl Settings {
             ratelimit_key_max_len: num("RATELIMIT_KEY_MAX_LEN", 256),
             health_interval: Duration::from_secs(num("HEALTH_TCP_INTERVAL_SECS", 5).max(1)),
             health_timeout: Duration::from_millis(num("HEALTH_TCP_CONNECT_TIMEOUT_MS", 2000)),
+            health_first_round_blocks: flag("HEALTH_FIRST_ROUND_BLOCKS", false),
             acme_retry_min: Duration::from_secs(num("ACME_RETRY_MIN_SECS", 60).max(1)),
             acme_retry_max: Duration::from_secs(num("ACME_RETRY_MAX_SECS", 21_600).max(1)),
             acme_timeout: Duration::from_secs(num("ACME_TIMEOUT_SECS", 60).max(1)),

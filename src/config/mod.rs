@@ -1,6 +1,7 @@
 //! The config dir: files, formats, validation, the published snapshot and hot reload.
 
 pub mod acme;
+pub mod compat;
 pub mod convert;
 pub mod diff;
 pub mod error;

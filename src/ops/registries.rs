@@ -98,7 +98,8 @@ impl Service for HealthChecker {
     }
 }
 
-async fn round(rt: &Arc<Runtime>) {
+/// One probe round over every target the config names (and those marked down).
+pub async fn round(rt: &Arc<Runtime>) {
     let snap = rt.config.load();
     let mut wanted: HashSet<SocketAddr> = HashSet::new();
     for spec in target_specs(&snap) {
