@@ -44,12 +44,16 @@ impl Runtime {
         Arc::new(Self {
             settings,
             flow: flow::Env::new(settings, config.dir()),
-            upstreams: Upstreams::new(
-                config.clone(),
-                Dns::new(&settings.nameservers),
-                settings.connect_timeout,
-                settings.upstream_max_tracked,
-            ),
+            upstreams: {
+                let mut u = Upstreams::new(
+                    config.clone(),
+                    Dns::new(&settings.nameservers),
+                    settings.connect_timeout,
+                    settings.upstream_max_tracked,
+                );
+                u.health.udp_ttl = settings.health_udp_ttl;
+                u
+            },
             config,
             actors: ActorTable::new(),
             memory: MemoryBudget::new(settings.l7_fixed_limit),

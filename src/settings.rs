@@ -132,6 +132,8 @@ pub struct Settings {
     /// `RATELIMIT_REDIS_TIMEOUT_MS`: the budget of one decision in Redis before failing open.
     pub ratelimit_redis_timeout: Duration,
     pub health_udp_ttl: Duration,
+    /// `HEALTH_UDP_CLEANUP_INTERVAL_SECS`: how often expired UDP marks are swept.
+    pub health_udp_cleanup: Duration,
     pub nameservers: Vec<SocketAddr>,
 
     pub l7_adaptive: bool,
@@ -303,6 +305,9 @@ impl Settings {
                 num("RATELIMIT_REDIS_TIMEOUT_MS", 50u64).max(1),
             ),
             health_udp_ttl: Duration::from_secs(num("HEALTH_UDP_UNHEALTHY_TTL_SECS", 10)),
+            health_udp_cleanup: Duration::from_secs(
+                num("HEALTH_UDP_CLEANUP_INTERVAL_SECS", 5).max(1),
+            ),
             nameservers,
             l7_adaptive: flag("L7_ADAPTIVE_MEMORY_LIMIT", true),
             l7_ratio: num("L7_ADAPTIVE_MEMORY_RATIO", 85),
@@ -421,8 +426,6 @@ pub const REPLACED_ENV: &[(&str, &str)] = &[
     ("QUIC_STICKY_SESSION_TTL", "the listener's session table is the sticky table; its entries live as long as their session (UDP_SESSION_TIMEOUT_SECS)"),
     ("QUIC_RECV_BUFFER_SIZE", "forwarded QUIC replies are read like other UDP replies, into buffers borrowed per burst"),
     ("QUIC_LONG_HEADER_BUFFER_SIZE", "Initial packets are inspected within QUIC_SESSION_BUFFER_LIMIT and QUIC_GLOBAL_PENDING_BYTES_LIMIT"),
-    ("HEALTH_UDP_UNHEALTHY_TTL_SECS", "UDP targets have no passive health marks in this build"),
-    ("HEALTH_UDP_CLEANUP_INTERVAL_SECS", "UDP targets have no passive health marks in this build"),
 ];
 
 /// The [`REPLACED_ENV`] variables set in this process's environment.

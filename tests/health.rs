@@ -110,3 +110,63 @@ fn node_targets_skip_unhealthy_addresses() {
         );
     }
 }
+
+/// UDP has no connect to probe: an ICMP error (a closed port) marks the target, new sessions
+/// avoid it for `HEALTH_UDP_UNHEALTHY_TTL_SECS`, a session whose send there is refused is
+/// replaced (with that datagram), and the mark expires.
+#[test]
+fn udp_targets_are_marked_by_icmp_errors_and_avoided_until_the_mark_expires() {
+    let echo = UdpEcho::start("U", Duration::ZERO);
+    let p = echo.addr.port();
+    let cfg = ConfigDir::new();
+    // 127.0.0.2 has nothing on that port: datagrams there earn an ICMP port unreachable.
+    cfg.write(
+        "nodes.yaml",
+        &format!("nodes:\n  - name: pair\n    ips:\n      - {{ address: 127.0.0.2, ports: [{p}], type: ipv4 }}\n      - {{ address: 127.0.0.1, ports: [{p}], type: ipv4 }}\n"),
+    );
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/udp.yaml"),
+        &format!("connection:\n  internal.transport.proxy.node:\n    input: {{ target.node: pair, target.port: {p}, strategy: round_robin }}\n"),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("HEALTH_UDP_UNHEALTHY_TTL_SECS", "2".into()),
+                ("HEALTH_UDP_CLEANUP_INTERVAL_SECS", "1".into()),
+            ],
+            wait_ports: vec![],
+        },
+    );
+    v.wait_udp(port);
+    let mut unanswered = Vec::new();
+    for i in 0..8 {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let msg = format!("q{i}");
+        let first = udp_ask(&sock, port, &msg, Duration::from_millis(400));
+        let answer = first.or_else(|| udp_ask(&sock, port, &msg, Duration::from_millis(400)));
+        if answer.as_deref() != Some(&format!("U:{msg}")) {
+            unanswered.push(i);
+        }
+    }
+    assert!(
+        unanswered.is_empty(),
+        "clients never answered: {unanswered:?}\n{}",
+        v.logs()
+    );
+    assert!(
+        v.logs()
+            .contains(&format!("Marked UDP target 127.0.0.2:{p} as unavailable")),
+        "{}",
+        v.logs()
+    );
+    assert!(
+        v.wait_log(
+            &format!("UDP target 127.0.0.2:{p} is tried again"),
+            Duration::from_secs(8)
+        ),
+        "{}",
+        v.logs()
+    );
+}

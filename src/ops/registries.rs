@@ -85,6 +85,14 @@ impl Service for HealthChecker {
     fn start(&self) -> StartFuture {
         let rt = self.0.clone();
         Box::pin(async move {
+            let rt2 = rt.clone();
+            let sweep = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(rt2.settings.health_udp_cleanup);
+                loop {
+                    tick.tick().await;
+                    rt2.upstreams.health.sweep_udp();
+                }
+            });
             let task = tokio::spawn(async move {
                 let mut tick = tokio::time::interval(rt.settings.health_interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -93,7 +101,7 @@ impl Service for HealthChecker {
                     round(&rt).await;
                 }
             });
-            Ok(Guard::new(AbortOnDrop(task)))
+            Ok(Guard::new((AbortOnDrop(task), AbortOnDrop(sweep))))
         })
     }
 }

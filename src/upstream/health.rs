@@ -40,6 +40,10 @@ pub struct TargetReport {
 pub struct HealthRegistry {
     targets: DashMap<SocketAddr, Arc<TargetState>>,
     max: usize,
+    /// UDP targets a send or an ICMP error marked unavailable, and when (passive only: UDP has
+    /// no connect to probe). A mark lasts `udp_ttl`.
+    udp_down: DashMap<SocketAddr, std::time::Instant>,
+    pub udp_ttl: Duration,
 }
 
 impl Default for HealthRegistry {
@@ -53,7 +57,46 @@ impl HealthRegistry {
         Self {
             targets: DashMap::new(),
             max,
+            udp_down: DashMap::new(),
+            udp_ttl: Duration::from_secs(10),
         }
+    }
+
+    /// Passive mark of a UDP target after a send error or an ICMP error on its socket; it is
+    /// avoided for `HEALTH_UDP_UNHEALTHY_TTL_SECS`.
+    pub fn mark_udp_down(&self, addr: SocketAddr, why: &dyn std::fmt::Display) {
+        if self.udp_down.len() >= self.max && !self.udp_down.contains_key(&addr) {
+            metrics::counter!("vane_upstream_untracked_total").increment(1);
+            return;
+        }
+        if self
+            .udp_down
+            .insert(addr, std::time::Instant::now())
+            .is_none()
+        {
+            warn!("✗ Marked UDP target {addr} as unavailable: {why}");
+        }
+    }
+
+    /// False while a UDP mark of `addr` is younger than its TTL.
+    pub fn is_udp_healthy(&self, addr: &SocketAddr) -> bool {
+        self.udp_down.is_empty()
+            || self
+                .udp_down
+                .get(addr)
+                .is_none_or(|t| t.elapsed() >= self.udp_ttl)
+    }
+
+    /// Drops expired UDP marks (every `HEALTH_UDP_CLEANUP_INTERVAL_SECS`).
+    pub fn sweep_udp(&self) {
+        let ttl = self.udp_ttl;
+        self.udp_down.retain(|addr, t| {
+            let keep = t.elapsed() < ttl;
+            if !keep {
+                info!("UDP target {addr} is tried again (its mark expired)");
+            }
+            keep
+        });
     }
 
     fn state(&self, addr: SocketAddr) -> Arc<TargetState> {

@@ -76,7 +76,12 @@ impl Upstreams {
         let mut out = Vec::new();
         for s in specs {
             for a in self.addresses(s).await {
-                if (!tcp || self.health.is_healthy(&a)) && !out.contains(&a) {
+                let healthy = if tcp {
+                    self.health.is_healthy(&a)
+                } else {
+                    self.health.is_udp_healthy(&a)
+                };
+                if healthy && !out.contains(&a) {
                     out.push(a);
                 }
             }
@@ -106,7 +111,7 @@ impl Upstreams {
         balance::pick(strategy, &pool, rule, &self.counters, &self.health, key)
     }
 
-    /// The address a flow's proxy terminator designates (`tcp`: apply TCP health).
+    /// The address a flow's proxy terminator designates (`tcp`: TCP health, else UDP marks).
     pub async fn address(&self, up: &Upstream, rule: &str, tcp: bool) -> Option<SocketAddr> {
         let (spec, strategy, key) = match up {
             Upstream::Ip(a) => return Some(*a),

@@ -77,23 +77,27 @@ pub async fn recv_loop(rt: Arc<L4>, key: ListenerKey, socket: Arc<UdpSocket>, se
             if s.shared.load(std::sync::atomic::Ordering::Relaxed) {
                 // Several QUIC connections from this address: the older ones by their IDs.
                 if let Some(p) = rt.udp.cids.lookup(key, data).and_then(|c| c.path_at(peer)) {
-                    session::deliver(&rt, &p, data);
+                    let _ = session::deliver(&rt, &p, data);
                     continue;
                 }
             }
             if !s.starts_new_quic(data) {
-                session::deliver(&rt, &s, data);
-                continue;
+                if session::deliver(&rt, &s, data) {
+                    continue;
+                }
+                // Its target refused: this datagram opens a session that decides afresh.
+                port.sessions.remove_if(&peer, |_, v| Arc::ptr_eq(v, &s));
+            } else {
+                // The address opens another QUIC connection: it is decided afresh below and
+                // takes the address over; the old one stays reachable by its IDs until idle.
+                metrics::counter!("vane_quic_reused_addresses_total").increment(1);
+                shared = true;
             }
-            // The address opens another QUIC connection: it is decided afresh below and takes
-            // the address over; the old one stays reachable by its IDs until idle.
-            metrics::counter!("vane_quic_reused_addresses_total").increment(1);
-            shared = true;
         } else if let Some(conn) = rt.udp.cids.lookup(key, data) {
             // A known forwarded QUIC connection from a new address: a candidate path.
             if let Some(p) = conn.path_at(peer) {
                 // Its path from here lost the address to a newer connection, then it ended.
-                session::deliver(&rt, &p, data);
+                let _ = session::deliver(&rt, &p, data);
                 continue;
             }
             if conn.paths_full() {

@@ -124,9 +124,9 @@ pub async fn serve_relayed(rt: Arc<L4>, sock: tokio::net::UnixDatagram) {
             continue;
         };
         if let Some(s) = sessions.get(&peer).map(|s| s.clone()) {
-            super::session::deliver(&rt, &s, data);
+            let _ = super::session::deliver(&rt, &s, data);
         } else if let Some(p) = rt.udp.cids.lookup(key, data).and_then(|c| c.path_at(peer)) {
-            super::session::deliver(&rt, &p, data);
+            let _ = super::session::deliver(&rt, &p, data);
         }
     }
 }

@@ -139,8 +139,10 @@ impl Session {
     }
 }
 
-/// Hands a datagram to its session.
-pub(super) fn deliver(rt: &L4, s: &Session, data: &[u8]) {
+/// Hands a datagram to its session; false when its upstream refused it (an ICMP error from
+/// an earlier datagram surfaces on this send): the target is marked, and the caller may give
+/// the datagram to a new session.
+pub(super) fn deliver(rt: &L4, s: &Session, data: &[u8]) -> bool {
     s.touch();
     if let Some(q) = s.quic.get() {
         q.client_sent(data.len());
@@ -160,7 +162,14 @@ pub(super) fn deliver(rt: &L4, s: &Session, data: &[u8]) {
             }
         }
         State::Forward(up) => {
-            let _ = up.try_send(data);
+            if let Err(e) = up.try_send(data) {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    if let Ok(t) = up.peer_addr() {
+                        rt.upstreams.health.mark_udp_down(t, &e);
+                    }
+                    return false;
+                }
+            }
         }
         State::Terminate(tx) => {
             if tx
@@ -173,6 +182,7 @@ pub(super) fn deliver(rt: &L4, s: &Session, data: &[u8]) {
         }
         State::Dropping => {}
     }
+    true
 }
 
 /// What the listener flow decided for a UDP session.
@@ -271,6 +281,7 @@ pub(super) async fn run(
         Ok(s) => Arc::new(s),
         Err(e) => {
             warn!(listener = %conn.key, "UDP upstream {target}: {e}");
+            rt.upstreams.health.mark_udp_down(target, &e);
             return;
         }
     };
@@ -396,8 +407,13 @@ async fn relay_replies(rt: &L4, sess: &Arc<Session>, up: &UdpSocket, listener: &
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => {
-                            // ICMP errors (a closed upstream port) surface here.
+                            // ICMP errors (a closed upstream port) surface here: the target is
+                            // avoided for a while and this session is replaced on its next
+                            // datagram.
                             debug!("UDP upstream recv: {e}");
+                            if let Ok(target) = up.peer_addr() {
+                                rt.upstreams.health.mark_udp_down(target, &e);
+                            }
                             break;
                         }
                     }
