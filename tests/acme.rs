@@ -386,3 +386,97 @@ fn a_rate_limited_answer_is_honoured_over_the_backoff() {
         .unwrap_or(0.0);
     assert!(next > now + 3000.0, "next attempt in {} s", next - now);
 }
+
+/// Vane 0.9.2's LazyCert integration: a LazyCert service (here a stand-in speaking its API on
+/// loopback) lists http-01 challenges; vane answers them on its plaintext port before the
+/// application, reports each as solved, and stops answering once the challenge is gone.
+#[test]
+fn lazycert_challenges_are_answered_reported_and_withdrawn() {
+    let listed: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let solved: Arc<Mutex<Vec<String>>> = Arc::default();
+    let api = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api_port = api.local_addr().expect("addr").port();
+    {
+        let (listed, solved) = (listed.clone(), solved.clone());
+        std::thread::spawn(move || {
+            for s in api.incoming().flatten() {
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = vec![0u8; 8192];
+                let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let line = head.lines().next().unwrap_or_default().to_string();
+                let authorized = head.contains("authorization: Bearer tok")
+                    || head.contains("Authorization: Bearer tok");
+                let (status, body) = if line.starts_with("GET /health") {
+                    ("200 OK", r#"{"status":"success"}"#.to_string())
+                } else if !authorized {
+                    ("401 Unauthorized", "{}".to_string())
+                } else if line.starts_with("GET /challenges") {
+                    let l = listed.lock().expect("listed").clone();
+                    (
+                        "200 OK",
+                        serde_json::json!({"status": "success", "data": {"challenges": l}})
+                            .to_string(),
+                    )
+                } else if let Some(rest) = line.strip_prefix("POST /challenges/") {
+                    let id = rest.split('/').next().unwrap_or_default().to_string();
+                    solved.lock().expect("solved").push(id);
+                    ("200 OK", r#"{"status":"success"}"#.to_string())
+                } else {
+                    ("404 Not Found", "{}".to_string())
+                };
+                let _ = std::io::Write::write_all(
+                    &mut s,
+                    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+                );
+            }
+        });
+    }
+    let http = free_port();
+    let cfg = ConfigDir::new();
+    cfg.plain_http(http, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: app }\n",
+    );
+    cfg.write(
+        "lazycert.yaml",
+        &format!(
+            "enabled: true\nurl: http://127.0.0.1:{api_port}/\ntoken: tok\npoll_interval: 1\n"
+        ),
+    );
+    let v = Vane::start(&cfg, &[http]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    let path = "/.well-known/acme-challenge/TOK1";
+    assert_eq!(
+        common::http(addr, "GET", path, None).1,
+        "app",
+        "nothing listed yet"
+    );
+    listed.lock().expect("listed").push(serde_json::json!({
+        "id": "c1", "domain": "a.example", "type": "http-01",
+        "token": "TOK1", "key_authorization": "TOK1.thumbprint"
+    }));
+    assert!(
+        wait_until(Duration::from_secs(10), || common::http(
+            addr, "GET", path, None
+        )
+        .1 == "TOK1.thumbprint"),
+        "{}",
+        v.logs()
+    );
+    assert_eq!(solved.lock().expect("solved").as_slice(), ["c1"]);
+    assert!(v.logs().contains(&format!(
+        "LazyCert at http://127.0.0.1:{api_port} is reachable"
+    )));
+    listed.lock().expect("listed").clear();
+    assert!(
+        wait_until(Duration::from_secs(10), || common::http(
+            addr, "GET", path, None
+        )
+        .1 == "app"),
+        "a challenge LazyCert no longer lists is withdrawn:\n{}",
+        v.logs()
+    );
+}

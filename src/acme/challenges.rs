@@ -68,6 +68,12 @@ impl Published {
         self.tokens.push(token.to_string());
     }
 
+    /// Withdraws one http-01 token before the guard drops (its challenge is gone).
+    pub fn withdraw_http01(&mut self, token: &str) {
+        self.table.http01.remove(token);
+        self.tokens.retain(|t| t != token);
+    }
+
     pub fn tls_alpn01(&mut self, name: &str, cert: Arc<CertifiedKey>) {
         let name = name.to_ascii_lowercase();
         self.table.tls_alpn01.insert(name.clone(), cert);

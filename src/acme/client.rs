@@ -76,7 +76,38 @@ impl CaClient {
             .take()
     }
 
-    async fn send(&self, req: Request<BodyWrapper<Bytes>>) -> Result<BytesResponse, CaError> {
+    /// One request, its whole answer (bounded by [`MAX_BODY`]) and the time budget.
+    async fn fetch(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Result<(hyper::http::response::Parts, Bytes), CaError> {
+        tokio::time::timeout(self.timeout, self.fetch_unbounded(req))
+            .await
+            .map_err(|_| CaError::Timeout(self.timeout))?
+    }
+
+    /// `method url` with an optional bearer token and no body (LazyCert's API): (status, body).
+    pub async fn call(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<(u16, Bytes), CaError> {
+        let mut b = Request::builder().method(method).uri(url);
+        if let Some(t) = bearer {
+            b = b.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = b
+            .body(BodyWrapper::default())
+            .map_err(|_| CaError::Url(url.to_string()))?;
+        let (parts, body) = self.fetch(req).await?;
+        Ok((parts.status.as_u16(), body))
+    }
+
+    async fn fetch_unbounded(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Result<(hyper::http::response::Parts, Bytes), CaError> {
         let uri = req.uri().clone();
         let host = uri
             .host()
@@ -133,10 +164,7 @@ impl CaClient {
             .await
             .map_err(|_| CaError::TooLarge)?
             .to_bytes();
-        Ok(BytesResponse {
-            parts,
-            body: Box::new(body),
-        })
+        Ok((parts, body))
     }
 }
 
@@ -171,11 +199,12 @@ impl HttpClient for CaClient {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let this = self.clone();
         Box::pin(async move {
-            match tokio::time::timeout(this.timeout, this.send(req)).await {
-                Ok(r) => r.map_err(|e| instant_acme::Error::Other(Box::new(e))),
-                Err(_) => Err(instant_acme::Error::Other(Box::new(CaError::Timeout(
-                    this.timeout,
-                )))),
+            match this.fetch(req).await {
+                Ok((parts, body)) => Ok(BytesResponse {
+                    parts,
+                    body: Box::new(body),
+                }),
+                Err(e) => Err(instant_acme::Error::Other(Box::new(e))),
             }
         })
     }

@@ -17,7 +17,7 @@ pub struct Changes {
     pub nodes: bool,
     pub plugins: bool,
     pub certs: bool,
-    /// `acme.<ext>`.
+    /// `acme.<ext>` or `lazycert.<ext>` (both run by `registries/acme`).
     pub acme: bool,
 }
 
@@ -70,6 +70,8 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
         plugins: !Arc::ptr_eq(&old.plugins, &new.plugins)
             && old.plugins.source != new.plugins.source,
         certs: old.certs_stamp != new.certs_stamp,
-        acme: !Arc::ptr_eq(&old.acme, &new.acme) && old.acme.source != new.acme.source,
+        acme: (!Arc::ptr_eq(&old.acme, &new.acme) && old.acme.source != new.acme.source)
+            || (!Arc::ptr_eq(&old.lazycert, &new.lazycert)
+                && old.lazycert.source != new.lazycert.source),
     }
 }

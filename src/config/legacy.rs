@@ -32,14 +32,15 @@ pub enum Pattern {
 pub const BACKTRACK_LIMIT: usize = 100_000;
 
 impl Pattern {
-    pub fn new(pattern: &str) -> Result<Self, String> {
+    /// The linear engine's own error when neither engine accepts the pattern.
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
         match regex::Regex::new(pattern) {
             Ok(r) => Ok(Pattern::Linear(r)),
             Err(linear) => fancy_regex::RegexBuilder::new(pattern)
                 .backtrack_limit(BACKTRACK_LIMIT)
                 .build()
                 .map(|r| Pattern::Backtracking(Box::new(r)))
-                .map_err(|_| linear.to_string()),
+                .map_err(|_| linear),
         }
     }
 

@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::error::{Problem, Problems};
 use super::format::{self, Format};
 use super::{
-    acme, legacy, nodes, plugins, AcceptProxy, Entry, Listener, ListenerDoc, ListenerKey, Proto,
-    Snapshot,
+    acme, lazycert, legacy, nodes, plugins, AcceptProxy, Entry, Listener, ListenerDoc, ListenerKey,
+    Proto, Snapshot,
 };
 use crate::flow::catalogue::Layer;
 use crate::flow::template::Limits;
@@ -33,6 +33,7 @@ pub enum What {
     Plugins,
     Nodes,
     Acme,
+    LazyCert,
     Listener(ListenerKey),
     Resolver(String),
     Application(String),
@@ -44,6 +45,7 @@ impl std::fmt::Display for What {
             What::Plugins => f.write_str("plugins.json"),
             What::Nodes => f.write_str("nodes"),
             What::Acme => f.write_str("acme"),
+            What::LazyCert => f.write_str("lazycert"),
             What::Listener(k) => write!(f, "listener [{}] {}", k.port, k.proto.as_str()),
             What::Resolver(k) => write!(f, "resolver `{k}`"),
             What::Application(k) => write!(f, "application `{k}`"),
@@ -297,6 +299,17 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
             let prev = pass.previous.map(|p| &p.acme);
             pass.entry(&What::Acme, c, prev, |v, pr| acme::parse(v, root, pr))
                 .unwrap_or_default()
+        }
+        None => Arc::default(),
+    };
+
+    snap.lazycert = match root_stems.get("lazycert") {
+        Some(c) => {
+            let prev = pass.previous.map(|p| &p.lazycert);
+            pass.entry(&What::LazyCert, c, prev, |v, pr| {
+                Some(lazycert::parse(v, pr))
+            })
+            .unwrap_or_default()
         }
         None => Arc::default(),
     };

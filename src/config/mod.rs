@@ -6,6 +6,7 @@ pub mod convert;
 pub mod diff;
 pub mod error;
 pub mod format;
+pub mod lazycert;
 pub mod legacy;
 pub mod load;
 pub mod nodes;
@@ -101,6 +102,8 @@ pub struct Snapshot {
     pub plugins: Arc<Entry<plugins::ExternalPlugins>>,
     /// `acme.<ext>`: certificates vane obtains itself.
     pub acme: Arc<Entry<acme::AcmeDoc>>,
+    /// `lazycert.<ext>`: 0.9.2's LazyCert integration (`None` doc when absent).
+    pub lazycert: Arc<Entry<Option<lazycert::LazyCert>>>,
     /// Change stamp of `certs/` (the certs registry reloads when it moves).
     pub certs_stamp: u64,
 }

@@ -193,7 +193,7 @@ fn kept_lines(k: &load::Kept, problems: &[super::error::Problem]) {
                 "Application config reload failed: [{name}] {why}. Keeping last known good version."
             );
         }
-        load::What::Plugins | load::What::Nodes | load::What::Acme => {}
+        load::What::Plugins | load::What::Nodes | load::What::Acme | load::What::LazyCert => {}
     }
     warn!("{k}");
 }

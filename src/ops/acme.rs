@@ -1,4 +1,5 @@
-//! `registries/acme`: keeps every order of `acme.<ext>` served by a valid pair. One task per
+//! `registries/acme`: keeps every order of `acme.<ext>` served by a valid pair (and runs the
+//! LazyCert poller of `lazycert.<ext>`, `ops/lazycert.rs`). One task per
 //! order sleeps until its pair is due (or orders at once when there is none), orders, installs
 //! the pair in `certs/` and reloads the store; a failure leaves the old pair serving and is
 //! retried with jittered backoff (the CA's `Retry-After` as a floor). A config change or a
@@ -28,10 +29,17 @@ impl Service for AcmeWorker {
             rt.acme
                 .renewals
                 .retain(|id, _| orders.iter().any(|o| o.domains.iter().any(|d| d == id)));
-            let tasks: Vec<AbortOnDrop> = orders
+            let mut tasks: Vec<AbortOnDrop> = orders
                 .into_iter()
                 .map(|o| AbortOnDrop(tokio::spawn(keep(rt.clone(), o))))
                 .collect();
+            // 0.9.2's LazyCert: another ACME client whose challenges vane answers.
+            if let Some(l) = rt.config.load().lazycert.doc.clone().filter(|l| l.enabled) {
+                tasks.push(AbortOnDrop(tokio::spawn(super::lazycert::poll(
+                    rt.clone(),
+                    l,
+                ))));
+            }
             Ok(Guard::new(tasks))
         })
     }

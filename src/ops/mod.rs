@@ -6,6 +6,7 @@ pub mod archive;
 pub mod config_api;
 pub mod families;
 pub mod http;
+pub mod lazycert;
 pub mod logging;
 pub mod management;
 pub mod metrics;
