@@ -245,3 +245,70 @@ fn acme_example_obtains_its_certificates_from_a_real_ca() {
         assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"), "{name}");
     }
 }
+
+/// A config dir as a Vane 0.9.2 user has it (legacy rules in TOML, flows in JSON, YAML and
+/// TOML, a command plugin in `bin/`, a node, a terminated and a passed-through TLS name, UDP),
+/// taken as it is: every part answers end to end.
+#[test]
+fn a_vane_0_9_2_config_dir_runs_unchanged() {
+    let (ping, other) = (Echo::start("PING"), Echo::start("OTHER"));
+    let dns = UdpEcho::start("DNS", std::time::Duration::ZERO);
+    let passed = TlsEcho::start("other.example", "PASSED");
+    let (legacy, http, tls, udp) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = instantiate(
+        "vane-0.9.2",
+        &HashMap::from([
+            (6000, legacy),
+            (6080, http),
+            (6443, tls),
+            (6053, udp),
+            (9101, ping.addr.port()),
+            (9102, other.addr.port()),
+            (9153, dns.addr.port()),
+            (9301, passed.addr.port()),
+        ]),
+    );
+    let cert = common::tls::write_cert(&cfg, "www.example.com", &["www.example.com"]);
+    let v = Vane::start(&cfg, &[legacy, http, tls]);
+    // Legacy rules: by prefix to the node, the rest to the fallback rule.
+    assert_eq!(ask_once(legacy, "PING 1").as_deref(), Some("PING:PING 1"));
+    assert_eq!(ask_once(legacy, "hello").as_deref(), Some("OTHER:hello"));
+    // Plaintext HTTP through the JSON flow, the resolver and the application with its plugin.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    assert_eq!(
+        common::http(addr, "GET", "/", None),
+        (200, "hello from a Vane 0.9.2 config".to_string())
+    );
+    assert_eq!(common::http(addr, "GET", "/admin", None).0, 403);
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /admin HTTP/1.1\r\nHost: x\r\nx-token: letmein\r\nConnection: close\r\n\r\n",
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("admin area"),
+        "{answer}\n{}",
+        v.logs()
+    );
+    // TLS: www.example.com is terminated with its pair from certs/, other names pass through.
+    let mut c = TlsClient::connect(tls, "www.example.com", &["http/1.1"], &[&cert])
+        .expect("terminated by vane");
+    assert_eq!(
+        c.ask("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r")
+            .as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    let mut p =
+        TlsClient::connect(tls, "other.example", &[], &[&passed.cert.der]).expect("passed through");
+    assert_eq!(p.ask("hi").as_deref(), Some("PASSED:hi"));
+    // UDP.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    v.wait_udp(udp);
+    assert_eq!(
+        udp_ask(&sock, udp, "q", std::time::Duration::from_secs(2)).as_deref(),
+        Some("DNS:q")
+    );
+}
