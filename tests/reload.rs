@@ -392,3 +392,35 @@ fn systemd_hears_readiness_reloads_watchdog_pings_and_stopping() {
     listening.store(false, std::sync::atomic::Ordering::SeqCst);
     listener.join().expect("listener");
 }
+
+/// A resolver file and an application file edited in place take effect without a restart.
+#[test]
+fn edited_resolvers_and_applications_apply_to_the_next_connection() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    let app = |body: &str| {
+        format!("pipeline:\n  internal.terminator.response:\n    input: {{ status: 200, body: {body} }}\n")
+    };
+    cfg.write("application/httpx.yaml", &app("one"));
+    cfg.write("application/h1.yaml", &app("other"));
+    let v = Vane::start(&cfg, &[port]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let body = || http(addr, "GET", "/", None).1;
+    assert_eq!(body(), "one");
+    cfg.write("application/httpx.yaml", &app("two"));
+    assert!(
+        wait_until(Duration::from_secs(10), || body() == "two"),
+        "the application reloaded:\n{}",
+        v.logs()
+    );
+    cfg.write(
+        "resolver/http.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: h1 }\n",
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || body() == "other"),
+        "the resolver reloaded:\n{}",
+        v.logs()
+    );
+}

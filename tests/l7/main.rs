@@ -8,6 +8,7 @@ mod cgi;
 mod common;
 mod h1_wire;
 mod http3;
+mod keys;
 mod server;
 mod static_files;
 mod tls;
@@ -109,7 +110,8 @@ fn tls_port(cfg: &ConfigDir, port: u16) {
 }
 
 /// An HTTP upstream (HTTP/1.1 and HTTP/2, optionally over TLS with ALPN) that answers with
-/// what it saw: `x-seen-*` headers, the request body echoed, status 418 for `/teapot`.
+/// what it saw: `x-seen-*` headers, the request body echoed, status 418 for `/teapot` and NNN
+/// for `.../status/NNN`.
 struct Upstream {
     addr: std::net::SocketAddr,
     conns: Arc<std::sync::atomic::AtomicUsize>,
@@ -137,12 +139,16 @@ async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
                                 .unwrap_or("-")
                                 .to_string()
                         };
+                        // `/teapot` answers 418, `.../status/NNN` answers NNN.
+                        let path = req.uri().path().to_string();
+                        let status = match path.rsplit_once("/status/") {
+                            Some((_, code)) => code.parse().unwrap_or(500),
+                            None if path.ends_with("/teapot") => 418,
+                            None => 200,
+                        };
                         let mut resp = hyper::Response::builder()
-                            .status(if req.uri().path().ends_with("/teapot") {
-                                418
-                            } else {
-                                200
-                            })
+                            .status(status)
+                            .header("x-seen-method", req.method().as_str())
                             .header("x-upstream", "yes")
                             .header("x-seen-version", format!("{:?}", req.version()))
                             .header("x-seen-uri", req.uri().to_string())
@@ -161,6 +167,7 @@ async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
+                        let body = if status == 204 { Bytes::new() } else { body };
                         Ok::<_, std::convert::Infallible>(
                             resp.body(http_body_util::Full::new(body))
                                 .expect("response"),

@@ -493,3 +493,52 @@ fn failures_say_their_stage_and_whether_a_retry_may_help() {
     let (status, _, body) = answer(&format!("http://127.0.0.1:{dead}"), ", version: h3");
     assert_eq!((status, body.as_str()), (502, "request false"));
 }
+
+/// Statuses an upstream answers are relayed as they are (204 without a body, 400 and 500 with
+/// theirs), and `method` in the driver's input replaces the client's method upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_statuses_are_relayed_and_the_method_can_be_overridden() {
+    let up = upstream(None).await;
+    let (_cfg, port, _v) = proxy_gateway(&format!("http://127.0.0.1:{}", up.addr.port()), "");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h1_client(tcp).await;
+    for code in [204u16, 400, 500] {
+        let req = hyper::Request::post(format!("/status/{code}"))
+            .header("host", "front.test")
+            .body(http_body_util::Full::new(Bytes::from_static(b"payload")))
+            .expect("request");
+        send.ready().await.expect("ready");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status().as_u16(), code);
+        assert_eq!(
+            resp.headers()["x-upstream"],
+            "yes",
+            "{code} came from the upstream"
+        );
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let want: &[u8] = if code == 204 { b"" } else { b"payload" };
+        assert_eq!(&body[..], want, "{code}");
+    }
+
+    let (_cfg2, port2, _v2) = proxy_gateway(
+        &format!("http://127.0.0.1:{}", up.addr.port()),
+        ", method: PUT",
+    );
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port2))
+        .await
+        .expect("connect");
+    let mut send = h1_client(tcp).await;
+    let req = hyper::Request::get("/m")
+        .header("host", "front.test")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-seen-method"],
+        "PUT",
+        "the driver's `method` input"
+    );
+}
