@@ -76,3 +76,60 @@ async fn bodies_are_buffered_for_templates_within_the_limits_and_still_forwarded
         "text={{req.body}} hex={{req.body_hex}}"
     );
 }
+
+/// When the global L7 budget is spent, a body a template wants is not buffered: the refusal is
+/// counted, the template sees no body, and the request is still answered.
+#[test]
+fn an_exhausted_global_budget_refuses_buffering_and_still_answers() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"got:{{req.body}}\" }\n",
+    );
+    let post = |port: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let body = "b".repeat(5000);
+        s.write_all(
+            format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n{body}").as_bytes(),
+        )
+        .expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let roomy = Vane::start(&cfg, &[port]);
+    let r = post(port);
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains(&"b".repeat(5000)),
+        "{r}"
+    );
+    drop(roomy);
+    let tight = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("L7_ADAPTIVE_MEMORY_LIMIT", "false".into()),
+                ("L7_GLOBAL_BUFFER_LIMIT", "1024".into()),
+            ],
+            wait_ports: vec![port],
+        },
+    );
+    let r = post(port);
+    assert!(r.starts_with("HTTP/1.1 200"), "answered: {r}");
+    assert!(
+        !r.contains(&"b".repeat(2000)),
+        "the body was not buffered: {r}"
+    );
+    assert!(
+        tight
+            .metric("vane_l7_buffer_refused_total{reason=\"budget\"}")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        tight.metrics_text()
+    );
+}

@@ -128,3 +128,74 @@ fn cgi_programs_inherit_only_the_variables_cgi_pass_env_names() {
         "only the listed variables, never the token: {text}"
     );
 }
+
+/// A program that sends no header block within the step's `timeout` takes the `failure`
+/// branch with `CGI header timeout`; a body past `CGI_BODY_MAX_SIZE_BYTE` is cut off (the
+/// client never receives more than the cap, and the response does not end cleanly).
+#[test]
+fn cgi_header_timeout_and_body_cap() {
+    let bin = tempfile::tempdir().expect("bin");
+    let script = bin.path().join("app.sh");
+    std::fs::write(
+        &script,
+        r#"if [ "$PATH_INFO" = "/slow" ]; then sleep 4; fi
+printf 'Content-Type: text/plain\n\n'
+i=0
+while [ $i -lt 100 ]; do printf '%0100d' 0; i=$((i+1)); done
+"#,
+    )
+    .expect("script");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &format!(
+            r#"pipeline:
+  internal.driver.cgi:
+    input: {{ command: /bin/sh, script: "{}", method: GET, uri: "{{{{req.path}}}}", script_name: /cgi, timeout: 1 }}
+    output:
+      success: {{ internal.terminator.response: {{}} }}
+      failure: {{ internal.terminator.response: {{ input: {{ status: 504, body: "cgi: {{{{plugin.internal_driver_cgi.error}}}}" }} }} }}
+"#,
+            script.display()
+        ),
+    );
+    let _v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("CGI_BODY_MAX_SIZE_BYTE", "4000".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let ask = |path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(8)))
+            .expect("timeout");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let r = ask("/cgi/slow");
+    assert!(r.starts_with("HTTP/1.1 504"), "{r}");
+    assert!(r.ends_with("cgi: CGI header timeout"), "{r}");
+    // 10,000 bytes of body against a cap of 4,000.
+    let r = ask("/cgi/big");
+    // vane's HTTP/1.1 server has sent the head by then; hyper's may drop the connection first.
+    assert!(r.is_empty() || r.starts_with("HTTP/1.1 200"), "{r}");
+    // Counting '0' bytes over the whole answer (head and chunk sizes add a few): the 10,000
+    // of the body never all arrive (how much of the first 4,000 does depends on the server).
+    let zeros = r.bytes().filter(|b| *b == b'0').count();
+    assert!(
+        zeros < 5000,
+        "no more than the cap reaches the client: {zeros} bytes"
+    );
+    assert!(
+        !r.ends_with("\r\n0\r\n\r\n"),
+        "the chunked body is not ended as if complete"
+    );
+}
