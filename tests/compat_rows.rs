@@ -206,3 +206,37 @@ fn tls_allow_parse_failure_routes_what_is_not_tls() {
         "tls.sni = unknown, and the resolver routed it"
     );
 }
+
+#[test]
+fn unknown_fields_outside_inputs_are_ignored_as_in_0_9_2() {
+    let up = Echo::start("E");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        &format!(
+            "notes: \"written by hand\"\nconnection:\n  internal.transport.proxy:\n    comment: \"main path\"\n    input: {{ target.ip: \"{}\", target.port: {} }}\n",
+            up.addr.ip(),
+            up.addr.port()
+        ),
+    );
+    cfg.write(
+        "nodes.yaml",
+        "nodes:\n  - name: web\n    weight: 3\n    ips:\n      - { address: 127.0.0.1, ports: [80], type: ipv4, zone: a }\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_vane"))
+        .args(["check", "--config"])
+        .arg(cfg.path())
+        .env_clear()
+        .output()
+        .expect("vane check");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("comment: warning: ignored"),
+        "named, not refused: {text}"
+    );
+    let _v = Vane::start(&cfg, &[port]);
+    assert_eq!(ask_once(port, "x").as_deref(), Some("E:x"));
+}

@@ -370,3 +370,57 @@ fn unix_socket_plugins_are_called_over_a_real_socket() {
     );
     assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+/// A command plugin that does not answer within `FLOW_EXECUTION_TIMEOUT_SECS` fails the call
+/// (the connection is closed in time, not when the program finally exits) and opens its
+/// breaker.
+#[test]
+fn a_command_plugin_that_hangs_is_cut_at_the_flow_timeout() {
+    let up = Echo::start("E");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.write(
+        "bin/slow.sh",
+        "#!/bin/sh\nsleep 20\necho '{\"branch\":\"allow\"}'\n",
+    );
+    std::fs::set_permissions(
+        cfg.path().join("bin/slow.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    cfg.write(
+        "plugins.json",
+        &format!(
+            "{{{}}}",
+            decl("slow.check", r#"{"type": "command", "program": "slow.sh"}"#)
+        ),
+    );
+    cfg.write(
+        &format!("listener/[{port}]/tcp.yaml"),
+        &flow("slow.check", up.addr),
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("FLOW_EXECUTION_TIMEOUT_SECS", "1".into())],
+            wait_ports: vec![port],
+        },
+    );
+    let started = std::time::Instant::now();
+    let mut c = Client::connect(port).expect("connect");
+    c.set_timeout(Duration::from_secs(10));
+    assert_eq!(c.ask("hi"), None, "no verdict: the connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed at the flow timeout, not when the program exits: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        v.wait_log(
+            "Marking as failed in Circuit Breaker",
+            Duration::from_secs(5)
+        ) || v.logs().contains("timed out"),
+        "{}",
+        v.logs()
+    );
+}
