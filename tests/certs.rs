@@ -104,6 +104,28 @@ fn certificates_are_uploaded_checked_and_deleted_through_the_api() {
     let (code, text) = call("GET", "/certs/api.test", "");
     assert_eq!(code, 200, "{text}");
     assert!(text.contains("expires_in_days"), "{text}");
+    // 0.9.2's fields: names, issuer, validity, fingerprint, key type; ours: where it came from.
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let d = &doc["data"];
+    assert_eq!(d["san"], serde_json::json!(["api.test"]), "{text}");
+    assert!(
+        d["subject"].is_string() && d["issuer"].is_string(),
+        "{text}"
+    );
+    assert_eq!(d["key_type"], "ECDSA");
+    assert_eq!(d["source"], "file");
+    let leaf = rustls::pki_types::pem::PemObject::from_pem_slice(crt.as_bytes())
+        .map(|c: rustls::pki_types::CertificateDer<'_>| c.to_vec())
+        .expect("leaf");
+    let want = hex::encode(ring::digest::digest(&ring::digest::SHA256, &leaf));
+    assert_eq!(d["fingerprint_sha256"], want.as_str());
+    for f in ["not_before", "not_after"] {
+        let t = d[f].as_str().unwrap_or_default();
+        assert!(
+            t.len() == 20 && t.ends_with('Z') && &t[10..11] == "T",
+            "{f}: {t}"
+        );
+    }
     assert_eq!(
         call("POST", "/certs/..%2Fetc", &body(&crt, &key)).0,
         400,

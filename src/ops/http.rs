@@ -117,3 +117,17 @@ where
     })
     .await
 }
+
+/// `t` as RFC 3339 UTC, to the second (`2026-12-02T11:45:00Z`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}

@@ -104,16 +104,7 @@ fn unix_console<H>(_dir: &std::path::Path, _handler: Arc<H>) -> Option<UnixConso
 
 /// The current time as RFC 3339 UTC (`2026-12-02T11:45:00Z`).
 fn utc_now() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    http::rfc3339(std::time::SystemTime::now())
 }
 
 fn ok(data: serde_json::Value) -> Resp {

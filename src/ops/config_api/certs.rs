@@ -133,6 +133,8 @@ pub(crate) fn describe(rt: &Runtime, c: &crate::certs::Cert) -> Value {
         "subject": subject,
         "issuer": issuer,
         "san": der::dns_names(leaf),
+        "not_before": validity.map(|(b, _)| crate::ops::http::rfc3339(b)),
+        "not_after": c.not_after.map(crate::ops::http::rfc3339),
         "not_before_unix": validity.and_then(|(b, _)| unix(b)),
         "not_after_unix": c.not_after.and_then(unix),
         "expires_in_days": days,
