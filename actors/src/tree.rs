@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! root ─ config
-//!      ─ registries ─ nodes, certs, plugins, health
+//!      ─ registries ─ nodes, certs, plugins, health, acme
 //!      ─ memory
 //!      ─ quic
 //!      ─ listeners ─ tcp:PORT / udp:PORT (dynamic, from the config snapshot)
