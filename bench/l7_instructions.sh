@@ -7,6 +7,7 @@
 #
 #   bench/l7_instructions.sh               # N=2000
 #   VANE_BIN=/path/to/other/vane bench/l7_instructions.sh
+#   H2C=1 bench/l7_instructions.sh         # h2c (prior knowledge) with h2load, 10 streams
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -14,6 +15,8 @@ OUT=bench/results
 mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "nginx valgrind" nginx-light valgrind
+H2C=${H2C:-0}
+if [ "$H2C" = 1 ]; then ensure_tools h2load nghttp2-client; fi
 VANE=$(vane_binary)
 
 UP=$(port)
@@ -73,19 +76,27 @@ while not os.path.exists(go):
 for _ in range(n):
     one()
 PY
-python3 "$TMP/client.py" "$VP" "$N" "$TMP/ready" "$TMP/go" & CP=$!
-for _ in $(seq 1 600); do [ -f "$TMP/ready" ] && break; sleep 0.1; done
-sleep 1
-callgrind_control -z "$VPID" > /dev/null
-touch "$TMP/go"
-wait "$CP"
+if [ "$H2C" = 1 ]; then
+  # h2c prior knowledge, one connection, 10 concurrent streams (as bench/l7.sh's h2load).
+  h2load -n 200 -c1 -m10 "http://127.0.0.1:$VP/" > /dev/null
+  sleep 1
+  callgrind_control -z "$VPID" > /dev/null
+  h2load -n "$N" -c1 -m10 "http://127.0.0.1:$VP/" | grep -E '^requests:' >&2
+else
+  python3 "$TMP/client.py" "$VP" "$N" "$TMP/ready" "$TMP/go" & CP=$!
+  for _ in $(seq 1 600); do [ -f "$TMP/ready" ] && break; sleep 0.1; done
+  sleep 1
+  callgrind_control -z "$VPID" > /dev/null
+  touch "$TMP/go"
+  wait "$CP"
+fi
 callgrind_control -d "$VPID" > /dev/null
 sleep 1
 DUMP="$OUT/l7-callgrind-$(date -u +%Y%m%dT%H%M%SZ).out"
 cp "$(ls -t "$TMP"/cg.out* | head -1)" "$DUMP"
 TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
 {
-  echo "== instructions per proxied keep-alive request (callgrind, $N requests, 1 data-plane thread)"
+  echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C)"
   python3 -c "print(f'vane {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
   echo "== top functions by own instructions (the dump is $DUMP)"
   callgrind_annotate --inclusive=no --threshold=95 "$DUMP" 2>/dev/null \
