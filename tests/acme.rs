@@ -62,6 +62,27 @@ fn issued(v: &Vane) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits (up to a minute) for the first certificate Pebble issues.
+fn wait_issued(v: &Vane, pebble: &Pebble) {
+    assert!(
+        wait_until(Duration::from_secs(60), || issued(v) >= 1.0),
+        "no certificate issued; vane:\n{}\npebble:\n{}",
+        v.logs(),
+        pebble.logs()
+    );
+}
+
+/// Vane on `cfg` with the short ACME retries of [`env`], once `ports` accept.
+fn start(cfg: &ConfigDir, ports: &[u16]) -> Vane {
+    Vane::start_with(
+        cfg,
+        Opts {
+            env: env(),
+            wait_ports: ports.to_vec(),
+        },
+    )
+}
+
 fn names_of(leaf: &CertificateDer<'_>) -> Vec<String> {
     vane::certs::der::dns_names(leaf)
 }
@@ -86,19 +107,8 @@ fn http01_for_two_names_then_served_and_kept_over_a_restart() {
         )
     };
     assert_eq!(code, Some(0), "vane check accepts acme.yaml: {out}");
-    let mut v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: env(),
-            wait_ports: vec![http, tls_port],
-        },
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || issued(&v) >= 1.0),
-        "no certificate issued; vane:\n{}\npebble:\n{}",
-        v.logs(),
-        pebble.logs()
-    );
+    let mut v = start(&cfg, &[http, tls_port]);
+    wait_issued(&v, &pebble);
     let root = pebble.root();
     for name in ["a.example", "b.example"] {
         let mut leaf = None;
@@ -123,13 +133,7 @@ fn http01_for_two_names_then_served_and_kept_over_a_restart() {
         .contains("vane_acme_renewal_timestamp_seconds{certificate=\"a.example\"}"));
     // A restart finds the valid pair on disk and orders nothing.
     v.terminate(Duration::from_secs(10));
-    let v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: env(),
-            wait_ports: vec![http, tls_port],
-        },
-    );
+    let v = start(&cfg, &[http, tls_port]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         issued(&v),
@@ -160,19 +164,8 @@ fn tls_alpn01_is_answered_on_a_port_that_passes_tls_through() {
         &["c.example", "d.example"],
         "tls-alpn-01",
     );
-    let v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: env(),
-            wait_ports: vec![http, pass, term],
-        },
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || issued(&v) >= 1.0),
-        "no certificate issued; vane:\n{}\npebble:\n{}",
-        v.logs(),
-        pebble.logs()
-    );
+    let v = start(&cfg, &[http, pass, term]);
+    wait_issued(&v, &pebble);
     assert!(v
         .logs()
         .contains("ACME tls-alpn-01 validation: answered here"));
@@ -194,19 +187,8 @@ fn renews_under_load_and_rides_out_a_ca_that_is_down() {
     let cfg = ConfigDir::new();
     gateway(&cfg, http, tls_port, None);
     order(&cfg, &pebble, &ptls, &["r.example"], "http-01");
-    let v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: env(),
-            wait_ports: vec![http, tls_port],
-        },
-    );
-    assert!(
-        wait_until(Duration::from_secs(60), || issued(&v) >= 1.0),
-        "no certificate issued; vane:\n{}\npebble:\n{}",
-        v.logs(),
-        pebble.logs()
-    );
+    let v = start(&cfg, &[http, tls_port]);
+    wait_issued(&v, &pebble);
     // A client that connects, verifies and asks, over and over, for the whole test.
     let roots = Arc::new(Mutex::new(vec![pebble.root()]));
     let seen: Arc<Mutex<Vec<CertificateDer<'static>>>> = Arc::default();
@@ -357,13 +339,7 @@ fn a_rate_limited_answer_is_honoured_over_the_backoff() {
         "acme.yaml",
         &format!("directory: http://127.0.0.1:{ca_port}/dir\ndomains: [rl.example]\n"),
     );
-    let v = Vane::start_with(
-        &cfg,
-        Opts {
-            env: env(),
-            wait_ports: vec![http],
-        },
-    );
+    let v = start(&cfg, &[http]);
     let failed = || {
         v.metric("vane_acme_orders_total{result=\"failed\"}")
             .unwrap_or(0.0)

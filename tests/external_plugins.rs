@@ -41,15 +41,7 @@ fn command_plugin_decides_and_stores_scoped_keys() {
     let up = Echo::start("E");
     let cfg = ConfigDir::new();
     let port = free_port();
-    cfg.write(
-        "bin/auth.sh",
-        "#!/bin/sh\nread line\ncase \"$line\" in *127.0.0.1*) echo '{\"branch\":\"allow\",\"store\":{\"user\":\"alice\"}}';; *) echo '{\"branch\":\"deny\"}';; esac\n",
-    );
-    std::fs::set_permissions(
-        cfg.path().join("bin/auth.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .expect("chmod");
+    cfg.write_exec("bin/auth.sh", "#!/bin/sh\nread line\ncase \"$line\" in *127.0.0.1*) echo '{\"branch\":\"allow\",\"store\":{\"user\":\"alice\"}}';; *) echo '{\"branch\":\"deny\"}';; esac\n");
     cfg.write(
         "plugins.json",
         r#"{"auth.check": {"name": "auth.check", "role": "middleware", "driver": {"type": "command", "program": "auth.sh"}, "params": [{"name": "who", "required": true}], "output": ["allow", "deny", "failure"]}}"#,
@@ -379,15 +371,10 @@ fn a_command_plugin_that_hangs_is_cut_at_the_flow_timeout() {
     let up = Echo::start("E");
     let cfg = ConfigDir::new();
     let port = free_port();
-    cfg.write(
+    cfg.write_exec(
         "bin/slow.sh",
         "#!/bin/sh\nsleep 20\necho '{\"branch\":\"allow\"}'\n",
     );
-    std::fs::set_permissions(
-        cfg.path().join("bin/slow.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .expect("chmod");
     cfg.write(
         "plugins.json",
         &format!(

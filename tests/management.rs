@@ -282,19 +282,13 @@ fn nodes_are_edited_through_the_api() {
 
 #[test]
 fn external_plugins_are_registered_and_really_removed() {
-    use std::os::unix::fs::PermissionsExt;
     let up = Echo::start("P");
     let cfg = ConfigDir::new();
     let port = free_port();
-    cfg.write(
+    cfg.write_exec(
         "bin/allow.sh",
         "#!/bin/sh\nread line\necho '{\"branch\":\"success\"}'\n",
     );
-    std::fs::set_permissions(
-        cfg.path().join("bin/allow.sh"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .expect("chmod");
     let v = Vane::start(&cfg, &[]);
     let call = |m: &str, p: &str, b: &str| http_with(v.mgmt, m, p, Some(TOKEN), b);
     let decl = r#"{"name": "gate.allow", "role": "middleware", "driver": {"type": "command", "program": "allow.sh"}, "params": [], "output": ["success", "failure"]}"#;

@@ -105,21 +105,9 @@ fn udp_sessions(v: &Vane) -> f64 {
 }
 
 async fn body(send: &mut http3::Sender) -> String {
-    use bytes::Buf;
-    let req = hyper::Request::get("https://site.test/")
-        .body(())
-        .expect("request");
-    let mut stream = send.send_request(req).await.expect("send");
-    stream.finish().await.expect("finish");
-    let resp = stream.recv_response().await.expect("response");
-    assert_eq!(resp.status(), 200);
-    let mut out = Vec::new();
-    while let Some(mut c) = stream.recv_data().await.expect("data") {
-        out.extend_from_slice(c.chunk());
-        let n = c.remaining();
-        c.advance(n);
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let (status, body) = http3::get_body(send, "/").await;
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

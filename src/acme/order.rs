@@ -28,6 +28,9 @@ pub enum AcmeError {
     /// The CA answered with an error, or could not be reached (see the source).
     #[error("CA: {0}")]
     Ca(#[from] instant_acme::Error),
+    /// The client for the CA could not be set up (its `ca_bundle`).
+    #[error("CA client: {0}")]
+    Client(#[from] super::client::CaError),
     #[error("the CA offered no {0} challenge for {1}")]
     NoChallenge(&'static str, String),
     #[error("authorization of {0} is {1:?}")]

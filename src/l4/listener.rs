@@ -2,7 +2,6 @@
 //! A restart re-binds the port; connections already accepted are unaffected.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,9 +39,7 @@ impl Service for ListenerService {
                         super::sockets::tcp(&rt.inherited, key, addr, rt.settings.reuse_port)
                             .and_then(|l| {
                                 // A duplicate for a hand-over, owned by this start's guard.
-                                let dup = Arc::new(l.as_fd().try_clone_to_owned()?);
-                                rt.bound.insert(key.to_string(), Arc::downgrade(&dup));
-                                held = Some(dup);
+                                held = Some(rt.hold(&key.to_string(), &l)?);
                                 super::tcp::spawn_accept_loops(&rt, key, l)
                             })
                     }

@@ -104,9 +104,20 @@ impl L4 {
             Some(l) => l,
             None => tokio::net::TcpListener::bind(addr).await?,
         };
-        let dup = Arc::new(std::os::fd::AsFd::as_fd(&l).try_clone_to_owned()?);
+        let held = self.hold(name, &l)?;
+        Ok((l, held))
+    }
+
+    /// Registers listener `l` as `name` for the next hand-over. The returned duplicate keeps
+    /// the entry alive: whoever owns the listener holds it, and dropping it unregisters.
+    pub fn hold(
+        &self,
+        name: &str,
+        l: &impl std::os::fd::AsFd,
+    ) -> std::io::Result<Arc<std::os::fd::OwnedFd>> {
+        let dup = Arc::new(l.as_fd().try_clone_to_owned()?);
         self.bound.insert(name.to_string(), Arc::downgrade(&dup));
-        Ok((l, dup))
+        Ok(dup)
     }
 
     /// Arms a session panic on the listener named `tcp:PORT`; false for unknown names.

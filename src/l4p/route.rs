@@ -105,6 +105,18 @@ fn acme_validation(acme: &Challenges, ch: &clienthello::ClientHello) -> bool {
             .is_some_and(|n| acme.answers_tls_alpn01(n))
 }
 
+/// An ACME validation terminated here whatever the resolver would do: L7 answers it before
+/// any application runs (`tls`: the validator's `acme-tls/1` handshake is the answer).
+fn acme_answer(kv: Kv, tls: bool) -> Routed {
+    Routed::Http(Handoff {
+        app: "httpx".into(),
+        kv,
+        tls,
+        cert: None,
+        panic_first_request: false,
+    })
+}
+
 /// What a resolver decided for a TCP connection.
 pub enum Routed {
     /// Pass the connection through to this upstream.
@@ -135,13 +147,7 @@ pub async fn route(
             Ok((raw, ch)) => {
                 if acme_validation(rt.acme, &ch) {
                     info!(listener = %label, peer = %conn.peer, "ACME tls-alpn-01 validation: answered here");
-                    return Some(Routed::Http(Handoff {
-                        app: "httpx".into(),
-                        kv,
-                        tls: true,
-                        cert: None,
-                        panic_first_request: false,
-                    }));
+                    return Some(acme_answer(kv, true));
                 }
                 for (k, v) in ch.kv() {
                     kv.set(k, v);
@@ -176,13 +182,7 @@ pub async fn route(
             .is_some_and(|p| rt.acme.answers_http01(p))
         {
             info!(listener = %label, peer = %conn.peer, "ACME http-01 validation: answered here");
-            return Some(Routed::Http(Handoff {
-                app: "httpx".into(),
-                kv,
-                tls: false,
-                cert: None,
-                panic_first_request: false,
-            }));
+            return Some(acme_answer(kv, false));
         }
         for (k, v) in [
             ("http.method", head.method),

@@ -105,10 +105,7 @@ async fn attempt(
     let s = rt.settings;
     let ca = match CaClient::new(order.ca_bundle.as_deref(), s.acme_timeout) {
         Ok(c) => c,
-        Err(e) => {
-            let e = AcmeError::Ca(instant_acme::Error::Other(Box::new(e)));
-            return (None, Err(e));
-        }
+        Err(e) => return (None, Err(e.into())),
     };
     let issued = order::obtain(order, &ca, &rt.acme.challenges, certs, s.acme_timeout).await;
     let done = issued.and_then(|i| {

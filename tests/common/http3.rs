@@ -78,18 +78,23 @@ pub async fn client(
     connect(endpoint(cert), addr).await
 }
 
-/// One HTTP/3 GET on `send`: (status, body length).
-pub async fn get(send: &mut Sender, path: &str) -> (hyper::StatusCode, usize) {
+/// One HTTP/3 GET on `send`: (status, body).
+pub async fn get_body(send: &mut Sender, path: &str) -> (hyper::StatusCode, Vec<u8>) {
     let req = hyper::Request::get(format!("https://site.test{path}"))
         .body(())
         .expect("request");
     let mut stream = send.send_request(req).await.expect("send");
     stream.finish().await.expect("finish");
     let resp = stream.recv_response().await.expect("response");
-    let mut n = 0;
+    let mut out = Vec::new();
     while let Some(mut c) = stream.recv_data().await.expect("data") {
-        n += c.remaining();
-        c.advance(c.remaining());
+        out.extend_from_slice(&c.copy_to_bytes(c.remaining()));
     }
-    (resp.status(), n)
+    (resp.status(), out)
+}
+
+/// One HTTP/3 GET on `send`: (status, body length).
+pub async fn get(send: &mut Sender, path: &str) -> (hyper::StatusCode, usize) {
+    let (status, body) = get_body(send, path).await;
+    (status, body.len())
 }

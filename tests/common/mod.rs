@@ -92,6 +92,17 @@ impl ConfigDir {
         self.dir.path()
     }
 
+    /// Writes an executable script (a plugin in `bin/`, a CGI program).
+    pub fn write_exec(&self, rel: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        self.write(rel, text);
+        std::fs::set_permissions(
+            self.path().join(rel),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+    }
+
     pub fn write(&self, rel: &str, text: &str) {
         let p = self.dir.path().join(rel);
         if let Some(parent) = p.parent() {

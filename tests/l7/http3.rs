@@ -103,7 +103,6 @@ async fn an_http3_client_that_changes_address_keeps_its_connection() {
 /// on the same config keeps `httpx`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h3_application_is_preferred_for_http3() {
-    use bytes::Buf;
     let cfg = ConfigDir::new();
     let (udp, tcp) = (free_port(), free_port());
     let cert = common::http3::terminating_config(
@@ -119,17 +118,8 @@ async fn an_h3_application_is_preferred_for_http3() {
     let v = Vane::start(&cfg, &[tcp]);
     let addr = v.wait_udp(udp);
     let mut send = common::http3::client(addr, cert).await;
-    let req = hyper::Request::get("https://site.test/")
-        .body(())
-        .expect("request");
-    let mut stream = send.send_request(req).await.expect("send");
-    stream.finish().await.expect("finish");
-    let resp = stream.recv_response().await.expect("response");
-    assert_eq!(resp.status(), 200);
-    let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await.expect("data") {
-        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-    }
+    let (status, body) = common::http3::get_body(&mut send, "/").await;
+    assert_eq!(status, 200);
     assert_eq!(String::from_utf8_lossy(&body), "from-h3");
     let plain = common::http(
         std::net::SocketAddr::from(([127, 0, 0, 1], tcp)),
