@@ -64,3 +64,82 @@ async fn tls_is_terminated_with_the_certificate_for_the_name_and_alpn_picks_the_
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("host=a.wild.test"));
 }
+
+/// Reads one response with a `Content-Length` body off `io` (buffering in `buf`) and returns
+/// its head and body as text.
+async fn read_response<IO: tokio::io::AsyncRead + Unpin>(
+    io: &mut IO,
+    buf: &mut Vec<u8>,
+) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                buf.drain(..end + 4 + len);
+                return (head, body);
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let n = io.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before a whole response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A keep-alive TLS client whose next request is already decrypted inside rustls when the
+/// previous exchange ends (the socket has nothing more to read) is still answered; so is one
+/// that pauses between requests. The idle wait looks at rustls's plaintext before the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() {
+    use tokio::io::AsyncWriteExt;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    tls_port(&cfg, port);
+    let site = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
+    let _v = Vane::start(&cfg, &[port]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("site.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(tls_client(&[&site], &["http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    // The first request is exactly as long as the server's first read (4 KiB), so the second,
+    // sent in the same TLS record, stays in rustls after the first is parsed.
+    let start = "GET /first HTTP/1.1\r\nHost: site.test\r\nX-Pad: ";
+    let pad = 4096 - start.len() - "\r\n\r\n".len();
+    let first = format!("{start}{}\r\n\r\n", "p".repeat(pad));
+    assert_eq!(first.len(), 4096);
+    let both = format!("{first}GET /second HTTP/1.1\r\nHost: site.test\r\n\r\n");
+    tls.write_all(both.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let deadline = std::time::Duration::from_secs(5);
+    for path in ["/first", "/second"] {
+        let (head, body) = tokio::time::timeout(deadline, read_response(&mut tls, &mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {path} within 5 s"));
+        assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+        assert!(body.starts_with(&format!("GET {path}?")), "{body}");
+    }
+    // Idle, then one more request on the same connection.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tls.write_all(b"GET /third HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, body) = tokio::time::timeout(deadline, read_response(&mut tls, &mut buf))
+        .await
+        .expect("no answer to /third within 5 s");
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    assert!(body.starts_with("GET /third?"), "{body}");
+}

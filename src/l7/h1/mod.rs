@@ -55,9 +55,17 @@ impl Readiness for TcpStream {
     }
 }
 
+/// TLS: readable when rustls holds decrypted bytes (or a close to report); otherwise when the
+/// socket is. Waiting on the socket keeps an idle TLS client out of an exchange, which would
+/// hold a head buffer and the exchange's state for as long as the client says nothing.
 impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
-    fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_ref();
+        if tls.wants_read() {
+            tcp.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 }
 
