@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::header::HeaderMap;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 
 use super::body::Body;
+use super::forward::Outbound;
 use super::h1::client::{self, Conn, ExchangeError};
 use crate::runtime::Runtime;
 use crate::upstream::error::{Kind as ErrorKind, UpstreamError};
@@ -104,22 +105,23 @@ fn failed(e: &ExchangeError) -> UpstreamError {
     UpstreamError::chain(ErrorKind::Protocol, e)
 }
 
-/// Sends `req` (an `http://` URL) over a pooled connection of this thread. A request without
-/// a body that a reused connection failed before any answer goes once more, on a new one
-/// (the upstream closed it while it sat idle).
+/// Sends `out` (an `http://` URL) with `body` over a pooled connection of this thread. A
+/// request without a body that a reused connection failed before any answer goes once more,
+/// on a new one (the upstream closed it while it sat idle).
 pub async fn send(
     rt: &Arc<Runtime>,
-    mut req: Request<Body>,
+    out: &Outbound<'_>,
+    body: Body,
 ) -> Result<(StatusCode, HeaderMap, Body), UpstreamError> {
     let key: Key = (
-        req.uri().host().unwrap_or_default().to_string(),
-        req.uri().port_u16().unwrap_or(80),
+        out.uri.host().unwrap_or_default().to_string(),
+        out.uri.port_u16().unwrap_or(80),
     );
-    let head_request = req.method() == Method::HEAD;
-    let (head, framing) = client::request_head(&mut req);
+    let head_request = out.method == Method::HEAD;
+    let (head, framing) = client::request_head(out, &body);
     // Only a request without a body may go twice; its head is lent, not copied.
     let (out, bare) = match framing {
-        Some(f) => (client::Outgoing::WithBody(head, req.into_body(), f), None),
+        Some(f) => (client::Outgoing::WithBody(head, body, f), None),
         None => (client::Outgoing::Bare(&head), Some(&head)),
     };
     let max = rt.settings.upstream_pool_max_idle;

@@ -7,6 +7,7 @@ pub mod buffer;
 pub mod cgi;
 pub mod client;
 pub mod exchange;
+pub mod forward;
 pub mod h1;
 pub mod h1_pool;
 pub mod h3;

@@ -6,64 +6,19 @@
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use serde_json::Value;
 
 use super::body::{self, Body, BoxError};
 use super::exchange::HttpExchange;
+use super::forward;
 use super::inputs::flag;
 use crate::flow::exec::{Driven, DriverError};
 use crate::flow::kv::Kv;
 use crate::runtime::Runtime;
 use crate::upstream::error::Kind as ErrorKind;
 use crate::upstream::UpstreamError;
-
-/// The version Vane announces upstream in `X-Vane-Proxy`, as 0.9.2 did.
-const VANE_PROXY: &str = "0.9.2";
-
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-const X_VANE_PROXY: HeaderName = HeaderName::from_static("x-vane-proxy");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Removes hop-by-hop headers, including those the `Connection` header names. The names
-/// present are found in one pass over the map, without copying any (a request has a handful
-/// of headers; removing each of the nine names by string parsed and hashed every one of them).
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let doomed: Vec<HeaderName> = {
-        let named: Vec<&str> = h
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .collect();
-        h.keys()
-            .filter(|k| {
-                let k = k.as_str();
-                HOP_BY_HOP.contains(&k) || named.iter().any(|n| n.eq_ignore_ascii_case(k))
-            })
-            .cloned()
-            .collect()
-    };
-    for name in doomed {
-        h.remove(name);
-    }
-}
 
 /// The upstream URL of plugins.md 10: `url_prefix` + path + query.
 pub fn url(prefix: &str, path: Option<&str>, query: Option<&str>, kv: &Kv) -> String {
@@ -189,71 +144,43 @@ pub async fn fetch(
                 x.req.method.clone()
             }
         });
-    let mut headers = x.req.headers.clone();
-    if !ws {
-        strip_hop_by_hop(&mut headers);
-    }
-    let client_host = headers.remove(HOST);
-    if x.ws_h2 {
-        // An HTTP/2 WebSocket (RFC 8441) goes upstream as an HTTP/1.1 upgrade, which needs
-        // the handshake headers HTTP/2 leaves out.
-        use base64::Engine;
-        let key: [u8; 16] = rand::random();
-        let key = base64::engine::general_purpose::STANDARD.encode(key);
-        headers.insert(
-            hyper::header::UPGRADE,
-            HeaderValue::from_static("websocket"),
-        );
-        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        if let Ok(v) = HeaderValue::from_str(&key) {
-            headers.insert("sec-websocket-key", v);
-        }
-    }
-    headers.insert(X_VANE_PROXY, HeaderValue::from_static(VANE_PROXY));
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", x.peer_ip)),
-        None => HeaderValue::from_str(&x.peer_ip),
+    let body = x.body.take().unwrap_or_else(body::empty);
+    let client = forward::Client {
+        headers: &x.req.headers,
+        authority: x.req.uri.authority().map(|a| a.as_str()),
+        ip: &x.peer_ip,
+        tls: x.tls,
     };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if x.tls { "https" } else { "http" }),
-    );
-    if let Some(h) = client_host.or_else(|| {
-        x.req
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    }) {
-        headers.insert(X_FORWARDED_HOST, h);
-    }
-    let mut req = Request::new(x.body.take().unwrap_or_else(body::empty));
-    *req.method_mut() = method;
-    *req.uri_mut() = uri.clone();
-    *req.headers_mut() = headers;
+    let out = forward::Outbound::new(method, uri, client, !ws);
     let skip = flag(inputs.get("skip_verify"));
-    let authority = uri.authority().map_or(String::new(), |a| a.to_string());
+    let authority = out.uri.authority().map_or(String::new(), |a| a.to_string());
+    let plain = out.uri.scheme_str() == Some("http");
     let sent = if ws {
+        let mut req = out.request(body);
+        if x.ws_h2 {
+            h2_websocket_fields(req.headers_mut());
+        }
         websocket(x, req, skip).await
     } else if h3 {
-        super::h3_client::send(&x.rt, req, skip).await
+        super::h3_client::send(&x.rt, out.request(body), skip).await
+    } else if plain && !h2c {
+        // Written straight from the client's fields by vane's HTTP/1.1 client.
+        super::h1_pool::send(&x.rt.rt, &out, body).await
     } else {
         use super::client::Kind;
-        let kind = match (h2c && uri.scheme_str() == Some("http"), skip) {
+        let kind = match (h2c && plain, skip) {
             (true, _) => Kind::H2c,
             (false, true) => Kind::SkipVerify,
             (false, false) => Kind::Verified,
         };
-        pooled(&x.rt.rt, req, kind).await
+        pooled(&x.rt.rt, out.request(body), kind).await
     };
     match sent {
         Ok((status, mut headers, body)) => {
             outcome_counter(&authority, true).increment(1);
             // A WebSocket 101 keeps its upgrade headers for the terminator's answer.
             if !ws {
-                strip_hop_by_hop(&mut headers);
+                forward::strip_hop_by_hop(&mut headers);
             }
             kv.set("res.status", status.as_u16().to_string());
             x.resp = Some((status, headers, body));
@@ -270,11 +197,24 @@ pub async fn fetch(
 /// What an upstream answered: status, headers and the streamed body.
 pub type Answer = Result<(StatusCode, HeaderMap, Body), UpstreamError>;
 
-/// The request over this thread's pooled client of `kind`.
-async fn pooled(rt: &Arc<Runtime>, req: Request<Body>, kind: super::client::Kind) -> Answer {
-    if kind != super::client::Kind::H2c && req.uri().scheme_str() == Some("http") {
-        return super::h1_pool::send(rt, req).await;
+/// An HTTP/2 WebSocket (RFC 8441) goes upstream as an HTTP/1.1 upgrade, which needs the
+/// handshake fields HTTP/2 leaves out.
+fn h2_websocket_fields(headers: &mut HeaderMap) {
+    use base64::Engine;
+    let key: [u8; 16] = rand::random();
+    let key = base64::engine::general_purpose::STANDARD.encode(key);
+    headers.insert(
+        hyper::header::UPGRADE,
+        HeaderValue::from_static("websocket"),
+    );
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        headers.insert("sec-websocket-key", v);
     }
+}
+
+/// The request over this thread's pooled hyper client of `kind` (TLS upstreams, h2c).
+async fn pooled(rt: &Arc<Runtime>, req: Request<Body>, kind: super::client::Kind) -> Answer {
     let client = super::client::for_this_thread(rt, kind)
         .map_err(|e| UpstreamError::new(ErrorKind::Internal, e))?;
     match client.request(req).await {
@@ -356,20 +296,5 @@ mod tests {
             "http://h:1/p?z=3"
         );
         assert_eq!(url("http://h:1", None, Some(""), &kv), "http://h:1/a/b");
-    }
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
     }
 }

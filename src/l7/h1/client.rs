@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as _, Frame, SizeHint};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use hyper::{Method, Request, StatusCode, Version};
+use hyper::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::{Method, StatusCode, Version};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -19,6 +19,7 @@ use super::decode::{Decoder, Framing, Step};
 use super::head::MAX_HEADERS;
 use super::write;
 use crate::l7::body::{Body, BoxError};
+use crate::l7::forward::Outbound;
 
 /// The largest response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -92,42 +93,52 @@ impl ExchangeError {
     }
 }
 
-/// The request line and fields of `req` (in origin form, `Host` from the URL when missing),
-/// framed for `body`. Kept by the caller to send again on another connection.
-pub fn request_head(req: &mut Request<Body>) -> (Vec<u8>, Option<Framing>) {
-    let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-    let empty = req.body().is_end_stream();
-    let hint = req.body().size_hint().exact();
-    let h = req.headers_mut();
-    if !h.contains_key(HOST) {
-        if let Some(v) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            h.insert(HOST, v);
+/// The request line and fields of `out` in origin form, `Host` the upstream's authority, the
+/// body framed as it says (its exact length, else the length the client declared, else
+/// chunked) in place of the client's framing fields. Kept by the caller to send again on
+/// another connection.
+pub fn request_head(out: &Outbound<'_>, body: &Body) -> (Vec<u8>, Option<Framing>) {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(out.method.as_str().as_bytes());
+    head.push(b' ');
+    let target = out.uri.path_and_query().map_or("/", |p| p.as_str());
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(authority) = out.uri.authority() {
+        head.extend_from_slice(b"host: ");
+        head.extend_from_slice(authority.as_str().as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let mut declared = None;
+    for (name, value) in out.fields() {
+        if *name == CONTENT_LENGTH {
+            declared = declared.or_else(|| value.to_str().ok()?.trim().parse::<u64>().ok());
+        } else if *name != TRANSFER_ENCODING {
+            write::field(&mut head, name, value);
         }
     }
-    let framing = if empty {
-        h.remove(TRANSFER_ENCODING);
-        h.remove(CONTENT_LENGTH);
-        if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
-            h.insert(CONTENT_LENGTH, HeaderValue::from(0));
+    let framing = if body.is_end_stream() {
+        if matches!(out.method, Method::POST | Method::PUT | Method::PATCH) {
+            head.extend_from_slice(b"content-length: 0\r\n");
         }
         None
     } else {
-        Some(write::frame(h, hint, true))
+        let framing = match body.size_hint().exact().or(declared) {
+            Some(n) => {
+                use std::io::Write;
+                // Writing into a Vec cannot fail.
+                let _ = write!(head, "content-length: {n}\r\n");
+                Framing::Length(n)
+            }
+            None => {
+                head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+        };
+        Some(framing)
     };
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    write::fields(&mut out, h);
-    out.extend_from_slice(b"\r\n");
-    (out, framing)
+    head.extend_from_slice(b"\r\n");
+    (head, framing)
 }
 
 /// What came back: status, fields, and the body (which takes the connection with it).

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use hyper::body::Body as _;
-use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING,
+};
 use hyper::{Method, Response, StatusCode, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -243,11 +245,16 @@ fn head(out: &mut Vec<u8>, status: StatusCode, version: Version, h: &HeaderMap) 
 /// `name: value` lines.
 pub fn fields(out: &mut Vec<u8>, h: &HeaderMap) {
     for (name, value) in h {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name, value);
     }
+}
+
+/// One `name: value` line.
+pub fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 thread_local! {
