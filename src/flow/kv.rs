@@ -12,6 +12,9 @@ type Map = HashMap<Cow<'static, str>, String, foldhash::fast::RandomState>;
 /// Total bytes of keys and values one store may hold; further writes are dropped.
 pub const MAX_KV_BYTES: usize = 64 * 1024;
 
+/// Keys a layered store has room for from the start.
+const LAYER_KEYS: usize = 8;
+
 #[derive(Debug, Clone, Default)]
 pub struct Kv {
     map: Map,
@@ -26,10 +29,12 @@ impl Kv {
         Self::default()
     }
 
-    /// An empty store that reads through to `parent` (which counts towards the cap).
+    /// An empty store that reads through to `parent` (which counts towards the cap), with
+    /// room for the keys of one HTTP request (`req.*`, `res.status`) so filling it does not
+    /// grow the table twice.
     pub fn layered(parent: Arc<Kv>) -> Self {
         Self {
-            map: Map::default(),
+            map: Map::with_capacity_and_hasher(LAYER_KEYS, Default::default()),
             bytes: parent.bytes,
             parent: Some(parent),
         }
