@@ -2,7 +2,10 @@
 # L7 benchmark: keep-alive HTTP/1.1 requests per second through a reverse proxy to an nginx
 # upstream answering a small body, directly, through vane (resolver `http` -> application
 # with `internal.driver.upstream`), through HAProxy (`mode http`) and through nginx
-# (`proxy_pass` with upstream keep-alive), in one run.
+# (`proxy_pass` with upstream keep-alive), in one run. Then, with wrk and h2load: a new
+# connection per request, 1 MiB responses, TLS-terminated HTTP/1.1 (keep-alive and a new
+# handshake per request) and HTTP/2 over TLS, all three proxies with one ECDSA P-256
+# certificate and no session resumption (neither client resumes).
 #
 #   bench/l7.sh             # SECS=5 CLIENTS=32
 set -euo pipefail
@@ -18,7 +21,12 @@ cargo build --release -q --example http_load
 VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/http_load"
 
-UP=$(port); NP=$(port)
+UP=$(port); NP=$(port); NT=$(port)
+head -c 1048576 /dev/urandom > "$TMP/big.bin"
+# One certificate for every proxy: ECDSA P-256, as vane makes its default one.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$TMP/bench.key" -out "$TMP/bench.crt" 2> /dev/null
+cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"
 cat > "$TMP/nginx.conf" <<CFG
 worker_processes 1;
 pid $TMP/nginx.pid;
@@ -27,25 +35,38 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
+  server {
+    listen 127.0.0.1:$UP;
+    location / { return 200 "hello from the upstream\n"; }
+    location = /big { alias $TMP/big.bin; }
+  }
   server {
     listen 127.0.0.1:$NP;
+    listen 127.0.0.1:$NT ssl;
+    ssl_certificate $TMP/bench.crt;
+    ssl_certificate_key $TMP/bench.key;
+    ssl_session_tickets off;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CFG
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
 
-VP=$(port)
+VP=$(port); VT=$(port)
 vane_http_proxy_config "$VP" "$UP"
+mkdir -p "$TMP/vane/listener/[$VT]" "$TMP/vane/certs"
+printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n' > "$TMP/vane/listener/[$VT]/tcp.yaml"
+printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/tls.yaml"
+cp "$TMP/bench.crt" "$TMP/vane/certs/default.crt"; cp "$TMP/bench.key" "$TMP/vane/certs/default.key"
 start_vane
 
-HP=$(port); HP2=$(port)
+HP=$(port); HP2=$(port); HT=$(port)
 { haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"
   option http-keep-alive
 frontend f
   bind 127.0.0.1:$HP
   bind 127.0.0.1:$HP2 proto h2
+  bind 127.0.0.1:$HT ssl crt $TMP/bench.pem alpn h2,http/1.1 no-tls-tickets
   default_backend b
 backend b
   http-reuse always
@@ -53,6 +74,7 @@ backend b
 CFG
 start_haproxy
 wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
+wait_port "$NT"; wait_port "$VT"; wait_port "$HT"
 
 {
   echo "== keep-alive HTTP/1.1 requests per second (${SECS}s, ${CLIENTS} connections)"
@@ -73,6 +95,7 @@ wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
     python3 -c "print(f'{$r:.0f} {$r*$SECS/max($c1-$c0,1e-9):.0f}')"
   }
   h2_rps() { h2load -c10 -m10 -D "$SECS" "http://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
+  h2_rps_tls() { h2load -c10 -m10 -D "$SECS" "https://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
   echo "== wrk -t2 -c50: requests per second, requests per CPU-second of the proxy"
   NGX=$(pgrep -f "nginx: worker" | tr '\n' ' ')
   read -r WV EV <<< "$(wrk_eff "$VP" "$VPID")"
@@ -84,6 +107,46 @@ wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
   # 2500 requests/s here, which says nothing about proxying.
   echo "== h2load -c10 -m10 (h2c prior knowledge), requests per second"
   HV=$(h2_rps "$VP"); HH=$(h2_rps "$HP2")
+  echo "vane $HV  haproxy $HH"
+  python3 -c "print(f'ratios: vane/haproxy {$HV/$HH:.2f}')"
+  # wrk's figures for one URL and extra arguments: requests/s and transfer MB/s.
+  wrk_run() {
+    wrk "$@" -d"${SECS}s" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s*([\d.]+)", t).group(1))
+m = re.search(r"Transfer/sec:\s*([\d.]+)(\w+)", t)
+scale = {"B": 1e-6, "KB": 1e-3, "MB": 1, "GB": 1e3}.get(m.group(2), 1) if m else 0
+print(f"{rps:.0f} {float(m.group(1)) * scale if m else 0:.1f}")'
+  }
+  row() {  # title, column (1 = req/s, 2 = MB/s), then wrk arguments with PORT and SCHEME
+    local title=$1 col=$2; shift 2
+    local v h n args
+    echo "== $title"
+    for who in vane haproxy nginx; do
+      case $who in
+        vane) p=$VP; tp=$VT ;; haproxy) p=$HP; tp=$HT ;; nginx) p=$NP; tp=$NT ;;
+      esac
+      args=("${@//TPORT/$tp}"); args=("${args[@]//PORT/$p}")
+      read -r r m <<< "$(wrk_run "${args[@]}")"
+      [ "$col" = 1 ] && echo "$who $r" || echo "$who $m"
+    done | tee "$TMP/row"
+    python3 - "$TMP/row" <<'PY'
+import sys
+v = dict(l.split() for l in open(sys.argv[1]))
+v = {k: float(x) for k, x in v.items()}
+print(f"ratios: vane/haproxy {v['vane']/v['haproxy']:.2f}  vane/nginx {v['vane']/v['nginx']:.2f}")
+PY
+  }
+  row "new connection per request (wrk -t2 -c50, Connection: close), requests per second" 1 \
+    -t2 -c50 -H "Connection: close" "http://127.0.0.1:PORT/"
+  row "1 MiB responses (wrk -t2 -c10), MB/s" 2 -t2 -c10 "http://127.0.0.1:PORT/big"
+  row "TLS-terminated HTTP/1.1 keep-alive (wrk -t2 -c50), requests per second" 1 \
+    -t2 -c50 "https://127.0.0.1:TPORT/"
+  row "TLS: a new handshake per request (wrk -t2 -c50, Connection: close), handshakes per second" 1 \
+    -t2 -c50 -H "Connection: close" "https://127.0.0.1:TPORT/"
+  echo "== HTTP/2 over TLS (h2load -c10 -m10), requests per second"
+  HV=$(h2_rps_tls "$VT"); HH=$(h2_rps_tls "$HT")
   echo "vane $HV  haproxy $HH"
   python3 -c "print(f'ratios: vane/haproxy {$HV/$HH:.2f}')"
   echo "date: $(date -u +%FT%TZ)"

@@ -8,6 +8,7 @@
 #   bench/l7_instructions.sh               # N=2000
 #   VANE_BIN=/path/to/other/vane bench/l7_instructions.sh
 #   H2C=1 bench/l7_instructions.sh         # h2c (prior knowledge) with h2load, 10 streams
+#   CLOSE=1 bench/l7_instructions.sh       # a new connection per request (Connection: close)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -44,12 +45,16 @@ for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$VP") 2>/dev/null && brea
 # One keep-alive connection: WARM requests, a pause for the zeroing, then N counted ones.
 cat > "$TMP/client.py" <<'PY'
 import socket, sys, time
-port, n, ready, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, n, ready, go, close = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1"
 s = socket.create_connection(("127.0.0.1", port))
-req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+req = b"GET / HTTP/1.1\r\nHost: bench\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
 buf = b""
 def one():
-    global buf
+    global buf, s
+    if close:
+        s.close()
+        s = socket.create_connection(("127.0.0.1", port))
+        buf = b""
     s.sendall(req)
     while True:
         head, sep, rest = buf.partition(b"\r\n\r\n")
@@ -83,7 +88,7 @@ if [ "$H2C" = 1 ]; then
   callgrind_control -z "$VPID" > /dev/null
   h2load -n "$N" -c1 -m10 "http://127.0.0.1:$VP/" | grep -E '^requests:' >&2
 else
-  python3 "$TMP/client.py" "$VP" "$N" "$TMP/ready" "$TMP/go" & CP=$!
+  python3 "$TMP/client.py" "$VP" "$N" "$TMP/ready" "$TMP/go" "${CLOSE:-0}" & CP=$!
   for _ in $(seq 1 600); do [ -f "$TMP/ready" ] && break; sleep 0.1; done
   sleep 1
   callgrind_control -z "$VPID" > /dev/null
@@ -96,7 +101,7 @@ DUMP="$OUT/l7-callgrind-$(date -u +%Y%m%dT%H%M%SZ).out"
 cp "$(ls -t "$TMP"/cg.out* | head -1)" "$DUMP"
 TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
 {
-  echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C)"
+  echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C, close=${CLOSE:-0})"
   python3 -c "print(f'vane {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
   echo "== top functions by own instructions (the dump is $DUMP)"
   callgrind_annotate --inclusive=no --threshold=95 "$DUMP" 2>/dev/null \

@@ -200,5 +200,16 @@ fn plaintext_is_routed_by_http_host_and_legacy_resolver_destinations_work() {
             Some("B:GET / HTTP/1.1"),
             "port {p}"
         );
+        // A head longer than the first peek: its Host is still seen.
+        let long = format!(
+            "GET / HTTP/1.1\r\nX-Pad: {}\r\nHost: a.test\r",
+            "p".repeat(1500)
+        );
+        let mut c = Client::connect(p).expect("connect");
+        assert_eq!(
+            c.ask(&long).as_deref(),
+            Some("A:GET / HTTP/1.1"),
+            "port {p}, a 1.5 KB head"
+        );
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod carrier;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::ListenerKey;
@@ -34,6 +34,47 @@ pub fn uuid_v7() -> String {
     hex::encode(b)
 }
 
+/// Appends the decimal digits of `n`: every new connection writes a few numbers, and the
+/// formatting machinery costs several times this.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// `n` in decimal.
+pub fn decimal(n: u64) -> String {
+    let mut out = String::with_capacity(20);
+    push_decimal(&mut out, n);
+    out
+}
+
+/// An address as text, as `Display` writes it; IPv4 without the formatting machinery (about
+/// a tenth of the instructions), since each connection formats its addresses.
+pub fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(&mut out, octet.into());
+            }
+            out
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// The L4 keys every listener flow starts with.
 pub fn base_kv(conn: &Conn) -> Kv {
     let mut kv = Kv::new();
@@ -42,13 +83,13 @@ pub fn base_kv(conn: &Conn) -> Kv {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     kv.set("conn.uuid", uuid_v7());
-    kv.set("conn.ip", conn.peer.ip().to_string());
-    kv.set("conn.port", conn.peer.port().to_string());
+    kv.set("conn.ip", ip_text(conn.peer.ip()));
+    kv.set("conn.port", decimal(conn.peer.port().into()));
     kv.set("conn.proto", conn.key.proto.as_str());
-    kv.set("conn.timestamp", now.to_string());
+    kv.set("conn.timestamp", decimal(now));
     kv.set("conn.layer", "l4");
-    kv.set("server.ip", conn.local.ip().to_string());
-    kv.set("server.port", conn.local.port().to_string());
+    kv.set("server.ip", ip_text(conn.local.ip()));
+    kv.set("server.port", decimal(conn.local.port().into()));
     kv
 }
 
@@ -76,6 +117,24 @@ mod tests {
         assert_eq!(u.len(), 32);
         assert_eq!(&u[12..13], "7");
         assert!(matches!(&u[16..17], "8" | "9" | "a" | "b"), "{u}");
+    }
+
+    #[test]
+    fn addresses_and_numbers_read_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.20.3.99",
+            "::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let parsed: IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_text(parsed), parsed.to_string());
+        }
+        for n in [0, 7, 10, 65535, 1_764_000_000, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
     }
 
     #[test]

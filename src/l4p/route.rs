@@ -169,12 +169,12 @@ pub async fn route(
             }
         }
     } else {
-        let mut buf = vec![0u8; rt.settings.http_plain_buffer];
-        let n = tokio::time::timeout(rt.settings.tcp_peek_timeout, stream.peek(&mut buf))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0);
+        let (buf, n) = peek_head(
+            stream,
+            rt.settings.http_plain_buffer,
+            rt.settings.tcp_peek_timeout,
+        )
+        .await;
         let head = http_head::parse(&buf[..n]);
         if head
             .path
@@ -311,5 +311,25 @@ pub async fn route_quic(
             warn!(listener = %label, peer = %conn.peer, "resolver `quic`: {e}");
             None
         }
+    }
+}
+
+/// Peeks at a plaintext request head, at most `limit` bytes: first into a small buffer, which
+/// holds a typical head, and again into one of `limit` bytes only when the small one filled
+/// up (zeroing the whole limit for every connection cost more than reading the head).
+async fn peek_head(stream: &TcpStream, limit: usize, timeout: Duration) -> (Vec<u8>, usize) {
+    const FIRST: usize = 512;
+    let mut size = FIRST.min(limit);
+    loop {
+        let mut buf = vec![0u8; size];
+        let n = tokio::time::timeout(timeout, stream.peek(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        if n < size || size == limit {
+            return (buf, n);
+        }
+        size = limit;
     }
 }

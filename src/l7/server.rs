@@ -59,7 +59,7 @@ impl Ctx {
             app,
             kv: Arc::new(kv),
             peer,
-            peer_ip: peer.ip().to_string().into(),
+            peer_ip: crate::conn::ip_text(peer.ip()).into(),
             tls,
         }
     }
