@@ -31,7 +31,15 @@ pub fn uuid_v7() -> String {
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0F) | 0x70;
     b[8] = (b[8] & 0x3F) | 0x80;
-    hex::encode(b)
+    // Written through a table: `hex::encode` pushes one char at a time, and every connection
+    // gets an ID.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, byte) in b.into_iter().enumerate() {
+        text[2 * i] = HEX[usize::from(byte >> 4)];
+        text[2 * i + 1] = HEX[usize::from(byte & 0x0F)];
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Appends the decimal digits of `n`: every new connection writes a few numbers, and the
@@ -47,7 +55,10 @@ fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+    // ASCII digits: always valid UTF-8.
+    if let Ok(text) = std::str::from_utf8(&digits[i..]) {
+        out.push_str(text);
+    }
 }
 
 /// `n` in decimal.
@@ -75,9 +86,13 @@ pub fn ip_text(ip: IpAddr) -> String {
     }
 }
 
+/// Keys [`base_kv`] writes, and room for the few a flow adds (`req.peek_buffer_hex`, `tls.*`,
+/// `http.*`) before the table grows.
+const BASE_KEYS: usize = 14;
+
 /// The L4 keys every listener flow starts with.
 pub fn base_kv(conn: &Conn) -> Kv {
-    let mut kv = Kv::new();
+    let mut kv = Kv::with_capacity(BASE_KEYS);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

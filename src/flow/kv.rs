@@ -29,6 +29,14 @@ impl Kv {
         Self::default()
     }
 
+    /// An empty store with room for `n` keys.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            map: Map::with_capacity_and_hasher(n, Default::default()),
+            ..Self::default()
+        }
+    }
+
     /// An empty store that reads through to `parent` (which counts towards the cap), with
     /// room for the keys of one HTTP request (`req.*`, `res.status`) so filling it does not
     /// grow the table twice.

@@ -25,11 +25,15 @@ pub fn parse(buf: &[u8]) -> Head {
         Ok(t) => t,
         Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
     };
-    let mut lines = text.split("\r\n");
+    // One pass: only lines that are complete (end in CRLF) count.
+    let mut lines = text.split_inclusive("\r\n");
     let Some(first) = lines.next() else {
         return head;
     };
-    let complete_first = text.contains("\r\n");
+    let (first, complete_first) = match first.strip_suffix("\r\n") {
+        Some(line) => (line, true),
+        None => (first, false),
+    };
     let mut parts = first.split(' ');
     let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -42,11 +46,10 @@ pub fn parse(buf: &[u8]) -> Head {
     }
     head.method = Some(method.to_string());
     head.path = Some(path.to_string());
-    // Only header lines that are complete (end in CRLF) count.
-    let complete_lines = text[..text.rfind("\r\n").unwrap_or(0)]
-        .split("\r\n")
-        .count();
-    for line in lines.take(MAX_HEADERS.min(complete_lines.saturating_sub(1))) {
+    for line in lines.take(MAX_HEADERS) {
+        let Some(line) = line.strip_suffix("\r\n") else {
+            break;
+        };
         if line.is_empty() {
             break;
         }
@@ -72,6 +75,12 @@ mod tests {
         assert_eq!(h.host.as_deref(), Some("Example.com:8080"));
         let p = parse(b"POST /upload HTTP/1.1\r\nHo");
         assert_eq!((p.method.as_deref(), p.host), (Some("POST"), None));
+        // A header line without its CRLF may be cut short: not taken.
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: ab").host, None);
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: ab\r\n").host.as_deref(),
+            Some("ab")
+        );
         assert_eq!(parse(b"\x16\x03\x01\x02\x00"), Head::default());
         assert_eq!(parse(b"SSH-2.0-OpenSSH_9.6\r\n"), Head::default());
         let full = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
