@@ -148,11 +148,13 @@ async fn serve_hyper<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let rt = ctx.rt.clone();
+    // Boxed: hyper spawns each HTTP/2 stream as a task holding this future, and moving the
+    // whole request state into every task cost more than one allocation.
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        handle(
+        Box::pin(handle(
             ctx.clone(),
             req.map(|b| b.map_err(|e| Box::new(e) as body::BoxError).boxed()),
-        )
+        ))
     });
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()

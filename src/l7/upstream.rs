@@ -155,14 +155,16 @@ pub async fn fetch(
     let skip = flag(inputs.get("skip_verify"));
     let authority = out.uri.authority().map_or(String::new(), |a| a.to_string());
     let plain = out.uri.scheme_str() == Some("http");
+    // The paths other than vane's own HTTP/1.1 client are boxed: their futures are large, and
+    // this one is moved into a box for every request (the flow boxes each driver).
     let sent = if ws {
         let mut req = out.request(body);
         if x.ws_h2 {
             h2_websocket_fields(req.headers_mut());
         }
-        websocket(x, req, skip).await
+        Box::pin(websocket(x, req, skip)).await
     } else if h3 {
-        super::h3_client::send(&x.rt, out.request(body), skip).await
+        Box::pin(super::h3_client::send(&x.rt, out.request(body), skip)).await
     } else if plain && !h2c {
         // Written straight from the client's fields by vane's HTTP/1.1 client.
         super::h1_pool::send(&x.rt.rt, &out, body).await
@@ -173,7 +175,7 @@ pub async fn fetch(
             (false, true) => Kind::SkipVerify,
             (false, false) => Kind::Verified,
         };
-        pooled(&x.rt.rt, out.request(body), kind).await
+        Box::pin(pooled(&x.rt.rt, out.request(body), kind)).await
     };
     match sent {
         Ok((status, mut headers, body)) => {
