@@ -140,6 +140,7 @@ impl Drop for H3Port {
 
 struct VirtualSocket {
     socket: Arc<UdpSocket>,
+    batcher: super::quic_send::Batcher,
     rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
     local: SocketAddr,
 }
@@ -167,9 +168,11 @@ impl AsyncUdpSocket for VirtualSocket {
     }
 
     fn try_send(&self, t: &Transmit<'_>) -> io::Result<()> {
-        self.socket
-            .try_send_to(t.contents, t.destination)
-            .map(|_| ())
+        self.batcher.try_send(&self.socket, t)
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.batcher.max_segments()
     }
 
     fn poll_recv(
@@ -220,6 +223,7 @@ pub fn port(
     let local = socket.local_addr()?;
     let vs = VirtualSocket {
         socket: socket.clone(),
+        batcher: Default::default(),
         rx: Mutex::new(rx),
         local,
     };

@@ -129,3 +129,45 @@ async fn an_h3_application_is_preferred_for_http3() {
     );
     assert_eq!(plain, (200, "from-httpx".to_string()));
 }
+
+/// A terminated HTTP/3 client downloads a body of several MiB (the proxied upstream echoes
+/// what was posted): the endpoint sends datagrams in batches from the listener's socket,
+/// and every byte arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_http3_download_arrives_whole() {
+    use bytes::Buf;
+    let up = upstream(None).await;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    let app = proxy_app(&format!("http://127.0.0.1:{}", up.addr.port()), "");
+    let cert = common::http3::terminating_config(&cfg, port, &app);
+    let v = Vane::start(&cfg, &[]);
+    let addr = v.wait_udp(port);
+    let mut send = common::http3::client(addr, cert).await;
+    let payload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let req = hyper::Request::post("https://site.test/echo")
+        .body(())
+        .expect("request");
+    let mut stream = send.send_request(req).await.expect("send");
+    stream
+        .send_data(Bytes::from(payload.clone()))
+        .await
+        .expect("body");
+    stream.finish().await.expect("finish");
+    let resp = tokio::time::timeout(Duration::from_secs(20), stream.recv_response())
+        .await
+        .expect("an answer in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = Vec::with_capacity(payload.len());
+    let read = async {
+        while let Some(mut chunk) = stream.recv_data().await.expect("data") {
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("the whole body in time");
+    assert_eq!(body.len(), payload.len());
+    assert!(body == payload, "the body arrived changed");
+}
