@@ -39,9 +39,9 @@ nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!
 
 VP=$(port); VT=$(port); VQ=$(port)
 vane_http_proxy_config "$VP" "$UP"
-mkdir -p "$TMP/vane/listener/[$VT]" "$TMP/vane/listener/[$VQ]" "$TMP/vane/certs"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n' > "$TMP/vane/listener/[$VT]/tcp.yaml"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/tls.yaml"
+ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
+vane_tls_port "$VT" "$TMP/bench.key" "$TMP/bench.crt"
+mkdir -p "$TMP/vane/listener/[$VQ]"
 cat > "$TMP/vane/listener/[$VQ]/udp.yaml" <<'CFG'
 connection:
   internal.protocol.detect:
@@ -51,9 +51,6 @@ connection:
       "false": { internal.transport.abort: {} }
 CFG
 printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/quic.yaml"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-  -keyout "$TMP/vane/certs/default.key" -out "$TMP/vane/certs/default.crt" 2> /dev/null
 start_vane
 wait_port "$UP"; wait_port "$VT"; sleep 1
 

@@ -24,8 +24,7 @@ LOAD="$CARGO_TARGET_DIR/release/examples/http_load"
 UP=$(port); NP=$(port); NT=$(port)
 head -c 1048576 /dev/urandom > "$TMP/big.bin"
 # One certificate for every proxy: ECDSA P-256, as vane makes its default one.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -keyout "$TMP/bench.key" -out "$TMP/bench.crt" 2> /dev/null
+ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
 cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"
 cat > "$TMP/nginx.conf" <<CFG
 worker_processes 1;
@@ -54,10 +53,7 @@ nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!
 
 VP=$(port); VT=$(port)
 vane_http_proxy_config "$VP" "$UP"
-mkdir -p "$TMP/vane/listener/[$VT]" "$TMP/vane/certs"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n' > "$TMP/vane/listener/[$VT]/tcp.yaml"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/tls.yaml"
-cp "$TMP/bench.crt" "$TMP/vane/certs/default.crt"; cp "$TMP/bench.key" "$TMP/vane/certs/default.key"
+vane_tls_port "$VT" "$TMP/bench.key" "$TMP/bench.crt"
 start_vane
 
 HP=$(port); HP2=$(port); HT=$(port)

@@ -42,11 +42,8 @@ nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & NPID=$!; P
 VP=$(port); VT=$(port)
 vane_http_proxy_config "$VP" "$UP"
 # TLS terminated on VT (the default certificate vane makes at start: ECDSA P-256).
-mkdir -p "$TMP/vane/listener/[$VT]"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n' > "$TMP/vane/listener/[$VT]/tcp.yaml"
-printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/tls.yaml"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-  -subj /CN=localhost -keyout "$TMP/ha.key" -out "$TMP/ha.crt" 2> /dev/null
+vane_tls_port "$VT"
+ecdsa_pair "$TMP/ha.key" "$TMP/ha.crt"
 cat "$TMP/ha.crt" "$TMP/ha.key" > "$TMP/ha.pem"
 start_vane HTTP_IDLE_TIMEOUT_SECS=600 MAX_CONNECTIONS=100000 ${VANE_ENV:-}
 

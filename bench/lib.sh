@@ -67,6 +67,21 @@ pipeline:
 CFG
 }
 
+# A self-signed ECDSA P-256 pair for localhost (as vane makes its default one): $1 key, $2 cert.
+ecdsa_pair() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout "$1" -out "$2" 2> /dev/null
+}
+
+# TLS terminated by vane on port $1 (resolver `tls` -> application `httpx`), with the pair
+# $2 (key) and $3 (cert) as its default certificate when given.
+vane_tls_port() {
+  mkdir -p "$TMP/vane/listener/[$1]" "$TMP/vane/resolver" "$TMP/vane/certs"
+  printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n' > "$TMP/vane/listener/[$1]/tcp.yaml"
+  printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/tls.yaml"
+  if [ -n "${2:-}" ]; then cp "$2" "$TMP/vane/certs/default.key"; cp "$3" "$TMP/vane/certs/default.crt"; fi
+}
+
 start_vane() {
   env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 "$@" \
     "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 &
