@@ -9,6 +9,7 @@
 #   VANE_BIN=/path/to/other/vane bench/l7_instructions.sh
 #   H2C=1 bench/l7_instructions.sh         # h2c (prior knowledge) with h2load, 10 streams
 #   CLOSE=1 bench/l7_instructions.sh       # a new connection per request (Connection: close)
+#   PROXY=haproxy bench/l7_instructions.sh # HAProxy (1 thread) counted the same way, for reference
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -34,10 +35,27 @@ CFG
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
 
 VP=$(port)
-vane_http_proxy_config "$VP" "$UP"
-env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off DATA_PLANE_THREADS=1 \
-  valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
-  > "$TMP/vane.log" 2>&1 &
+if [ "${PROXY:-vane}" = haproxy ]; then
+  # The reference: HAProxy (one thread, upstream connections reused) under the same count.
+  ensure_tools haproxy haproxy
+  VANE=haproxy
+  { haproxy_head http | sed 's/nbthread 2/nbthread 1/'; cat <<CFG; } > "$TMP/haproxy.cfg"
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$VP
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$UP
+CFG
+  valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" haproxy -f "$TMP/haproxy.cfg" -db \
+    > "$TMP/vane.log" 2>&1 &
+else
+  vane_http_proxy_config "$VP" "$UP"
+  env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off DATA_PLANE_THREADS=1 \
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
+    > "$TMP/vane.log" 2>&1 &
+fi
 VPID=$!; PIDS+=("$VPID")
 wait_port "$UP"
 for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$VP") 2>/dev/null && break; sleep 0.2; done
@@ -102,7 +120,7 @@ cp "$(ls -t "$TMP"/cg.out* | head -1)" "$DUMP"
 TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
 {
   echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C, close=${CLOSE:-0})"
-  python3 -c "print(f'vane {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
+  python3 -c "print(f'${PROXY:-vane} {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
   echo "== top functions by own instructions (the dump is $DUMP)"
   callgrind_annotate --inclusive=no --threshold=95 "$DUMP" 2>/dev/null \
     | grep -E '^ *[0-9,]+ \(' | head -40

@@ -86,6 +86,16 @@ pub fn ip_text(ip: IpAddr) -> String {
     }
 }
 
+/// A listener's name in logs and metrics, `tcp:8080` (its `Display` form), written without
+/// the formatting machinery: every new connection needs it.
+pub fn listener_label(key: &ListenerKey) -> String {
+    let mut out = String::with_capacity(9);
+    out.push_str(key.proto.as_str());
+    out.push(':');
+    push_decimal(&mut out, key.port.into());
+    out
+}
+
 /// Keys [`base_kv`] writes, and room for the few a flow adds (`req.peek_buffer_hex`, `tls.*`,
 /// `http.*`) before the table grows.
 const BASE_KEYS: usize = 14;
@@ -149,6 +159,18 @@ mod tests {
         }
         for n in [0, 7, 10, 65535, 1_764_000_000, u64::MAX] {
             assert_eq!(decimal(n), n.to_string());
+        }
+        for key in [
+            ListenerKey {
+                port: 8080,
+                proto: crate::config::Proto::Tcp,
+            },
+            ListenerKey {
+                port: 53,
+                proto: crate::config::Proto::Udp,
+            },
+        ] {
+            assert_eq!(listener_label(&key), key.to_string());
         }
     }
 

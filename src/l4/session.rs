@@ -201,7 +201,7 @@ async fn decide_tcp(
     } else {
         Vec::new()
     };
-    let label = conn.key.to_string();
+    let label = crate::conn::listener_label(&conn.key);
     let verdict = l4_verdict(rt, entry, conn, &peeked, &label).await;
     drop(peeked);
     let target = match verdict {

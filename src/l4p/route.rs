@@ -133,7 +133,7 @@ pub async fn route(
     protocol: &str,
     conn: &Conn,
 ) -> Option<Routed> {
-    let label = conn.key.to_string();
+    let label = crate::conn::listener_label(&conn.key);
     let Some(entry) = rt.config.load().resolvers.get(protocol).cloned() else {
         info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
         metrics::counter!("vane_l4p_inspections_total", "protocol" => crate::labels::CARRIER.admit(protocol).to_string(), "outcome" => "no_resolver").increment(1);
@@ -246,7 +246,7 @@ pub async fn route_quic_by_id(
     server_id: &[u8],
     conn: &Conn,
 ) -> Option<Upstream> {
-    let label = conn.key.to_string();
+    let label = crate::conn::listener_label(&conn.key);
     let entry = rt.config.load().resolvers.get("quic").cloned()?;
     kv.set("conn.layer", "l4p");
     kv.set("conn.proto.carrier", "quic");
@@ -274,7 +274,7 @@ pub async fn route_quic(
     found: crate::l4p::quic::inspect::Inspected,
     conn: &Conn,
 ) -> Option<QuicRouted> {
-    let label = conn.key.to_string();
+    let label = crate::conn::listener_label(&conn.key);
     let Some(entry) = rt.config.load().resolvers.get("quic").cloned() else {
         info!(listener = %label, "upgrade to `quic`: no resolver `quic` is configured; session dropped");
         metrics::counter!("vane_l4p_inspections_total", "protocol" => "quic", "outcome" => "no_resolver").increment(1);
