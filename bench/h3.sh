@@ -21,11 +21,7 @@ LOAD="$CARGO_TARGET_DIR/release/examples/h3_load"
 
 UP=$(port)
 head -c $((100 * 1048576)) /dev/zero > "$TMP/huge.bin"
-cat > "$TMP/nginx.conf" <<CFG
-worker_processes 1;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx.err warn;
-events { worker_connections 1024; }
+{ nginx_head; cat <<CFG; } > "$TMP/nginx.conf"
 http {
   access_log off;
   server {

@@ -26,11 +26,7 @@ head -c 1048576 /dev/urandom > "$TMP/big.bin"
 # One certificate for every proxy: ECDSA P-256, as vane makes its default one.
 ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
 cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"
-cat > "$TMP/nginx.conf" <<CFG
-worker_processes 1;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx.err warn;
-events { worker_connections 4096; }
+{ nginx_head 4096; cat <<CFG; } > "$TMP/nginx.conf"
 http {
   access_log off;
   upstream up { server 127.0.0.1:$UP; keepalive 64; }

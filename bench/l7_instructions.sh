@@ -22,11 +22,7 @@ if [ "$H2C" = 1 ]; then ensure_tools h2load nghttp2-client; fi
 VANE=$(vane_binary)
 
 UP=$(port)
-cat > "$TMP/nginx.conf" <<CFG
-worker_processes 1;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx.err warn;
-events { worker_connections 1024; }
+{ nginx_head; cat <<CFG; } > "$TMP/nginx.conf"
 http {
   access_log off;
   server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }

@@ -103,6 +103,17 @@ defaults
 CFG
 }
 
+# The head of an nginx config in $TMP: one worker, pid and error log in $TMP.
+# Usage: nginx_head [WORKER_CONNECTIONS]
+nginx_head() {
+  cat <<CFG
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+events { worker_connections ${1:-1024}; }
+CFG
+}
+
 # Runs HAProxy on $TMP/haproxy.cfg. Sets HPID.
 start_haproxy() {
   haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 &
