@@ -6,6 +6,7 @@
 //! hyper's client costs.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -30,16 +31,20 @@ const READ: usize = 16 * 1024;
 pub struct Conn {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The pool key it goes back under, fixed when it opens so a request allocates none.
+    pub key: Arc<str>,
 }
 
-/// Gives a connection whose exchange ended cleanly back to its pool.
-pub type Home = Box<dyn FnOnce(Conn) + Send + Sync>;
+/// Gives a connection whose exchange ended cleanly back to its pool (a plain function: the
+/// connection carries its key, so nothing is boxed per request).
+pub type Home = fn(Conn);
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: TcpStream, key: Arc<str>) -> Self {
         Self {
             stream,
             buf: BytesMut::new(),
+            key,
         }
     }
 
