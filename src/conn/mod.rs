@@ -110,9 +110,9 @@ pub fn base_kv(conn: &Conn) -> Kv {
     kv.set("conn.uuid", uuid_v7());
     kv.set("conn.ip", ip_text(conn.peer.ip()));
     kv.set("conn.port", decimal(conn.peer.port().into()));
-    kv.set("conn.proto", conn.key.proto.as_str());
+    kv.set_static("conn.proto", conn.key.proto.as_str());
     kv.set("conn.timestamp", decimal(now));
-    kv.set("conn.layer", "l4");
+    kv.set_static("conn.layer", "l4");
     kv.set("server.ip", ip_text(conn.local.ip()));
     kv.set("server.port", decimal(conn.local.port().into()));
     kv

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Keys are few and short (`req.path`, `conn.ip`, ...): a fast seeded hash, not SipHash; and
-/// most are literals, kept without a copy.
-type Map = HashMap<Cow<'static, str>, String, foldhash::fast::RandomState>;
+/// most are literals, kept without a copy, as are values known at compile time (`l4`, a
+/// protocol, an HTTP version).
+type Map = HashMap<Cow<'static, str>, Cow<'static, str>, foldhash::fast::RandomState>;
 
 /// Total bytes of keys and values one store may hold; further writes are dropped.
 pub const MAX_KV_BYTES: usize = 64 * 1024;
@@ -50,8 +51,15 @@ impl Kv {
 
     /// Sets a key; refused (false, logged) when it would pass [`MAX_KV_BYTES`].
     pub fn set(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) -> bool {
-        let key = key.into();
-        let value = value.into();
+        self.put(key.into(), Cow::Owned(value.into()))
+    }
+
+    /// Sets a key to a value that lives for the whole program, without copying it.
+    pub fn set_static(&mut self, key: &'static str, value: &'static str) -> bool {
+        self.put(Cow::Borrowed(key), Cow::Borrowed(value))
+    }
+
+    fn put(&mut self, key: Cow<'static, str>, value: Cow<'static, str>) -> bool {
         let add = key.len() + value.len();
         // One lookup for both the size check and the write.
         match self.map.entry(key) {
@@ -100,7 +108,7 @@ impl Kv {
 
     /// Every key once (own values first, then the parent's unshadowed ones).
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
-        let own = self.map.iter().map(|(k, v)| (k.as_ref(), v.as_str()));
+        let own = self.map.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
         match self.parent.as_deref() {
             None => Box::new(own),
             Some(p) => Box::new(own.chain(p.iter().filter(|(k, _)| !self.map.contains_key(*k)))),
@@ -128,6 +136,14 @@ mod tests {
         assert!(kv.set("a", "small"), "replacing frees the old value");
         assert!(kv.set("b", "y".repeat(20)));
         assert_eq!(kv.get("a"), Some("small"));
+        // Static values count the same and replace owned ones.
+        assert!(kv.set_static("a", "static"));
+        assert_eq!(kv.get("a"), Some("static"));
+        assert!(kv.set("big", "x".repeat(MAX_KV_BYTES - 40)));
+        assert!(
+            !kv.set_static("c", "0123456789"),
+            "static values count towards the cap"
+        );
     }
 
     #[test]

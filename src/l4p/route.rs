@@ -139,7 +139,7 @@ pub async fn route(
         metrics::counter!("vane_l4p_inspections_total", "protocol" => crate::labels::CARRIER.admit(protocol).to_string(), "outcome" => "no_resolver").increment(1);
         return None;
     };
-    kv.set("conn.layer", "l4p");
+    kv.set_static("conn.layer", "l4p");
     kv.set("conn.proto.carrier", protocol);
     let outcome = if protocol == "tls" {
         match peek_client_hello(stream, rt.settings.tls_buffer, rt.settings.tls_peek_timeout).await
@@ -248,8 +248,8 @@ pub async fn route_quic_by_id(
 ) -> Option<Upstream> {
     let label = crate::conn::listener_label(&conn.key);
     let entry = rt.config.load().resolvers.get("quic").cloned()?;
-    kv.set("conn.layer", "l4p");
-    kv.set("conn.proto.carrier", "quic");
+    kv.set_static("conn.layer", "l4p");
+    kv.set_static("conn.proto.carrier", "quic");
     kv.set("quic.dcid", hex::encode(dcid));
     kv.set("quic.server_id", hex::encode(server_id));
     metrics::counter!("vane_l4p_inspections_total", "protocol" => "quic", "outcome" => "server_id")
@@ -280,8 +280,8 @@ pub async fn route_quic(
         metrics::counter!("vane_l4p_inspections_total", "protocol" => "quic", "outcome" => "no_resolver").increment(1);
         return None;
     };
-    kv.set("conn.layer", "l4p");
-    kv.set("conn.proto.carrier", "quic");
+    kv.set_static("conn.layer", "l4p");
+    kv.set_static("conn.proto.carrier", "quic");
     kv.set("quic.dcid", hex::encode(&found.dcid));
     kv.set("quic.scid", hex::encode(&found.scid));
     kv.set("quic.version", format!("0x{:08x}", found.version));
@@ -300,7 +300,7 @@ pub async fn route_quic(
         Ok(Decision::Proxy(to)) => Some(QuicRouted::Forward(to.upstream)),
         Ok(Decision::Abort | Decision::Respond { .. }) => None,
         Ok(Decision::Upgrade { protocol: app, .. }) if app == "httpx" => {
-            kv.set("conn.layer", "l7");
+            kv.set_static("conn.layer", "l7");
             Some(QuicRouted::Terminate(kv))
         }
         Ok(Decision::Upgrade { protocol: app, .. }) => {

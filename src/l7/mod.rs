@@ -100,7 +100,7 @@ impl QuicCarrier for L7 {
 
 /// Serves HTTP on `stream` until the client or the server closes it.
 pub async fn serve(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
-    h.kv.set("conn.layer", "l7");
+    h.kv.set_static("conn.layer", "l7");
     if !h.tls {
         server::serve(rt, stream, conn, h, false).await;
         return;

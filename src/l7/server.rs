@@ -218,6 +218,15 @@ fn error_kind(e: &(dyn std::error::Error + 'static)) -> &'static str {
     }
 }
 
+/// The standard methods' names, kept in the KV without a copy.
+fn method_text(m: &hyper::Method) -> Option<&'static str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    let name = m.as_str();
+    STANDARD.into_iter().find(|s| *s == name)
+}
+
 fn version_text(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -234,12 +243,15 @@ fn version_text(v: Version) -> &'static str {
 fn request_kv<B>(base: &Arc<Kv>, app: &str, req: &Request<B>) -> Kv {
     let mut kv = Kv::layered(base.clone());
     kv.set("req.proto", app);
-    kv.set("req.method", req.method().as_str());
+    match method_text(req.method()) {
+        Some(m) => kv.set_static("req.method", m),
+        None => kv.set("req.method", req.method().as_str()),
+    };
     kv.set("req.path", req.uri().path());
     if let Some(q) = req.uri().query() {
         kv.set("req.query", q);
     }
-    kv.set("req.version", version_text(req.version()));
+    kv.set_static("req.version", version_text(req.version()));
     let host = req
         .headers()
         .get(HOST)
