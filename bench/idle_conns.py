@@ -34,21 +34,30 @@ async def server(port):
         await srv.serve_forever()
 
 
-async def client(port, n):
+async def hold(n, open_one):
+    """Opens n connections with `open_one` (each tried up to 50 times), prints `ready N` and
+    holds them until killed."""
     conns = []
     for i in range(n):
         for attempt in range(50):
             try:
-                r, w = await asyncio.open_connection("127.0.0.1", port)
-                w.write(b"x")
-                conns.append((r, w))
+                conns.append(await open_one())
                 break
-            except OSError:
+            except (OSError, asyncio.IncompleteReadError):
                 await asyncio.sleep(0.01)
         if i % 500 == 0:
             await asyncio.sleep(0)
     print(f"ready {len(conns)}", flush=True)
     await asyncio.Event().wait()
+
+
+async def client(port, n):
+    async def one():
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"x")
+        return r, w
+
+    await hold(n, one)
 
 
 async def http_client(port, n, tls=False):
@@ -59,28 +68,23 @@ async def http_client(port, n, tls=False):
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["http/1.1"])
-    conns = []
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-    for i in range(n):
-        for attempt in range(50):
-            try:
-                r, w = await asyncio.open_connection(
-                    "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if tls else None
-                )
-                w.write(request)
-                head = await r.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await r.readexactly(length)
-                conns.append((r, w))
-                break
-            except (OSError, asyncio.IncompleteReadError):
-                await asyncio.sleep(0.01)
-    print(f"ready {len(conns)}", flush=True)
-    await asyncio.Event().wait()
+
+    async def one():
+        r, w = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if tls else None
+        )
+        w.write(request)
+        head = await r.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await r.readexactly(length)
+        return r, w
+
+    await hold(n, one)
 
 
 def frame(kind, flags, stream, payload=b""):
@@ -96,29 +100,24 @@ async def h2c_client(port, n):
         + frame(4, 0, 0)
         + frame(1, 0x5, 1, headers)  # HEADERS, END_STREAM | END_HEADERS
     )
-    conns = []
-    for i in range(n):
-        for attempt in range(50):
-            try:
-                r, w = await asyncio.open_connection("127.0.0.1", port)
-                w.write(hello)
-                done = False
-                while not done:
-                    head = await r.readexactly(9)
-                    length = int.from_bytes(head[:3], "big")
-                    kind, flags = head[3], head[4]
-                    stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-                    await r.readexactly(length)
-                    if kind == 4 and not flags & 1:
-                        w.write(frame(4, 1, 0))  # SETTINGS ACK
-                    if stream == 1 and kind in (0, 1) and flags & 1:
-                        done = True
-                conns.append((r, w))
-                break
-            except (OSError, asyncio.IncompleteReadError):
-                await asyncio.sleep(0.01)
-    print(f"ready {len(conns)}", flush=True)
-    await asyncio.Event().wait()
+
+    async def one():
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(hello)
+        done = False
+        while not done:
+            head = await r.readexactly(9)
+            length = int.from_bytes(head[:3], "big")
+            kind, flags = head[3], head[4]
+            stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            await r.readexactly(length)
+            if kind == 4 and not flags & 1:
+                w.write(frame(4, 1, 0))  # SETTINGS ACK
+            if stream == 1 and kind in (0, 1) and flags & 1:
+                done = True
+        return r, w
+
+    await hold(n, one)
 
 
 if __name__ == "__main__":

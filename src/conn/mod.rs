@@ -31,15 +31,12 @@ pub fn uuid_v7() -> String {
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0F) | 0x70;
     b[8] = (b[8] & 0x3F) | 0x80;
-    // Written through a table: `hex::encode` pushes one char at a time, and every connection
-    // gets an ID.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Into a buffer: `hex::encode` pushes one char at a time, and every connection gets an ID.
     let mut text = [0u8; 32];
-    for (i, byte) in b.into_iter().enumerate() {
-        text[2 * i] = HEX[usize::from(byte >> 4)];
-        text[2 * i + 1] = HEX[usize::from(byte & 0x0F)];
+    match hex::encode_to_slice(b, &mut text) {
+        Ok(()) => String::from_utf8_lossy(&text).into_owned(),
+        Err(_) => hex::encode(b),
     }
-    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Appends the decimal digits of `n`: every new connection writes a few numbers, and the

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::body::Body;
 use super::buffer::{buffer, Buffered, Refused};
+use super::h1::write::declared;
 use super::L7;
 use crate::flow::catalogue::Builtin;
 use crate::flow::exec::{Driven, DriverError, Exchange};
@@ -63,12 +64,6 @@ impl HttpExchange {
             ws_h2: false,
         }
     }
-}
-
-fn declared(h: &HeaderMap) -> Option<u64> {
-    h.get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `req.body` / `req.body_hex` (and `res.`) from a buffer; `None` (the placeholder stays) when

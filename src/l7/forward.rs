@@ -20,43 +20,35 @@ static PROXY: HeaderValue = HeaderValue::from_static(VANE_PROXY);
 
 /// Fields that describe one hop, not the message (RFC 9110 7.6.1), plus the common
 /// non-standard ones.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A hop-by-hop field (names are lowercase in a header map).
 pub fn hop_by_hop(name: &HeaderName) -> bool {
-    use hyper::header::{
-        PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-    };
-    [
-        &CONNECTION,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ]
-    .contains(&name)
-        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// The names a message's `Connection` field lists beyond `close` and the hop-by-hop ones
 /// (those fields are hop-by-hop too). Allocates only when there are such names, which is rare.
 pub fn connection_named(h: &HeaderMap) -> Vec<&str> {
-    const KNOWN: &[&str] = &[
-        "close",
-        "keep-alive",
-        "upgrade",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-    ];
+    let known = |t: &str| {
+        t.eq_ignore_ascii_case("close") || HOP_BY_HOP.iter().any(|k| k.eq_ignore_ascii_case(t))
+    };
     h.get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|t| !t.is_empty() && !KNOWN.iter().any(|k| k.eq_ignore_ascii_case(t)))
+        .filter(|t| !t.is_empty() && !known(t))
         .collect()
 }
 
@@ -109,48 +101,31 @@ impl<'a> Outbound<'a> {
         } else {
             Vec::new()
         };
-        let mut out = Self {
+        // The client's value of a field the hop rules let through.
+        let kept = |name: &HeaderName| {
+            (!dropped(strip, &named, name))
+                .then(|| client.headers.get(name))
+                .flatten()
+        };
+        let ip = client.ip;
+        let forwarded_for = match kept(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {ip}")),
+            None => HeaderValue::from_str(ip),
+        }
+        .ok();
+        let forwarded_host = kept(&HOST)
+            .cloned()
+            .or_else(|| client.authority.and_then(|a| HeaderValue::from_str(a).ok()));
+        Self {
             method,
             uri,
             client: client.headers,
             strip,
             named,
-            forwarded_for: None,
+            forwarded_for,
             forwarded_proto: HeaderValue::from_static(if client.tls { "https" } else { "http" }),
-            forwarded_host: None,
-        };
-        let (forwarded_for, forwarded_host) = {
-            let kept = |name: &HeaderName| {
-                if out.dropped(name) {
-                    None
-                } else {
-                    client.headers.get(name)
-                }
-            };
-            let prior = kept(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-            let ip = client.ip;
-            let forwarded_for = match prior {
-                Some(prior) => HeaderValue::from_str(&format!("{prior}, {ip}")),
-                None => HeaderValue::from_str(ip),
-            };
-            let host = kept(&HOST)
-                .cloned()
-                .or_else(|| client.authority.and_then(|a| HeaderValue::from_str(a).ok()));
-            (forwarded_for.ok(), host)
-        };
-        out.forwarded_for = forwarded_for;
-        out.forwarded_host = forwarded_host;
-        out
-    }
-
-    /// A client field the hop rules drop.
-    fn dropped(&self, name: &HeaderName) -> bool {
-        self.strip
-            && (hop_by_hop(name)
-                || self
-                    .named
-                    .iter()
-                    .any(|n| n.eq_ignore_ascii_case(name.as_str())))
+            forwarded_host,
+        }
     }
 
     /// A client field that goes upstream as it came.
@@ -160,7 +135,7 @@ impl<'a> Outbound<'a> {
             || (*name == X_FORWARDED_FOR && self.forwarded_for.is_some())
             || *name == X_FORWARDED_PROTO
             || (*name == X_FORWARDED_HOST && self.forwarded_host.is_some());
-        !replaced && !self.dropped(name)
+        !replaced && !dropped(self.strip, &self.named, name)
     }
 
     /// Every field that goes upstream except `Host`: the client's kept ones in their order,
@@ -190,6 +165,11 @@ impl<'a> Outbound<'a> {
         *req.headers_mut() = headers;
         req
     }
+}
+
+/// A client field the hop rules drop: hop-by-hop, or named by `Connection`, when stripping.
+fn dropped(strip: bool, named: &[&str], name: &HeaderName) -> bool {
+    strip && (hop_by_hop(name) || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())))
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ impl Batcher {
         };
         if self.gso.load(Ordering::Relaxed) {
             let Ok(size) = u16::try_from(segment) else {
-                return self.one_by_one(socket, t.contents, segment, t.destination);
+                return one_by_one(socket, t.contents, segment, t.destination);
             };
             let sent = socket.try_io(Interest::WRITABLE, || {
                 vane_sys::send_segmented(socket.as_fd(), t.destination, t.contents, size)
@@ -67,21 +67,21 @@ impl Batcher {
                 other => return other,
             }
         }
-        self.one_by_one(socket, t.contents, segment, t.destination)
+        one_by_one(socket, t.contents, segment, t.destination)
     }
+}
 
-    fn one_by_one(
-        &self,
-        socket: &UdpSocket,
-        contents: &[u8],
-        segment: usize,
-        to: SocketAddr,
-    ) -> io::Result<()> {
-        for datagram in contents.chunks(segment) {
-            socket.try_send_to(datagram, to)?;
-        }
-        Ok(())
+/// Each datagram of `contents` (cut every `segment` bytes) in its own send.
+fn one_by_one(
+    socket: &UdpSocket,
+    contents: &[u8],
+    segment: usize,
+    to: SocketAddr,
+) -> io::Result<()> {
+    for datagram in contents.chunks(segment) {
+        socket.try_send_to(datagram, to)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ pub fn request_head(out: &Outbound<'_>, body: &Body) -> (Vec<u8>, Option<Framing
     let mut declared = None;
     for (name, value) in out.fields() {
         if *name == CONTENT_LENGTH {
-            declared = declared.or_else(|| value.to_str().ok()?.trim().parse::<u64>().ok());
+            declared = declared.or_else(|| write::length_value(value));
         } else if *name != TRANSFER_ENCODING {
             write::field(&mut head, name, value);
         }

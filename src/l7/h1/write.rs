@@ -218,8 +218,14 @@ where
     Ok(())
 }
 
-fn declared(h: &HeaderMap) -> Option<u64> {
-    h.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+/// The body length a message's `Content-Length` declares (its first value).
+pub fn declared(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH).and_then(length_value)
+}
+
+/// A `Content-Length` value as a number.
+pub fn length_value(v: &HeaderValue) -> Option<u64> {
+    v.to_str().ok()?.trim().parse().ok()
 }
 
 /// The status line and header fields, with a `Date` when the response has none.
