@@ -124,4 +124,35 @@ mod tests {
             assert_eq!(got, contents);
         }
     }
+
+    /// A batch the kernel refuses to segment (more segments than it allows in one send) still
+    /// goes out, one datagram at a time, and batching stays off from then on.
+    #[tokio::test]
+    async fn a_refused_batch_falls_back_to_single_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let contents: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+        let t = Transmit {
+            destination: rx.local_addr().expect("addr"),
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(10),
+            src_ip: None,
+        };
+        let batcher = Batcher::default();
+        tx.writable().await.expect("writable");
+        batcher.try_send(&tx, &t).expect("send");
+        assert_eq!(batcher.max_segments(), 1, "batching turned off");
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv(&mut buf))
+                .await
+                .expect("a datagram in time")
+                .expect("recv");
+            assert_eq!(n, 10);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, contents);
+    }
 }
