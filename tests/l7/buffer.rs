@@ -5,15 +5,10 @@ use super::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_buffered_for_templates_within_the_limits_and_still_forwarded() {
     let up = upstream(None).await;
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
     // Requests whose body mentions "go" are forwarded (the buffered body goes up) and the
     // upstream's answer is wrapped; others are answered from the body itself.
-    cfg.write(
-        "application/httpx.yaml",
-        &format!(
-            r#"pipeline:
+    let (cfg, port) = app_dir(&format!(
+        r#"pipeline:
   internal.common.match:
     input: {{ left: "{{{{req.body}}}}", operator: contains, right: "go" }}
     output:
@@ -30,9 +25,8 @@ async fn bodies_are_buffered_for_templates_within_the_limits_and_still_forwarded
         internal.terminator.response:
           input: {{ body: "text={{{{req.body}}}} hex={{{{req.body_hex}}}}" }}
 "#,
-            up.addr.port()
-        ),
-    );
+        up.addr.port()
+    ));
     let _v = Vane::start_with(
         &cfg,
         Opts {
@@ -81,11 +75,7 @@ async fn bodies_are_buffered_for_templates_within_the_limits_and_still_forwarded
 /// counted, the template sees no body, and the request is still answered.
 #[test]
 fn an_exhausted_global_budget_refuses_buffering_and_still_answers() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
+    let (cfg, port) = app_dir(
         "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"got:{{req.body}}\" }\n",
     );
     let post = |port: u16| {

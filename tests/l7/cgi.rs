@@ -22,13 +22,8 @@ printf 'method=%s query=%s token=%s path_info=%s script=%s ua=%s' "$REQUEST_METH
 "#,
     )
     .expect("script");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &format!(
-            r#"pipeline:
+    let (cfg, port) = app_dir(&format!(
+        r#"pipeline:
   internal.driver.cgi:
     input:
       command: /bin/sh
@@ -41,9 +36,8 @@ printf 'method=%s query=%s token=%s path_info=%s script=%s ua=%s' "$REQUEST_METH
       success: {{ internal.terminator.response: {{}} }}
       failure: {{ internal.terminator.response: {{ input: {{ status: 504, body: "cgi: {{{{plugin.internal_driver_cgi.error}}}}" }} }} }}
 "#,
-            script.display()
-        ),
-    );
+        script.display()
+    ));
     let _v = Vane::start(&cfg, &[port]);
     let ask = |req: &str| {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -91,11 +85,7 @@ fn cgi_programs_inherit_only_the_variables_cgi_pass_env_names() {
         "printf 'Content-Type: text/plain\\n\\n'\nprintf 'home=%s lang=%s extra=%s token=%s' \"${HOME:-unset}\" \"${LANG:-unset}\" \"${VANE_TEST_EXTRA:-unset}\" \"${ACCESS_TOKEN:-unset}\"\n",
     )
     .expect("script");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
+    let (cfg, port) = app_dir(
         &format!(
             "pipeline:\n  internal.driver.cgi:\n    input: {{ command: /bin/sh, script: \"{}\", uri: \"{{{{req.path}}}}\", method: GET, timeout: 5 }}\n    output:\n      success: {{ internal.terminator.response: {{}} }}\n      failure: {{ internal.terminator.response: {{ input: {{ status: 504 }} }} }}\n",
             script.display()
@@ -145,22 +135,16 @@ while [ $i -lt 100 ]; do printf '%0100d' 0; i=$((i+1)); done
 "#,
     )
     .expect("script");
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &format!(
-            r#"pipeline:
+    let (cfg, port) = app_dir(&format!(
+        r#"pipeline:
   internal.driver.cgi:
     input: {{ command: /bin/sh, script: "{}", method: GET, uri: "{{{{req.path}}}}", script_name: /cgi, timeout: 1 }}
     output:
       success: {{ internal.terminator.response: {{}} }}
       failure: {{ internal.terminator.response: {{ input: {{ status: 504, body: "cgi: {{{{plugin.internal_driver_cgi.error}}}}" }} }} }}
 "#,
-            script.display()
-        ),
-    );
+        script.display()
+    ));
     let _v = Vane::start_with(
         &cfg,
         Opts {

@@ -5,11 +5,7 @@ use super::*;
 
 #[test]
 fn conn_keys_keep_their_0_9_2_formats() {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
+    let (cfg, port) = app_dir(
         "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"{{conn.uuid}}|{{conn.ip}}|{{conn.port}}|{{conn.proto}}|{{conn.timestamp}}|{{conn.layer}}|{{server.port}}\" }\n",
     );
     let _v = Vane::start(&cfg, &[port]);

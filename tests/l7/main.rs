@@ -226,10 +226,7 @@ fn proxy_app_failing_with(prefix: &str, extra: &str, body: &str) -> String {
 /// the gateway stops before its config dir goes away).
 /// vane on a plaintext HTTP port serving [`ECHO_APP`], with `env`.
 fn echo_gateway(env: &[(&str, &str)]) -> (ConfigDir, u16, Vane) {
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", ECHO_APP);
+    let (cfg, port) = app_dir(ECHO_APP);
     let v = Vane::start_with(
         &cfg,
         Opts {
@@ -240,11 +237,17 @@ fn echo_gateway(env: &[(&str, &str)]) -> (ConfigDir, u16, Vane) {
     (cfg, port, v)
 }
 
-fn proxy_gateway(prefix: &str, extra: &str) -> (ConfigDir, u16, Vane) {
+/// A config dir whose plaintext HTTP port (returned) runs `app_yaml` as application `httpx`.
+fn app_dir(app_yaml: &str) -> (ConfigDir, u16) {
     let cfg = ConfigDir::new();
     let port = free_port();
     cfg.plain_http(port, "httpx");
-    cfg.write("application/httpx.yaml", &proxy_app(prefix, extra));
+    cfg.write("application/httpx.yaml", app_yaml);
+    (cfg, port)
+}
+
+fn proxy_gateway(prefix: &str, extra: &str) -> (ConfigDir, u16, Vane) {
+    let (cfg, port) = app_dir(&proxy_app(prefix, extra));
     let v = Vane::start(&cfg, &[port]);
     (cfg, port, v)
 }

@@ -107,21 +107,15 @@ async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure
     ))))
     .await;
     let dead = free_port();
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
     // `/dead` goes to a port nobody listens on, the rest to the TLS upstream.
-    cfg.write(
-        "application/httpx.yaml",
-        &split_app(
-            "/dead",
-            &format!("url_prefix: \"http://127.0.0.1:{dead}\""),
-            &format!(
-                "url_prefix: \"https://localhost:{}\", skip_verify: true",
-                up.addr.port()
-            ),
+    let (cfg, port) = app_dir(&split_app(
+        "/dead",
+        &format!("url_prefix: \"http://127.0.0.1:{dead}\""),
+        &format!(
+            "url_prefix: \"https://localhost:{}\", skip_verify: true",
+            up.addr.port()
         ),
-    );
+    ));
     let _v = Vane::start(&cfg, &[port]);
     let get = |path: &'static str| async move {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -406,17 +400,11 @@ fn a_hanging_upstream_gets_a_502_at_the_flow_timeout_and_a_dying_one_cuts_only_i
             drop(s);
         }
     });
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    cfg.plain_http(port, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        &split_app(
-            "/hang",
-            &format!("url_prefix: \"http://127.0.0.1:{hang_port}\""),
-            &format!("url_prefix: \"http://127.0.0.1:{die_port}\""),
-        ),
-    );
+    let (cfg, port) = app_dir(&split_app(
+        "/hang",
+        &format!("url_prefix: \"http://127.0.0.1:{hang_port}\""),
+        &format!("url_prefix: \"http://127.0.0.1:{die_port}\""),
+    ));
     let v = Vane::start_with(
         &cfg,
         Opts {
