@@ -6,10 +6,11 @@
 pub mod carrier;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::ListenerKey;
-use crate::flow::kv::Kv;
+use crate::flow::kv::{Derived, Kv};
 
 pub use carrier::{is_plain_app, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort};
 
@@ -27,11 +28,16 @@ pub fn uuid_v7() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    uuid_v7_at(ms)
+}
+
+/// A UUIDv7 for a moment given in milliseconds since the epoch.
+fn uuid_v7_at(ms: u64) -> String {
     let mut b: [u8; 16] = rand::random();
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = (b[6] & 0x0F) | 0x70;
     b[8] = (b[8] & 0x3F) | 0x80;
-    // Into a buffer: `hex::encode` pushes one char at a time, and every connection gets an ID.
+    // Into a buffer: `hex::encode` pushes one char at a time.
     let mut text = [0u8; 32];
     match hex::encode_to_slice(b, &mut text) {
         Ok(()) => String::from_utf8_lossy(&text).into_owned(),
@@ -93,26 +99,77 @@ pub fn listener_label(key: &ListenerKey) -> String {
     out
 }
 
-/// Keys [`base_kv`] writes, and room for the few a flow adds (`req.peek_buffer_hex`, `tls.*`,
-/// `http.*`) before the table grows.
-const BASE_KEYS: usize = 14;
+/// Room in a connection's own table for the keys the layers above add (`conn.layer`,
+/// `conn.proto.carrier`, `tls.*`, `http.*`, `req.peek_buffer_hex`) before it grows.
+const OWN_KEYS: usize = 6;
 
-/// The L4 keys every listener flow starts with.
+/// The L4 keys of a connection (`conn.uuid`, `conn.ip`, `conn.port`, `conn.proto`,
+/// `conn.timestamp`, `conn.layer`, `server.ip`, `server.port`), written out when a template
+/// first reads one: most connections never do. Its ID and time are those of its start.
+#[derive(Debug)]
+struct ConnKeys {
+    conn: Conn,
+    /// When the connection started, in milliseconds since the epoch.
+    started_ms: u64,
+    keys: OnceLock<Kv>,
+}
+
+/// The longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// The keys of [`ConnKeys`].
+const CONN_KEYS: [&str; 8] = [
+    "conn.uuid",
+    "conn.ip",
+    "conn.port",
+    "conn.proto",
+    "conn.timestamp",
+    "conn.layer",
+    "server.ip",
+    "server.port",
+];
+
+impl Derived for ConnKeys {
+    fn names(&self, key: &str) -> bool {
+        CONN_KEYS.contains(&key)
+    }
+
+    fn keys(&self) -> &Kv {
+        self.keys.get_or_init(|| {
+            let conn = &self.conn;
+            let mut kv = Kv::with_capacity(8);
+            kv.set("conn.uuid", uuid_v7_at(self.started_ms));
+            kv.set("conn.ip", ip_text(conn.peer.ip()));
+            kv.set("conn.port", decimal(conn.peer.port().into()));
+            kv.set_static("conn.proto", conn.key.proto.as_str());
+            kv.set("conn.timestamp", decimal(self.started_ms / 1000));
+            kv.set_static("conn.layer", "l4");
+            kv.set("server.ip", ip_text(conn.local.ip()));
+            kv.set("server.port", decimal(conn.local.port().into()));
+            kv
+        })
+    }
+
+    fn bytes_bound(&self) -> usize {
+        // Key lengths, then the longest values: 32 hex digits, two addresses, two ports,
+        // `tcp`/`udp`, a 20-digit number and `l4`.
+        let keys: usize = CONN_KEYS.iter().map(|k| k.len()).sum();
+        keys + 32 + 2 * IP_TEXT_MAX + 2 * 5 + 3 + 20 + 2
+    }
+}
+
+/// The L4 keys every listener flow starts with, written out on their first read.
 pub fn base_kv(conn: &Conn) -> Kv {
-    let mut kv = Kv::with_capacity(BASE_KEYS);
-    let now = SystemTime::now()
+    let started_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    kv.set("conn.uuid", uuid_v7());
-    kv.set("conn.ip", ip_text(conn.peer.ip()));
-    kv.set("conn.port", decimal(conn.peer.port().into()));
-    kv.set_static("conn.proto", conn.key.proto.as_str());
-    kv.set("conn.timestamp", decimal(now));
-    kv.set_static("conn.layer", "l4");
-    kv.set("server.ip", ip_text(conn.local.ip()));
-    kv.set("server.port", decimal(conn.local.port().into()));
-    kv
+    let keys = ConnKeys {
+        conn: *conn,
+        started_ms,
+        keys: OnceLock::new(),
+    };
+    Kv::derived(Arc::new(keys), OWN_KEYS)
 }
 
 /// The KV a listener flow starts with: none at all when the flow reads no KV (a plain proxy
@@ -187,5 +244,33 @@ mod tests {
         assert_eq!(kv.get("server.port"), Some("8080"));
         assert_eq!(kv.get("conn.proto"), Some("tcp"));
         assert_eq!(kv.get("conn.layer"), Some("l4"));
+    }
+
+    /// The bound counted towards the cap before the keys exist covers the longest ones.
+    #[test]
+    fn conn_keys_fit_their_bound() {
+        let widest = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+        let keys = ConnKeys {
+            conn: Conn {
+                key: ListenerKey {
+                    port: 65535,
+                    proto: crate::config::Proto::Tcp,
+                },
+                peer: widest.parse().expect("addr"),
+                local: widest.parse().expect("addr"),
+            },
+            started_ms: u64::MAX,
+            keys: OnceLock::new(),
+        };
+        let used: usize = keys.keys().iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert_eq!(keys.keys().len(), CONN_KEYS.len());
+        assert!(CONN_KEYS
+            .iter()
+            .all(|k| keys.names(k) && keys.keys().get(k).is_some()));
+        assert!(
+            used <= keys.bytes_bound(),
+            "{used} > {}",
+            keys.bytes_bound()
+        );
     }
 }

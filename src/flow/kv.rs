@@ -16,6 +16,20 @@ pub const MAX_KV_BYTES: usize = 64 * 1024;
 /// Keys a layered store has room for from the start.
 const LAYER_KEYS: usize = 8;
 
+/// Keys worked out on their first read instead of when the store is made: a connection's
+/// addresses, ID and start time are read by few flows, and writing them for every new
+/// connection cost about a tenth of a proxied request's instructions.
+pub trait Derived: Send + Sync + std::fmt::Debug {
+    /// Whether `key` is one of the keys, answered without working them out (a lookup of a
+    /// key no one set, `req.query` without a query, must not pay for them).
+    fn names(&self, key: &str) -> bool;
+    /// The keys, the same store on every call.
+    fn keys(&self) -> &Kv;
+    /// At most the bytes [`Derived::keys`] will hold, counted towards the cap from the start
+    /// so that reading them never pushes a store over it.
+    fn bytes_bound(&self) -> usize;
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Kv {
     map: Map,
@@ -23,6 +37,8 @@ pub struct Kv {
     /// Keys shared with other stores (an HTTP request's view of its connection's KV), read
     /// through instead of copied; own keys shadow them.
     parent: Option<Arc<Kv>>,
+    /// Keys under both of the above, worked out when first read.
+    derived: Option<Arc<dyn Derived>>,
 }
 
 impl Kv {
@@ -38,6 +54,17 @@ impl Kv {
         }
     }
 
+    /// A store of `derived`'s keys alone (which count towards the cap), with room for `n`
+    /// keys of its own before its table grows.
+    pub fn derived(derived: Arc<dyn Derived>, n: usize) -> Self {
+        Self {
+            map: Map::with_capacity_and_hasher(n, Default::default()),
+            bytes: derived.bytes_bound(),
+            parent: None,
+            derived: Some(derived),
+        }
+    }
+
     /// An empty store that reads through to `parent` (which counts towards the cap), with
     /// room for the keys of one HTTP request (`req.*`, `res.status`) so filling it does not
     /// grow the table twice.
@@ -46,6 +73,7 @@ impl Kv {
             map: Map::with_capacity_and_hasher(LAYER_KEYS, Default::default()),
             bytes: parent.bytes,
             parent: Some(parent),
+            derived: None,
         }
     }
 
@@ -100,19 +128,31 @@ impl Kv {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        match self.map.get(key) {
-            Some(v) => Some(v),
-            None => self.parent.as_deref().and_then(|p| p.get(key)),
+        if let Some(v) = self.map.get(key) {
+            return Some(v);
         }
+        if let Some(v) = self.parent.as_deref().and_then(|p| p.get(key)) {
+            return Some(v);
+        }
+        let derived = self.derived.as_deref().filter(|d| d.names(key))?;
+        derived.keys().get(key)
     }
 
-    /// Every key once (own values first, then the parent's unshadowed ones).
+    /// Every key once (own values first, then the parent's unshadowed ones, then the derived).
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         let own = self.map.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
-        match self.parent.as_deref() {
-            None => Box::new(own),
-            Some(p) => Box::new(own.chain(p.iter().filter(|(k, _)| !self.map.contains_key(*k)))),
-        }
+        let parent = self
+            .parent
+            .as_deref()
+            .into_iter()
+            .flat_map(|p| p.iter().filter(|(k, _)| !self.map.contains_key(*k)));
+        let derived = self.derived.as_deref().into_iter().flat_map(move |d| {
+            d.keys().iter().filter(move |(k, _)| {
+                !self.map.contains_key(*k)
+                    && self.parent.as_deref().is_none_or(|p| p.get(k).is_none())
+            })
+        });
+        Box::new(own.chain(parent).chain(derived))
     }
 
     pub fn len(&self) -> usize {
@@ -120,7 +160,9 @@ impl Kv {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty() && self.parent.as_deref().is_none_or(Kv::is_empty)
+        self.map.is_empty()
+            && self.parent.as_deref().is_none_or(Kv::is_empty)
+            && self.derived.as_deref().is_none_or(|d| d.keys().is_empty())
     }
 }
 
@@ -160,5 +202,55 @@ mod tests {
         keys.sort();
         assert_eq!(keys, ["conn.ip=10.0.0.1", "req.path=/new"]);
         assert!(!kv.is_empty());
+    }
+
+    /// Keys worked out once, on the first read, by a store made over them.
+    #[derive(Debug, Default)]
+    struct Counted {
+        made: std::sync::atomic::AtomicUsize,
+        keys: std::sync::OnceLock<Kv>,
+    }
+
+    impl Derived for Counted {
+        fn names(&self, key: &str) -> bool {
+            matches!(key, "conn.ip" | "conn.layer")
+        }
+
+        fn keys(&self) -> &Kv {
+            self.keys.get_or_init(|| {
+                self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut kv = Kv::new();
+                kv.set("conn.ip", "10.0.0.1");
+                kv.set_static("conn.layer", "l4");
+                kv
+            })
+        }
+
+        fn bytes_bound(&self) -> usize {
+            100
+        }
+    }
+
+    #[test]
+    fn derived_keys_are_made_on_first_read_and_shadowed_by_own_and_layered_keys() {
+        let derived = Arc::new(Counted::default());
+        let mut conn = Kv::derived(derived.clone(), 4);
+        conn.set_static("conn.layer", "l7");
+        assert_eq!(derived.made.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(conn.get("conn.layer"), Some("l7"), "own keys first");
+        let mut req = Kv::layered(Arc::new(conn));
+        req.set("req.path", "/");
+        assert_eq!(req.get("req.query"), None);
+        assert_eq!(derived.made.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(req.get("conn.ip"), Some("10.0.0.1"));
+        assert_eq!(req.get("conn.ip"), Some("10.0.0.1"));
+        assert_eq!(derived.made.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let mut keys: Vec<_> = req.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        keys.sort();
+        assert_eq!(keys, ["conn.ip=10.0.0.1", "conn.layer=l7", "req.path=/"]);
+        // The bound counts towards the cap before any read.
+        let mut fresh = Kv::derived(Arc::new(Counted::default()), 0);
+        assert!(!fresh.set("big", "x".repeat(MAX_KV_BYTES - 100)));
+        assert!(fresh.set("big", "x".repeat(MAX_KV_BYTES - 110)));
     }
 }
