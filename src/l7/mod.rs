@@ -76,7 +76,7 @@ impl HttpCarrier for L7 {
         conn: Conn,
         handoff: Handoff,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(serve(self, stream, conn, handoff))
+        serve(self, stream, conn, handoff)
     }
 }
 
@@ -98,15 +98,20 @@ impl QuicCarrier for L7 {
     }
 }
 
-/// Serves HTTP on `stream` until the client or the server closes it.
-pub async fn serve(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
+/// Serves HTTP on `stream` until the client or the server closes it. Plaintext connections
+/// wait in [`server::serve`]'s state alone: neither the hand-off nor the TLS state is in it.
+pub fn serve(
+    rt: Arc<L7>,
+    stream: TcpStream,
+    conn: Conn,
+    mut h: Handoff,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     h.kv.set_static("conn.layer", "l7");
-    if !h.tls {
-        server::serve(rt, stream, conn, h, false).await;
-        return;
+    if h.tls {
+        return Box::pin(terminate_tls(rt, stream, conn, h));
     }
-    // Boxed: the TLS state is large, and plaintext connections should not carry its size.
-    Box::pin(terminate_tls(rt, stream, conn, h)).await;
+    let ctx = server::context(&rt, &conn, h);
+    Box::pin(server::serve(rt, stream, conn, ctx, false))
 }
 
 /// Terminates TLS on `stream`, then serves HTTP on it.
@@ -132,7 +137,8 @@ async fn terminate_tls(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handof
                 return;
             }
             let h2 = session.alpn_protocol() == Some(b"h2");
-            server::serve(rt, tls, conn, h, h2).await;
+            let ctx = server::context(&rt, &conn, h);
+            server::serve(rt, tls, conn, ctx, h2).await;
         }
         Ok(Err(e)) => {
             metrics::counter!("vane_tls_handshake_failures_total").increment(1);
@@ -149,17 +155,17 @@ async fn terminate_tls(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handof
 mod tests {
     use super::*;
 
-    fn state_size<F>(_: fn(Arc<L7>, TcpStream, Conn, Handoff) -> F) -> usize {
+    fn state_size<F>(_: fn(Arc<L7>, TcpStream, Conn, Arc<server::Ctx>, bool) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
     /// Every plaintext HTTP connection carries this state while it waits for its next
-    /// request: hyper's connection and the TLS session must stay out of it (boxed where
-    /// used).
+    /// request: hyper's connection, the TLS session and the hand-off must stay out of it
+    /// (boxed where used; the hand-off becomes the shared context before the state starts).
     #[test]
     fn an_http_connection_state_stays_small() {
-        let size = state_size(serve);
-        eprintln!("l7::serve state: {size} bytes");
-        assert!(size < 1536, "{size} bytes");
+        let size = state_size(server::serve::<TcpStream>);
+        eprintln!("server::serve state: {size} bytes");
+        assert!(size < 1024, "{size} bytes");
     }
 }

@@ -94,16 +94,21 @@ pub struct Aborted;
 /// Serves requests on `io` until either side closes it or it is idle for
 /// `HTTP_IDLE_TIMEOUT_SECS`: HTTP/1.x on the fast path ([`super::h1`]), HTTP/2 (ALPN `h2` or
 /// prior knowledge) and what the fast path hands over in hyper.
-pub async fn serve<IO>(rt: Arc<L7>, io: IO, conn: Conn, h: Handoff, h2: bool)
-where
-    IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
-{
+/// The context every request of a connection shares, from what L4 handed over.
+pub fn context(rt: &Arc<L7>, conn: &Conn, h: Handoff) -> Arc<Ctx> {
     let ctx = Ctx::new(rt.clone(), h.app, h.kv, conn.peer, h.tls);
     ctx.panic_armed
         .store(h.panic_first_request, std::sync::atomic::Ordering::SeqCst);
+    Arc::new(ctx)
+}
+
+/// Serves HTTP on `io` with the connection's `ctx` (from [`context`]: the hand-off is not an
+/// argument, so every waiting connection's state does not carry its size).
+pub async fn serve<IO>(rt: Arc<L7>, io: IO, conn: Conn, ctx: Arc<Ctx>, h2: bool)
+where
+    IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
+{
     let conn = (conn.key, conn.peer);
-    drop(h.cert);
-    let ctx = Arc::new(ctx);
     let activity = Arc::new(AtomicU64::new(0));
     let mut io = super::idle::Tracked::new(io, activity.clone());
     let idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
