@@ -76,7 +76,7 @@ pub trait Exchange: Send {
     fn drive<'a>(
         &'a mut self,
         kind: Builtin,
-        inputs: serde_json::Map<String, Value>,
+        inputs: Inputs<'a>,
         kv: &'a mut Kv,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, DriverError>> + Send + 'a>>;
 }
@@ -137,18 +137,49 @@ pub enum FlowError {
 }
 
 /// Inputs of one step after template resolution.
+/// A step's inputs with their templates rendered. Literal inputs are borrowed from the
+/// compiled step, names too; only templates produce new values. The HTTP drivers read them
+/// as they are: building a JSON map for each request cost an allocation per input and a
+/// copy of each literal.
+#[derive(Debug, Default)]
+pub struct Inputs<'s>(Vec<(&'s str, Cow<'s, Value>)>);
+
+impl<'s> Inputs<'s> {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The input `name` when it is text.
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(Value::as_str)
+    }
+
+    /// Each input, owned.
+    pub fn into_map(self) -> serde_json::Map<String, Value> {
+        self.0
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_owned()))
+            .collect()
+    }
+}
+
+impl<'s> FromIterator<(&'s str, Cow<'s, Value>)> for Inputs<'s> {
+    fn from_iter<I: IntoIterator<Item = (&'s str, Cow<'s, Value>)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
 struct Resolved<'s> {
     step: &'s Step,
-    /// Literal inputs are borrowed from the compiled step; only templates produce new values.
-    values: Vec<(&'s str, Cow<'s, Value>)>,
+    values: Inputs<'s>,
 }
 
 impl Resolved<'_> {
     fn get(&self, name: &str) -> Option<&Value> {
-        self.values
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_ref())
+        self.values.get(name)
     }
 
     fn err(&self, param: &str, msg: impl Into<String>) -> FlowError {
@@ -310,13 +341,8 @@ async fn walk(
                         msg: format!("`{}` runs only in HTTP applications", step.name),
                     });
                 };
-                let inputs = r
-                    .values
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.into_owned()))
-                    .collect();
                 let (branch, store) = x
-                    .drive(spec.kind, inputs, kv)
+                    .drive(spec.kind, r.values, kv)
                     .instrument(crate::spans::plugin_span(&step.name, &step.at))
                     .await
                     .map_err(|e| FlowError::Plugin {
@@ -348,12 +374,7 @@ async fn walk(
                 o
             }
             PluginRef::External(p) => {
-                let input = Value::Object(
-                    r.values
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v.into_owned()))
-                        .collect(),
-                );
+                let input = Value::Object(r.values.into_map());
                 let (branch, store) = match env
                     .plugins
                     .call(p, &input)

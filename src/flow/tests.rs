@@ -229,7 +229,7 @@ impl Exchange for Hanging {
     fn drive<'a>(
         &'a mut self,
         _: super::catalogue::Builtin,
-        _: serde_json::Map<String, Value>,
+        _: super::exec::Inputs<'a>,
         _: &'a mut Kv,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, DriverError>> + Send + 'a>>
     {

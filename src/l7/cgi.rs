@@ -22,7 +22,7 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use super::body::BoxError;
 use super::exchange::HttpExchange;
-use crate::flow::exec::{Driven, DriverError, Exchange};
+use crate::flow::exec::{Driven, DriverError, Exchange, Inputs};
 use crate::flow::kv::Kv;
 use crate::flow::step::REQ_BODY;
 
@@ -161,7 +161,7 @@ impl HttpBody for CgiBody {
 
 pub async fn run(
     x: &mut HttpExchange,
-    inputs: serde_json::Map<String, Value>,
+    inputs: Inputs<'_>,
     kv: &mut Kv,
 ) -> Result<Driven, DriverError> {
     let s = |k: &str| {

@@ -14,7 +14,7 @@ use super::buffer::{buffer, Buffered, Refused};
 use super::h1::write::declared;
 use super::L7;
 use crate::flow::catalogue::Builtin;
-use crate::flow::exec::{Driven, DriverError, Exchange};
+use crate::flow::exec::{Driven, DriverError, Exchange, Inputs};
 use crate::flow::kv::Kv;
 use crate::flow::step::{REQ_BODY, RES_BODY};
 
@@ -154,7 +154,7 @@ impl Exchange for HttpExchange {
     fn drive<'a>(
         &'a mut self,
         kind: Builtin,
-        inputs: serde_json::Map<String, Value>,
+        inputs: Inputs<'a>,
         kv: &'a mut Kv,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, DriverError>> + Send + 'a>>
     {

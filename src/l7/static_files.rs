@@ -15,13 +15,12 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::StatusCode;
-use serde_json::Value;
 use tokio::io::AsyncSeekExt;
 
 use super::body::{self, BoxError};
 use super::exchange::HttpExchange;
 use super::inputs::flag;
-use crate::flow::exec::{Driven, DriverError};
+use crate::flow::exec::{Driven, DriverError, Inputs};
 use crate::flow::kv::Kv;
 
 /// Read size of the streamed file body.
@@ -295,10 +294,10 @@ fn accepts_gzip(h: &HeaderMap) -> bool {
 
 pub async fn serve(
     x: &mut HttpExchange,
-    inputs: serde_json::Map<String, Value>,
+    inputs: Inputs<'_>,
     kv: &mut Kv,
 ) -> Result<Driven, DriverError> {
-    let s = |k: &str| inputs.get(k).and_then(Value::as_str);
+    let s = |k: &str| inputs.str(k);
     let root = PathBuf::from(s("root").ok_or_else(|| DriverError::param("root", "missing"))?);
     let uri = s("uri")
         .ok_or_else(|| DriverError::param("uri", "missing"))?

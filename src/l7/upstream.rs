@@ -8,13 +8,12 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
-use serde_json::Value;
 
 use super::body::{self, Body, BoxError};
 use super::exchange::HttpExchange;
 use super::forward;
 use super::inputs::flag;
-use crate::flow::exec::{Driven, DriverError};
+use crate::flow::exec::{Driven, DriverError, Inputs};
 use crate::flow::kv::Kv;
 use crate::runtime::Runtime;
 use crate::upstream::error::Kind as ErrorKind;
@@ -93,10 +92,10 @@ pub fn wants_websocket(h: &HeaderMap) -> bool {
 
 pub async fn fetch(
     x: &mut HttpExchange,
-    inputs: serde_json::Map<String, Value>,
+    inputs: Inputs<'_>,
     kv: &mut Kv,
 ) -> Result<Driven, DriverError> {
-    let s = |k: &str| inputs.get(k).and_then(Value::as_str);
+    let s = |k: &str| inputs.str(k);
     let Some(prefix) = s("url_prefix") else {
         return Err(DriverError::param("url_prefix", "missing"));
     };
