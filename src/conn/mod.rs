@@ -129,15 +129,11 @@ const CONN_KEYS: [&str; 8] = [
     "server.port",
 ];
 
-impl Derived for ConnKeys {
-    fn names(&self, key: &str) -> bool {
-        CONN_KEYS.contains(&key)
-    }
-
+impl ConnKeys {
     fn keys(&self) -> &Kv {
         self.keys.get_or_init(|| {
             let conn = &self.conn;
-            let mut kv = Kv::with_capacity(8);
+            let mut kv = Kv::with_capacity(CONN_KEYS.len());
             kv.set("conn.uuid", uuid_v7_at(self.started_ms));
             kv.set("conn.ip", ip_text(conn.peer.ip()));
             kv.set("conn.port", decimal(conn.peer.port().into()));
@@ -148,6 +144,20 @@ impl Derived for ConnKeys {
             kv.set("server.port", decimal(conn.local.port().into()));
             kv
         })
+    }
+}
+
+impl Derived for ConnKeys {
+    /// Works all of them out on the first read of one.
+    fn get(&self, key: &str) -> Option<&str> {
+        if !CONN_KEYS.contains(&key) {
+            return None;
+        }
+        self.keys().get(key)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        self.keys().iter()
     }
 
     fn bytes_bound(&self) -> usize {
@@ -264,9 +274,8 @@ mod tests {
         };
         let used: usize = keys.keys().iter().map(|(k, v)| k.len() + v.len()).sum();
         assert_eq!(keys.keys().len(), CONN_KEYS.len());
-        assert!(CONN_KEYS
-            .iter()
-            .all(|k| keys.names(k) && keys.keys().get(k).is_some()));
+        assert!(CONN_KEYS.iter().all(|k| Derived::get(&keys, k).is_some()));
+        assert_eq!(Derived::get(&keys, "req.path"), None);
         assert!(
             used <= keys.bytes_bound(),
             "{used} > {}",

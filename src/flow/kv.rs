@@ -16,17 +16,17 @@ pub const MAX_KV_BYTES: usize = 64 * 1024;
 /// Keys a layered store has room for from the start.
 const LAYER_KEYS: usize = 8;
 
-/// Keys worked out on their first read instead of when the store is made: a connection's
-/// addresses, ID and start time are read by few flows, and writing them for every new
-/// connection cost about a tenth of a proxied request's instructions.
+/// Keys read off something else on demand instead of copied in when the store is made: a
+/// connection's addresses, ID and start time (read by few flows; writing them for every new
+/// connection cost about a tenth of its instructions), a request's method, path and host
+/// (borrowed from the request instead of copied for every request).
 pub trait Derived: Send + Sync + std::fmt::Debug {
-    /// Whether `key` is one of the keys, answered without working them out (a lookup of a
-    /// key no one set, `req.query` without a query, must not pay for them).
-    fn names(&self, key: &str) -> bool;
-    /// The keys, the same store on every call.
-    fn keys(&self) -> &Kv;
-    /// At most the bytes [`Derived::keys`] will hold, counted towards the cap from the start
-    /// so that reading them never pushes a store over it.
+    /// The value of `key` when it is one of these keys (a lookup of any other key must be
+    /// cheap: `req.query` without a query is looked up on every proxied request).
+    fn get(&self, key: &str) -> Option<&str>;
+    /// Every key with its value.
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_>;
+    /// At least the bytes of the keys and values, counted towards the cap from the start.
     fn bytes_bound(&self) -> usize;
 }
 
@@ -37,7 +37,7 @@ pub struct Kv {
     /// Keys shared with other stores (an HTTP request's view of its connection's KV), read
     /// through instead of copied; own keys shadow them.
     parent: Option<Arc<Kv>>,
-    /// Keys under both of the above, worked out when first read.
+    /// Keys read on demand, under this store's own and over the parent's.
     derived: Option<Arc<dyn Derived>>,
 }
 
@@ -74,6 +74,16 @@ impl Kv {
             bytes: parent.bytes,
             parent: Some(parent),
             derived: None,
+        }
+    }
+
+    /// [`Kv::layered`] with `derived`'s keys between its own and the parent's.
+    pub fn layered_over(parent: Arc<Kv>, derived: Arc<dyn Derived>) -> Self {
+        Self {
+            map: Map::with_capacity_and_hasher(LAYER_KEYS, Default::default()),
+            bytes: parent.bytes + derived.bytes_bound(),
+            parent: Some(parent),
+            derived: Some(derived),
         }
     }
 
@@ -131,28 +141,28 @@ impl Kv {
         if let Some(v) = self.map.get(key) {
             return Some(v);
         }
-        if let Some(v) = self.parent.as_deref().and_then(|p| p.get(key)) {
+        if let Some(v) = self.derived.as_deref().and_then(|d| d.get(key)) {
             return Some(v);
         }
-        let derived = self.derived.as_deref().filter(|d| d.names(key))?;
-        derived.keys().get(key)
+        self.parent.as_deref().and_then(|p| p.get(key))
     }
 
-    /// Every key once (own values first, then the parent's unshadowed ones, then the derived).
+    /// Every key once: own values first, then the derived and the parent's they do not
+    /// shadow.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         let own = self.map.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
-        let parent = self
-            .parent
+        let derived = self
+            .derived
             .as_deref()
             .into_iter()
-            .flat_map(|p| p.iter().filter(|(k, _)| !self.map.contains_key(*k)));
-        let derived = self.derived.as_deref().into_iter().flat_map(move |d| {
-            d.keys().iter().filter(move |(k, _)| {
+            .flat_map(|d| d.iter().filter(|(k, _)| !self.map.contains_key(*k)));
+        let parent = self.parent.as_deref().into_iter().flat_map(|p| {
+            p.iter().filter(|(k, _)| {
                 !self.map.contains_key(*k)
-                    && self.parent.as_deref().is_none_or(|p| p.get(k).is_none())
+                    && self.derived.as_deref().is_none_or(|d| d.get(k).is_none())
             })
         });
-        Box::new(own.chain(parent).chain(derived))
+        Box::new(own.chain(derived).chain(parent))
     }
 
     pub fn len(&self) -> usize {
@@ -162,7 +172,10 @@ impl Kv {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
             && self.parent.as_deref().is_none_or(Kv::is_empty)
-            && self.derived.as_deref().is_none_or(|d| d.keys().is_empty())
+            && self
+                .derived
+                .as_deref()
+                .is_none_or(|d| d.iter().next().is_none())
     }
 }
 
@@ -211,11 +224,7 @@ mod tests {
         keys: std::sync::OnceLock<Kv>,
     }
 
-    impl Derived for Counted {
-        fn names(&self, key: &str) -> bool {
-            matches!(key, "conn.ip" | "conn.layer")
-        }
-
+    impl Counted {
         fn keys(&self) -> &Kv {
             self.keys.get_or_init(|| {
                 self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -224,6 +233,18 @@ mod tests {
                 kv.set_static("conn.layer", "l4");
                 kv
             })
+        }
+    }
+
+    impl Derived for Counted {
+        fn get(&self, key: &str) -> Option<&str> {
+            matches!(key, "conn.ip" | "conn.layer")
+                .then(|| self.keys().get(key))
+                .flatten()
+        }
+
+        fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+            self.keys().iter()
         }
 
         fn bytes_bound(&self) -> usize {
@@ -240,6 +261,7 @@ mod tests {
         assert_eq!(conn.get("conn.layer"), Some("l7"), "own keys first");
         let mut req = Kv::layered(Arc::new(conn));
         req.set("req.path", "/");
+        assert_eq!(req.get("req.path"), Some("/"));
         assert_eq!(req.get("req.query"), None);
         assert_eq!(derived.made.load(std::sync::atomic::Ordering::Relaxed), 0);
         assert_eq!(req.get("conn.ip"), Some("10.0.0.1"));
@@ -252,5 +274,24 @@ mod tests {
         let mut fresh = Kv::derived(Arc::new(Counted::default()), 0);
         assert!(!fresh.set("big", "x".repeat(MAX_KV_BYTES - 100)));
         assert!(fresh.set("big", "x".repeat(MAX_KV_BYTES - 110)));
+    }
+
+    /// A request's derived keys sit between its own and its connection's.
+    #[test]
+    fn derived_keys_of_a_layer_shadow_the_parent_and_own_keys_shadow_them() {
+        let mut conn = Kv::new();
+        conn.set("conn.ip", "10.0.0.2");
+        conn.set("conn.layer", "l7");
+        let mut kv = Kv::layered_over(Arc::new(conn), Arc::new(Counted::default()));
+        assert_eq!(
+            kv.get("conn.ip"),
+            Some("10.0.0.1"),
+            "derived over the parent"
+        );
+        kv.set("conn.ip", "own");
+        assert_eq!(kv.get("conn.ip"), Some("own"));
+        let mut keys: Vec<_> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        keys.sort();
+        assert_eq!(keys, ["conn.ip=own", "conn.layer=l4"]);
     }
 }

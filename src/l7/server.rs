@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,7 +27,8 @@ use crate::flow::kv::Kv;
 /// What every request of one connection shares.
 pub struct Ctx {
     rt: Arc<L7>,
-    app: String,
+    /// The application's name, shared with every request's KV.
+    app: Arc<str>,
     /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
     kv: Arc<Kv>,
     pub peer: std::net::SocketAddr,
@@ -54,9 +55,9 @@ impl Ctx {
         Self {
             rt,
             duration: metrics::histogram!("vane_request_duration_seconds", "app" => app.clone()),
+            app: app.into(),
             by_status: std::sync::Mutex::new(Vec::new()),
             panic_armed: std::sync::atomic::AtomicBool::new(false),
-            app,
             kv: Arc::new(kv),
             peer,
             peer_ip: crate::conn::ip_text(peer.ip()).into(),
@@ -76,8 +77,7 @@ impl Ctx {
         } else {
             code.to_string()
         };
-        let c =
-            metrics::counter!("vane_requests_total", "app" => self.app.clone(), "status" => label);
+        let c = metrics::counter!("vane_requests_total", "app" => self.app.to_string(), "status" => label);
         c.increment(1);
         if cache.len() < 16 {
             cache.push((code, c));
@@ -223,51 +223,6 @@ fn error_kind(e: &(dyn std::error::Error + 'static)) -> &'static str {
     }
 }
 
-/// The standard methods' names, kept in the KV without a copy.
-fn method_text(m: &hyper::Method) -> Option<&'static str> {
-    const STANDARD: [&str; 9] = [
-        "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
-    ];
-    let name = m.as_str();
-    STANDARD.into_iter().find(|s| *s == name)
-}
-
-fn version_text(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/?",
-    }
-}
-
-/// The request keys of templates.md 5.3. `req.host` also holds an HTTP/2 request's authority
-/// (0.9.2 left it empty there).
-fn request_kv<B>(base: &Arc<Kv>, app: &str, req: &Request<B>) -> Kv {
-    let mut kv = Kv::layered(base.clone());
-    kv.set("req.proto", app);
-    match method_text(req.method()) {
-        Some(m) => kv.set_static("req.method", m),
-        None => kv.set("req.method", req.method().as_str()),
-    };
-    kv.set("req.path", req.uri().path());
-    if let Some(q) = req.uri().query() {
-        kv.set("req.query", q);
-    }
-    kv.set_static("req.version", version_text(req.version()));
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if let Some(h) = host {
-        kv.set("req.host", h);
-    }
-    kv
-}
-
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
@@ -322,7 +277,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
             status = %status,
             "{} \"{method} {uri} {}\" {status} {bytes} {:.1}ms",
             ctx.peer,
-            version_text(version),
+            super::request_keys::version_text(version),
             secs * 1000.0
         );
     }
@@ -343,14 +298,14 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
             return Ok(r);
         }
     }
-    let Some(app) = rt.config.load().applications.get(&ctx.app).cloned() else {
+    let Some(app) = rt.config.load().applications.get(&*ctx.app).cloned() else {
         warn!(app = %ctx.app, "no application `{}` is configured", ctx.app);
         return Ok(plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Configuration Error",
         ));
     };
-    let mut kv = request_kv(&ctx.kv, &ctx.app, &req);
+    let mut kv = super::request_keys::request_kv(&ctx.kv, &ctx.app, &req);
     // WebSocket: an HTTP/1.x upgrade, or an HTTP/2 extended CONNECT (RFC 8441).
     let ws_h2 = req.method() == hyper::Method::CONNECT
         && req
