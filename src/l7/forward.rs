@@ -20,7 +20,7 @@ static PROXY: HeaderValue = HeaderValue::from_static(VANE_PROXY);
 
 /// Fields that describe one hop, not the message (RFC 9110 7.6.1), plus the common
 /// non-standard ones.
-const HOP_BY_HOP: [&str; 9] = [
+pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -158,6 +158,9 @@ pub async fn fetch(
     let plain = out.uri.scheme_str() == Some("http");
     // The paths other than vane's own HTTP/1.1 client are boxed: their futures are large, and
     // this one is moved into a box for every request (the flow boxes each driver).
+    // vane's HTTP/1.1 client drops the hop-by-hop fields itself, from what it noted while
+    // parsing them.
+    let mut stripped = false;
     let sent = if ws {
         let mut req = out.request(body);
         if x.ws_h2 {
@@ -168,6 +171,7 @@ pub async fn fetch(
         Box::pin(super::h3_client::send(&x.rt, out.request(body), skip)).await
     } else if plain && !h2c {
         // Written straight from the client's fields by vane's HTTP/1.1 client.
+        stripped = true;
         super::h1_pool::send(&x.rt.rt, &out, body).await
     } else {
         use super::client::Kind;
@@ -182,7 +186,7 @@ pub async fn fetch(
         Ok((status, mut headers, body)) => {
             outcome_counter(authority, true).increment(1);
             // A WebSocket 101 keeps its upgrade headers for the terminator's answer.
-            if !ws {
+            if !ws && !stripped {
                 forward::strip_hop_by_hop(&mut headers);
             }
             kv.set("res.status", status.as_u16().to_string());

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 
 use super::decode::{Decoder, Framing, Step};
 use super::head::MAX_HEADERS;
+use super::response_fields::ResponseFields;
 use super::write;
 use crate::l7::body::{Body, BoxError};
 use crate::l7::forward::Outbound;
@@ -146,7 +147,8 @@ pub fn request_head(out: &Outbound<'_>, body: &Body) -> (Vec<u8>, Option<Framing
     (head, framing)
 }
 
-/// What came back: status, fields, and the body (which takes the connection with it).
+/// What came back: status, fields (without the hop-by-hop ones), and the body (which takes
+/// the connection with it).
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
@@ -182,11 +184,16 @@ pub async fn exchange(
                 .map_err(ExchangeError::Write)?;
         }
     }
-    let (status, version, headers) = loop {
-        let (status, version, headers) = read_head(&mut conn).await?;
+    let Head {
+        status,
+        version,
+        mut headers,
+        noted,
+    } = loop {
+        let head = read_head(&mut conn).await?;
         // Interim answers (100 Continue, 103 Early Hints) are not forwarded.
-        if !status.is_informational() || status == StatusCode::SWITCHING_PROTOCOLS {
-            break (status, version, headers);
+        if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
+            break head;
         }
     };
     let framing = if head_request
@@ -196,11 +203,10 @@ pub async fn exchange(
     {
         Framing::Length(0)
     } else {
-        response_framing(&headers)?
+        noted.framing().map_err(ExchangeError::Malformed)?
     };
-    let reusable = framing != Framing::Close
-        && !super::head::connection_has(&headers, "close")
-        && (version == Version::HTTP_11 || super::head::connection_has(&headers, "keep-alive"));
+    let reusable = framing != Framing::Close && noted.keeps_open(version == Version::HTTP_11);
+    noted.strip(&mut headers);
     let length = match framing {
         Framing::Length(n) => Some(n),
         _ => None,
@@ -224,39 +230,8 @@ pub async fn exchange(
     })
 }
 
-/// RFC 9112 §6.3 for a response: chunked when the last transfer coding is chunked, until the
-/// close for any other coding, else `Content-Length` (which must be one number), else until
-/// the close.
-fn response_framing(h: &HeaderMap) -> Result<Framing, ExchangeError> {
-    if let Some(last) = h.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        });
-    }
-    let mut length = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        let n: u64 = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or(ExchangeError::Malformed("bad Content-Length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(ExchangeError::Malformed("Content-Length values disagree"));
-        }
-        length = Some(n);
-    }
-    Ok(length.map_or(Framing::Close, Framing::Length))
-}
-
 /// Reads and parses one response head off `conn`.
-async fn read_head(conn: &mut Conn) -> Result<(StatusCode, Version, HeaderMap), ExchangeError> {
+async fn read_head(conn: &mut Conn) -> Result<Head, ExchangeError> {
     loop {
         if !conn.buf.is_empty() {
             if let Some(parsed) = parse_head(&mut conn.buf)? {
@@ -281,9 +256,7 @@ async fn read_head(conn: &mut Conn) -> Result<(StatusCode, Version, HeaderMap), 
 }
 
 /// `Ok(None)` until the head is whole; then it is taken out of `buf`.
-fn parse_head(
-    buf: &mut BytesMut,
-) -> Result<Option<(StatusCode, Version, HeaderMap)>, ExchangeError> {
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     let mut fields =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -298,10 +271,27 @@ fn parse_head(
     let status = StatusCode::from_u16(resp.code.unwrap_or_default())
         .map_err(|_| ExchangeError::Malformed("bad status code"))?;
     let version = super::head::version(resp.version);
+    let mut noted = ResponseFields::default();
+    for h in resp.headers.iter() {
+        noted.note(h.name.as_bytes(), h.value);
+    }
     let fields = super::head::spans(buf, resp.headers);
     let head = buf.split_to(len).freeze();
     let headers = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;
-    Ok(Some((status, version, headers)))
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        noted,
+    }))
+}
+
+/// A parsed response head.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    noted: ResponseFields,
 }
 
 /// A response body read straight off its connection.

@@ -12,6 +12,7 @@ pub mod body;
 pub mod client;
 pub mod decode;
 pub mod head;
+pub mod response_fields;
 pub mod rewind;
 pub mod write;
 
