@@ -207,18 +207,24 @@ impl AsyncUdpSocket for VirtualSocket {
     }
 }
 
-/// The HTTP/3 endpoint of `key`, started on first use.
+/// The HTTP/3 endpoint of `key`, started on first use. Looked up and started under the
+/// table's lock for `key`: sessions that open it at the same moment get one endpoint (a second
+/// one would replace the first, and dropping that closed every connection on it).
 pub fn port(
     rt: &Arc<L7>,
     key: ListenerKey,
     socket: &Arc<UdpSocket>,
 ) -> Result<QuicPort, OpenError> {
-    if let Some(p) = rt.h3_ports.get(&key) {
-        return Ok(QuicPort {
-            inbox: p.tx.clone(),
-            sessions: p.sessions.clone(),
-        });
-    }
+    let entry = match rt.h3_ports.entry(key) {
+        dashmap::Entry::Occupied(p) => {
+            let p = p.get();
+            return Ok(QuicPort {
+                inbox: p.tx.clone(),
+                sessions: p.sessions.clone(),
+            });
+        }
+        dashmap::Entry::Vacant(v) => v,
+    };
     let (tx, rx) = mpsc::channel(rt.settings.quic_virtual_channel_capacity);
     let local = socket.local_addr()?;
     let vs = VirtualSocket {
@@ -250,14 +256,11 @@ pub fn port(
             tokio::spawn(connection(ctx, incoming));
         }
     });
-    rt.h3_ports.insert(
-        key,
-        H3Port {
-            tx: tx.clone(),
-            sessions: sessions.clone(),
-            _endpoint: endpoint,
-        },
-    );
+    entry.insert(H3Port {
+        tx: tx.clone(),
+        sessions: sessions.clone(),
+        _endpoint: endpoint,
+    });
     Ok(QuicPort {
         inbox: tx,
         sessions,
@@ -373,5 +376,55 @@ async fn request(
             let _ = send.finish().await;
         }
         Err(Aborted) => send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sessions of one port that open its endpoint at the same moment (the first datagrams
+    /// of a burst, on different threads) all get the same endpoint: a second one replaced
+    /// the first in the table, and dropping the first closed every connection on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_opening_a_port_at_once_share_one_endpoint() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = crate::config::store::ConfigStore::new(
+            dir.path().to_path_buf(),
+            crate::config::Snapshot::default(),
+        );
+        let l7 = L7::new(crate::runtime::Runtime::new(crate::settings::get(), store));
+        let handle = tokio::runtime::Handle::current();
+        for round in 0..10u16 {
+            let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+            let key = ListenerKey {
+                port: socket.local_addr().expect("addr").port(),
+                proto: crate::config::Proto::Udp,
+            };
+            let start = Arc::new(std::sync::Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let (l7, socket, start, handle) =
+                        (l7.clone(), socket.clone(), start.clone(), handle.clone());
+                    std::thread::spawn(move || {
+                        let _in_runtime = handle.enter();
+                        start.wait();
+                        port(&l7, key, &socket).map(|p| p.inbox)
+                    })
+                })
+                .collect();
+            let inboxes: Vec<Inbox> = threads
+                .into_iter()
+                .map(|t| t.join().expect("thread").expect("port"))
+                .collect();
+            assert!(
+                inboxes.iter().all(|i| i.same_channel(&inboxes[0])),
+                "round {round}: more than one endpoint"
+            );
+            assert!(
+                !inboxes[0].is_closed(),
+                "round {round}: the endpoint in use was dropped"
+            );
+        }
     }
 }
