@@ -17,8 +17,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::decode::{Decoder, Framing, Step};
+use super::fields::Noted;
 use super::head::MAX_HEADERS;
-use super::response_fields::ResponseFields;
 use super::write;
 use crate::l7::body::{Body, BoxError};
 use crate::l7::forward::Outbound;
@@ -203,7 +203,7 @@ pub async fn exchange(
     {
         Framing::Length(0)
     } else {
-        noted.framing().map_err(ExchangeError::Malformed)?
+        noted.response_framing().map_err(ExchangeError::Malformed)?
     };
     let reusable = framing != Framing::Close && noted.keeps_open(version == Version::HTTP_11);
     noted.strip(&mut headers);
@@ -271,7 +271,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     let status = StatusCode::from_u16(resp.code.unwrap_or_default())
         .map_err(|_| ExchangeError::Malformed("bad status code"))?;
     let version = super::head::version(resp.version);
-    let mut noted = ResponseFields::default();
+    let mut noted = Noted::response();
     for h in resp.headers.iter() {
         noted.note(h.name.as_bytes(), h.value);
     }
@@ -291,7 +291,7 @@ struct Head {
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
-    noted: ResponseFields,
+    noted: Noted,
 }
 
 /// A response body read straight off its connection.

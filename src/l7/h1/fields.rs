@@ -1,20 +1,26 @@
-//! What the client needs from a response head's fields (its framing, whether the connection
-//! stays open, which hop-by-hop fields to drop), noted in the pass that reads them. Looking
-//! each up in the header map afterwards cost a hashed lookup apiece, absent fields included:
-//! about a twentieth of a small proxied request.
+//! What vane's HTTP/1.1 code needs from a head's fields (the body's framing, whether the
+//! connection stays open, which hop-by-hop fields to drop), noted in the pass that reads them.
+//! Looking each up in the header map afterwards cost a hashed lookup apiece, absent fields
+//! included: about a twentieth of a small proxied request.
 
 use hyper::header::HeaderMap;
+use hyper::Version;
 
 use super::decode::Framing;
+use super::head::HeadError;
 use crate::l7::forward::HOP_BY_HOP;
 
-/// The fields of one response head, as far as the proxy acts on them.
+/// The fields of one head, as far as vane acts on them.
 #[derive(Debug, Default)]
-pub struct ResponseFields {
+pub struct Noted {
+    /// A request's head: `Content-Length` is read by RFC 9112 §6.3's strict rule (a list of
+    /// equal numbers), a response's as one number.
+    request: bool,
     /// The last transfer coding of the last `Transfer-Encoding` field, when there is one:
     /// whether it is `chunked`.
     chunked: Option<bool>,
-    /// The `Content-Length` all its fields agree on.
+    /// A `Content-Length` field is present, and the number all of them agree on.
+    has_length: bool,
     length: Option<u64>,
     /// A `Content-Length` that is not a number, or two that disagree.
     bad_length: Option<&'static str>,
@@ -23,11 +29,26 @@ pub struct ResponseFields {
     keep_alive: bool,
     /// `Connection` names a field beyond the hop-by-hop ones (dropped too).
     names_others: bool,
+    /// An `Expect` field.
+    expect: bool,
     /// Which of [`HOP_BY_HOP`] are present, bit `i` for entry `i`.
     hop: u16,
 }
 
-impl ResponseFields {
+impl Noted {
+    /// Notes for a request head.
+    pub fn request() -> Self {
+        Self {
+            request: true,
+            ..Self::default()
+        }
+    }
+
+    /// Notes for a response head.
+    pub fn response() -> Self {
+        Self::default()
+    }
+
     /// Notes one field (`name` as received, any case).
     pub fn note(&mut self, name: &[u8], value: &[u8]) {
         let Some(i) = HOP_BY_HOP
@@ -35,7 +56,10 @@ impl ResponseFields {
             .position(|h| h.as_bytes().eq_ignore_ascii_case(name))
         else {
             if name.eq_ignore_ascii_case(b"content-length") {
+                self.has_length = true;
                 self.note_length(value);
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                self.expect = true;
             }
             return;
         };
@@ -64,9 +88,19 @@ impl ResponseFields {
     }
 
     fn note_length(&mut self, value: &[u8]) {
-        let n = std::str::from_utf8(value)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
+        if self.request {
+            for part in value.split(|&b| b == b',') {
+                self.note_number(strict_number(part.trim_ascii()));
+            }
+        } else {
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            self.note_number(n);
+        }
+    }
+
+    fn note_number(&mut self, n: Option<u64>) {
         match (n, self.length) {
             (None, _) => self.bad_length = Some("bad Content-Length"),
             (Some(n), Some(l)) if n != l => {
@@ -76,10 +110,54 @@ impl ResponseFields {
         }
     }
 
+    /// A request this path leaves to hyper: a protocol upgrade or an `Expect`.
+    pub fn special(&self) -> bool {
+        self.expect || self.hop & UPGRADE != 0
+    }
+
+    /// RFC 9112 §6 for a request: chunked when `Transfer-Encoding` ends in `chunked`, else
+    /// `Content-Length` (`None`: no body). Both at once, a transfer coding that does not end
+    /// in chunked, or lengths that disagree are refused: each is a way to smuggle a second
+    /// request past a proxy.
+    pub fn request_framing(&self, version: Version) -> Result<Option<Framing>, HeadError> {
+        if let Some(chunked) = self.chunked {
+            if self.has_length {
+                return Err(HeadError::Malformed(
+                    "both Transfer-Encoding and Content-Length",
+                ));
+            }
+            if version == Version::HTTP_10 {
+                return Err(HeadError::Malformed(
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ));
+            }
+            return match chunked {
+                true => Ok(Some(Framing::Chunked)),
+                false => Err(HeadError::Malformed(
+                    "Transfer-Encoding does not end in chunked",
+                )),
+            };
+        }
+        if let Some(why) = self.bad_length {
+            return Err(HeadError::Malformed(why));
+        }
+        Ok(self.length.filter(|&n| n > 0).map(Framing::Length))
+    }
+
+    /// The client asked to close after this exchange (`Connection: close`, or HTTP/1.0
+    /// without `keep-alive`).
+    pub fn request_close(&self, version: Version) -> bool {
+        if version == Version::HTTP_10 {
+            !self.keep_alive
+        } else {
+            self.close
+        }
+    }
+
     /// RFC 9112 §6.3 for a response: chunked when the last transfer coding is chunked, until
     /// the close for any other coding, else `Content-Length` (which must be one number), else
     /// until the close.
-    pub fn framing(&self) -> Result<Framing, &'static str> {
+    pub fn response_framing(&self) -> Result<Framing, &'static str> {
         match self.chunked {
             Some(true) => return Ok(Framing::Chunked),
             Some(false) => return Ok(Framing::Close),
@@ -111,12 +189,41 @@ impl ResponseFields {
     }
 }
 
+/// Digits only, at most 19 of them (no sign, no spaces inside, no overflow).
+fn strict_number(part: &[u8]) -> Option<u64> {
+    if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(part).ok()?.parse().ok()
+}
+
+/// The bit of [`Noted::hop`] for `name`, worked out at compile time.
+const fn hop_bit(name: &str) -> u16 {
+    let mut i = 0;
+    while i < HOP_BY_HOP.len() {
+        let (a, b) = (HOP_BY_HOP[i].as_bytes(), name.as_bytes());
+        let mut same = a.len() == b.len();
+        let mut j = 0;
+        while same && j < a.len() {
+            same = a[j] == b[j];
+            j += 1;
+        }
+        if same {
+            return 1 << i;
+        }
+        i += 1;
+    }
+    panic!("not a hop-by-hop field")
+}
+
+const UPGRADE: u16 = hop_bit("upgrade");
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn fields(head: &[(&str, &str)]) -> (ResponseFields, HeaderMap) {
-        let mut f = ResponseFields::default();
+    fn fields(head: &[(&str, &str)]) -> (Noted, HeaderMap) {
+        let mut f = Noted::response();
         let mut h = HeaderMap::new();
         for (n, v) in head {
             f.note(n.as_bytes(), v.as_bytes());
@@ -134,20 +241,20 @@ mod tests {
             ("Transfer-Encoding", "gzip, chunked"),
             ("Content-Length", "3"),
         ]);
-        assert_eq!(f.framing(), Ok(Framing::Chunked));
+        assert_eq!(f.response_framing(), Ok(Framing::Chunked));
         let (f, _) = fields(&[
             ("transfer-encoding", "chunked"),
             ("transfer-encoding", "gzip"),
         ]);
-        assert_eq!(f.framing(), Ok(Framing::Close));
+        assert_eq!(f.response_framing(), Ok(Framing::Close));
         let (f, _) = fields(&[("Content-Length", " 12 "), ("content-length", "12")]);
-        assert_eq!(f.framing(), Ok(Framing::Length(12)));
+        assert_eq!(f.response_framing(), Ok(Framing::Length(12)));
         let (f, _) = fields(&[("Content-Length", "12"), ("content-length", "13")]);
-        assert_eq!(f.framing(), Err("Content-Length values disagree"));
+        assert_eq!(f.response_framing(), Err("Content-Length values disagree"));
         let (f, _) = fields(&[("Content-Length", "-1")]);
-        assert_eq!(f.framing(), Err("bad Content-Length"));
+        assert_eq!(f.response_framing(), Err("bad Content-Length"));
         let (f, _) = fields(&[("Server", "x")]);
-        assert_eq!(f.framing(), Ok(Framing::Close));
+        assert_eq!(f.response_framing(), Ok(Framing::Close));
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! of an `http::Request`, header values sharing the buffer instead of being copied.
 
 use bytes::{Bytes, BytesMut};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Uri, Version};
 
 use super::body::Framing;
+use super::fields::Noted;
 
 /// The most header fields a request may carry (as hyper's default).
 pub const MAX_HEADERS: usize = 100;
@@ -101,8 +102,11 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
     if len > max {
         return Err(HeadError::TooLarge);
     }
-    let named = |n: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
-    if req.method == Some("CONNECT") || named("upgrade") || named("expect") {
+    let mut noted = Noted::request();
+    for h in req.headers.iter() {
+        noted.note(h.name.as_bytes(), h.value);
+    }
+    if req.method == Some("CONNECT") || noted.special() {
         return Ok(Parsed::Special);
     }
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
@@ -114,8 +118,8 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| HeadError::Malformed("bad request target"))?;
     let headers = header_map(&head, fields).map_err(HeadError::Malformed)?;
-    let body = framing(&headers, version)?;
-    let close = wants_close(&headers, version);
+    let body = noted.request_framing(version)?;
+    let close = noted.request_close(version);
     Ok(Parsed::Head(Head {
         method,
         uri,
@@ -124,55 +128,6 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
         body,
         close,
     }))
-}
-
-/// RFC 9112 §6: chunked when `Transfer-Encoding` ends in `chunked`, else `Content-Length`.
-/// Both at once, a transfer coding that does not end in chunked, or lengths that disagree are
-/// refused: each is a way to smuggle a second request past a proxy.
-fn framing(h: &HeaderMap, version: Version) -> Result<Option<Framing>, HeadError> {
-    if h.contains_key(TRANSFER_ENCODING) {
-        if h.contains_key(CONTENT_LENGTH) {
-            return Err(HeadError::Malformed(
-                "both Transfer-Encoding and Content-Length",
-            ));
-        }
-        if version == Version::HTTP_10 {
-            return Err(HeadError::Malformed(
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
-        }
-        let last = h
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return match last {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => Ok(Some(Framing::Chunked)),
-            _ => Err(HeadError::Malformed(
-                "Transfer-Encoding does not end in chunked",
-            )),
-        };
-    }
-    let mut length: Option<u64> = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::Malformed("bad Content-Length"));
-            }
-            let n = std::str::from_utf8(part)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(HeadError::Malformed("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Malformed("Content-Length values disagree"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length.filter(|&n| n > 0).map(Framing::Length))
 }
 
 /// Whether `token` is one of the comma-separated values of the `name` headers.
@@ -186,14 +141,6 @@ pub fn has_token(h: &HeaderMap, name: HeaderName, token: &str) -> bool {
 /// Whether `token` is one of the values of the `Connection` headers.
 pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
     has_token(h, hyper::header::CONNECTION, token)
-}
-
-fn wants_close(h: &HeaderMap, version: Version) -> bool {
-    if version == Version::HTTP_10 {
-        !connection_has(h, "keep-alive")
-    } else {
-        connection_has(h, "close")
-    }
 }
 
 /// Whether `buf` starts with the HTTP/2 connection preface (prior knowledge); `None` while it
@@ -241,6 +188,16 @@ mod tests {
             .expect("ok")
             .expect("complete");
         assert!(h.close && h.body.is_none());
+        let h = head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .expect("ok")
+            .expect("complete");
+        assert!(!h.close, "HTTP/1.0 asking to keep the connection");
+        let h = head("GET / HTTP/1.1\r\nConnection: te, Close\r\nContent-Length: 0\r\n\r\n")
+            .expect("ok")
+            .expect("complete");
+        assert!(h.close && h.body.is_none());
+        let mut expect = BytesMut::from(&b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"[..]);
+        assert!(matches!(parse(&mut expect, 1024), Ok(Parsed::Special)));
         let h = head("GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
             .expect("ok")
             .expect("complete");

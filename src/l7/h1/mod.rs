@@ -11,8 +11,8 @@
 pub mod body;
 pub mod client;
 pub mod decode;
+pub mod fields;
 pub mod head;
-pub mod response_fields;
 pub mod rewind;
 pub mod write;
 
