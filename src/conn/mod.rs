@@ -48,20 +48,18 @@ fn uuid_v7_at(ms: u64) -> String {
 /// Appends the decimal digits of `n`: every new connection writes a few numbers, and the
 /// formatting machinery costs several times this.
 fn push_decimal(out: &mut String, mut n: u64) {
+    if n < 10 {
+        out.push(char::from(b'0' + n as u8));
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while n > 0 {
         i -= 1;
         digits[i] = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
-            break;
-        }
     }
-    // ASCII digits: always valid UTF-8.
-    if let Ok(text) = std::str::from_utf8(&digits[i..]) {
-        out.push_str(text);
-    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// `n` in decimal.

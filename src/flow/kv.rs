@@ -133,8 +133,10 @@ impl Kv {
             }
             !gone
         });
-        self.bytes -= freed;
-        self.map.shrink_to_fit();
+        if freed > 0 {
+            self.bytes -= freed;
+            self.map.shrink_to_fit();
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {

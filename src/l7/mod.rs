@@ -2,6 +2,7 @@
 //! or TLS terminated here with the certificate store), each request running the application
 //! flow of its protocol.
 
+pub mod app_metrics;
 pub mod body;
 pub mod buffer;
 pub mod cgi;

@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
+use super::app_metrics::AppMetrics;
 use super::body::{self, Body};
 use super::L7;
 use crate::conn::{Conn, Handoff};
@@ -35,9 +36,8 @@ pub struct Ctx {
     /// `peer`'s IP as text, formatted once for every request's `X-Forwarded-For`.
     peer_ip: Arc<str>,
     tls: bool,
-    /// Metric handles, looked up once per connection instead of once per request.
-    duration: metrics::Histogram,
-    by_status: std::sync::Mutex<Vec<(u16, metrics::Counter)>>,
+    /// Metric handles, shared by the application's connections on a thread.
+    metrics: Arc<AppMetrics>,
     /// Chaos: the next request panics.
     panic_armed: std::sync::atomic::AtomicBool,
 }
@@ -52,11 +52,11 @@ impl Ctx {
         tls: bool,
     ) -> Self {
         kv.remove_where(|k| k.starts_with("plugin."));
+        let metrics = AppMetrics::of(&app);
         Self {
             rt,
-            duration: metrics::histogram!("vane_request_duration_seconds", "app" => app.clone()),
-            app: app.into(),
-            by_status: std::sync::Mutex::new(Vec::new()),
+            app: metrics.name.clone(),
+            metrics,
             panic_armed: std::sync::atomic::AtomicBool::new(false),
             kv: Arc::new(kv),
             peer,
@@ -67,21 +67,7 @@ impl Ctx {
 
     /// `vane_requests_total{app,status}` for `code` (0: aborted).
     fn count(&self, code: u16) {
-        let mut cache = self.by_status.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = cache.iter().find(|(s, _)| *s == code) {
-            c.increment(1);
-            return;
-        }
-        let label = if code == 0 {
-            "aborted".to_string()
-        } else {
-            code.to_string()
-        };
-        let c = metrics::counter!("vane_requests_total", "app" => self.app.to_string(), "status" => label);
-        c.increment(1);
-        if cache.len() < 16 {
-            cache.push((code, c));
-        }
+        self.metrics.count(code);
     }
 }
 
@@ -256,7 +242,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
     let code = outcome.as_ref().map_or(0, |r| r.status().as_u16());
     let secs = started.elapsed().as_secs_f64();
     ctx.count(code);
-    ctx.duration.record(secs);
+    ctx.metrics.record(secs);
     if let Some((method, uri, version)) = line {
         let status = if code == 0 {
             "aborted".to_string()
