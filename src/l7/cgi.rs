@@ -325,7 +325,7 @@ pub async fn run(
         ));
     }
     let (status, headers) = parse_head(&String::from_utf8_lossy(&head[..head_len]));
-    kv.set("res.status", status.as_u16().to_string());
+    kv.set("res.status", status.as_str());
     let rest = Bytes::copy_from_slice(&head[body_start..]);
     let settings = x.rt.settings;
     let body = CgiBody {

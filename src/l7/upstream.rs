@@ -189,7 +189,7 @@ pub async fn fetch(
             if !ws && !stripped {
                 forward::strip_hop_by_hop(&mut headers);
             }
-            kv.set("res.status", status.as_u16().to_string());
+            kv.set("res.status", status.as_str());
             x.resp = Some((status, headers, body));
             Ok(("success".into(), Vec::new()))
         }
