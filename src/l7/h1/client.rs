@@ -271,10 +271,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     let status = StatusCode::from_u16(resp.code.unwrap_or_default())
         .map_err(|_| ExchangeError::Malformed("bad status code"))?;
     let version = super::head::version(resp.version);
-    let mut noted = Noted::response();
-    for h in resp.headers.iter() {
-        noted.note(h.name.as_bytes(), h.value);
-    }
+    let noted = Noted::of_response(resp.headers);
     let fields = super::head::spans(buf, resp.headers);
     let head = buf.split_to(len).freeze();
     let headers = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;

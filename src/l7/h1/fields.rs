@@ -29,28 +29,37 @@ pub struct Noted {
     keep_alive: bool,
     /// `Connection` names a field beyond the hop-by-hop ones (dropped too).
     names_others: bool,
-    /// An `Expect` field.
+    /// An `Expect` field, an `Upgrade` field.
     expect: bool,
+    upgrade: bool,
     /// Which of [`HOP_BY_HOP`] are present, bit `i` for entry `i`.
     hop: u16,
 }
 
 impl Noted {
-    /// Notes for a request head.
-    pub fn request() -> Self {
-        Self {
-            request: true,
-            ..Self::default()
-        }
+    /// Notes of a request head's fields.
+    pub fn of_request(fields: &[httparse::Header<'_>]) -> Self {
+        Self::of(true, fields)
     }
 
-    /// Notes for a response head.
-    pub fn response() -> Self {
-        Self::default()
+    /// Notes of a response head's fields.
+    pub fn of_response(fields: &[httparse::Header<'_>]) -> Self {
+        Self::of(false, fields)
+    }
+
+    fn of(request: bool, fields: &[httparse::Header<'_>]) -> Self {
+        let mut noted = Self {
+            request,
+            ..Self::default()
+        };
+        for h in fields {
+            noted.note(h.name.as_bytes(), h.value);
+        }
+        noted
     }
 
     /// Notes one field (`name` as received, any case).
-    pub fn note(&mut self, name: &[u8], value: &[u8]) {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
         let Some(i) = HOP_BY_HOP
             .iter()
             .position(|h| h.as_bytes().eq_ignore_ascii_case(name))
@@ -70,6 +79,7 @@ impl Noted {
                 let last = tokens.next_back().unwrap_or_default();
                 self.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
             }
+            "upgrade" => self.upgrade = true,
             "connection" => {
                 for t in tokens.filter(|t| !t.is_empty()) {
                     if t.eq_ignore_ascii_case(b"close") {
@@ -112,7 +122,7 @@ impl Noted {
 
     /// A request this path leaves to hyper: a protocol upgrade or an `Expect`.
     pub fn special(&self) -> bool {
-        self.expect || self.hop & UPGRADE != 0
+        self.expect || self.upgrade
     }
 
     /// RFC 9112 §6 for a request: chunked when `Transfer-Encoding` ends in `chunked`, else
@@ -197,36 +207,21 @@ fn strict_number(part: &[u8]) -> Option<u64> {
     std::str::from_utf8(part).ok()?.parse().ok()
 }
 
-/// The bit of [`Noted::hop`] for `name`, worked out at compile time.
-const fn hop_bit(name: &str) -> u16 {
-    let mut i = 0;
-    while i < HOP_BY_HOP.len() {
-        let (a, b) = (HOP_BY_HOP[i].as_bytes(), name.as_bytes());
-        let mut same = a.len() == b.len();
-        let mut j = 0;
-        while same && j < a.len() {
-            same = a[j] == b[j];
-            j += 1;
-        }
-        if same {
-            return 1 << i;
-        }
-        i += 1;
-    }
-    panic!("not a hop-by-hop field")
-}
-
-const UPGRADE: u16 = hop_bit("upgrade");
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn fields(head: &[(&str, &str)]) -> (Noted, HeaderMap) {
-        let mut f = Noted::response();
+        let raw: Vec<_> = head
+            .iter()
+            .map(|(name, v)| httparse::Header {
+                name,
+                value: v.as_bytes(),
+            })
+            .collect();
+        let f = Noted::of_response(&raw);
         let mut h = HeaderMap::new();
         for (n, v) in head {
-            f.note(n.as_bytes(), v.as_bytes());
             h.append(
                 hyper::header::HeaderName::from_bytes(n.as_bytes()).expect("name"),
                 v.parse().expect("value"),

@@ -102,10 +102,7 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
     if len > max {
         return Err(HeadError::TooLarge);
     }
-    let mut noted = Noted::request();
-    for h in req.headers.iter() {
-        noted.note(h.name.as_bytes(), h.value);
-    }
+    let noted = Noted::of_request(req.headers);
     if req.method == Some("CONNECT") || noted.special() {
         return Ok(Parsed::Special);
     }
