@@ -136,7 +136,6 @@ pub enum FlowError {
     Timeout(u64),
 }
 
-/// Inputs of one step after template resolution.
 /// A step's inputs with their templates rendered. Literal inputs are borrowed from the
 /// compiled step, names too; only templates produce new values. The HTTP drivers read them
 /// as they are: building a JSON map for each request cost an allocation per input and a

@@ -6,8 +6,8 @@
 //! per data-plane thread: a request's task may move between threads while its body streams,
 //! so with a pool per thread, connections drifted to one thread, went over its cap there and
 //! were closed while the other thread opened new ones (thousands of connects in a five-second
-//! wrk run at 50 clients, an eighth of the throughput). The lock is held for a push or a pop. The connection
-//! travels with the response body, carrying its key, and comes back when the body has been
+//! wrk run at 50 clients). The lock is held for a push or a pop. The connection travels with
+//! the response body, carrying its key, and comes back when the body has been
 //! read to its end (a body dropped early closes it); a request allocates nothing for this.
 //! hyper's client, used here before, cost a proxied request a spawned connection task, a
 //! dispatch channel between the request and that task, and a header map rebuilt on each side:

@@ -131,6 +131,16 @@ pub struct H3Port {
     _endpoint: quinn::Endpoint,
 }
 
+impl H3Port {
+    /// The port as the UDP layer holds it.
+    fn handle(&self) -> QuicPort {
+        QuicPort {
+            inbox: self.tx.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
 impl Drop for H3Port {
     /// The listener went away: close the endpoint, which also ends its accept loop.
     fn drop(&mut self) {
@@ -216,13 +226,7 @@ pub fn port(
     socket: &Arc<UdpSocket>,
 ) -> Result<QuicPort, OpenError> {
     let entry = match rt.h3_ports.entry(key) {
-        dashmap::Entry::Occupied(p) => {
-            let p = p.get();
-            return Ok(QuicPort {
-                inbox: p.tx.clone(),
-                sessions: p.sessions.clone(),
-            });
-        }
+        dashmap::Entry::Occupied(p) => return Ok(p.get().handle()),
         dashmap::Entry::Vacant(v) => v,
     };
     let (tx, rx) = mpsc::channel(rt.settings.quic_virtual_channel_capacity);
@@ -252,19 +256,16 @@ pub fn port(
             } else {
                 "httpx"
             };
-            let ctx = Arc::new(Ctx::new(rt2.clone(), app.to_string(), kv, peer, true));
+            let ctx = Arc::new(Ctx::new(rt2.clone(), app, kv, peer, true));
             tokio::spawn(connection(ctx, incoming));
         }
     });
-    entry.insert(H3Port {
-        tx: tx.clone(),
-        sessions: sessions.clone(),
+    let port = entry.insert(H3Port {
+        tx,
+        sessions,
         _endpoint: endpoint,
     });
-    Ok(QuicPort {
-        inbox: tx,
-        sessions,
-    })
+    Ok(port.handle())
 }
 
 async fn connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {

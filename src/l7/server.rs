@@ -28,15 +28,13 @@ use crate::flow::kv::Kv;
 /// What every request of one connection shares.
 pub struct Ctx {
     rt: Arc<L7>,
-    /// The application's name, shared with every request's KV.
-    app: Arc<str>,
     /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
     kv: Arc<Kv>,
     pub peer: std::net::SocketAddr,
     /// `peer`'s IP as text, formatted once for every request's `X-Forwarded-For`.
     peer_ip: Arc<str>,
     tls: bool,
-    /// Metric handles, shared by the application's connections on a thread.
+    /// The application's metric handles (shared by its connections on a thread) and name.
     metrics: Arc<AppMetrics>,
     /// Chaos: the next request panics.
     panic_armed: std::sync::atomic::AtomicBool,
@@ -44,18 +42,11 @@ pub struct Ctx {
 
 impl Ctx {
     /// The context of one connection: `app` with the connection's KV (without `plugin.*`).
-    pub fn new(
-        rt: Arc<L7>,
-        app: String,
-        mut kv: Kv,
-        peer: std::net::SocketAddr,
-        tls: bool,
-    ) -> Self {
+    pub fn new(rt: Arc<L7>, app: &str, mut kv: Kv, peer: std::net::SocketAddr, tls: bool) -> Self {
         kv.remove_where(|k| k.starts_with("plugin."));
-        let metrics = AppMetrics::of(&app);
+        let metrics = AppMetrics::of(app);
         Self {
             rt,
-            app: metrics.name.clone(),
             metrics,
             panic_armed: std::sync::atomic::AtomicBool::new(false),
             kv: Arc::new(kv),
@@ -65,9 +56,9 @@ impl Ctx {
         }
     }
 
-    /// `vane_requests_total{app,status}` for `code` (0: aborted).
-    fn count(&self, code: u16) {
-        self.metrics.count(code);
+    /// The application's name (shared with every request's KV).
+    fn app(&self) -> &Arc<str> {
+        &self.metrics.name
     }
 }
 
@@ -77,19 +68,18 @@ impl Ctx {
 #[error("aborted by the application flow")]
 pub struct Aborted;
 
-/// Serves requests on `io` until either side closes it or it is idle for
-/// `HTTP_IDLE_TIMEOUT_SECS`: HTTP/1.x on the fast path ([`super::h1`]), HTTP/2 (ALPN `h2` or
-/// prior knowledge) and what the fast path hands over in hyper.
 /// The context every request of a connection shares, from what L4 handed over.
 pub fn context(rt: &Arc<L7>, conn: &Conn, h: Handoff) -> Arc<Ctx> {
-    let ctx = Ctx::new(rt.clone(), h.app, h.kv, conn.peer, h.tls);
+    let ctx = Ctx::new(rt.clone(), &h.app, h.kv, conn.peer, h.tls);
     ctx.panic_armed
         .store(h.panic_first_request, std::sync::atomic::Ordering::SeqCst);
     Arc::new(ctx)
 }
 
-/// Serves HTTP on `io` with the connection's `ctx` (from [`context`]: the hand-off is not an
-/// argument, so every waiting connection's state does not carry its size).
+/// Serves requests on `io` until either side closes it or it is idle for
+/// `HTTP_IDLE_TIMEOUT_SECS`: HTTP/1.x on the fast path ([`super::h1`]), HTTP/2 (ALPN `h2` or
+/// prior knowledge) and what the fast path hands over in hyper. `ctx` comes from [`context`]:
+/// the hand-off is not an argument, so a waiting connection's state does not carry its size.
 pub async fn serve<IO>(rt: Arc<L7>, io: IO, conn: Conn, ctx: Arc<Ctx>, h2: bool)
 where
     IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
@@ -233,7 +223,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
         .settings
         .access_log
         .then(|| (req.method().clone(), req.uri().clone(), req.version()));
-    let span = crate::spans::request_span(&ctx.app, req.method().as_str(), req.uri().path());
+    let span = crate::spans::request_span(ctx.app(), req.method().as_str(), req.uri().path());
     let outcome = if span.is_disabled() {
         respond(&ctx, req).await
     } else {
@@ -241,7 +231,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
     };
     let code = outcome.as_ref().map_or(0, |r| r.status().as_u16());
     let secs = started.elapsed().as_secs_f64();
-    ctx.count(code);
+    ctx.metrics.count(code);
     ctx.metrics.record(secs);
     if let Some((method, uri, version)) = line {
         let status = if code == 0 {
@@ -257,7 +247,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
         info!(
             target: "vane::access",
             client = %ctx.peer,
-            app = %ctx.app,
+            app = %ctx.app(),
             method = %method,
             uri = %uri,
             status = %status,
@@ -284,14 +274,14 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
             return Ok(r);
         }
     }
-    let Some(app) = rt.config.load().applications.get(&*ctx.app).cloned() else {
-        warn!(app = %ctx.app, "no application `{}` is configured", ctx.app);
+    let Some(app) = rt.config.load().applications.get(&**ctx.app()).cloned() else {
+        warn!(app = %ctx.app(), "no application `{}` is configured", ctx.app());
         return Ok(plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Configuration Error",
         ));
     };
-    let mut kv = super::request_keys::request_kv(&ctx.kv, &ctx.app, &req);
+    let mut kv = super::request_keys::request_kv(&ctx.kv, ctx.app(), &req);
     // WebSocket: an HTTP/1.x upgrade, or an HTTP/2 extended CONNECT (RFC 8441).
     let ws_h2 = req.method() == hyper::Method::CONNECT
         && req
@@ -313,7 +303,7 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
     let decision = match exec::run_with(&app.doc, &mut kv, &rt.flow, Some(&mut x)).await {
         Ok(d) => d,
         Err(e) => {
-            warn!(app = %ctx.app, peer = %ctx.peer, "application flow: {e}");
+            warn!(app = %ctx.app(), peer = %ctx.peer, "application flow: {e}");
             return Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway (Flow Error)"));
         }
     };
@@ -344,7 +334,7 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
                 inherited,
             )
             .or_else(|e| {
-                warn!(app = %ctx.app, "response terminator: {e}");
+                warn!(app = %ctx.app(), "response terminator: {e}");
                 Ok(plain(StatusCode::BAD_GATEWAY, "Bad Gateway (Flow Error)"))
             })
         }
