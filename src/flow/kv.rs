@@ -69,21 +69,20 @@ impl Kv {
     /// room for the keys of one HTTP request (`req.*`, `res.status`) so filling it does not
     /// grow the table twice.
     pub fn layered(parent: Arc<Kv>) -> Self {
-        Self {
-            map: Map::with_capacity_and_hasher(LAYER_KEYS, Default::default()),
-            bytes: parent.bytes,
-            parent: Some(parent),
-            derived: None,
-        }
+        Self::layer(parent, None)
     }
 
     /// [`Kv::layered`] with `derived`'s keys between its own and the parent's.
     pub fn layered_over(parent: Arc<Kv>, derived: Arc<dyn Derived>) -> Self {
+        Self::layer(parent, Some(derived))
+    }
+
+    fn layer(parent: Arc<Kv>, derived: Option<Arc<dyn Derived>>) -> Self {
         Self {
             map: Map::with_capacity_and_hasher(LAYER_KEYS, Default::default()),
-            bytes: parent.bytes + derived.bytes_bound(),
+            bytes: parent.bytes + derived.as_deref().map_or(0, Derived::bytes_bound),
             parent: Some(parent),
-            derived: Some(derived),
+            derived,
         }
     }
 
