@@ -359,8 +359,10 @@ async fn walk(
                     && env.shared.get().is_some() =>
             {
                 let (window, key, limit) = rate_inputs(spec.kind, &r)?;
-                let allowed = env
-                    .rate_hit(window, key, limit)
+                // Boxed, as is the external call below: their futures are large and rare,
+                // and inline they would grow every request's state (moved into a box each
+                // time a request starts).
+                let allowed = Box::pin(env.rate_hit(window, key, limit))
                     .instrument(crate::spans::plugin_span(&step.name, &step.at))
                     .await;
                 step.record_duration(started.elapsed().as_secs_f64());
@@ -374,9 +376,7 @@ async fn walk(
             }
             PluginRef::External(p) => {
                 let input = Value::Object(r.values.into_map());
-                let (branch, store) = match env
-                    .plugins
-                    .call(p, &input)
+                let (branch, store) = match Box::pin(env.plugins.call(p, &input))
                     .instrument(crate::spans::plugin_span(&step.name, &step.at))
                     .await
                 {
@@ -525,6 +525,19 @@ pub fn scoped_key(path: &str, sanitized: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state_size<'a, A: 'a, B: 'a, C: 'a, D, F>(_: fn(&'a A, &'a mut B, &'a C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every request runs a flow: an external plugin's call or a shared-store rate check
+    /// inline would make each request's state three or four times larger.
+    #[test]
+    fn a_flow_run_state_stays_small() {
+        let size = state_size(run_with);
+        eprintln!("flow run state: {size} bytes");
+        assert!(size <= 768, "{size} bytes");
+    }
 
     #[test]
     fn scoped_keys_follow_the_flow_path() {

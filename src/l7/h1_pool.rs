@@ -125,10 +125,16 @@ impl Pool {
 async fn open(rt: &Runtime, uri: &Uri, key: &str) -> Result<Conn, UpstreamError> {
     let host = uri.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    super::client::connect_tcp(rt, host, uri.port_u16().unwrap_or(80))
-        .await
-        .map(|stream| Conn::new(stream, Arc::from(key)))
-        .map_err(|e| UpstreamError::chain(ErrorKind::of_chain(&e, ErrorKind::Connect), &e))
+    // Boxed: a name lookup and connect are rare next to reuse, and inline their state would
+    // make every request's larger.
+    Box::pin(super::client::connect_tcp(
+        rt,
+        host,
+        uri.port_u16().unwrap_or(80),
+    ))
+    .await
+    .map(|stream| Conn::new(stream, Arc::from(key)))
+    .map_err(|e| UpstreamError::chain(ErrorKind::of_chain(&e, ErrorKind::Connect), &e))
 }
 
 fn failed(e: &ExchangeError) -> UpstreamError {

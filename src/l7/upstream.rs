@@ -287,6 +287,19 @@ async fn websocket(x: &mut HttpExchange, mut req: Request<Body>, skip: bool) -> 
 mod tests {
     use super::*;
 
+    fn state_size<'a, A: 'a, B, C: 'a, F>(_: fn(&'a mut A, B, &'a mut C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// The driver's state is moved into a box per request: connecting (name lookup
+    /// included) and sending a request body are boxed where they start.
+    #[test]
+    fn the_upstream_driver_state_stays_small() {
+        let size = state_size(fetch);
+        eprintln!("upstream driver state: {size} bytes");
+        assert!(size <= 1280, "{size} bytes");
+    }
+
     #[test]
     fn urls_are_built_as_vane_does() {
         let mut kv = Kv::new();

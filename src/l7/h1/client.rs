@@ -179,7 +179,9 @@ pub async fn exchange(
                 .map_err(|e| ExchangeError::Write(e.into()))?;
         }
         Outgoing::WithBody(head, mut body, framing) => {
-            write::send_body(&mut conn.stream, head, &mut body, framing)
+            // Boxed: requests with a body are the fewer, and the body pump's state inline
+            // would grow every exchange's.
+            Box::pin(write::send_body(&mut conn.stream, head, &mut body, framing))
                 .await
                 .map_err(ExchangeError::Write)?;
         }
