@@ -338,7 +338,7 @@ pub async fn run(
         idle: settings.cgi_body_timeout,
         timer: Box::pin(tokio::time::sleep(settings.cgi_body_timeout)),
     };
-    x.resp = Some((status, headers, body.boxed()));
+    x.resp = Some((status, headers.into(), body.boxed()));
     Ok(("success".into(), Vec::new()))
 }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::body::Body;
 use super::buffer::{buffer, Buffered, Refused};
 use super::h1::write::declared;
+use super::reply::Headers;
 use super::L7;
 use crate::flow::catalogue::Builtin;
 use crate::flow::exec::{Driven, DriverError, Exchange, Inputs};
@@ -29,7 +30,7 @@ pub struct HttpExchange {
     /// The client's request body until a driver takes it.
     pub body: Option<Body>,
     /// What a driver produced (status, headers, body), until the terminator sends it.
-    pub resp: Option<(StatusCode, HeaderMap, Body)>,
+    pub resp: Option<(StatusCode, Headers, Body)>,
     /// Bodies buffered for templates (`None`: not asked for yet).
     pub req_buf: Option<Result<Buffered, Refused>>,
     pub res_buf: Option<Result<Buffered, Refused>>,
@@ -81,6 +82,11 @@ fn body_key(buf: Option<&Result<Buffered, Refused>>, hex_form: bool) -> Option<S
     })
 }
 
+/// A value a header map reads as text (`HeaderValue::to_str`): visible ASCII and tabs.
+fn visible(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
+}
+
 /// `<prefix><name>`: the first value of that header (empty when absent or not text);
 /// `<prefix>s`: every header as a JSON object, repeated ones joined by `, `.
 fn header_key(headers: &HeaderMap, key: &str, prefix: &str) -> Option<String> {
@@ -122,9 +128,15 @@ impl Exchange for HttpExchange {
             return header_key(&self.req.headers, key, "req.header.");
         }
         if key.starts_with("res.header") {
-            let empty = HeaderMap::new();
-            let h = self.resp.as_ref().map_or(&empty, |(_, h, _)| h);
-            return header_key(h, key, "res.header.");
+            let Some((_, h, _)) = self.resp.as_ref() else {
+                return header_key(&HeaderMap::new(), key, "res.header.");
+            };
+            if let (Headers::Received(_), Some(name)) = (h, key.strip_prefix("res.header.")) {
+                // Read off the received fields, as the map would answer.
+                let text = h.get(name).filter(|v| visible(v)).unwrap_or_default();
+                return Some(String::from_utf8_lossy(text).into_owned());
+            }
+            return header_key(&h.to_map(), key, "res.header.");
         }
         None
     }
@@ -143,7 +155,7 @@ impl Exchange for HttpExchange {
             }
             if bodies & RES_BODY != 0 && self.res_buf.is_none() {
                 if let Some((status, headers, body)) = self.resp.take() {
-                    let (body, buf) = buffer(body, declared(&headers), max, &budget).await;
+                    let (body, buf) = buffer(body, headers.declared(), max, &budget).await;
                     self.resp = Some((status, headers, body));
                     self.res_buf = Some(buf);
                 }

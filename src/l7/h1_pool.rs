@@ -18,12 +18,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyper::header::HeaderMap;
 use hyper::{Method, StatusCode, Uri};
 
 use super::body::Body;
 use super::forward::Outbound;
 use super::h1::client::{self, Conn, ExchangeError};
+use super::reply::Headers;
 use crate::runtime::Runtime;
 use crate::upstream::error::{Kind as ErrorKind, UpstreamError};
 
@@ -148,7 +148,7 @@ pub async fn send(
     rt: &Arc<Runtime>,
     out: &Outbound<'_>,
     body: Body,
-) -> Result<(StatusCode, HeaderMap, Body), UpstreamError> {
+) -> Result<(StatusCode, Headers, Body), UpstreamError> {
     let uri = &out.uri;
     let key = uri.authority().map_or("", |a| a.as_str());
     let head_request = out.method == Method::HEAD;

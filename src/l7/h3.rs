@@ -349,8 +349,8 @@ async fn request(
     let (mut send, recv) = stream.split();
     let req = req.map(|()| H3Body(recv).boxed());
     match handle(ctx, req).await {
-        Ok(resp) => {
-            let (parts, mut body) = resp.into_parts();
+        Ok(reply) => {
+            let (parts, mut body) = reply.into_response().into_parts();
             if let Err(e) = send
                 .send_response(hyper::Response::from_parts(parts, ()))
                 .await

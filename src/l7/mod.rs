@@ -16,6 +16,7 @@ pub mod h3_client;
 pub mod idle;
 pub mod inputs;
 pub mod quic_send;
+pub mod reply;
 pub mod request_keys;
 pub mod response;
 pub mod server;

@@ -4,10 +4,11 @@
 use base64::Engine;
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 use serde_json::Value;
 
 use super::body::{self, Body};
+use super::reply::{Headers, Reply};
 use crate::flow::kv::Kv;
 
 /// Why a response could not be built (the request then gets a 502).
@@ -95,13 +96,17 @@ pub fn build(
     status_in: Option<&Value>,
     headers_in: Option<&Value>,
     body_in: Option<&Value>,
-    inherited: (HeaderMap, Body),
-) -> Result<Response<Body>, BadResponse> {
-    let (mut head, mut body) = inherited;
-    if let Some(h) = headers_in {
-        headers(h, &mut head);
+    inherited: (Headers, Body),
+) -> Result<Reply, BadResponse> {
+    let (mut fields, mut body) = inherited;
+    if let Some(h) = headers_in.filter(|h| h.is_object()) {
+        // Given headers replace the inherited ones whole: nothing to convert.
+        let mut map = HeaderMap::new();
+        headers(h, &mut map);
+        fields = Headers::Map(map);
     }
     if let Some(b) = body_in {
+        let head = fields.map_mut();
         let bytes = body_bytes(b)?;
         if !head.contains_key(CONTENT_TYPE) {
             head.insert(
@@ -113,6 +118,7 @@ pub fn build(
         head.remove(hyper::header::CONTENT_LENGTH);
         body = body::full(bytes);
     } else if let Some(text) = kv.get("res.body") {
+        let head = fields.map_mut();
         if !head.contains_key(CONTENT_TYPE) {
             head.insert(
                 CONTENT_TYPE,
@@ -122,10 +128,7 @@ pub fn build(
         head.remove(hyper::header::CONTENT_LENGTH);
         body = body::full(text.to_string());
     }
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status(status_in, kv);
-    *resp.headers_mut() = head;
-    Ok(resp)
+    Ok(Reply::new(status(status_in, kv), fields, body))
 }
 
 #[cfg(test)]
@@ -134,10 +137,9 @@ mod tests {
     use http_body_util::BodyExt;
     use serde_json::json;
 
-    fn parts(r: Response<Body>) -> (StatusCode, HeaderMap, Bytes) {
-        let (p, b) = r.into_parts();
-        let bytes = futures_block(b);
-        (p.status, p.headers, bytes)
+    fn parts(r: Reply) -> (StatusCode, HeaderMap, Bytes) {
+        let bytes = futures_block(r.body);
+        (r.status, r.headers.into_map(), bytes)
     }
 
     fn futures_block(b: Body) -> Bytes {
@@ -147,10 +149,10 @@ mod tests {
         rt.block_on(async { b.collect().await.map(|c| c.to_bytes()).unwrap_or_default() })
     }
 
-    fn inherited() -> (HeaderMap, Body) {
+    fn inherited() -> (Headers, Body) {
         let mut h = HeaderMap::new();
         h.insert("x-upstream", HeaderValue::from_static("1"));
-        (h, body::full("from upstream"))
+        (h.into(), body::full("from upstream"))
     }
 
     #[test]
@@ -204,7 +206,14 @@ mod tests {
             json!(42),
         ] {
             assert!(
-                build(&kv, None, None, Some(&b), (HeaderMap::new(), body::empty())).is_err(),
+                build(
+                    &kv,
+                    None,
+                    None,
+                    Some(&b),
+                    (Headers::default(), body::empty())
+                )
+                .is_err(),
                 "{b}"
             );
         }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::app_metrics::AppMetrics;
 use super::body::{self, Body};
+use super::reply::{Headers, Reply};
 use super::L7;
 use crate::conn::{Conn, Handoff};
 use crate::flow::exec::{self, Decision};
@@ -132,10 +133,11 @@ async fn serve_hyper<IO>(
     // Boxed: hyper spawns each HTTP/2 stream as a task holding this future, and moving the
     // whole request state into every task cost more than one allocation.
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        Box::pin(handle(
+        let handled = handle(
             ctx.clone(),
             req.map(|b| b.map_err(|e| Box::new(e) as body::BoxError).boxed()),
-        ))
+        );
+        Box::pin(async move { handled.await.map(Reply::into_response) })
     });
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -199,18 +201,17 @@ fn error_kind(e: &(dyn std::error::Error + 'static)) -> &'static str {
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(body::full(text));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
+fn plain(status: StatusCode, text: &'static str) -> Reply {
+    let mut h = HeaderMap::new();
+    h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r
+    Reply::new(status, h.into(), body::full(text))
 }
 
 /// Runs one request through the application flow (any HTTP version) and accounts for it.
-pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>, Aborted> {
+pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Reply, Aborted> {
     let started = Instant::now();
     if ctx
         .panic_armed
@@ -227,7 +228,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
     // One await (entering a disabled span is a flag test): two would each keep their own
     // copy of the flow's state in this future.
     let outcome = tracing::Instrument::instrument(respond(&ctx, req), span).await;
-    let code = outcome.as_ref().map_or(0, |r| r.status().as_u16());
+    let code = outcome.as_ref().map_or(0, |r| r.status.as_u16());
     let secs = started.elapsed().as_secs_f64();
     ctx.metrics.count(code);
     ctx.metrics.record(secs);
@@ -240,7 +241,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
         let bytes = outcome
             .as_ref()
             .ok()
-            .and_then(|r| r.body().size_hint().exact())
+            .and_then(|r| r.body.size_hint().exact())
             .map_or("-".to_string(), |n| n.to_string());
         info!(
             target: "vane::access",
@@ -258,18 +259,18 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Response<Body>,
     outcome
 }
 
-async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Aborted> {
+async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Reply, Aborted> {
     let rt = &ctx.rt;
     // ACME http-01: answered on every plaintext path before any application runs (the CA
     // must not depend on what the flow would do with the request).
     if !ctx.tls && req.method() == hyper::Method::GET {
         if let Some(answer) = rt.acme.challenges.http01(req.uri().path()) {
-            let mut r = Response::new(body::full(answer));
-            r.headers_mut().insert(
+            let mut h = HeaderMap::new();
+            h.insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            return Ok(r);
+            return Ok(Reply::new(StatusCode::OK, h.into(), body::full(answer)));
         }
     }
     let Some(app) = rt.config.load().applications.get(&**ctx.app()).cloned() else {
@@ -312,18 +313,19 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Response<Body>, Ab
             body,
         } => {
             if let (Some(client), Some(upstream)) = (x.ws_client.take(), x.ws_upstream.take()) {
-                return Ok(super::websocket::complete(
+                let upstream_resp = x.resp.take().map(|(s, h, b)| (s, h.into_map(), b));
+                return Ok(Reply::from(super::websocket::complete(
                     x.ws_h2,
                     rt,
                     client,
                     upstream,
-                    x.resp.take(),
-                ));
+                    upstream_resp,
+                )));
             }
             let inherited = x
                 .resp
                 .take()
-                .map_or_else(|| (HeaderMap::new(), body::empty()), |(_, h, b)| (h, b));
+                .map_or_else(|| (Headers::default(), body::empty()), |(_, h, b)| (h, b));
             super::response::build(
                 &kv,
                 status.as_ref(),

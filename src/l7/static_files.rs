@@ -335,7 +335,7 @@ pub async fn serve(
                 let html = listing(&file, &uri).await.map_err(|e| e.to_string())?;
                 let mut h = HeaderMap::new();
                 header(&mut h, "content-type", "text/html; charset=utf-8");
-                x.resp = Some((StatusCode::OK, h, body::full(html)));
+                x.resp = Some((StatusCode::OK, h.into(), body::full(html)));
                 return Ok(("success".into(), Vec::new()));
             } else {
                 return not_found();
@@ -385,7 +385,7 @@ async fn send_file(
     };
     if not_modified {
         kv.set("res.status", "304");
-        x.resp = Some((StatusCode::NOT_MODIFIED, h, body::empty()));
+        x.resp = Some((StatusCode::NOT_MODIFIED, h.into(), body::empty()));
         return Ok(("success".into(), Vec::new()));
     }
     let mut f = tokio::fs::File::open(file)
@@ -411,7 +411,7 @@ async fn send_file(
         let Some((start, end)) = range(spec, size) else {
             kv.set("res.status", "416");
             header(&mut h, "content-range", &format!("bytes */{size}"));
-            x.resp = Some((StatusCode::RANGE_NOT_SATISFIABLE, h, body::empty()));
+            x.resp = Some((StatusCode::RANGE_NOT_SATISFIABLE, h.into(), body::empty()));
             return Ok(("success".into(), Vec::new()));
         };
         f.seek(SeekFrom::Start(start))
@@ -431,7 +431,7 @@ async fn send_file(
             buf: Vec::new(),
         }
         .boxed();
-        x.resp = Some((StatusCode::PARTIAL_CONTENT, h, body));
+        x.resp = Some((StatusCode::PARTIAL_CONTENT, h.into(), body));
         return Ok(("success".into(), Vec::new()));
     }
     header(&mut h, "accept-ranges", "bytes");
@@ -455,7 +455,7 @@ async fn send_file(
         buf: Vec::new(),
     }
     .boxed();
-    x.resp = Some((StatusCode::OK, h, body));
+    x.resp = Some((StatusCode::OK, h.into(), body));
     Ok(("success".into(), Vec::new()))
 }
 

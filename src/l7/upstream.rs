@@ -13,6 +13,7 @@ use super::body::{self, Body, BoxError};
 use super::exchange::HttpExchange;
 use super::forward;
 use super::inputs::flag;
+use super::reply::Headers;
 use crate::flow::exec::{Driven, DriverError, Inputs};
 use crate::flow::kv::Kv;
 use crate::runtime::Runtime;
@@ -108,7 +109,7 @@ pub async fn fetch(
         );
         let mut h = HeaderMap::new();
         h.insert(CONNECTION, HeaderValue::from_static("close"));
-        x.resp = Some((StatusCode::METHOD_NOT_ALLOWED, h, body::empty()));
+        x.resp = Some((StatusCode::METHOD_NOT_ALLOWED, h.into(), body::empty()));
         return Ok((
             "success".into(),
             vec![("error".into(), "WebSocket not allowed".into())],
@@ -160,18 +161,26 @@ pub async fn fetch(
     // this one is moved into a box for every request (the flow boxes each driver).
     // vane's HTTP/1.1 client drops the hop-by-hop fields itself, from what it noted while
     // parsing them.
-    let mut stripped = false;
+    // hyper's answers as a map, hop-by-hop fields dropped (a WebSocket 101 keeps its
+    // upgrade fields for the terminator's answer).
+    let mapped = |(status, mut h, body): (StatusCode, HeaderMap, Body)| {
+        if !ws {
+            forward::strip_hop_by_hop(&mut h);
+        }
+        (status, Headers::Map(h), body)
+    };
     let sent = if ws {
         let mut req = out.request(body);
         if x.ws_h2 {
             h2_websocket_fields(req.headers_mut());
         }
-        Box::pin(websocket(x, req, skip)).await
+        Box::pin(websocket(x, req, skip)).await.map(mapped)
     } else if h3 {
-        Box::pin(super::h3_client::send(&x.rt, out.request(body), skip)).await
+        let sent = Box::pin(super::h3_client::send(&x.rt, out.request(body), skip)).await;
+        sent.map(mapped)
     } else if plain && !h2c {
-        // Written straight from the client's fields by vane's HTTP/1.1 client.
-        stripped = true;
+        // Written straight from the client's fields by vane's HTTP/1.1 client, which
+        // leaves the hop-by-hop fields of the answer out itself.
         super::h1_pool::send(&x.rt.rt, &out, body).await
     } else {
         use super::client::Kind;
@@ -180,15 +189,13 @@ pub async fn fetch(
             (false, true) => Kind::SkipVerify,
             (false, false) => Kind::Verified,
         };
-        Box::pin(pooled(&x.rt.rt, out.request(body), kind)).await
+        Box::pin(pooled(&x.rt.rt, out.request(body), kind))
+            .await
+            .map(mapped)
     };
     match sent {
-        Ok((status, mut headers, body)) => {
+        Ok((status, headers, body)) => {
             outcome_counter(authority, true).increment(1);
-            // A WebSocket 101 keeps its upgrade headers for the terminator's answer.
-            if !ws && !stripped {
-                forward::strip_hop_by_hop(&mut headers);
-            }
             kv.set("res.status", status.as_str());
             x.resp = Some((status, headers, body));
             Ok(("success".into(), Vec::new()))

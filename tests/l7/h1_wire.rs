@@ -216,3 +216,137 @@ async fn expect_continue_gets_an_interim_answer_before_the_body() {
     .await
     .expect("client");
 }
+
+/// An upstream on a raw socket answering every request on a connection with `answer(path)`
+/// (a whole response), until the client closes.
+fn raw_upstream(answer: fn(&str) -> String) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(16) {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        if s.write_all(answer(&path).as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// One whole answer with a `Content-Length` read off `s`: its head as sent (case kept) and
+/// its body.
+fn raw_reply(s: &mut TcpStream) -> (String, String) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    for _ in 0..100 {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .expect("a content-length");
+            if got.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + length]).into_owned();
+                return (head, body);
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    panic!("no whole answer: {}", String::from_utf8_lossy(&got));
+}
+
+/// A proxied answer the flow passes through goes out with the upstream's own fields (names in
+/// their case on the fast path, repeated fields in order), without its hop-by-hop fields (and
+/// those its `Connection` names), with this hop's framing and a `Date`; the flow reads the
+/// same fields as keys, and a terminator that replaces the body keeps them. (Fails with the
+/// received fields forwarded whole, or their lookups answering nothing.)
+#[test]
+fn upstream_fields_go_out_as_received_less_the_hop_by_hop_ones() {
+    let up = raw_upstream(|path| {
+        let named = if path == "/named" { ", X-Private" } else { "" };
+        format!(
+            "HTTP/1.1 200 OK\r\nX-Mixed-Case: One\r\nSet-Cookie: a=1\r\nConnection: keep-alive{named}\r\n\
+             X-Private: secret\r\nKeep-Alive: timeout=5\r\nset-cookie: b=2\r\nContent-Length: 5\r\n\r\nhello"
+        )
+    });
+    let app = format!(
+        r#"pipeline:
+  internal.driver.upstream:
+    input: {{ url_prefix: "http://127.0.0.1:{up}" }}
+    output:
+      success:
+        internal.common.match:
+          input: {{ left: "{{{{req.path}}}}", operator: "==", right: "/keys" }}
+          output:
+            "true":
+              internal.terminator.response:
+                input: {{ body: "{{{{res.header.x-mixed-case}}}}|{{{{res.header.Content-Length}}}}|{{{{res.header.keep-alive}}}}|{{{{res.header.x-private}}}}" }}
+            "false":
+              internal.terminator.response: {{}}
+      failure:
+        internal.terminator.response:
+          input: {{ status: 502, body: "failed" }}
+"#
+    );
+    let (cfg, port) = app_dir(&app);
+    let _v = Vane::start(&cfg, &[port]);
+    let fast = !http1_on_hyper();
+    let mut s = connect(port);
+    for path in ["/plain", "/named", "/keys"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .expect("write");
+        let (head, body) = raw_reply(&mut s);
+        let lower = head.to_ascii_lowercase();
+        if path == "/keys" {
+            assert_eq!(body, "One|5||secret", "{head}");
+            assert!(lower.contains("\r\nx-mixed-case: one"), "{head}");
+            continue;
+        }
+        assert_eq!(body, "hello");
+        if fast && path == "/plain" {
+            assert!(head.contains("\r\nX-Mixed-Case: One\r\n"), "{head}");
+        }
+        let cookies: Vec<_> = lower
+            .lines()
+            .filter(|l| l.starts_with("set-cookie:"))
+            .collect();
+        assert_eq!(cookies, ["set-cookie: a=1", "set-cookie: b=2"], "{head}");
+        assert_eq!(
+            lower.contains("\r\nx-private: secret"),
+            path == "/plain",
+            "dropped only where `Connection` names it: {head}"
+        );
+        for gone in ["keep-alive:", "connection:"] {
+            assert!(
+                !lower.contains(&format!("\r\n{gone}")),
+                "{path}: {gone} {head}"
+            );
+        }
+        assert_eq!(lower.matches("\r\ncontent-length: 5").count(), 1, "{head}");
+        assert!(lower.contains("\r\ndate: "), "{head}");
+    }
+}

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as _, Frame, SizeHint};
-use hyper::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Method, StatusCode, Version};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -22,6 +22,7 @@ use super::head::MAX_HEADERS;
 use super::write;
 use crate::l7::body::{Body, BoxError};
 use crate::l7::forward::Outbound;
+use crate::l7::reply::{Headers, Received};
 
 /// The largest response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -151,7 +152,7 @@ pub fn request_head(out: &Outbound<'_>, body: &Body) -> (Vec<u8>, Option<Framing
 /// the connection with it).
 pub struct Answer {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub headers: Headers,
     pub body: Body,
 }
 
@@ -189,7 +190,7 @@ pub async fn exchange(
     let Head {
         status,
         version,
-        mut headers,
+        headers,
         noted,
     } = loop {
         let head = read_head(&mut conn).await?;
@@ -208,7 +209,6 @@ pub async fn exchange(
         noted.response_framing().map_err(ExchangeError::Malformed)?
     };
     let reusable = framing != Framing::Close && noted.keeps_open(version == Version::HTTP_11);
-    noted.strip(&mut headers);
     let length = match framing {
         Framing::Length(n) => Some(n),
         _ => None,
@@ -276,7 +276,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     let noted = Noted::of_response(resp.headers);
     let fields = super::head::spans(buf, resp.headers);
     let head = buf.split_to(len).freeze();
-    let headers = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;
+    let headers = if noted.names_others() {
+        // `Connection` names fields of its own to drop: the map's general strip.
+        let mut h = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;
+        noted.strip(&mut h);
+        Headers::Map(h)
+    } else {
+        Received::new(head, fields, noted.length(), |at| noted.left_out(at))
+            .map(Headers::Received)
+            .map_err(ExchangeError::Malformed)?
+    };
     Ok(Some(Head {
         status,
         version,
@@ -289,7 +298,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
 struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    headers: Headers,
     noted: Noted,
 }
 

@@ -34,7 +34,13 @@ pub struct Noted {
     upgrade: bool,
     /// Which of [`HOP_BY_HOP`] are present, bit `i` for entry `i`.
     hop: u16,
+    /// Which fields a forwarded head leaves out, bit `i` for the head's field `i`: the
+    /// hop-by-hop ones and `Content-Length` (the sender frames the body it sends).
+    left_out: u128,
 }
+
+// One bit per field of a head.
+const _: () = assert!(super::head::MAX_HEADERS <= 128);
 
 impl Noted {
     /// Notes of a request head's fields.
@@ -52,20 +58,21 @@ impl Noted {
             request,
             ..Self::default()
         };
-        for h in fields {
-            noted.note(h.name.as_bytes(), h.value);
+        for (at, h) in fields.iter().enumerate() {
+            noted.note(at, h.name.as_bytes(), h.value);
         }
         noted
     }
 
-    /// Notes one field (`name` as received, any case).
-    fn note(&mut self, name: &[u8], value: &[u8]) {
+    /// Notes field number `at` (`name` as received, any case).
+    fn note(&mut self, at: usize, name: &[u8], value: &[u8]) {
         let Some(i) = HOP_BY_HOP
             .iter()
             .position(|h| h.as_bytes().eq_ignore_ascii_case(name))
         else {
             if name.eq_ignore_ascii_case(b"content-length") {
                 self.has_length = true;
+                self.left_out |= 1 << at;
                 self.note_length(value);
             } else if name.eq_ignore_ascii_case(b"expect") {
                 self.expect = true;
@@ -73,6 +80,7 @@ impl Noted {
             return;
         };
         self.hop |= 1 << i;
+        self.left_out |= 1 << at;
         let mut tokens = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
         match HOP_BY_HOP[i] {
             "transfer-encoding" => {
@@ -183,6 +191,21 @@ impl Noted {
     /// is HTTP/1.1, where that is the default).
     pub fn keeps_open(&self, http11: bool) -> bool {
         !self.close && (http11 || self.keep_alive)
+    }
+
+    /// `Connection` names fields beyond the hop-by-hop ones (which must go too).
+    pub fn names_others(&self) -> bool {
+        self.names_others
+    }
+
+    /// The declared `Content-Length` (a response's, or a request's agreed one).
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// Whether a forwarded head leaves field `at` out: hop-by-hop, or `Content-Length`.
+    pub fn left_out(&self, at: usize) -> bool {
+        at < 128 && self.left_out & (1 << at) != 0
     }
 
     /// Drops the hop-by-hop fields from `h`, the map of these fields.

@@ -201,7 +201,7 @@ async fn run<IO>(
     mut feed: Option<&mut Feed>,
     io: &mut IO,
     buf: &mut BytesMut,
-) -> Result<hyper::Response<super::body::Body>, server::Aborted>
+) -> Result<super::reply::Reply, server::Aborted>
 where
     IO: AsyncRead + Unpin,
 {

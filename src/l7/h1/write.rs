@@ -14,11 +14,12 @@ use hyper::body::Body as _;
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING,
 };
-use hyper::{Method, Response, StatusCode, Version};
+use hyper::{Method, StatusCode, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::decode::Framing;
 use crate::l7::body::Body;
+use crate::l7::reply::{Headers, Received, Reply};
 
 /// Copy body pieces up to this size into the head's buffer instead of writing them apart.
 const COALESCE: usize = 16 * 1024;
@@ -44,23 +45,46 @@ pub enum WriteError {
     Short { sent: u64, declared: u64 },
 }
 
-/// Writes `resp`; `Ok(true)` when the connection may carry another request.
-pub async fn response<IO>(
-    io: &mut IO,
-    resp: Response<Body>,
-    x: &Exchange,
-) -> Result<bool, WriteError>
+/// Writes `reply`; `Ok(true)` when the connection may carry another request.
+pub async fn response<IO>(io: &mut IO, reply: Reply, x: &Exchange) -> Result<bool, WriteError>
 where
     IO: AsyncWrite + Unpin,
 {
-    let (mut parts, mut body) = resp.into_parts();
-    let status = parts.status;
+    let Reply {
+        status,
+        mut headers,
+        mut body,
+    } = reply;
     let bodiless = x.method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let hint = body.size_hint().exact();
-    let h = &mut parts.headers;
+    let mut out = Vec::with_capacity(512);
+    let (framing, keep) = match &mut headers {
+        Headers::Map(h) => map_head(&mut out, status, x, h, bodiless, hint),
+        Headers::Received(r) => received_head(&mut out, status, x, r, bodiless, hint),
+    };
+    match framing {
+        None => {
+            io.write_all(&out).await?;
+            io.flush().await?;
+        }
+        Some(framing) => send_body(io, out, &mut body, framing).await?,
+    }
+    Ok(keep)
+}
+
+/// The head of a reply whose fields are a map, framed and closed as `x` and the body say;
+/// returns the body's framing (`None`: no body) and whether the connection stays open.
+fn map_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    x: &Exchange,
+    h: &mut HeaderMap,
+    bodiless: bool,
+    hint: Option<u64>,
+) -> (Option<Framing>, bool) {
     let framing = if bodiless {
         if x.method == Method::HEAD && !h.contains_key(CONTENT_LENGTH) {
             if let Some(n) = hint {
@@ -78,16 +102,67 @@ where
     } else if x.version == Version::HTTP_10 {
         h.insert(CONNECTION, HeaderValue::from_static("keep-alive"));
     }
-    let mut out = Vec::with_capacity(512);
-    head(&mut out, status, x.version, &parts.headers);
-    match framing {
-        None => {
-            io.write_all(&out).await?;
-            io.flush().await?;
-        }
-        Some(framing) => send_body(io, out, &mut body, framing).await?,
+    head(out, status, x.version, h);
+    (framing, keep)
+}
+
+/// The head of a reply with an upstream's fields as received: they go out as they came
+/// (names in their case), followed by the framing and connection fields this hop decides,
+/// by the same rules as [`map_head`]. The received fields hold no hop-by-hop field and no
+/// `Content-Length`.
+fn received_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    x: &Exchange,
+    r: &Received,
+    bodiless: bool,
+    hint: Option<u64>,
+) -> (Option<Framing>, bool) {
+    let (framing, length) = if bodiless {
+        let hint = hint.filter(|_| x.method == Method::HEAD);
+        (None, r.length().or(hint))
+    } else if let Some(n) = hint.or(r.length()) {
+        (Some(Framing::Length(n)), Some(n))
+    } else if x.version == Version::HTTP_11 {
+        (Some(Framing::Chunked), None)
+    } else {
+        (Some(Framing::Close), None)
+    };
+    let keep = !x.close && framing != Some(Framing::Close);
+    status_line(out, status, x.version);
+    for (name, value) in r.iter() {
+        line(out, name, value);
     }
-    Ok(keep)
+    if let Some(n) = length {
+        out.extend_from_slice(b"content-length: ");
+        decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == Some(Framing::Chunked) {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !keep {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if x.version == Version::HTTP_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    end_head(out, r.has_date());
+    (framing, keep)
+}
+
+/// `n` in decimal digits.
+fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// How a body of `hint` bytes goes out, with `h` set to say so: `Content-Length` when known
@@ -230,6 +305,12 @@ pub fn length_value(v: &HeaderValue) -> Option<u64> {
 
 /// The status line and header fields, with a `Date` when the response has none.
 fn head(out: &mut Vec<u8>, status: StatusCode, version: Version, h: &HeaderMap) {
+    status_line(out, status, version);
+    fields(out, h);
+    end_head(out, h.contains_key(DATE));
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode, version: Version) {
     out.extend_from_slice(if version == Version::HTTP_10 {
         b"HTTP/1.0 "
     } else {
@@ -239,8 +320,11 @@ fn head(out: &mut Vec<u8>, status: StatusCode, version: Version, h: &HeaderMap) 
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    fields(out, h);
-    if !h.contains_key(DATE) {
+}
+
+/// A `Date` field unless the head has one, and the blank line.
+fn end_head(out: &mut Vec<u8>, has_date: bool) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         with_date(|d| out.extend_from_slice(d));
         out.extend_from_slice(b"\r\n");
@@ -257,9 +341,13 @@ pub fn fields(out: &mut Vec<u8>, h: &HeaderMap) {
 
 /// One `name: value` line.
 pub fn field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
+    line(out, name.as_str().as_bytes(), value.as_bytes());
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -295,8 +383,13 @@ pub fn refusal(status: StatusCode) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::l7::body;
+    use hyper::Response;
 
     fn written(resp: Response<Body>, x: &Exchange) -> (String, bool) {
+        written_reply(Reply::from(resp), x)
+    }
+
+    fn written_reply(resp: Reply, x: &Exchange) -> (String, bool) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -355,6 +448,68 @@ mod tests {
             &x(Method::GET, Version::HTTP_11, true),
         );
         assert!(w.contains("connection: close\r\n") && !keep, "{w}");
+    }
+
+    /// An upstream's fields as received, framed by this hop: its declared length for a HEAD
+    /// or a body of that length, chunked for a body of unknown length (close-delimited for
+    /// HTTP/1.0), its own `Date` kept.
+    #[test]
+    fn received_fields_are_framed_like_a_map() {
+        let text = "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 7\r\nDate: then\r\n\r\n";
+        let received = |length| {
+            let head = Bytes::from_static(text.as_bytes());
+            let spans = vec![(17..20, 22..23), (25..39, 41..42), (44..48, 50..54)];
+            Received::new(head, spans, length, |i| i == 1).expect("fields")
+        };
+        let reply =
+            |length, body| Reply::new(StatusCode::OK, Headers::Received(received(length)), body);
+        let mut out = Vec::new();
+        let x11 = x(Method::HEAD, Version::HTTP_11, false);
+        let (framing, keep) = received_head(
+            &mut out,
+            StatusCode::OK,
+            &x11,
+            &received(Some(7)),
+            true,
+            Some(0),
+        );
+        let w = String::from_utf8_lossy(&out);
+        assert_eq!(
+            w,
+            "HTTP/1.1 200 OK\r\nX-A: 1\r\nDate: then\r\ncontent-length: 7\r\n\r\n"
+        );
+        assert!(framing.is_none() && keep);
+        let (w, keep) = written_reply(
+            reply(Some(7), body::full("seven!!")),
+            &x(Method::GET, Version::HTTP_11, false),
+        );
+        assert!(
+            w.ends_with("content-length: 7\r\n\r\nseven!!") && keep,
+            "{w}"
+        );
+        assert_eq!(
+            w.matches("date: ").count() + w.matches("Date: ").count(),
+            1,
+            "{w}"
+        );
+        let stream = http_body_util::StreamBody::new(futures_lite_stream(vec!["ab"]));
+        let streamed = http_body_util::BodyExt::boxed(stream);
+        let (w, keep) = written_reply(
+            reply(None, streamed),
+            &x(Method::GET, Version::HTTP_11, false),
+        );
+        assert!(w.contains("transfer-encoding: chunked\r\n") && keep, "{w}");
+        let stream = http_body_util::StreamBody::new(futures_lite_stream(vec!["ab"]));
+        let streamed = http_body_util::BodyExt::boxed(stream);
+        let (w, keep) = written_reply(
+            reply(None, streamed),
+            &x(Method::GET, Version::HTTP_10, false),
+        );
+        assert!(
+            w.starts_with("HTTP/1.0 200 OK\r\n") && w.contains("connection: close\r\n"),
+            "{w}"
+        );
+        assert!(w.ends_with("\r\n\r\nab") && !keep, "{w}");
     }
 
     /// A body that breaks after a first piece: the piece still reaches the peer (all of what
