@@ -282,11 +282,15 @@ fn raw_reply(s: &mut TcpStream) -> (String, String) {
 /// A proxied answer the flow passes through goes out with the upstream's own fields (names in
 /// their case on the fast path, repeated fields in order), without its hop-by-hop fields (and
 /// those its `Connection` names), with this hop's framing and a `Date`; the flow reads the
-/// same fields as keys, and a terminator that replaces the body keeps them. (Fails with the
+/// same fields as keys, and a terminator that replaces the body keeps them; a folded field is
+/// refused. (Fails with the
 /// received fields forwarded whole, or their lookups answering nothing.)
 #[test]
 fn upstream_fields_go_out_as_received_less_the_hop_by_hop_ones() {
     let up = raw_upstream(|path| {
+        if path == "/folded" {
+            return "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 0\r\n\r\n".into();
+        }
         let named = if path == "/named" { ", X-Private" } else { "" };
         format!(
             "HTTP/1.1 200 OK\r\nX-Mixed-Case: One\r\nSet-Cookie: a=1\r\nConnection: keep-alive{named}\r\n\
@@ -349,4 +353,10 @@ fn upstream_fields_go_out_as_received_less_the_hop_by_hop_ones() {
         assert_eq!(lower.matches("\r\ncontent-length: 5").count(), 1, "{head}");
         assert!(lower.contains("\r\ndate: "), "{head}");
     }
+    // A folded (obsolete multi-line) field is refused: the failure branch answers.
+    s.write_all(b"GET /folded HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    let (head, body) = raw_reply(&mut s);
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert_eq!(body, "failed");
 }

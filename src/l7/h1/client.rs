@@ -262,10 +262,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
     let mut fields =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .allow_obsolete_multiline_headers_in_responses(true)
-        .parse_response_with_uninit_headers(&mut resp, buf, &mut fields)
-    {
+    // Folded (obsolete multi-line) fields are refused, as hyper's client refuses them.
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(ExchangeError::Malformed("not an HTTP/1 response head")),
@@ -274,17 +276,16 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
         .map_err(|_| ExchangeError::Malformed("bad status code"))?;
     let version = super::head::version(resp.version);
     let noted = Noted::of_response(resp.headers);
-    let fields = super::head::spans(buf, resp.headers);
-    let head = buf.split_to(len).freeze();
     let headers = if noted.names_others() {
         // `Connection` names fields of its own to drop: the map's general strip.
+        let fields = super::head::spans(buf, resp.headers);
+        let head = buf.split_to(len).freeze();
         let mut h = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;
         noted.strip(&mut h);
         Headers::Map(h)
     } else {
-        Received::new(head, fields, noted.length(), |at| noted.left_out(at))
-            .map(Headers::Received)
-            .map_err(ExchangeError::Malformed)?
+        let received = Received::of(buf, resp.headers, noted.length(), |at| noted.left_out(at));
+        Headers::Received(received.in_head(buf.split_to(len).freeze()))
     };
     Ok(Some(Head {
         status,

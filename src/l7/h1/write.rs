@@ -457,9 +457,11 @@ mod tests {
     fn received_fields_are_framed_like_a_map() {
         let text = "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 7\r\nDate: then\r\n\r\n";
         let received = |length| {
-            let head = Bytes::from_static(text.as_bytes());
-            let spans = vec![(17..20, 22..23), (25..39, 41..42), (44..48, 50..54)];
-            Received::new(head, spans, length, |i| i == 1).expect("fields")
+            let mut fields = [httparse::EMPTY_HEADER; 4];
+            let mut resp = httparse::Response::new(&mut fields);
+            assert!(resp.parse(text.as_bytes()).is_ok_and(|s| s.is_complete()));
+            Received::of(text.as_bytes(), resp.headers, length, |i| i == 1)
+                .in_head(Bytes::from_static(text.as_bytes()))
         };
         let reply =
             |length, body| Reply::new(StatusCode::OK, Headers::Received(received(length)), body);
