@@ -9,12 +9,41 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 pub struct Shards {
     handles: Vec<Handle>,
+    /// Connections running on each shard.
+    loads: Arc<[Load]>,
+}
+
+/// One shard's connection count, on a cache line of its own (two shards' counters side by
+/// side would bounce one line between the cores).
+#[repr(align(64))]
+#[derive(Default)]
+struct Load(AtomicUsize);
+
+/// A connection counted on its shard until this is dropped (when the connection ends).
+pub struct Placed {
+    loads: Arc<[Load]>,
+    shard: usize,
+}
+
+impl Placed {
+    /// The shard the connection runs on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.loads[self.shard].0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Run by a shard thread each time it goes idle (set once by the binary, before the shards
@@ -58,13 +87,51 @@ impl Shards {
                 .map_err(|_| io::Error::other("shard thread ended before starting"))??;
             handles.push(handle);
         }
-        Ok(Shards { handles })
+        Ok(Shards::of(handles))
+    }
+
+    fn of(handles: Vec<Handle>) -> Shards {
+        let loads = (0..handles.len().max(1)).map(|_| Load::default()).collect();
+        Shards { handles, loads }
     }
 
     /// No shards: everything runs on the shared runtime.
     pub fn none() -> Shards {
-        Shards {
-            handles: Vec::new(),
+        Shards::of(Vec::new())
+    }
+
+    /// Where a connection accepted on shard `here` should run, counted there: `here`, unless
+    /// another shard runs fewer connections by more than one. Every shard's accept loop
+    /// watches the same sockets and whichever wakes first takes a connection, so a burst of
+    /// clients can land mostly on one shard, and connections never move afterwards: with
+    /// keep-alive clients one core then did most of the work while the other idled.
+    pub fn place(&self, here: usize) -> Placed {
+        let load = |i: usize| self.loads[i].0.load(Ordering::Relaxed);
+        let here = here.min(self.loads.len() - 1);
+        let mut shard = here;
+        for i in 0..self.loads.len() {
+            if load(i) < load(shard) {
+                shard = i;
+            }
+        }
+        if load(here) <= load(shard) + 1 {
+            shard = here;
+        }
+        self.loads[shard].0.fetch_add(1, Ordering::Relaxed);
+        Placed {
+            loads: self.loads.clone(),
+            shard,
+        }
+    }
+
+    /// Runs `task` on shard `shard` (on the current runtime when there are no shards).
+    pub fn spawn_on<F>(&self, shard: usize, task: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.handles.get(shard) {
+            Some(h) => h.spawn(task),
+            None => tokio::spawn(task),
         }
     }
 
@@ -130,5 +197,35 @@ mod tests {
         let none = Shards::none();
         assert!(none.is_empty());
         assert_eq!(none.spawn_each(|_| async {}).len(), 1);
+    }
+
+    /// Connections accepted in a burst on one shard are spread over the shards, placed
+    /// connections are counted until they end, and a moved one runs on its shard's thread.
+    #[tokio::test]
+    async fn a_burst_accepted_on_one_shard_is_spread_and_counted() {
+        let shards = Shards::start(2).expect("shards");
+        let placed: Vec<Placed> = (0..10).map(|_| shards.place(0)).collect();
+        let on = |s: usize| placed.iter().filter(|p| p.shard() == s).count();
+        // Each moves once shard 0 runs more than one over shard 1.
+        assert_eq!((on(0), on(1)), (6, 4), "ten accepted on shard 0");
+        assert_eq!(
+            shards.place(1).shard(),
+            1,
+            "within one of the least loaded: stays"
+        );
+        drop(placed);
+        let loads: Vec<usize> = shards
+            .loads
+            .iter()
+            .map(|l| l.0.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(loads, [0, 0], "counted until dropped");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        shards.spawn_on(1, async move {
+            let _ = tx.send(std::thread::current().name().map(str::to_string));
+        });
+        assert_eq!(rx.await.ok().flatten().as_deref(), Some("vane-shard-1"));
+        let none = Shards::none();
+        assert_eq!(none.place(3).shard(), 0, "no shards: the shared runtime");
     }
 }

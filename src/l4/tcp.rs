@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, warn};
 use vane_actors::catch::CatchUnwind;
 
 use super::session;
 use super::L4;
-use crate::config::ListenerKey;
+use crate::config::{Entry, Listener, ListenerKey};
 use crate::conn::Conn;
 
 /// Starts one accept loop per data-plane shard on `listener` (each on its own duplicate of the
@@ -25,12 +25,12 @@ pub fn spawn_accept_loops(
         copies.push(socket.try_clone()?);
     }
     let mut copies = copies.into_iter();
-    Ok(rt.shards.spawn_each(|_| {
+    Ok(rt.shards.spawn_each(|shard| {
         let (rt, copy) = (rt.clone(), copies.next());
         async move {
             // Registered with the reactor of the shard this runs on.
             match copy.map(TcpListener::from_std) {
-                Some(Ok(l)) => accept_loop(rt, key, l).await,
+                Some(Ok(l)) => accept_loop(rt, key, l, shard).await,
                 Some(Err(e)) => error!(listener = %key, "cannot watch the listener socket: {e}"),
                 None => {}
             }
@@ -38,9 +38,10 @@ pub fn spawn_accept_loops(
     }))
 }
 
-/// Accepts until the task is aborted (the listener actor stopped). Connections already
-/// accepted are independent tasks and keep running.
-pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener) {
+/// Accepts on shard `here` until the task is aborted (the listener actor stopped).
+/// Connections already accepted are independent tasks and keep running, on this shard or,
+/// when it runs more connections than another by more than one, on the least loaded.
+pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, here: usize) {
     let label: Arc<str> = Arc::from(key.to_string());
     let total = metrics::counter!("vane_connections_total", "listener" => label.to_string(), "protocol" => "tcp");
     let active = metrics::gauge!("vane_connections_active", "listener" => label.to_string(), "protocol" => "tcp");
@@ -85,25 +86,57 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener) {
         let armed = rt.take_session_panic(&key);
         total.increment(1);
         active.increment(1.0);
+        let placed = rt.shards.place(here);
+        let shard = placed.shard();
         let watch = Watch {
             active: active.clone(),
             panics: panics.clone(),
             label: label.clone(),
             peer,
             _slot: slot,
+            _placed: placed,
         };
-        let session = session::tcp(rt.clone(), entry, stream, conn, armed);
-        // Connections only carry a span when traces are exported; otherwise they would pay
-        // for one for nothing.
-        let span = crate::spans::connection_span(&label, peer);
-        if span.is_disabled() {
-            tokio::spawn(supervised(session, watch));
-        } else {
-            tokio::spawn(supervised(
-                tracing::Instrument::instrument(session, span),
-                watch,
-            ));
+        if shard == here {
+            start(rt.clone(), entry, stream, conn, armed, watch);
+            continue;
         }
+        // Moved: the socket leaves this shard's reactor and joins the other's.
+        match stream.into_std() {
+            Ok(stream) => {
+                let rt = rt.clone();
+                rt.clone().shards.spawn_on(shard, async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => start(rt, entry, stream, conn, armed, watch),
+                        Err(e) => warn!(listener = %watch.label, "connection not moved: {e}"),
+                    }
+                });
+            }
+            Err(e) => warn!(listener = %label, "connection not moved: {e}"),
+        }
+    }
+}
+
+/// Spawns the connection's supervised task on the current shard.
+fn start(
+    rt: Arc<L4>,
+    entry: Arc<Entry<Listener>>,
+    stream: TcpStream,
+    conn: Conn,
+    armed: bool,
+    watch: Watch,
+) {
+    let peer = watch.peer;
+    let span = crate::spans::connection_span(&watch.label, peer);
+    let session = session::tcp(rt, entry, stream, conn, armed);
+    // Connections only carry a span when traces are exported; otherwise they would pay for
+    // one for nothing.
+    if span.is_disabled() {
+        tokio::spawn(supervised(session, watch));
+    } else {
+        tokio::spawn(supervised(
+            tracing::Instrument::instrument(session, span),
+            watch,
+        ));
     }
 }
 
@@ -114,6 +147,7 @@ struct Watch {
     label: Arc<str>,
     peer: std::net::SocketAddr,
     _slot: crate::l4::limits::Slot,
+    _placed: super::shards::Placed,
 }
 
 pin_project_lite::pin_project! {
