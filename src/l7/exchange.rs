@@ -23,7 +23,7 @@ pub struct HttpExchange {
     pub rt: Arc<L7>,
     pub peer: SocketAddr,
     /// The client's IP as text, formatted once per connection (for `X-Forwarded-For`).
-    pub peer_ip: Arc<str>,
+    pub peer_ip: hyper::header::HeaderValue,
     /// The client came over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
     pub req: request::Parts,
@@ -45,7 +45,7 @@ pub struct HttpExchange {
 impl HttpExchange {
     pub fn new(
         rt: Arc<L7>,
-        (peer, peer_ip): (SocketAddr, Arc<str>),
+        (peer, peer_ip): (SocketAddr, hyper::header::HeaderValue),
         tls: bool,
         req: request::Parts,
         body: Body,

@@ -90,7 +90,8 @@ pub struct Client<'a> {
     pub headers: &'a HeaderMap,
     /// The request's own authority (HTTP/2 `:authority`, an absolute-form target).
     pub authority: Option<&'a str>,
-    pub ip: &'a str,
+    /// The client's IP as a field value (made once per connection).
+    pub ip: &'a HeaderValue,
     pub tls: bool,
 }
 
@@ -109,10 +110,12 @@ impl<'a> Outbound<'a> {
         };
         let ip = client.ip;
         let forwarded_for = match kept(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => HeaderValue::from_str(&format!("{prior}, {ip}")),
-            None => HeaderValue::from_str(ip),
-        }
-        .ok();
+            Some(prior) => {
+                let ip = ip.to_str().unwrap_or_default();
+                HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+            }
+            None => Some(ip.clone()),
+        };
         let forwarded_host = kept(&HOST)
             .cloned()
             .or_else(|| client.authority.and_then(|a| HeaderValue::from_str(a).ok()));
@@ -209,7 +212,7 @@ mod tests {
         let who = Client {
             headers: &h,
             authority: None,
-            ip: "127.0.0.1",
+            ip: &HeaderValue::from_static("127.0.0.1"),
             tls: true,
         };
         let uri: Uri = "http://up:8080/p".parse().expect("uri");
@@ -236,7 +239,7 @@ mod tests {
         let who = Client {
             headers: &h,
             authority: Some("site.test:8443"),
-            ip: "::1",
+            ip: &HeaderValue::from_static("::1"),
             tls: false,
         };
         let uri: Uri = "http://up/ws".parse().expect("uri");

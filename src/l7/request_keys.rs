@@ -21,6 +21,17 @@ const NAMES: [&str; 6] = [
     "req.host",
 ];
 
+/// The names' lengths together.
+const NAMES_LEN: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < NAMES.len() {
+        n += NAMES[i].len();
+        i += 1;
+    }
+    n
+};
+
 /// What the keys are read from, taken when the request arrives (later changes to the
 /// request, a rewritten path say, are the flow's to write into the KV).
 #[derive(Debug)]
@@ -63,16 +74,33 @@ impl Derived for RequestKeys {
 
 /// The KV of one request: its keys over the connection's `base`.
 pub fn request_kv<B>(base: &Arc<Kv>, app: &Arc<str>, req: &Request<B>) -> Kv {
-    let mut keys = RequestKeys {
-        proto: app.clone(),
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        version: req.version(),
-        host: req.headers().get(HOST).cloned(),
-        bytes: 0,
-    };
-    keys.bytes = keys.iter().map(|(k, v)| k.len() + v.len()).sum();
-    Kv::layered_over(base.clone(), Arc::new(keys))
+    Kv::layered_over(base.clone(), Arc::new(RequestKeys::of(app, req)))
+}
+
+impl RequestKeys {
+    fn of<B>(app: &Arc<str>, req: &Request<B>) -> Self {
+        let mut keys = RequestKeys {
+            proto: app.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            host: req.headers().get(HOST).cloned(),
+            bytes: 0,
+        };
+        // What a listing of the keys holds (names and values), without walking it.
+        let host = keys
+            .get("req.host")
+            .map_or(0, |h| "req.host".len() + h.len());
+        let query = keys.uri.query().map_or(0, |q| "req.query".len() + q.len());
+        keys.bytes = NAMES_LEN - "req.host".len() - "req.query".len()
+            + keys.proto.len()
+            + keys.method.as_str().len()
+            + keys.uri.path().len()
+            + version_text(keys.version).len()
+            + host
+            + query;
+        keys
+    }
 }
 
 /// The version as templates read it.
@@ -152,5 +180,24 @@ mod tests {
             "over 64 KiB with the path"
         );
         assert!(kv.set("small", "x".repeat(1024)));
+    }
+
+    /// The count made when a request arrives is what a listing of its keys holds.
+    #[test]
+    fn the_counted_bytes_are_the_listed_ones() {
+        for (uri, host) in [
+            ("/a?b=1", Some("example.test")),
+            ("/only-path", None),
+            ("http://authority.test:81/x?", None),
+        ] {
+            let mut b = Request::builder().method("DELETE").uri(uri);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            let req = b.body(()).expect("request");
+            let keys = RequestKeys::of(&Arc::from("httpx"), &req);
+            let listed: usize = keys.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert_eq!(keys.bytes_bound(), listed, "{uri}");
+        }
     }
 }

@@ -32,8 +32,8 @@ pub struct Ctx {
     /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
     kv: Arc<Kv>,
     pub peer: std::net::SocketAddr,
-    /// `peer`'s IP as text, formatted once for every request's `X-Forwarded-For`.
-    peer_ip: Arc<str>,
+    /// `peer`'s IP as a field value, made once for every request's `X-Forwarded-For`.
+    peer_ip: HeaderValue,
     tls: bool,
     /// The application's metric handles (shared by its connections on a thread) and name.
     metrics: Arc<AppMetrics>,
@@ -52,7 +52,7 @@ impl Ctx {
             panic_armed: std::sync::atomic::AtomicBool::new(false),
             kv: Arc::new(kv),
             peer,
-            peer_ip: crate::conn::ip_text(peer.ip()).into(),
+            peer_ip: ip_value(peer.ip()),
             tls,
         }
     }
@@ -61,6 +61,13 @@ impl Ctx {
     fn app(&self) -> &Arc<str> {
         &self.metrics.name
     }
+}
+
+/// An IP address as a header field value.
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let text = bytes::Bytes::from(crate::conn::ip_text(ip));
+    // An address's text is digits, dots, colons and hex letters: always a valid value.
+    HeaderValue::from_maybe_shared(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// The request was aborted by the flow: hyper closes the connection (HTTP/1) or resets the
