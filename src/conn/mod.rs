@@ -45,21 +45,25 @@ fn uuid_v7_at(ms: u64) -> String {
     }
 }
 
-/// Appends the decimal digits of `n`: every new connection writes a few numbers, and the
-/// formatting machinery costs several times this.
-fn push_decimal(out: &mut String, mut n: u64) {
-    if n < 10 {
-        out.push(char::from(b'0' + n as u8));
-        return;
-    }
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    while n > 0 {
+/// The decimal digits of `n`, written at the end of `buf`: every new connection writes a few
+/// numbers, and every response a length, where the formatting machinery costs several times
+/// this.
+pub fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
-    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// Appends the decimal digits of `n`.
+fn push_decimal(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    out.extend(digits(n, &mut buf).iter().map(|&d| char::from(d)));
 }
 
 /// `n` in decimal.

@@ -22,7 +22,7 @@ use crate::flow::step::{REQ_BODY, RES_BODY};
 pub struct HttpExchange {
     pub rt: Arc<L7>,
     pub peer: SocketAddr,
-    /// The client's IP as text, formatted once per connection (for `X-Forwarded-For`).
+    /// The client's IP as a field value, made once per connection (for `X-Forwarded-For`).
     pub peer_ip: hyper::header::HeaderValue,
     /// The client came over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,

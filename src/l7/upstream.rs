@@ -159,8 +159,6 @@ pub async fn fetch(
     let plain = out.uri.scheme_str() == Some("http");
     // The paths other than vane's own HTTP/1.1 client are boxed: their futures are large, and
     // this one is moved into a box for every request (the flow boxes each driver).
-    // vane's HTTP/1.1 client drops the hop-by-hop fields itself, from what it noted while
-    // parsing them.
     // hyper's answers as a map, hop-by-hop fields dropped (a WebSocket 101 keeps its
     // upgrade fields for the terminator's answer).
     let mapped = |(status, mut h, body): (StatusCode, HeaderMap, Body)| {

@@ -135,7 +135,7 @@ fn received_head(
     }
     if let Some(n) = length {
         out.extend_from_slice(b"content-length: ");
-        decimal(out, n);
+        out.extend_from_slice(crate::conn::digits(n, &mut [0; 20]));
         out.extend_from_slice(b"\r\n");
     }
     if framing == Some(Framing::Chunked) {
@@ -148,21 +148,6 @@ fn received_head(
     }
     end_head(out, r.has_date());
     (framing, keep)
-}
-
-/// `n` in decimal digits.
-fn decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// How a body of `hint` bytes goes out, with `h` set to say so: `Content-Length` when known
