@@ -2,7 +2,8 @@
 # L7 benchmark: keep-alive HTTP/1.1 requests per second through a reverse proxy to an nginx
 # upstream answering a small body, directly, through vane (resolver `http` -> application
 # with `internal.driver.upstream`), through HAProxy (`mode http`) and through nginx
-# (`proxy_pass` with upstream keep-alive), in one run. Then, with wrk and h2load: a new
+# (`proxy_pass` with upstream keep-alive), in one run. Then, with wrk (requests/s, per
+# CPU-second of the proxy and the 99th percentile latency) and h2load: a new
 # connection per request, 1 MiB responses, TLS-terminated HTTP/1.1 (keep-alive and a new
 # handshake per request) and HTTP/2 over TLS, all three proxies with one ECDSA P-256
 # certificate and no session resumption (neither client resumes).
@@ -76,25 +77,33 @@ wait_port "$NT"; wait_port "$VT"; wait_port "$HT"
   N=$("$LOAD" "127.0.0.1:$NP" "$SECS" "$CLIENTS" /); echo "nginx   $N"
   python3 -c "print(f'ratios: vane/haproxy {$V/$H:.2f}  vane/nginx {$V/$N:.2f}  vane/direct {$V/$D:.2f}')"
   # Independent clients: wrk (HTTP/1.1 keep-alive) and h2load (h2c, prior knowledge).
-  wrk_rps() { wrk -t2 -c50 -d"${SECS}s" "http://127.0.0.1:$1/" | awk '/Requests\/sec/{print $2}'; }
+  # Requests per second and the 99th percentile latency in milliseconds.
+  wrk_rps() {
+    wrk -t2 -c50 -d"${SECS}s" --latency "http://127.0.0.1:$1/" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)
+value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
+print(rps, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit])'
+  }
   # CPU seconds (user + system) a process tree has used so far.
   cpu_s() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat))); done; echo "$t / $(getconf CLK_TCK)" | bc -l; }
   # Requests per second and per CPU-second of the proxy, with wrk.
   wrk_eff() {
     local port=$1; shift
-    local c0 c1 r
-    c0=$(cpu_s "$@"); r=$(wrk_rps "$port"); c1=$(cpu_s "$@")
-    python3 -c "print(f'{$r:.0f} {$r*$SECS/max($c1-$c0,1e-9):.0f}')"
+    local c0 c1 r p99
+    c0=$(cpu_s "$@"); read -r r p99 <<< "$(wrk_rps "$port")"; c1=$(cpu_s "$@")
+    python3 -c "print(f'{$r:.0f} {$r*$SECS/max($c1-$c0,1e-9):.0f} {$p99:.2f}')"
   }
   h2_rps() { h2load -c10 -m10 -D "$SECS" "http://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
   h2_rps_tls() { h2load -c10 -m10 -D "$SECS" "https://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
-  echo "== wrk -t2 -c50: requests per second, requests per CPU-second of the proxy"
+  echo "== wrk -t2 -c50: requests per second, requests per CPU-second of the proxy, p99 latency"
   NGX=$(pgrep -f "nginx: worker" | tr '\n' ' ')
-  read -r WV EV <<< "$(wrk_eff "$VP" "$VPID")"
-  read -r WH EH <<< "$(wrk_eff "$HP" "$HPID")"
-  read -r WN EN <<< "$(wrk_eff "$NP" $NGX)"
-  echo "vane $WV ($EV/cpu-s)  haproxy $WH ($EH/cpu-s)  nginx $WN ($EN/cpu-s)"
-  python3 -c "print(f'ratios: vane/haproxy {$WV/$WH:.2f} (per cpu {$EV/$EH:.2f})  vane/nginx {$WV/$WN:.2f} (per cpu {$EV/$EN:.2f})')"
+  read -r WV EV LV <<< "$(wrk_eff "$VP" "$VPID")"
+  read -r WH EH LH <<< "$(wrk_eff "$HP" "$HPID")"
+  read -r WN EN LN <<< "$(wrk_eff "$NP" $NGX)"
+  echo "vane $WV ($EV/cpu-s, p99 ${LV} ms)  haproxy $WH ($EH/cpu-s, p99 ${LH} ms)  nginx $WN ($EN/cpu-s, p99 ${LN} ms)"
+  python3 -c "print(f'ratios: vane/haproxy {$WV/$WH:.2f} (per cpu {$EV/$EH:.2f}, p99 {$LV/$LH:.2f})  vane/nginx {$WV/$WN:.2f} (per cpu {$EV/$EN:.2f}, p99 {$LV/$LN:.2f})')"
   # nginx is left out: its plaintext HTTP/2 (nginx-light 1.22) answers h2load at a fixed
   # 2500 requests/s here, which says nothing about proxying.
   echo "== h2load -c10 -m10 (h2c prior knowledge), requests per second"
