@@ -162,6 +162,10 @@ pub async fn fetch(
     // hyper's answers as a map, hop-by-hop fields dropped (a WebSocket 101 keeps its
     // upgrade fields for the terminator's answer).
     let mapped = |(status, mut h, body): (StatusCode, HeaderMap, Body)| {
+        if h.contains_key(hyper::header::TRANSFER_ENCODING) {
+            // The coding overrides a length beside it (RFC 9112 §6.3).
+            h.remove(hyper::header::CONTENT_LENGTH);
+        }
         if !ws {
             forward::strip_hop_by_hop(&mut h);
         }

@@ -282,6 +282,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
         let head = buf.split_to(len).freeze();
         let mut h = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;
         noted.strip(&mut h);
+        if noted.length().is_none() {
+            // A length a transfer coding overrides (or a bad one) is not passed on.
+            h.remove(CONTENT_LENGTH);
+        }
         Headers::Map(h)
     } else {
         let received = Received::of(buf, resp.headers, noted.length(), |at| noted.left_out(at));

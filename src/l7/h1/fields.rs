@@ -198,9 +198,11 @@ impl Noted {
         self.names_others
     }
 
-    /// The declared `Content-Length` (a response's, or a request's agreed one).
+    /// The declared `Content-Length` (a response's, or a request's agreed one); none when a
+    /// `Transfer-Encoding` is present, which overrides it (RFC 9112 §6.3): passed on, it
+    /// would frame a chunked body by a length it does not have.
     pub fn length(&self) -> Option<u64> {
-        self.length
+        self.length.filter(|_| self.chunked.is_none())
     }
 
     /// Whether a forwarded head leaves field `at` out: hop-by-hop, or `Content-Length`.
