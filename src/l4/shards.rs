@@ -108,15 +108,14 @@ impl Shards {
     pub fn place(&self, here: usize) -> Placed {
         let load = |i: usize| self.loads[i].0.load(Ordering::Relaxed);
         let here = here.min(self.loads.len() - 1);
-        let mut shard = here;
-        for i in 0..self.loads.len() {
-            if load(i) < load(shard) {
-                shard = i;
-            }
-        }
-        if load(here) <= load(shard) + 1 {
-            shard = here;
-        }
+        let least = (0..self.loads.len())
+            .min_by_key(|&i| load(i))
+            .unwrap_or(here);
+        let shard = if load(here) > load(least) + 1 {
+            least
+        } else {
+            here
+        };
         self.loads[shard].0.fetch_add(1, Ordering::Relaxed);
         Placed {
             loads: self.loads.clone(),

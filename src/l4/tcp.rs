@@ -103,10 +103,10 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
         // Moved: the socket leaves this shard's reactor and joins the other's.
         match stream.into_std() {
             Ok(stream) => {
-                let rt = rt.clone();
-                rt.clone().shards.spawn_on(shard, async move {
+                let moved = rt.clone();
+                rt.shards.spawn_on(shard, async move {
                     match TcpStream::from_std(stream) {
-                        Ok(stream) => start(rt, entry, stream, conn, armed, watch),
+                        Ok(stream) => start(moved, entry, stream, conn, armed, watch),
                         Err(e) => warn!(listener = %watch.label, "connection not moved: {e}"),
                     }
                 });

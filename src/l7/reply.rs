@@ -12,6 +12,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
 use hyper::{Response, StatusCode};
 
 use super::body::Body;
+use super::h1::head::{span, Field};
 
 /// What the flow answered.
 pub struct Reply {
@@ -112,21 +113,12 @@ impl Headers {
     }
 }
 
-/// Byte ranges of one field's name and value inside a head.
-type Span = (Range<usize>, Range<usize>);
-
-/// Where `part` (a slice of `buf`) lies in `buf`.
-fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + part.len()
-}
-
 /// The end-to-end fields of an HTTP/1.1 response head, as received. The hop-by-hop fields
 /// are left out when it is made, and so is `Content-Length`, which the writer gives from the
 /// body it sends (its declared value is kept for lookups and for bodiless answers).
 pub struct Received {
     head: Bytes,
-    fields: Vec<Span>,
+    fields: Vec<Field>,
     /// `Content-Length` as declared, and where its first value lies.
     length: Option<u64>,
     length_value: Option<Range<usize>>,
