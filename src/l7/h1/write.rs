@@ -85,16 +85,26 @@ fn map_head(
     bodiless: bool,
     hint: Option<u64>,
 ) -> (Option<Framing>, bool) {
-    let framing = if bodiless {
-        if x.method == Method::HEAD && !h.contains_key(CONTENT_LENGTH) {
-            if let Some(n) = hint {
+    let (framing, length) = framing(x, bodiless, hint, declared(h));
+    match framing {
+        // A bodiless answer keeps the length it has; a HEAD without one gets the body's.
+        None => {
+            if let Some(n) = length.filter(|_| !h.contains_key(CONTENT_LENGTH)) {
                 h.insert(CONTENT_LENGTH, HeaderValue::from(n));
             }
         }
-        None
-    } else {
-        Some(frame(h, hint, x.version == Version::HTTP_11))
-    };
+        Some(Framing::Chunked) => {
+            h.remove(CONTENT_LENGTH);
+            h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+        Some(_) => {
+            h.remove(TRANSFER_ENCODING);
+            // The body's own length replaces a declared one; a declared one stays as it is.
+            if let Some(n) = length.filter(|_| hint.is_some()) {
+                h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            }
+        }
+    }
     let keep =
         !x.close && framing != Some(Framing::Close) && !super::head::connection_has(h, "close");
     if !keep {
@@ -108,7 +118,7 @@ fn map_head(
 
 /// The head of a reply with an upstream's fields as received: they go out as they came
 /// (names in their case), followed by the framing and connection fields this hop decides,
-/// by the same rules as [`map_head`]. The received fields hold no hop-by-hop field and no
+/// by the rule of [`framing`]. The received fields hold no hop-by-hop field and no
 /// `Content-Length`.
 fn received_head(
     out: &mut Vec<u8>,
@@ -118,16 +128,7 @@ fn received_head(
     bodiless: bool,
     hint: Option<u64>,
 ) -> (Option<Framing>, bool) {
-    let (framing, length) = if bodiless {
-        let hint = hint.filter(|_| x.method == Method::HEAD);
-        (None, r.length().or(hint))
-    } else if let Some(n) = hint.or(r.length()) {
-        (Some(Framing::Length(n)), Some(n))
-    } else if x.version == Version::HTTP_11 {
-        (Some(Framing::Chunked), None)
-    } else {
-        (Some(Framing::Close), None)
-    };
+    let (framing, length) = framing(x, bodiless, hint, r.length());
     let keep = !x.close && framing != Some(Framing::Close);
     status_line(out, status, x.version);
     for (name, value) in r.iter() {
@@ -150,24 +151,24 @@ fn received_head(
     (framing, keep)
 }
 
-/// How a body of `hint` bytes goes out, with `h` set to say so: `Content-Length` when known
-/// (from the body, else a declared one), chunked when the peer speaks HTTP/1.1, else until
-/// the close.
-pub fn frame(h: &mut HeaderMap, hint: Option<u64>, chunked_ok: bool) -> Framing {
-    if let Some(n) = hint {
-        h.remove(TRANSFER_ENCODING);
-        h.insert(CONTENT_LENGTH, HeaderValue::from(n));
-        Framing::Length(n)
-    } else if let Some(n) = declared(h) {
-        h.remove(TRANSFER_ENCODING);
-        Framing::Length(n)
-    } else if chunked_ok {
-        h.remove(CONTENT_LENGTH);
-        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        Framing::Chunked
+/// This hop's framing of a reply's body, one rule for both kinds of fields: none for a
+/// bodiless answer (a HEAD declares the length the body would have); else the body's exact
+/// length, else the declared one, else chunked when the peer speaks HTTP/1.1, else until the
+/// close. Returns the framing (`None`: no body) and the `Content-Length` to declare.
+fn framing(
+    x: &Exchange,
+    bodiless: bool,
+    hint: Option<u64>,
+    declared: Option<u64>,
+) -> (Option<Framing>, Option<u64>) {
+    if bodiless {
+        (None, declared.or(hint.filter(|_| x.method == Method::HEAD)))
+    } else if let Some(n) = hint.or(declared) {
+        (Some(Framing::Length(n)), Some(n))
+    } else if x.version == Version::HTTP_11 {
+        (Some(Framing::Chunked), None)
     } else {
-        h.remove(TRANSFER_ENCODING);
-        Framing::Close
+        (Some(Framing::Close), None)
     }
 }
 
