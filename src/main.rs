@@ -2,10 +2,9 @@
 
 use vane::cli::{self, Command};
 
-/// mimalloc: per-thread free lists suit the many short-lived allocations of HTTP requests
-/// (glibc's malloc spent ~12% of the L7 proxy path in malloc/free/consolidate).
+/// mimalloc (see `vane_sys::alloc` for why, and why not through the `mimalloc` crate).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: vane_sys::alloc::Mimalloc = vane_sys::alloc::Mimalloc;
 
 fn main() {
     vane::settings::load_dotenv(std::path::Path::new(".env"));
@@ -111,8 +110,6 @@ fn collect_when_idle() {
         due
     });
     if due {
-        // SAFETY: `mi_collect` only tidies the calling thread's own heap (and pages other
-        // threads freed into it); it takes no pointer and has no precondition.
-        unsafe { libmimalloc_sys::mi_collect(false) };
+        vane_sys::alloc::collect();
     }
 }

@@ -1,6 +1,8 @@
 //! The system calls Vane needs that neither the standard library nor rustix offers, each
-//! behind a safe function. All of the workspace's `unsafe` lives here, small and reviewed;
-//! the `vane` crate forbids it.
+//! behind a safe function, and the process allocator (`alloc`). All of the workspace's
+//! `unsafe` lives here, small and reviewed; the `vane` crate forbids it.
+
+pub mod alloc;
 
 use std::io;
 use std::net::SocketAddr;
