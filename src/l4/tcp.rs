@@ -133,10 +133,30 @@ fn start(
     if span.is_disabled() {
         tokio::spawn(supervised(session, watch));
     } else {
-        tokio::spawn(supervised(
-            tracing::Instrument::instrument(session, span),
-            watch,
-        ));
+        use tracing::Instrument;
+        let rest_span = span.clone();
+        let session = async move {
+            let rest = session.await;
+            rest.map(|r| Box::pin(r.instrument(rest_span)) as _)
+        };
+        tokio::spawn(supervised(session.instrument(span), watch));
+    }
+}
+
+/// What a supervised future leaves to run after it, under the same supervision.
+trait Ending {
+    fn rest(self) -> session::Rest;
+}
+
+impl Ending for () {
+    fn rest(self) -> session::Rest {
+        None
+    }
+}
+
+impl Ending for session::Rest {
+    fn rest(self) -> session::Rest {
+        self
     }
 }
 
@@ -161,14 +181,18 @@ pin_project_lite::pin_project! {
     }
 }
 
-fn supervised<F: std::future::Future<Output = ()>>(session: F, watch: Watch) -> Supervised<F> {
+fn supervised<F: std::future::Future>(session: F, watch: Watch) -> Supervised<F> {
     Supervised {
         session: CatchUnwind::new(session),
         watch: Some(watch),
     }
 }
 
-impl<F: std::future::Future<Output = ()>> std::future::Future for Supervised<F> {
+impl<F> std::future::Future for Supervised<F>
+where
+    F: std::future::Future,
+    F::Output: Ending,
+{
     type Output = ();
 
     fn poll(
@@ -178,10 +202,15 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for Supervised<F> 
         let this = self.project();
         let r = std::task::ready!(this.session.poll(cx));
         if let Some(w) = this.watch.take() {
-            w.active.decrement(1.0);
-            if let Err(msg) = r {
-                w.panics.increment(1);
-                error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
+            match r.map(Ending::rest) {
+                // The connection goes on in a task of its own, still counted and supervised.
+                Ok(Some(rest)) => drop(tokio::spawn(supervised(rest, w))),
+                Ok(None) => w.active.decrement(1.0),
+                Err(msg) => {
+                    w.active.decrement(1.0);
+                    w.panics.increment(1);
+                    error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
+                }
             }
         }
         std::task::Poll::Ready(())

@@ -32,6 +32,20 @@ fn http1_requests_are_answered_by_the_application_flow_with_keep_alive() {
     let requests = "vane_requests_total{app=\"httpx\",status=\"201\"}";
     assert!(wait_until(Duration::from_secs(3), || v.metric(requests) == Some(2.0)));
     assert!(v.wait_log("\"GET /hello?x=1 HTTP/1.1\" 201", Duration::from_secs(3)));
+    // The HTTP connection outlives its L4 session (it goes on in a task of its own): it is
+    // counted as open until it closes.
+    let active = format!("vane_connections_active{{listener=\"tcp:{port}\",protocol=\"tcp\"}}");
+    assert!(
+        wait_until(Duration::from_secs(3), || v.metric(&active) == Some(1.0)),
+        "{}",
+        v.metrics_text()
+    );
+    assert_eq!(
+        h1(&mut s, &["GET /third HTTP/1.1\r\nHost: x\r\n\r\n"])[0].0,
+        201
+    );
+    drop(s);
+    assert!(wait_until(Duration::from_secs(3), || v.metric(&active) == Some(0.0)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
