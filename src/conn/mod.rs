@@ -113,7 +113,8 @@ struct ConnKeys {
     conn: Conn,
     /// When the connection started, in milliseconds since the epoch.
     started_ms: u64,
-    keys: OnceLock<Kv>,
+    /// Boxed: held by every connection, made by few.
+    keys: OnceLock<Box<Kv>>,
 }
 
 /// The longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
@@ -144,7 +145,8 @@ impl ConnKeys {
             kv.set_static("conn.layer", "l4");
             kv.set("server.ip", ip_text(conn.local.ip()));
             kv.set("server.port", decimal(conn.local.port().into()));
-            kv
+            kv.pack();
+            Box::new(kv)
         })
     }
 }

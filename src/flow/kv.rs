@@ -33,12 +33,87 @@ pub trait Derived: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Kv {
     map: Map,
+    /// Own keys packed for good ([`Kv::pack`]), under those of `map`.
+    packed: Packed,
     bytes: usize,
     /// Keys shared with other stores (an HTTP request's view of its connection's KV), read
     /// through instead of copied; own keys shadow them.
     parent: Option<Arc<Kv>>,
     /// Keys read on demand, under this store's own and over the parent's.
     derived: Option<Arc<dyn Derived>>,
+}
+
+/// Keys and values packed into one string, for a store that no longer changes: a connection's
+/// own keys (`conn.layer`, `http.host`, `tls.sni`, ...), read under each of its requests'.
+/// Five keys held a table of eight slots and a string per value, about 550 bytes for the
+/// connection's whole life; packed they take their own length and two words per key. Looked
+/// up by a scan, which for a handful of short keys costs less than hashing.
+#[derive(Debug, Clone, Default)]
+struct Packed {
+    text: Box<str>,
+    /// Where each key, then its value, ends in `text`.
+    ends: Box<[u32]>,
+}
+
+impl Packed {
+    /// Packs what `pairs` yields (called twice: to size, then to fill).
+    fn of<'a, I>(pairs: impl Fn() -> I) -> Self
+    where
+        I: Iterator<Item = (&'a str, &'a str)>,
+    {
+        let (mut len, mut n) = (0, 0);
+        for (k, v) in pairs() {
+            len += k.len() + v.len();
+            n += 1;
+        }
+        let mut text = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(2 * n);
+        for (k, v) in pairs() {
+            for part in [k, v] {
+                text.push_str(part);
+                // A store holds at most MAX_KV_BYTES, far below u32::MAX.
+                ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+            }
+        }
+        Self {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut start = 0usize;
+        self.ends.chunks_exact(2).map(move |e| {
+            let (k_end, v_end) = (e[0] as usize, e[1] as usize);
+            let key = self.text.get(start..k_end).unwrap_or_default();
+            let value = self.text.get(k_end..v_end).unwrap_or_default();
+            start = v_end;
+            (key, value)
+        })
+    }
+
+    /// Compares lengths first: most keys looked up here are not here.
+    fn get(&self, key: &str) -> Option<&str> {
+        let mut start = 0usize;
+        for e in self.ends.chunks_exact(2) {
+            let (k_end, v_end) = (e[0] as usize, e[1] as usize);
+            if k_end - start == key.len()
+                && self.text.as_bytes().get(start..k_end) == Some(key.as_bytes())
+            {
+                return self.text.get(k_end..v_end);
+            }
+            start = v_end;
+        }
+        None
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
 }
 
 impl Kv {
@@ -59,6 +134,7 @@ impl Kv {
     pub fn derived(derived: Arc<dyn Derived>, n: usize) -> Self {
         Self {
             map: Map::with_capacity_and_hasher(n, Default::default()),
+            packed: Packed::default(),
             bytes: derived.bytes_bound(),
             parent: None,
             derived: Some(derived),
@@ -80,6 +156,7 @@ impl Kv {
     fn layer(parent: Arc<Kv>, derived: Option<Arc<dyn Derived>>) -> Self {
         Self {
             map: Map::with_capacity_and_hasher(LAYER_KEYS, Default::default()),
+            packed: Packed::default(),
             bytes: parent.bytes + derived.as_deref().map_or(0, Derived::bytes_bound),
             parent: Some(parent),
             derived,
@@ -133,13 +210,41 @@ impl Kv {
             !gone
         });
         if freed > 0 {
-            self.bytes -= freed;
             self.map.shrink_to_fit();
         }
+        if self.packed.iter().any(|(k, _)| drop(k)) {
+            let gone = self.packed.iter().filter(|(k, _)| drop(k));
+            freed += gone.map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            self.packed = Packed::of(|| self.packed.iter().filter(|(k, _)| !drop(k)));
+        }
+        self.bytes -= freed;
+    }
+
+    /// Packs the own keys for good (see [`Packed`]), for a store that stops changing here (a
+    /// connection's KV as its requests start to read it). A key set afterwards shadows a
+    /// packed one, whose bytes still count towards the cap.
+    pub fn pack(&mut self) {
+        if self.map.is_empty() {
+            return;
+        }
+        let map = std::mem::take(&mut self.map);
+        let old = std::mem::take(&mut self.packed);
+        self.packed = Packed::of(|| {
+            let own = map.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+            own.chain(old.iter().filter(|(k, _)| !map.contains_key(*k)))
+        });
+    }
+
+    /// An own key: set, or packed.
+    fn owns(&self, key: &str) -> bool {
+        self.map.contains_key(key) || self.packed.contains(key)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         if let Some(v) = self.map.get(key) {
+            return Some(v);
+        }
+        if let Some(v) = self.packed.get(key) {
             return Some(v);
         }
         if let Some(v) = self.derived.as_deref().and_then(|d| d.get(key)) {
@@ -152,18 +257,21 @@ impl Kv {
     /// shadow.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         let own = self.map.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+        let packed = self
+            .packed
+            .iter()
+            .filter(|(k, _)| !self.map.contains_key(*k));
         let derived = self
             .derived
             .as_deref()
             .into_iter()
-            .flat_map(|d| d.iter().filter(|(k, _)| !self.map.contains_key(*k)));
+            .flat_map(|d| d.iter().filter(|(k, _)| !self.owns(k)));
         let parent = self.parent.as_deref().into_iter().flat_map(|p| {
             p.iter().filter(|(k, _)| {
-                !self.map.contains_key(*k)
-                    && self.derived.as_deref().is_none_or(|d| d.get(k).is_none())
+                !self.owns(k) && self.derived.as_deref().is_none_or(|d| d.get(k).is_none())
             })
         });
-        Box::new(own.chain(derived).chain(parent))
+        Box::new(own.chain(packed).chain(derived).chain(parent))
     }
 
     pub fn len(&self) -> usize {
@@ -172,6 +280,7 @@ impl Kv {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+            && self.packed.is_empty()
             && self.parent.as_deref().is_none_or(Kv::is_empty)
             && self
                 .derived
@@ -215,6 +324,54 @@ mod tests {
         let mut keys: Vec<_> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
         keys.sort();
         assert_eq!(keys, ["conn.ip=10.0.0.1", "req.path=/new"]);
+        assert!(!kv.is_empty());
+    }
+
+    /// A packed store reads as its table did, under keys set later and over its parent's;
+    /// its table is gone, and dropping packed keys gives their room back.
+    #[test]
+    fn packed_keys_read_as_before_and_free_the_table() {
+        let mut parent = Kv::new();
+        parent.set("conn.ip", "10.0.0.1");
+        parent.set("http.host", "parent.test");
+        let mut kv = Kv::layered(Arc::new(parent));
+        kv.set("http.host", "own.test");
+        kv.set_static("conn.layer", "l4p");
+        kv.set("plugin.x", "1");
+        kv.set("tls.sni", "é.test");
+        let before: Vec<String> = {
+            let mut v: Vec<_> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            v.sort();
+            v
+        };
+        let bytes = kv.bytes;
+        kv.pack();
+        assert_eq!(kv.map.capacity(), 0, "the table is freed");
+        assert_eq!(kv.bytes, bytes);
+        let mut after: Vec<_> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        after.sort();
+        assert_eq!(after, before);
+        assert_eq!(
+            kv.get("http.host"),
+            Some("own.test"),
+            "own over the parent's"
+        );
+        assert_eq!(kv.get("tls.sni"), Some("é.test"));
+        assert_eq!(kv.get("conn.ip"), Some("10.0.0.1"));
+        assert_eq!(kv.get("conn.i"), None);
+        kv.remove_where(|k| k.starts_with("plugin."));
+        assert_eq!(kv.get("plugin.x"), None);
+        assert_eq!(kv.bytes, bytes - "plugin.x1".len());
+        kv.set("http.host", "later.test");
+        assert_eq!(
+            kv.get("http.host"),
+            Some("later.test"),
+            "set after packing shadows"
+        );
+        assert_eq!(kv.iter().filter(|(k, _)| *k == "http.host").count(), 1);
+        kv.pack();
+        assert_eq!(kv.get("http.host"), Some("later.test"));
+        assert_eq!(kv.len(), 4);
         assert!(!kv.is_empty());
     }
 

@@ -45,6 +45,8 @@ impl Ctx {
     /// The context of one connection: `app` with the connection's KV (without `plugin.*`).
     pub fn new(rt: Arc<L7>, app: &str, mut kv: Kv, peer: std::net::SocketAddr, tls: bool) -> Self {
         kv.remove_where(|k| k.starts_with("plugin."));
+        // Read by every request from here on, written no more.
+        kv.pack();
         let metrics = AppMetrics::of(app);
         Self {
             rt,
