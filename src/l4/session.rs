@@ -151,26 +151,23 @@ enum Verdict {
     Close,
 }
 
-async fn l4_verdict(
-    rt: &L4,
-    entry: &Entry<Listener>,
-    conn: &Conn,
-    peeked: &[u8],
-    label: &str,
-) -> Verdict {
+async fn l4_verdict(rt: &L4, entry: &Entry<Listener>, conn: &Conn, peeked: &[u8]) -> Verdict {
+    // The listener's label is written out only where a path uses it: most connections
+    // take none of these.
+    let label = || crate::conn::listener_label(&conn.key);
     match &entry.doc.mode {
         ListenerDoc::Flow(flow) => {
             let mut kv = listener_kv(conn, flow, peeked);
             match exec::run(flow, &mut kv, &rt.flow).await {
                 Ok(Decision::Proxy(to)) => rt
                     .upstreams
-                    .target(&to, label)
+                    .target(&to, &label())
                     .await
                     .map_or(Verdict::Close, Verdict::Target),
                 Ok(Decision::Abort | Decision::Respond { .. }) => Verdict::Close,
                 Ok(Decision::Upgrade { protocol, .. }) => Verdict::Upgrade(protocol, kv),
                 Err(e) => {
-                    warn!(listener = %label, peer = %conn.peer, "{e}");
+                    warn!(listener = %conn.key, peer = %conn.peer, "{e}");
                     Verdict::Close
                 }
             }
@@ -212,19 +209,20 @@ async fn decide_tcp(
     } else {
         Vec::new()
     };
-    let label = crate::conn::listener_label(&conn.key);
-    let verdict = l4_verdict(rt, entry, conn, &peeked, &label).await;
+    let verdict = l4_verdict(rt, entry, conn, &peeked).await;
     drop(peeked);
+    let label = || crate::conn::listener_label(&conn.key);
     let target = match verdict {
         Verdict::Target(t) => t,
         Verdict::Upgrade(protocol, kv) => {
             match route::route(rt.stage(), stream, kv, &protocol, conn).await? {
-                Routed::Pass(to) => rt.upstreams.target(&to, &label).await?,
+                Routed::Pass(to) => rt.upstreams.target(&to, &label()).await?,
                 Routed::Http(h) => return Some(Decided::Http(Box::new(h))),
             }
         }
         Verdict::Close => return None,
     };
+    let label = label();
     let addr = target.addr;
     let mut s = rt
         .upstreams

@@ -18,6 +18,20 @@ fn token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// The next line that ends in CRLF, and what follows it; `None` when no CRLF is left (a line
+/// still arriving). A lone LF is part of its line, as a lone CR is.
+fn next_line(text: &str) -> Option<(&str, &str)> {
+    let mut from = 0;
+    while let Some(i) = text.get(from..)?.find('\n') {
+        let at = from + i;
+        if at > 0 && text.as_bytes()[at - 1] == b'\r' {
+            return Some((text.get(..at - 1)?, text.get(at + 1..)?));
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// Parses the request line and the first `Host` header found in `buf`.
 pub fn parse(buf: &[u8]) -> Head {
     let mut head = Head::default();
@@ -25,15 +39,14 @@ pub fn parse(buf: &[u8]) -> Head {
         Ok(t) => t,
         Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
     };
-    // One pass: only lines that are complete (end in CRLF) count.
-    let mut lines = text.split_inclusive("\r\n");
-    let Some(first) = lines.next() else {
+    // Only lines that are complete (end in CRLF) count.
+    let (first, mut rest, complete_first) = match next_line(text) {
+        Some((line, rest)) => (line, rest, true),
+        None => (text, "", false),
+    };
+    if first.is_empty() && !complete_first {
         return head;
-    };
-    let (first, complete_first) = match first.strip_suffix("\r\n") {
-        Some(line) => (line, true),
-        None => (first, false),
-    };
+    }
     let mut parts = first.split(' ');
     let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
@@ -46,13 +59,14 @@ pub fn parse(buf: &[u8]) -> Head {
     }
     head.method = Some(method.to_string());
     head.path = Some(path.to_string());
-    for line in lines.take(MAX_HEADERS) {
-        let Some(line) = line.strip_suffix("\r\n") else {
+    for _ in 0..MAX_HEADERS {
+        let Some((line, after)) = next_line(rest) else {
             break;
         };
         if line.is_empty() {
             break;
         }
+        rest = after;
         if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("host") {
                 head.host = Some(value.trim().to_string());

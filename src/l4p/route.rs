@@ -133,9 +133,8 @@ pub async fn route(
     protocol: &str,
     conn: &Conn,
 ) -> Option<Routed> {
-    let label = crate::conn::listener_label(&conn.key);
     let Some(entry) = rt.config.load().resolvers.get(protocol).cloned() else {
-        info!(listener = %label, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
+        info!(listener = %conn.key, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
         metrics::counter!("vane_l4p_inspections_total", "protocol" => crate::labels::CARRIER.admit(protocol).to_string(), "outcome" => "no_resolver").increment(1);
         return None;
     };
@@ -146,7 +145,7 @@ pub async fn route(
         {
             Ok((raw, ch)) => {
                 if acme_validation(rt.acme, &ch) {
-                    info!(listener = %label, peer = %conn.peer, "ACME tls-alpn-01 validation: answered here");
+                    info!(listener = %conn.key, peer = %conn.peer, "ACME tls-alpn-01 validation: answered here");
                     return Some(acme_answer(kv, true));
                 }
                 for (k, v) in ch.kv() {
@@ -161,7 +160,7 @@ pub async fn route(
                 kv.set("tls.error", e.code());
                 metrics::counter!("vane_l4p_parse_failures_total", "protocol" => "tls", "error" => e.code()).increment(1);
                 if !rt.settings.tls_allow_parse_failure {
-                    info!(listener = %label, peer = %conn.peer, "TLS inspection failed ({}); connection closed", e.code());
+                    info!(listener = %conn.key, peer = %conn.peer, "TLS inspection failed ({}); connection closed", e.code());
                     return None;
                 }
                 kv.set("tls.sni", "unknown");
@@ -181,7 +180,7 @@ pub async fn route(
             .as_deref()
             .is_some_and(|p| rt.acme.answers_http01(p))
         {
-            info!(listener = %label, peer = %conn.peer, "ACME http-01 validation: answered here");
+            info!(listener = %conn.key, peer = %conn.peer, "ACME http-01 validation: answered here");
             return Some(acme_answer(kv, false));
         }
         for (k, v) in [
@@ -216,12 +215,12 @@ pub async fn route(
                     panic_first_request: false,
                 }))
             } else {
-                warn!(listener = %label, "resolver `{protocol}` cannot upgrade to `{app}`; connection closed");
+                warn!(listener = %conn.key, "resolver `{protocol}` cannot upgrade to `{app}`; connection closed");
                 None
             }
         }
         Err(e) => {
-            warn!(listener = %label, peer = %conn.peer, "resolver `{protocol}`: {e}");
+            warn!(listener = %conn.key, peer = %conn.peer, "resolver `{protocol}`: {e}");
             None
         }
     }
