@@ -6,7 +6,10 @@
 # CPU-second of the proxy and the 99th percentile latency) and h2load: a new
 # connection per request, 1 MiB responses, TLS-terminated HTTP/1.1 (keep-alive and a new
 # handshake per request) and HTTP/2 over TLS, all three proxies with one ECDSA P-256
-# certificate and no session resumption (neither client resumes).
+# certificate; then TLS handshakes one at a time with openssl s_time, full (-new) and resumed
+# (-reuse). HAProxy and nginx resume from their session caches, vane from its tickets. wrk
+# offers each connection's session again on the next one, so its new-handshake row is
+# resumed handshakes (h2load does not resume).
 #
 #   bench/l7.sh             # SECS=5 CLIENTS=32
 set -euo pipefail
@@ -42,6 +45,7 @@ http {
     ssl_certificate $TMP/bench.crt;
     ssl_certificate_key $TMP/bench.key;
     ssl_session_tickets off;
+    ssl_session_cache shared:bench:1m;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
@@ -144,11 +148,26 @@ PY
   row "1 MiB responses (wrk -t2 -c10), MB/s" 2 -t2 -c10 "http://127.0.0.1:PORT/big"
   row "TLS-terminated HTTP/1.1 keep-alive (wrk -t2 -c50), requests per second" 1 \
     -t2 -c50 "https://127.0.0.1:TPORT/"
-  row "TLS: a new handshake per request (wrk -t2 -c50, Connection: close), handshakes per second" 1 \
+  row "TLS: a new connection per request, the session resumed (wrk -t2 -c50, Connection: close), handshakes per second" 1 \
     -t2 -c50 -H "Connection: close" "https://127.0.0.1:TPORT/"
   echo "== HTTP/2 over TLS (h2load -c10 -m10), requests per second"
   HV=$(h2_rps_tls "$VT"); HH=$(h2_rps_tls "$HT")
   echo "vane $HV  haproxy $HH"
   python3 -c "print(f'ratios: vane/haproxy {$HV/$HH:.2f}')"
+  # Connections per second of wall clock: s_time reports whole seconds only.
+  stime() {
+    local t0 t1 n
+    t0=$(date +%s.%N)
+    n=$(openssl s_time -connect "127.0.0.1:$1" -www / "$2" -time "$SECS" 2>/dev/null \
+      | awk '/connections in .* real seconds/ {print $1}')
+    t1=$(date +%s.%N)
+    python3 -c "print(f'{${n:-0} / ($t1 - $t0):.0f}')"
+  }
+  for mode in -new -reuse; do
+    echo "== TLS handshakes one at a time (openssl s_time $mode, GET / on each), connections per second"
+    SV=$(stime "$VT" "$mode"); SH=$(stime "$HT" "$mode"); SN=$(stime "$NT" "$mode")
+    echo "vane $SV  haproxy $SH  nginx $SN"
+    python3 -c "r = lambda a, b: f'{a / b:.2f}' if b else 'n/a'; print(f'ratios: vane/haproxy {r($SV, $SH)}  vane/nginx {r($SV, $SN)}')"
+  done
   echo "date: $(date -u +%FT%TZ)"
 } | tee "$OUT/l7-$(date -u +%Y%m%dT%H%M%SZ).txt"

@@ -41,9 +41,9 @@ use crate::runtime::Runtime;
 /// dereferences to the [`Runtime`] (`l7.settings`, `l7.config`, ...).
 pub struct L7 {
     pub rt: Arc<Runtime>,
-    /// The TLS server configuration of termination (built on first use; it reads the
-    /// current certificates at every handshake).
-    tls: OnceLock<Arc<rustls::ServerConfig>>,
+    /// TLS termination's configurations (built on first use; they read the current
+    /// certificates at every handshake), session cache and ticket keys.
+    tls: tls::Termination,
     /// Connectors for WebSocket upgrades (HTTP/1.1 only by ALPN): verifying, `skip_verify`.
     ws_connectors: [OnceLock<client::Connector>; 2],
     /// HTTP/3 endpoints by UDP listener (QUIC terminated on that port).
@@ -65,7 +65,7 @@ impl L7 {
         }
         Arc::new(Self {
             rt,
-            tls: OnceLock::new(),
+            tls: tls::Termination::default(),
             ws_connectors: [OnceLock::new(), OnceLock::new()],
             h3_ports: DashMap::new(),
         })

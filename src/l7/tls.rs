@@ -2,10 +2,14 @@
 //! current certificate store at every handshake, so certificate reloads apply to the next
 //! connection without rebuilding anything.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use dashmap::DashMap;
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
@@ -49,6 +53,45 @@ impl ResolvesServerCert for ByName {
     }
 }
 
+/// TLS sessions a client may resume without tickets (TLS 1.2 clients that do not take them),
+/// oldest dropped first. Tickets carry the rest.
+const SESSION_CACHE: usize = 4096;
+
+/// What termination shares between connections: the server configurations (the default one
+/// and one per pinned certificate id, built on first use) and, across all of them, the
+/// session cache and the ticket keys, so that a client resumes whichever configuration
+/// served it before. Resuming skips the certificate signature and the key exchange's
+/// public-key work, the bulk of a handshake's cost.
+pub struct Termination {
+    shared: OnceLock<Arc<rustls::ServerConfig>>,
+    /// Pinned ids come from the config, not from clients: a handful.
+    pinned: DashMap<String, Arc<rustls::ServerConfig>>,
+    sessions: Arc<dyn StoresServerSessions>,
+    /// Rotating ticket keys (every 6 hours, the previous still accepted), made on first use.
+    tickets: OnceLock<Arc<dyn ProducesTickets>>,
+}
+
+impl Default for Termination {
+    fn default() -> Self {
+        Self {
+            shared: OnceLock::new(),
+            pinned: DashMap::new(),
+            sessions: ServerSessionMemoryCache::new(SESSION_CACHE),
+            tickets: OnceLock::new(),
+        }
+    }
+}
+
+impl Termination {
+    fn tickets(&self) -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+        if let Some(t) = self.tickets.get() {
+            return Ok(t.clone());
+        }
+        let made = rustls::crypto::ring::Ticketer::new()?;
+        Ok(self.tickets.get_or_init(|| made).clone())
+    }
+}
+
 fn config(rt: &L7, pinned: Option<String>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -59,6 +102,8 @@ fn config(rt: &L7, pinned: Option<String>) -> Result<Arc<rustls::ServerConfig>, 
             pinned,
             acme: rt.acme.challenges.clone(),
         }));
+    cfg.session_storage = rt.tls.sessions.clone();
+    cfg.ticketer = rt.tls.tickets()?;
     // `acme-tls/1` last: only a client that offers nothing else negotiates it.
     cfg.alpn_protocols = vec![
         b"h2".to_vec(),
@@ -95,12 +140,18 @@ pub fn h3_server_config(rt: &Runtime) -> Result<quinn::ServerConfig, OpenError> 
 /// The acceptor for one connection; shared unless the upgrade pinned a certificate.
 pub fn acceptor(rt: &L7, pinned: Option<&str>) -> Result<TlsAcceptor, rustls::Error> {
     let cfg = match pinned {
-        Some(id) => config(rt, Some(id.to_string()))?,
-        None => match rt.tls.get() {
+        Some(id) => match rt.tls.pinned.get(id) {
+            Some(c) => c.clone(),
+            None => {
+                let c = config(rt, Some(id.to_string()))?;
+                rt.tls.pinned.entry(id.to_string()).or_insert(c).clone()
+            }
+        },
+        None => match rt.tls.shared.get() {
             Some(c) => c.clone(),
             None => {
                 let c = config(rt, None)?;
-                rt.tls.get_or_init(|| c).clone()
+                rt.tls.shared.get_or_init(|| c).clone()
             }
         },
     };

@@ -143,3 +143,81 @@ async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() 
     assert!(head.starts_with("HTTP/1.1 201"), "{head}");
     assert!(body.starts_with("GET /third?"), "{body}");
 }
+
+/// A client resumes its TLS session on a later connection after hundreds of other clients
+/// have connected in between: TLS 1.3 by ticket, TLS 1.2 by session ID from the server's cache
+/// (which the other clients fill). The first full handshake gives the session; no request is
+/// needed for TLS 1.2, and for TLS 1.3 one request lets the client read the tickets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume_after_many_other_clients() {
+    use rustls::client::{Resumption, Tls12Resumption};
+    use rustls::HandshakeKind;
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    tls_port(&cfg, port);
+    let site = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
+    let _v = Vane::start(&cfg, &[port]);
+    let name = || rustls::pki_types::ServerName::try_from("site.test").expect("name");
+    let client = |versions: &[&'static rustls::SupportedProtocolVersion], resumption| {
+        let mut store = rustls::RootCertStore::empty();
+        store.add(site.clone()).expect("root");
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        c.resumption = resumption;
+        tokio_rustls::TlsConnector::from(Arc::new(c))
+    };
+    let connect = |c: tokio_rustls::TlsConnector| async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        c.connect(name(), tcp).await.expect("handshake")
+    };
+    let ask = |mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>| async move {
+        use tokio::io::AsyncWriteExt;
+        tls.write_all(b"GET /t HTTP/1.1\r\nHost: site.test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let (head, _) = read_response(&mut tls, &mut buf).await;
+        assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    };
+    let tls13 = client(
+        &[&rustls::version::TLS13],
+        Resumption::in_memory_sessions(4),
+    );
+    let tls12 = client(
+        &[&rustls::version::TLS12],
+        Resumption::in_memory_sessions(4).tls12_resumption(Tls12Resumption::SessionIdOnly),
+    );
+    for c in [&tls13, &tls12] {
+        let tls = connect(c.clone()).await;
+        assert_eq!(tls.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+        ask(tls).await;
+    }
+    // Others in between, each with a session the server's cache keeps (TLS 1.2, by ID).
+    for _ in 0..300 {
+        let other = client(
+            &[&rustls::version::TLS12],
+            Resumption::in_memory_sessions(1).tls12_resumption(Tls12Resumption::SessionIdOnly),
+        );
+        drop(connect(other).await);
+    }
+    for (c, what) in [
+        (&tls13, "TLS 1.3 by ticket"),
+        (&tls12, "TLS 1.2 by session ID"),
+    ] {
+        let tls = connect(c.clone()).await;
+        assert_eq!(
+            tls.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Resumed),
+            "{what}"
+        );
+        ask(tls).await;
+    }
+}

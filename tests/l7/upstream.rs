@@ -530,3 +530,71 @@ async fn upstream_statuses_are_relayed_and_the_method_can_be_overridden() {
         "the driver's `method` input"
     );
 }
+
+/// An HTTPS upstream (hyper's client) answering with a `Content-Length` beside
+/// `Transfer-Encoding: chunked`: the coding frames the body (RFC 9112 §6.3), so the client
+/// gets the whole chunked body, not an answer cut to the stray length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstreams_length_beside_a_chunked_body_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(common::tls::server_config(
+        "localhost",
+        &["http/1.1"],
+        false,
+    )));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut t) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match t.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+                let _ = t.write_all(answer.as_bytes()).await;
+                let _ = t.shutdown().await;
+            });
+        }
+    });
+    let (cfg, port) = app_dir(&proxy_app(
+        &format!("https://localhost:{up}"),
+        ", skip_verify: true",
+    ));
+    let _v = Vane::start(&cfg, &[port]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h1_client(tcp).await;
+    let resp = send
+        .send_request(
+            hyper::Request::get("/both")
+                .header("host", "front.test")
+                .body(Empty::<Bytes>::new())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_ne!(
+        resp.headers().get("content-length").map(|v| v.as_bytes()),
+        Some(&b"3"[..])
+    );
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("whole body")
+        .to_bytes();
+    assert_eq!(&body[..], b"hello world");
+}
