@@ -1,21 +1,27 @@
 //! Plain `http://` upstreams over HTTP/1.1: vane's own client ([`super::h1::client`]) on
-//! connections kept in one pool for the process.
+//! connections kept in one pool per thread.
 //!
 //! The pool keeps, per upstream authority (as the URL writes it), its idle connections; a
-//! request takes the newest one the upstream has not closed, or opens one. One pool, not one
-//! per data-plane thread: a request's task may move between threads while its body streams,
-//! so with a pool per thread, connections drifted to one thread, went over its cap there and
-//! were closed while the other thread opened new ones (thousands of connects in a five-second
-//! wrk run at 50 clients). The lock is held for a push or a pop. The connection travels with
-//! the response body, carrying its key, and comes back when the body has been
-//! read to its end (a body dropped early closes it); a request allocates nothing for this.
-//! hyper's client, used here before, cost a proxied request a spawned connection task, a
-//! dispatch channel between the request and that task, and a header map rebuilt on each side:
-//! about a third of the instructions of a small proxied request. TLS upstreams and h2c keep
-//! hyper's pooled client: ALPN may pick HTTP/2.
+//! request takes the newest one the upstream has not closed, or opens one. One pool per
+//! thread, without a lock: an HTTP connection and the requests it carries stay on the
+//! data-plane thread that accepted it, and an upstream connection's socket is registered with
+//! the reactor of the thread that opened it. A single pool for the process (as before) handed
+//! connections opened on one thread to requests on the other: the socket's readiness then
+//! came from the first thread's event loop, a cross-thread wake-up each time and a wait on
+//! that loop when it was busy (a long tail of latency under load), and the pool's lock was
+//! taken twice per request by both threads. (On the shared runtime, which serves HTTP/3, a task may move between worker
+//! threads while a body streams; its connection then joins the pool of the thread it ends
+//! on, all of them on that runtime's one reactor.) The connection travels with the response
+//! body, carrying its key, and comes back when the body has been read to its end (a body
+//! dropped early closes it); a request allocates nothing for this. hyper's client, used here
+//! before, cost a proxied request a spawned connection task, a dispatch channel between the
+//! request and that task, and a header map rebuilt on each side: about a third of the
+//! instructions of a small proxied request. TLS upstreams and h2c keep hyper's pooled client
+//! (one per thread too): ALPN may pick HTTP/2.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode, Uri};
@@ -56,20 +62,16 @@ struct Pool {
     max_idle: usize,
 }
 
-static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(Mutex::default);
-
-/// The pool; one that a panicking holder left behind is still consistent (each change is
-/// one push or pop), so it is taken over rather than given up.
-fn pool() -> MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::default();
 }
 
 fn checkout(key: &str, idle_max: Duration, max_idle: usize) -> Option<Conn> {
-    pool().checkout(key, Instant::now(), idle_max, max_idle)
+    POOL.with_borrow_mut(|p| p.checkout(key, Instant::now(), idle_max, max_idle))
 }
 
 fn checkin(conn: Conn) {
-    pool().checkin(conn, Instant::now());
+    POOL.with_borrow_mut(|p| p.checkin(conn, Instant::now()));
 }
 
 impl Pool {
@@ -202,6 +204,36 @@ mod tests {
         (key, ours, theirs)
     }
 
+    /// A connection comes back to the pool of the thread whose request used it, and only
+    /// that thread's requests take it: its socket answers to that thread's reactor.
+    #[test]
+    fn each_thread_reuses_only_the_connections_it_brought_back() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let idle = Duration::from_secs(60);
+        let a = runtime();
+        let (key, mut ours, _theirs) = a.block_on(conns(1));
+        let conn = ours.pop().expect("one");
+        a.block_on(async {
+            assert!(checkout(&key, idle, 2).is_none(), "nothing kept yet");
+            checkin(conn);
+        });
+        let elsewhere = std::thread::scope(|s| {
+            s.spawn(|| runtime().block_on(async { checkout(&key, idle, 2).is_some() }))
+                .join()
+                .expect("thread")
+        });
+        assert!(!elsewhere, "another thread's pool does not have it");
+        assert!(
+            a.block_on(async { checkout(&key, idle, 2) }).is_some(),
+            "this thread's does"
+        );
+    }
+
     /// Connections go back under the key they opened with, at most [`BURST`] times the
     /// setting per key, and come out by the borrowed authority.
     #[tokio::test]
@@ -258,20 +290,5 @@ mod tests {
         let expired = later + idle + SWEEP_EVERY;
         assert!(pool.checkout(&key, expired, idle, 2).is_none());
         assert!(pool.hosts.is_empty(), "an expired host is forgotten");
-    }
-
-    /// A connection given back on another thread (the request's task moved while its body
-    /// streamed) serves the next request on this one: with a pool per thread it sat over
-    /// there while this thread opened a new connection.
-    #[tokio::test]
-    async fn a_connection_given_back_on_another_thread_is_reused() {
-        let (key, mut ours, _theirs) = conns(1).await;
-        let conn = ours.pop().expect("one");
-        let idle = Duration::from_secs(60);
-        assert!(checkout(&key, idle, 2).is_none(), "nothing kept yet");
-        std::thread::spawn(move || checkin(conn))
-            .join()
-            .expect("the other thread");
-        assert!(checkout(&key, idle, 2).is_some());
     }
 }
