@@ -220,23 +220,98 @@ fn plain(status: StatusCode, text: &'static str) -> Reply {
 }
 
 /// Runs one request through the application flow (any HTTP version) and accounts for it.
-pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Reply, Aborted> {
+/// What the request's future keeps is worked out before it starts ([`prepare`]), and the
+/// future is [`Handled`], not an async function: an async function keeps its arguments for
+/// its whole life (and binds them again inside), and awaiting a future it holds keeps a
+/// second copy; the request (240 bytes) and the prepared exchange (700) sat in this future
+/// two and three times while the flow ran, and every request's state is moved into a box of
+/// its own.
+pub fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Body>,
+) -> Handled<impl std::future::Future<Output = Result<Reply, Aborted>> + Send> {
     let started = Instant::now();
-    if ctx
+    let panic = ctx
         .panic_armed
-        .swap(false, std::sync::atomic::Ordering::SeqCst)
-    {
-        panic!("chaos: request panic requested");
-    }
+        .swap(false, std::sync::atomic::Ordering::SeqCst);
     let line = ctx
         .rt
         .settings
         .access_log
         .then(|| (req.method().clone(), req.uri().clone(), req.version()));
     let span = crate::spans::request_span(ctx.app(), req.method().as_str(), req.uri().path());
-    // One await (entering a disabled span is a flag test): two would each keep their own
-    // copy of the flow's state in this future.
-    let outcome = tracing::Instrument::instrument(respond(&ctx, req), span).await;
+    let (running, answered) = match prepare(&ctx, req) {
+        Ok(mut p) => {
+            let ctx = ctx.clone();
+            // A block that owns the prepared parts and lends them: an async function's
+            // arguments are kept twice in its state.
+            let run = async move { respond(&ctx, &mut p).await };
+            (Some(tracing::Instrument::instrument(run, span)), None)
+        }
+        Err(answer) => (None, Some(*answer)),
+    };
+    Handled {
+        running,
+        answered,
+        ctx,
+        started,
+        line,
+        panic,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request being handled: its application's run (or the answer given without one),
+    /// then its accounting.
+    pub struct Handled<F> {
+        #[pin]
+        running: Option<F>,
+        answered: Option<Reply>,
+        ctx: Arc<Ctx>,
+        started: Instant,
+        line: Option<(hyper::Method, hyper::Uri, hyper::Version)>,
+        // Chaos: this request panics.
+        panic: bool,
+    }
+}
+
+impl<F> std::future::Future for Handled<F>
+where
+    F: std::future::Future<Output = Result<Reply, Aborted>>,
+{
+    type Output = Result<Reply, Aborted>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        if std::mem::take(this.panic) {
+            panic!("chaos: request panic requested");
+        }
+        let outcome = match this.running.as_mut().as_pin_mut() {
+            Some(run) => {
+                let outcome = std::task::ready!(run.poll(cx));
+                this.running.set(None);
+                outcome
+            }
+            None => match this.answered.take() {
+                Some(answer) => Ok(answer),
+                None => panic!("a handled request polled after it finished"),
+            },
+        };
+        account(this.ctx, &outcome, *this.started, this.line.take());
+        std::task::Poll::Ready(outcome)
+    }
+}
+
+/// Counts a finished request and writes its access log line.
+fn account(
+    ctx: &Ctx,
+    outcome: &Result<Reply, Aborted>,
+    started: Instant,
+    line: Option<(hyper::Method, hyper::Uri, hyper::Version)>,
+) {
     let code = outcome.as_ref().map_or(0, |r| r.status.as_u16());
     let secs = started.elapsed().as_secs_f64();
     ctx.metrics.count(code);
@@ -265,10 +340,18 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Body>) -> Result<Reply, Aborted>
             secs * 1000.0
         );
     }
-    outcome
 }
 
-async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Reply, Aborted> {
+/// A request ready for its application's flow.
+struct Prepared {
+    app: Arc<crate::config::Entry<crate::flow::step::Flow>>,
+    kv: crate::flow::kv::Kv,
+    x: super::exchange::HttpExchange,
+}
+
+/// Everything about a request that needs no waiting: the ACME http-01 answer, the
+/// application, its KV and the exchange; `Err` with the answer when there is nothing to run.
+fn prepare(ctx: &Ctx, mut req: Request<Body>) -> Result<Prepared, Box<Reply>> {
     let rt = &ctx.rt;
     // ACME http-01: answered on every plaintext path before any application runs (the CA
     // must not depend on what the flow would do with the request).
@@ -279,17 +362,21 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Reply, Aborted> {
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            return Ok(Reply::new(StatusCode::OK, h.into(), body::full(answer)));
+            return Err(Box::new(Reply::new(
+                StatusCode::OK,
+                h.into(),
+                body::full(answer),
+            )));
         }
     }
     let Some(app) = rt.config.load().applications.get(&**ctx.app()).cloned() else {
         warn!(app = %ctx.app(), "no application `{}` is configured", ctx.app());
-        return Ok(plain(
+        return Err(Box::new(plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Configuration Error",
-        ));
+        )));
     };
-    let mut kv = super::request_keys::request_kv(&ctx.kv, ctx.app(), &req);
+    let kv = super::request_keys::request_kv(&ctx.kv, ctx.app(), &req);
     // WebSocket: an HTTP/1.x upgrade, or an HTTP/2 extended CONNECT (RFC 8441).
     let ws_h2 = req.method() == hyper::Method::CONNECT
         && req
@@ -308,7 +395,14 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Reply, Aborted> {
     );
     x.ws_client = ws_client;
     x.ws_h2 = ws_h2;
-    let decision = match exec::run_with(&app.doc, &mut kv, &rt.flow, Some(&mut x)).await {
+    Ok(Prepared { app, kv, x })
+}
+
+/// Runs the application's flow on a prepared request and turns its decision into a reply.
+async fn respond(ctx: &Ctx, p: &mut Prepared) -> Result<Reply, Aborted> {
+    let (app, kv, x) = (&p.app, &mut p.kv, &mut p.x);
+    let rt = &ctx.rt;
+    let decision = match exec::run_with(&app.doc, kv, &rt.flow, Some(&mut *x)).await {
         Ok(d) => d,
         Err(e) => {
             warn!(app = %ctx.app(), peer = %ctx.peer, "application flow: {e}");
@@ -336,7 +430,7 @@ async fn respond(ctx: &Ctx, mut req: Request<Body>) -> Result<Reply, Aborted> {
                 .take()
                 .map_or_else(|| (Headers::default(), body::empty()), |(_, h, b)| (h, b));
             super::response::build(
-                &kv,
+                kv,
                 status.as_ref(),
                 headers.as_ref(),
                 body.as_ref(),

@@ -164,7 +164,13 @@ where
     *req.uri_mut() = head.uri;
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers;
-    let answer = run(ctx, req, feed.as_mut(), io, buf).await;
+    // The handler's future lies here once: an argument of `run` (the request, or the future
+    // itself) would be kept in `run`'s state beside what it became.
+    // In a block: its room is free again for the response's write.
+    let answer = {
+        let handler = std::pin::pin!(server::handle(ctx.clone(), req));
+        run(handler, feed.as_mut(), io, buf).await
+    };
     // A body the flow did not read to the end leaves the connection's framing unknown.
     let unread = feed.as_ref().is_some_and(|f| !f.done());
     drop(feed);
@@ -195,17 +201,16 @@ where
 /// Runs the request's flow, feeding it the client's body as it asks for it. Its own future:
 /// its state ends before the response is written, so the two share their room in the
 /// exchange's state instead of adding up.
-async fn run<IO>(
-    ctx: &Arc<Ctx>,
-    req: Request<super::body::Body>,
+async fn run<IO, H>(
+    mut handler: std::pin::Pin<&mut H>,
     mut feed: Option<&mut Feed>,
     io: &mut IO,
     buf: &mut BytesMut,
 ) -> Result<super::reply::Reply, server::Aborted>
 where
     IO: AsyncRead + Unpin,
+    H: std::future::Future<Output = Result<super::reply::Reply, server::Aborted>>,
 {
-    let mut handler = std::pin::pin!(server::handle(ctx.clone(), req));
     let mut pumping = feed.is_some();
     loop {
         let Some(f) = feed.as_deref_mut().filter(|_| pumping) else {
@@ -381,11 +386,12 @@ mod tests {
 
     /// An exchange's state is moved into a box for every request: the rare paths it reaches
     /// (external plugins, rate limits against a shared store, upstream connects, request
-    /// bodies) are boxed where they start, so their state is paid only when they run.
+    /// bodies) are boxed where they start, so their state is paid only when they run, and no
+    /// large value is an async function's argument (kept twice): 3.9 KiB before, 2.8 after.
     #[test]
     fn a_request_state_stays_small() {
         let size = state_size(exchange::<TcpStream>);
         eprintln!("HTTP/1.1 exchange state: {size} bytes");
-        assert!(size <= 4096, "{size} bytes");
+        assert!(size <= 3072, "{size} bytes");
     }
 }
