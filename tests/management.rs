@@ -420,10 +420,17 @@ fn the_memory_monitor_and_process_metrics_are_exported() {
     assert!(v.metric("process_resident_memory_bytes").unwrap_or(0.0) > 1_000_000.0);
     assert!(v.metric("process_open_fds").unwrap_or(0.0) > 3.0);
     let adaptive = Vane::start(&cfg, &[]);
-    let limit = adaptive.metric("vane_l7_memory_limit_bytes").unwrap_or(0.0);
+    // The monitor publishes its first reading shortly after start, not before the harness
+    // sees the process ready.
+    let limit = || adaptive.metric("vane_l7_memory_limit_bytes").unwrap_or(0.0);
     assert!(
-        limit > 0.0 && limit != 536_870_912.0,
-        "adaptive limit follows available memory: {limit}"
+        wait_until(Duration::from_secs(3), || limit() > 0.0),
+        "no limit published"
+    );
+    assert!(
+        limit() != 536_870_912.0,
+        "adaptive limit follows available memory: {}",
+        limit()
     );
 }
 

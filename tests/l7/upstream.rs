@@ -118,19 +118,7 @@ async fn an_https_upstream_speaks_http2_by_alpn_and_a_dead_one_takes_the_failure
     ));
     let _v = Vane::start(&cfg, &[port]);
     let get = |path: &'static str| async move {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let mut send = h1_client(tcp).await;
-        let resp = send
-            .send_request(
-                hyper::Request::get(path)
-                    .header("host", "front.test")
-                    .body(Empty::<Bytes>::new())
-                    .expect("request"),
-            )
-            .await
-            .expect("response");
+        let resp = get_front(port, path).await;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
         (parts, String::from_utf8_lossy(&body).to_string())
@@ -154,19 +142,7 @@ async fn version_h2c_speaks_http2_to_a_plaintext_upstream() {
         &format!("http://127.0.0.1:{}", up.addr.port()),
         ", version: h2c",
     );
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let mut send = h1_client(tcp).await;
-    let resp = send
-        .send_request(
-            hyper::Request::get("/x")
-                .header("host", "front.test")
-                .body(Empty::<Bytes>::new())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
+    let resp = get_front(port, "/x").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-seen-version"], "HTTP/2.0");
 }
@@ -572,19 +548,7 @@ async fn an_https_upstreams_length_beside_a_chunked_body_is_dropped() {
         ", skip_verify: true",
     ));
     let _v = Vane::start(&cfg, &[port]);
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let mut send = h1_client(tcp).await;
-    let resp = send
-        .send_request(
-            hyper::Request::get("/both")
-                .header("host", "front.test")
-                .body(Empty::<Bytes>::new())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
+    let resp = get_front(port, "/both").await;
     assert_eq!(resp.status(), 200);
     assert_ne!(
         resp.headers().get("content-length").map(|v| v.as_bytes()),
@@ -597,4 +561,20 @@ async fn an_https_upstreams_length_beside_a_chunked_body_is_dropped() {
         .expect("whole body")
         .to_bytes();
     assert_eq!(&body[..], b"hello world");
+}
+
+/// `GET path` with `Host: front.test` over a new HTTP/1.1 connection to vane on `port`.
+async fn get_front(port: u16, path: &str) -> hyper::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut send = h1_client(tcp).await;
+    send.send_request(
+        hyper::Request::get(path)
+            .header("host", "front.test")
+            .body(Empty::<Bytes>::new())
+            .expect("request"),
+    )
+    .await
+    .expect("response")
 }
