@@ -94,21 +94,50 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
 }
 
 /// Resolves once nothing has moved for `idle` (looked at every quarter of it).
-pub async fn watch(moves: Arc<AtomicU64>, idle: Duration) {
+pub fn watch(moves: Arc<AtomicU64>, idle: Duration) -> Watch {
     let tick = (idle / 4).max(Duration::from_millis(50));
-    let mut seen = moves.load(Ordering::Relaxed);
-    let mut quiet = Duration::ZERO;
-    loop {
-        tokio::time::sleep(tick).await;
-        let now = moves.load(Ordering::Relaxed);
-        if now == seen {
-            quiet += tick;
-            if quiet >= idle {
-                return;
+    Watch {
+        seen: moves.load(Ordering::Relaxed),
+        moves,
+        idle,
+        tick,
+        quiet: Duration::ZERO,
+        sleep: Box::pin(tokio::time::sleep(tick)),
+    }
+}
+
+/// The watchdog [`watch`] returns. Written out, with its timer boxed, so that it is `Unpin`:
+/// a connection's future holds it in place and polls it by reference, where an async
+/// function's future would have to be pinned by moving it, a second copy in every idle
+/// connection's state.
+pub struct Watch {
+    moves: Arc<AtomicU64>,
+    idle: Duration,
+    tick: Duration,
+    seen: u64,
+    quiet: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl std::future::Future for Watch {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            std::task::ready!(this.sleep.as_mut().poll(cx));
+            let now = this.moves.load(Ordering::Relaxed);
+            if now == this.seen {
+                this.quiet += this.tick;
+                if this.quiet >= this.idle {
+                    return Poll::Ready(());
+                }
+            } else {
+                this.seen = now;
+                this.quiet = Duration::ZERO;
             }
-        } else {
-            seen = now;
-            quiet = Duration::ZERO;
+            let next = tokio::time::Instant::now() + this.tick;
+            this.sleep.as_mut().reset(next);
         }
     }
 }

@@ -164,11 +164,13 @@ mod tests {
 
     /// Every plaintext HTTP connection carries this state while it waits for its next
     /// request: hyper's connection, the TLS session and the hand-off must stay out of it
-    /// (boxed where used; the hand-off becomes the shared context before the state starts).
+    /// (boxed where used; the hand-off becomes the shared context before the state starts),
+    /// and so must second copies of its arguments and of the idle watchdog (784 bytes with
+    /// them, 528 without).
     #[test]
     fn an_http_connection_state_stays_small() {
         let size = state_size(server::serve::<TcpStream>);
         eprintln!("server::serve state: {size} bytes");
-        assert!(size < 1024, "{size} bytes");
+        assert!(size <= 576, "{size} bytes");
     }
 }

@@ -90,42 +90,53 @@ pub fn context(rt: &Arc<L7>, conn: &Conn, h: Handoff) -> Arc<Ctx> {
 /// `HTTP_IDLE_TIMEOUT_SECS`: HTTP/1.x on the fast path ([`super::h1`]), HTTP/2 (ALPN `h2` or
 /// prior knowledge) and what the fast path hands over in hyper. `ctx` comes from [`context`]:
 /// the hand-off is not an argument, so a waiting connection's state does not carry its size.
-pub async fn serve<IO>(rt: Arc<L7>, io: IO, conn: Conn, ctx: Arc<Ctx>, h2: bool)
+///
+/// Not an async function: its arguments would stay in every waiting connection's state
+/// beside what they became (the stream inside its counter, the listener key and peer).
+pub fn serve<IO>(
+    rt: Arc<L7>,
+    io: IO,
+    conn: Conn,
+    ctx: Arc<Ctx>,
+    h2: bool,
+) -> impl std::future::Future<Output = ()>
 where
     IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
 {
     let conn = (conn.key, conn.peer);
     let activity = Arc::new(AtomicU64::new(0));
     let mut io = super::idle::Tracked::new(io, activity.clone());
-    let idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
-    tokio::pin!(idle);
+    let mut idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
     let mut draining = rt.draining.subscribe();
-    let pre = if h2 || rt.settings.http1_on_hyper {
-        Bytes::new()
-    } else {
-        let fast = super::h1::serve(
-            &ctx,
-            &mut io,
-            &mut draining,
-            rt.settings.http_header_timeout,
-        );
-        tokio::select! {
-            ended = fast => match ended {
-                super::h1::Ended::Closed => return,
-                super::h1::Ended::Handover(pre) => pre,
-            },
-            () = idle.as_mut() => {
-                metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
-                debug!(listener = %conn.0, peer = %conn.1, "HTTP connection idle; closed");
-                return;
+    async move {
+        let pre = if h2 || rt.settings.http1_on_hyper {
+            Bytes::new()
+        } else {
+            let fast = super::h1::serve(
+                &ctx,
+                &mut io,
+                &mut draining,
+                rt.settings.http_header_timeout,
+            );
+            tokio::select! {
+                ended = fast => match ended {
+                    super::h1::Ended::Closed => return,
+                    super::h1::Ended::Handover(pre) => pre,
+                },
+                () = &mut idle => {
+                    metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
+                    debug!(listener = %conn.0, peer = %conn.1, "HTTP connection idle; closed");
+                    return;
+                }
             }
-        }
-    };
-    // Boxed: hyper's connection state is large, and only these connections should carry it.
-    let io = super::h1::rewind::Rewind::new(pre, io);
-    let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-        Box::pin(serve_hyper(ctx, io, idle, draining, conn));
-    hyper.await;
+        };
+        // Boxed: hyper's connection state is large, and only these connections should carry
+        // it.
+        let io = super::h1::rewind::Rewind::new(pre, io);
+        let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+            Box::pin(serve_hyper(ctx, io, Pin::new(&mut idle), draining, conn));
+        hyper.await;
+    }
 }
 
 /// The rest of a connection in hyper (HTTP/2, upgrades, `Expect`).
