@@ -111,19 +111,65 @@ pub fn serve(
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     h.kv.set_static("conn.layer", "l7");
     if h.tls {
-        return Box::pin(terminate_tls(rt, stream, conn, h));
+        return Box::pin(handshake_then(terminate_tls(rt, stream, conn, h)));
     }
     let ctx = server::context(&rt, &conn, h);
     Box::pin(server::serve(rt, stream, conn, ctx, false))
 }
 
-/// Terminates TLS on `stream`, then serves HTTP on it.
-async fn terminate_tls(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handoff) {
+pin_project_lite::pin_project! {
+    /// A TLS connection: its handshake, then its serving in the same room. Awaited in one
+    /// async function, the handshake's state (the stream mid-handshake, the hand-off, the
+    /// finished stream the serving took over) stayed beside the serving's for the connection's
+    /// life: 4.7 KiB, against the 1.7 KiB the serving needs.
+    #[project = TlsProj]
+    enum Tls<H, S> {
+        Handshake { #[pin] handshake: H },
+        Serving { #[pin] serving: S },
+    }
+}
+
+/// [`Tls`] from its handshake, which yields the serving (or nothing: the connection is over).
+fn handshake_then<H, S>(handshake: H) -> Tls<H, S>
+where
+    H: Future<Output = Option<S>>,
+    S: Future<Output = ()>,
+{
+    Tls::Handshake { handshake }
+}
+
+impl<H, S> Future for Tls<H, S>
+where
+    H: Future<Output = Option<S>>,
+    S: Future<Output = ()>,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        loop {
+            match self.as_mut().project() {
+                TlsProj::Handshake { handshake } => match std::task::ready!(handshake.poll(cx)) {
+                    Some(serving) => self.set(Tls::Serving { serving }),
+                    None => return std::task::Poll::Ready(()),
+                },
+                TlsProj::Serving { serving } => return serving.poll(cx),
+            }
+        }
+    }
+}
+
+/// Terminates TLS on `stream`; the serving of HTTP on it, unless the connection is over.
+async fn terminate_tls(
+    rt: Arc<L7>,
+    stream: TcpStream,
+    conn: Conn,
+    mut h: Handoff,
+) -> Option<impl Future<Output = ()>> {
     let acceptor = match tls::acceptor(&rt, h.cert.as_deref()) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(listener = %conn.key, "TLS termination unavailable: {e}");
-            return;
+            return None;
         }
     };
     let accepted =
@@ -137,19 +183,21 @@ async fn terminate_tls(rt: Arc<L7>, stream: TcpStream, conn: Conn, mut h: Handof
             if session.alpn_protocol() == Some(crate::acme::challenges::ACME_TLS_ALPN) {
                 // An ACME validator: the handshake was the answer (RFC 8737 section 3).
                 debug!(listener = %conn.key, peer = %conn.peer, "ACME tls-alpn-01 validation answered");
-                return;
+                return None;
             }
             let h2 = session.alpn_protocol() == Some(b"h2");
             let ctx = server::context(&rt, &conn, h);
-            server::serve(rt, tls, conn, ctx, h2).await;
+            Some(server::serve(rt, tls, conn, ctx, h2))
         }
         Ok(Err(e)) => {
             metrics::counter!("vane_tls_handshake_failures_total").increment(1);
             debug!(listener = %conn.key, peer = %conn.peer, "TLS termination failed: {e}");
+            None
         }
         Err(_) => {
             metrics::counter!("vane_tls_handshake_failures_total").increment(1);
             debug!(listener = %conn.key, peer = %conn.peer, "TLS termination timed out");
+            None
         }
     }
 }
@@ -167,6 +215,23 @@ mod tests {
     /// (boxed where used; the hand-off becomes the shared context before the state starts),
     /// and so must second copies of its arguments and of the idle watchdog (784 bytes with
     /// them, 528 without).
+    fn tls_state_size<H, S>(_: fn(Arc<L7>, TcpStream, Conn, Handoff) -> H) -> usize
+    where
+        H: Future<Output = Option<S>>,
+        S: Future<Output = ()>,
+    {
+        std::mem::size_of::<Tls<H, S>>()
+    }
+
+    /// A TLS connection carries this state for its whole life: the handshake's room is the
+    /// serving's afterwards (4,688 bytes when one async function awaited both).
+    #[test]
+    fn a_tls_connection_state_stays_small() {
+        let size = tls_state_size(terminate_tls);
+        eprintln!("TLS connection state: {size} bytes");
+        assert!(size <= 2048, "{size} bytes");
+    }
+
     #[test]
     fn an_http_connection_state_stays_small() {
         let size = state_size(server::serve::<TcpStream>);
