@@ -29,6 +29,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
             let n = self.pre.len().min(buf.remaining());
             buf.put_slice(&self.pre[..n]);
             self.pre.advance(n);
+            if !self.pre.has_remaining() {
+                // An emptied slice still holds the read buffer it came from (4 KiB or more)
+                // for the connection's life: let it go.
+                self.pre = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -62,5 +67,44 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    /// Marks its drop: the buffer the replayed bytes came from.
+    struct Owner(Vec<u8>, Arc<AtomicBool>);
+
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The replayed bytes come first, then the stream's; once they are read, the buffer
+    /// they came from is let go rather than held for the connection's life.
+    #[tokio::test]
+    async fn replayed_bytes_come_first_and_their_buffer_is_let_go() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let pre = Bytes::from_owner(Owner(b"PRI * HTTP/2.0".to_vec(), dropped.clone()));
+        let mut r = Rewind::new(pre, &b" rest"[..]);
+        let mut first = [0u8; 14];
+        r.read_exact(&mut first).await.expect("replayed");
+        assert_eq!(&first, b"PRI * HTTP/2.0");
+        assert!(dropped.load(Ordering::SeqCst), "buffer still held");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).await.expect("rest");
+        assert_eq!(rest, b" rest");
     }
 }
