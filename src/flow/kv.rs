@@ -81,30 +81,32 @@ impl Packed {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+    /// Where each key starts, where it ends and its value begins, and where the value ends.
+    fn spans(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
         let mut start = 0usize;
         self.ends.chunks_exact(2).map(move |e| {
-            let (k_end, v_end) = (e[0] as usize, e[1] as usize);
-            let key = self.text.get(start..k_end).unwrap_or_default();
-            let value = self.text.get(k_end..v_end).unwrap_or_default();
-            start = v_end;
-            (key, value)
+            let span = (start, e[0] as usize, e[1] as usize);
+            start = span.2;
+            span
+        })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans().map(|(k, v, end)| {
+            let text = &self.text;
+            (
+                text.get(k..v).unwrap_or_default(),
+                text.get(v..end).unwrap_or_default(),
+            )
         })
     }
 
     /// Compares lengths first: most keys looked up here are not here.
     fn get(&self, key: &str) -> Option<&str> {
-        let mut start = 0usize;
-        for e in self.ends.chunks_exact(2) {
-            let (k_end, v_end) = (e[0] as usize, e[1] as usize);
-            if k_end - start == key.len()
-                && self.text.as_bytes().get(start..k_end) == Some(key.as_bytes())
-            {
-                return self.text.get(k_end..v_end);
-            }
-            start = v_end;
-        }
-        None
+        let (_, v, end) = self.spans().find(|&(k, v, _)| {
+            v - k == key.len() && self.text.as_bytes().get(k..v) == Some(key.as_bytes())
+        })?;
+        self.text.get(v..end)
     }
 
     fn contains(&self, key: &str) -> bool {
@@ -339,18 +341,17 @@ mod tests {
         kv.set_static("conn.layer", "l4p");
         kv.set("plugin.x", "1");
         kv.set("tls.sni", "é.test");
-        let before: Vec<String> = {
+        let listed = |kv: &Kv| {
             let mut v: Vec<_> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
             v.sort();
             v
         };
+        let before = listed(&kv);
         let bytes = kv.bytes;
         kv.pack();
         assert_eq!(kv.map.capacity(), 0, "the table is freed");
         assert_eq!(kv.bytes, bytes);
-        let mut after: Vec<_> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        after.sort();
-        assert_eq!(after, before);
+        assert_eq!(listed(&kv), before);
         assert_eq!(
             kv.get("http.host"),
             Some("own.test"),

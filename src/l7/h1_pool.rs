@@ -9,9 +9,9 @@
 //! connections opened on one thread to requests on the other: the socket's readiness then
 //! came from the first thread's event loop, a cross-thread wake-up each time and a wait on
 //! that loop when it was busy (a long tail of latency under load), and the pool's lock was
-//! taken twice per request by both threads. (On the shared runtime, which serves HTTP/3, a task may move between worker
-//! threads while a body streams; its connection then joins the pool of the thread it ends
-//! on, all of them on that runtime's one reactor.) The connection travels with the response
+//! taken twice per request by both threads. (On the shared runtime, which serves HTTP/3, a
+//! task may move between worker threads while a body streams; its connection then joins the
+//! pool of the thread it ends on, all of them on that runtime's one reactor.) The connection travels with the response
 //! body, carrying its key, and comes back when the body has been read to its end (a body
 //! dropped early closes it); a request allocates nothing for this. hyper's client, used here
 //! before, cost a proxied request a spawned connection task, a dispatch channel between the
