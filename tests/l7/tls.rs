@@ -65,6 +65,22 @@ async fn tls_is_terminated_with_the_certificate_for_the_name_and_alpn_picks_the_
     assert!(String::from_utf8_lossy(&body).contains("host=a.wild.test"));
 }
 
+/// vane terminating TLS with a certificate for `site.test` (its config dir, port, certificate
+/// and the running gateway, which stops before its config dir goes away).
+fn site_gateway() -> (
+    ConfigDir,
+    u16,
+    rustls::pki_types::CertificateDer<'static>,
+    Vane,
+) {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    tls_port(&cfg, port);
+    let site = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
+    let v = Vane::start(&cfg, &[port]);
+    (cfg, port, site, v)
+}
+
 /// Reads one response with a `Content-Length` body off `io` (buffering in `buf`) and returns
 /// its head and body as text.
 async fn read_response<IO: tokio::io::AsyncRead + Unpin>(
@@ -102,11 +118,7 @@ async fn read_response<IO: tokio::io::AsyncRead + Unpin>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() {
     use tokio::io::AsyncWriteExt;
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    tls_port(&cfg, port);
-    let site = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
-    let _v = Vane::start(&cfg, &[port]);
+    let (_cfg, port, site, _v) = site_gateway();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -152,11 +164,7 @@ async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() 
 async fn tls_sessions_resume_after_many_other_clients() {
     use rustls::client::{Resumption, Tls12Resumption};
     use rustls::HandshakeKind;
-    let cfg = ConfigDir::new();
-    let port = free_port();
-    tls_port(&cfg, port);
-    let site = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
-    let _v = Vane::start(&cfg, &[port]);
+    let (_cfg, port, site, _v) = site_gateway();
     let name = || rustls::pki_types::ServerName::try_from("site.test").expect("name");
     let client = |versions: &[&'static rustls::SupportedProtocolVersion], resumption| {
         let mut store = rustls::RootCertStore::empty();

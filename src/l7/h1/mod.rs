@@ -164,9 +164,8 @@ where
     *req.uri_mut() = head.uri;
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers;
-    // The handler's future lies here once: an argument of `run` (the request, or the future
-    // itself) would be kept in `run`'s state beside what it became.
-    // In a block: its room is free again for the response's write.
+    // The handler's future lies here once (an argument of `run` would be kept in `run`'s
+    // state beside what it became), in a block so its room is free again for the response.
     let answer = {
         let handler = std::pin::pin!(server::handle(ctx.clone(), req));
         run(handler, feed.as_mut(), io, buf).await
