@@ -44,12 +44,12 @@ backend b
   http-reuse always
   server s1 127.0.0.1:$UP
 CFG
-  valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" haproxy -f "$TMP/haproxy.cfg" -db \
+  valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$TMP/cg.out" haproxy -f "$TMP/haproxy.cfg" -db \
     > "$TMP/vane.log" 2>&1 &
 else
   vane_http_proxy_config "$VP" "$UP"
   env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off DATA_PLANE_THREADS=1 \
-    valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
+    valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
     > "$TMP/vane.log" 2>&1 &
 fi
 VPID=$!; PIDS+=("$VPID")

@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod boot;
+pub mod boxed;
 pub mod certs;
 pub mod cli;
 pub mod config;

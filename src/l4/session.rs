@@ -57,7 +57,7 @@ pub async fn tcp(
             }
         }
     }
-    let decided = Box::pin(decide_tcp(&rt, &entry, &stream, &conn)).await;
+    let decided = crate::boxed::pin_in_place(|| decide_tcp(&rt, &entry, &stream, &conn)).await;
     drop(entry);
     let (upstream, _active) = match decided {
         Some(Decided::Relay(up, active)) => (up, active),

@@ -171,7 +171,9 @@ impl Exchange for HttpExchange {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Driven, DriverError>> + Send + 'a>>
     {
         match kind {
-            Builtin::Upstream => Box::pin(super::upstream::fetch(self, inputs, kv)),
+            Builtin::Upstream => {
+                crate::boxed::pin_in_place(|| super::upstream::fetch(self, inputs, kv))
+            }
             Builtin::Static => Box::pin(super::static_files::serve(self, inputs, kv)),
             Builtin::Cgi => Box::pin(super::cgi::run(self, inputs, kv)),
             other => {

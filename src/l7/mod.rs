@@ -111,10 +111,10 @@ pub fn serve(
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     h.kv.set_static("conn.layer", "l7");
     if h.tls {
-        return Box::pin(handshake_then(terminate_tls(rt, stream, conn, h)));
+        return crate::boxed::pin_in_place(|| handshake_then(terminate_tls(rt, stream, conn, h)));
     }
     let ctx = server::context(&rt, &conn, h);
-    Box::pin(server::serve(rt, stream, conn, ctx, false))
+    crate::boxed::pin_in_place(|| server::serve(rt, stream, conn, ctx, false))
 }
 
 pin_project_lite::pin_project! {

@@ -134,7 +134,9 @@ where
         // it.
         let io = super::h1::rewind::Rewind::new(pre, io);
         let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-            Box::pin(serve_hyper(ctx, io, Pin::new(&mut idle), draining, conn));
+            crate::boxed::pin_in_place(|| {
+                serve_hyper(ctx, io, Pin::new(&mut idle), draining, conn)
+            });
         hyper.await;
     }
 }
@@ -157,7 +159,7 @@ async fn serve_hyper<IO>(
             ctx.clone(),
             req.map(|b| b.map_err(|e| Box::new(e) as body::BoxError).boxed()),
         );
-        Box::pin(async move { handled.await.map(Reply::into_response) })
+        crate::boxed::pin_in_place(|| async move { handled.await.map(Reply::into_response) })
     });
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()

@@ -191,7 +191,7 @@ pub async fn fetch(
             (false, true) => Kind::SkipVerify,
             (false, false) => Kind::Verified,
         };
-        Box::pin(pooled(&x.rt.rt, out.request(body), kind))
+        crate::boxed::pin_in_place(|| pooled(&x.rt.rt, out.request(body), kind))
             .await
             .map(mapped)
     };

@@ -116,7 +116,10 @@ where
             }
         }
         // Boxed: the state of an exchange exists only while one runs, not while idle.
-        let next = Box::pin(exchange(ctx, io, &mut buf, first, draining, header_timeout)).await;
+        let next = crate::boxed::pin_in_place(|| {
+            exchange(ctx, io, &mut buf, first, draining, header_timeout)
+        })
+        .await;
         first = false;
         if let Some(ended) = next {
             return ended;
