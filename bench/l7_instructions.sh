@@ -118,7 +118,22 @@ TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
   echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C, close=${CLOSE:-0})"
   python3 -c "print(f'${PROXY:-vane} {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
   echo "== top functions by own instructions (the dump is $DUMP)"
-  callgrind_annotate --inclusive=no --threshold=95 "$DUMP" 2>/dev/null \
-    | grep -E '^ *[0-9,]+ \(' | head -40
+  # Own cost per function, summed from the dump's cost lines (callgrind_annotate attributes
+  # a dump taken after `zero` to the thread's entry point).
+  python3 - "$DUMP" "$N" <<'PY'
+import collections, sys
+own, fn, call = collections.Counter(), None, False
+for line in open(sys.argv[1], errors="replace"):
+    if line.startswith("fn="):
+        fn = line[3:].strip()
+    elif line.startswith("calls="):
+        call = True
+    elif line[:1].isdigit() or line[:1] in "+-*":
+        if not call and fn:
+            own[fn] += int(line.split()[1])
+        call = False
+for f, v in own.most_common(40):
+    print(f"{v / int(sys.argv[2]):>9,.0f} per request  {f[:140]}")
+PY
   echo "date: $(date -u +%FT%TZ)"
 } | tee "$OUT/l7-instructions-$(date -u +%Y%m%dT%H%M%SZ).txt"
