@@ -156,6 +156,65 @@ async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() 
     assert!(body.starts_with("GET /third?"), "{body}");
 }
 
+/// A client that asks for AES-256-GCM-SHA384 first (as OpenSSL's do) gets a SHA-256 suite, in
+/// TLS 1.3 and 1.2; one that offers only SHA-384 suites still gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_prefers_sha256_suites_whatever_the_client_order() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let (_cfg, port, site, _v) = site_gateway();
+    let negotiated = |suites: Vec<rustls::SupportedCipherSuite>, version| {
+        let site = site.clone();
+        async move {
+            let mut store = rustls::RootCertStore::empty();
+            store.add(site).expect("root");
+            let provider = rustls::crypto::CryptoProvider {
+                cipher_suites: suites,
+                ..rustls::crypto::ring::default_provider()
+            };
+            let c = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_protocol_versions(&[version])
+                .expect("versions")
+                .with_root_certificates(store)
+                .with_no_client_auth();
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("site.test").expect("name");
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(c))
+                .connect(name, tcp)
+                .await
+                .expect("handshake");
+            tls.get_ref()
+                .1
+                .negotiated_cipher_suite()
+                .expect("a suite")
+                .suite()
+        }
+    };
+    let tls13 = vec![
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(tls13, &rustls::version::TLS13).await,
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    let tls12 = vec![
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(tls12, &rustls::version::TLS12).await,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    );
+    let only = vec![cs::TLS13_AES_256_GCM_SHA384];
+    assert_eq!(
+        negotiated(only, &rustls::version::TLS13).await,
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+}
+
 /// A client resumes its TLS session on a later connection after hundreds of other clients
 /// have connected in between: TLS 1.3 by ticket, TLS 1.2 by session ID from the server's cache
 /// (which the other clients fill). The first full handshake gives the session; no request is
