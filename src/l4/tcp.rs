@@ -127,7 +127,10 @@ fn start(
 ) {
     let peer = watch.peer;
     let span = crate::spans::connection_span(&watch.label, peer);
-    let session = session::tcp(rt, entry, stream, conn, armed);
+    // Boxed where it is built: tokio moves a task's future by value about five times between
+    // `spawn` and its end (into the task cell, then each change of stage), and this state is
+    // sized for a relay (up to 768 bytes); a pointer moves for it instead.
+    let session = crate::boxed::pin_in_place(|| session::tcp(rt, entry, stream, conn, armed));
     // Connections only carry a span when traces are exported; otherwise they would pay for
     // one for nothing.
     if span.is_disabled() {

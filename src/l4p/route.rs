@@ -194,7 +194,7 @@ pub async fn route(
         }
         "ok"
     };
-    metrics::counter!("vane_l4p_inspections_total", "protocol" => crate::labels::CARRIER.admit(protocol).to_string(), "outcome" => outcome).increment(1);
+    inspected(protocol, outcome);
     match exec::run(&entry.doc, &mut kv, rt.flow).await {
         Ok(Decision::Proxy(to)) => Some(Routed::Pass(to)),
         Ok(Decision::Abort | Decision::Respond { .. }) => None,
@@ -224,6 +224,34 @@ pub async fn route(
             None
         }
     }
+}
+
+/// Counts `vane_l4p_inspections_total{protocol, outcome}` for an inspected connection. The
+/// handles of admitted labels are kept per thread: built from the labels, each connection
+/// paid a label-cap lookup, a key and a registry lookup (about 450 instructions). A protocol
+/// past the label cap is not kept, so each of its connections still counts as collapsed.
+fn inspected(protocol: &str, outcome: &'static str) {
+    use std::cell::RefCell;
+    /// Enough for every protocol a resolver set names, with each outcome.
+    const KEPT: usize = 32;
+    thread_local! {
+        static KEPT_HANDLES: RefCell<Vec<(Box<str>, &'static str, metrics::Counter)>> =
+            const { RefCell::new(Vec::new()) };
+    }
+    KEPT_HANDLES.with_borrow_mut(|kept| {
+        if let Some((.., c)) = kept
+            .iter()
+            .find(|(p, o, _)| **p == *protocol && *o == outcome)
+        {
+            return c.increment(1);
+        }
+        let label = crate::labels::CARRIER.admit(protocol);
+        let c = metrics::counter!("vane_l4p_inspections_total", "protocol" => label.to_string(), "outcome" => outcome);
+        c.increment(1);
+        if label == protocol && kept.len() < KEPT {
+            kept.push((protocol.into(), outcome, c));
+        }
+    })
 }
 
 /// What the `quic` resolver decided.
