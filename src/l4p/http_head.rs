@@ -21,10 +21,11 @@ fn token(s: &str) -> bool {
 /// The next line that ends in CRLF, and what follows it; `None` when no CRLF is left (a line
 /// still arriving). A lone LF is part of its line, as a lone CR is.
 fn next_line(text: &str) -> Option<(&str, &str)> {
+    let bytes = text.as_bytes();
     let mut from = 0;
-    while let Some(i) = text.get(from..)?.find('\n') {
+    while let Some(i) = memchr::memchr(b'\n', bytes.get(from..)?) {
         let at = from + i;
-        if at > 0 && text.as_bytes()[at - 1] == b'\r' {
+        if at > 0 && bytes[at - 1] == b'\r' {
             return Some((text.get(..at - 1)?, text.get(at + 1..)?));
         }
         from = at + 1;
@@ -32,7 +33,17 @@ fn next_line(text: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// Parses the request line and the first `Host` header found in `buf`.
+/// `text` up to the first `byte` (an ASCII byte, so both sides are whole characters) and what
+/// follows it; all of `text` and nothing when it has none.
+fn cut(text: &str, byte: u8) -> (&str, Option<&str>) {
+    match memchr::memchr(byte, text.as_bytes()) {
+        Some(i) => (text.get(..i).unwrap_or_default(), text.get(i + 1..)),
+        None => (text, None),
+    }
+}
+
+/// Parses the request line and the first `Host` header found in `buf`. Lines and fields are
+/// found with `memchr` (this runs for every plaintext connection a resolver inspects).
 pub fn parse(buf: &[u8]) -> Head {
     let mut head = Head::default();
     let text = match std::str::from_utf8(buf) {
@@ -47,11 +58,13 @@ pub fn parse(buf: &[u8]) -> Head {
     if first.is_empty() && !complete_first {
         return head;
     }
-    let mut parts = first.split(' ');
-    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (method, Some(after)) = cut(first, b' ') else {
         return head;
     };
+    let (path, Some(after)) = cut(after, b' ') else {
+        return head;
+    };
+    let (version, _) = cut(after, b' ');
     // A version is required once the request line is complete.
     let version_ok = version.starts_with("HTTP/1.") || !complete_first;
     if !token(method) || path.is_empty() || !version_ok {
@@ -67,7 +80,7 @@ pub fn parse(buf: &[u8]) -> Head {
             break;
         }
         rest = after;
-        if let Some((name, value)) = line.split_once(':') {
+        if let (name, Some(value)) = cut(line, b':') {
             if name.eq_ignore_ascii_case("host") {
                 head.host = Some(value.trim().to_string());
                 break;
@@ -108,6 +121,66 @@ mod tests {
                 h.host.is_none() || h.host.as_deref() == Some("a"),
                 "prefix {i}"
             );
+        }
+    }
+    /// The byte search reads heads as splitting the text did: same answer for every prefix of
+    /// heads with odd spacing, lone CR and LF, several colons and non-UTF-8 bytes.
+    #[test]
+    fn same_answers_as_splitting_the_text() {
+        fn by_split(buf: &[u8]) -> Head {
+            let text = match std::str::from_utf8(buf) {
+                Ok(t) => t,
+                Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+            };
+            let mut head = Head::default();
+            let (first, mut rest, complete) = match next_line(text) {
+                Some((l, r)) => (l, r, true),
+                None => (text, "", false),
+            };
+            if first.is_empty() && !complete {
+                return head;
+            }
+            let mut parts = first.split(' ');
+            let (Some(m), Some(p), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+                return head;
+            };
+            let version_ok = v.starts_with("HTTP/1.") || !complete;
+            if !token(m) || p.is_empty() || !version_ok {
+                return head;
+            }
+            head.method = Some(m.to_string());
+            head.path = Some(p.to_string());
+            for _ in 0..MAX_HEADERS {
+                let Some((line, after)) = next_line(rest) else {
+                    break;
+                };
+                if line.is_empty() {
+                    break;
+                }
+                rest = after;
+                if let Some((n, v)) = line.split_once(':') {
+                    if n.eq_ignore_ascii_case("host") {
+                        head.host = Some(v.trim().to_string());
+                        break;
+                    }
+                }
+            }
+            head
+        }
+        let heads: [&[u8]; 8] = [
+            b"GET /a?b=1 HTTP/1.1\r\nUser-Agent: x\r\nHost: a:1:2 \r\n\r\n",
+            b"GET  /double HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /x HTTP/1.1 extra\r\nhost:b\r\n\r\n",
+            b"GET /x\rHTTP/1.1\r\nX: \n y\r\nHOST:  c \r\n",
+            b"POST /\xff\xfe HTTP/1.1\r\nHost: d\r\n",
+            b"GET / HTTP/2\r\nHost: e\r\n",
+            b"GET / HTTP/1.0\r\nNoColon\r\nHost\r\nHost: f\r\n",
+            b"\r\nGET / HTTP/1.1\r\n",
+        ];
+        for h in heads {
+            for end in 0..=h.len() {
+                assert_eq!(parse(&h[..end]), by_split(&h[..end]), "{:?}", &h[..end]);
+            }
         }
     }
 }
