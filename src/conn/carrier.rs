@@ -27,6 +27,9 @@ pub struct Handoff {
     pub cert: Option<String>,
     /// Chaos: the first request of this connection panics (`/chaos/panic/listeners/.../sessions`).
     pub panic_first_request: bool,
+    /// What the L4+ stage read of a plaintext connection (the start of its first request): the
+    /// HTTP server starts from these bytes.
+    pub read: bytes::BytesMut,
 }
 
 /// Application names a plaintext resolver may upgrade to.

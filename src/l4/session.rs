@@ -57,7 +57,7 @@ pub async fn tcp(
             }
         }
     }
-    let decided = crate::boxed::pin_in_place(|| decide_tcp(&rt, &entry, &stream, &conn)).await;
+    let decided = crate::boxed::pin_in_place(|| decide_tcp(&rt, &entry, &mut stream, &conn)).await;
     drop(entry);
     let (upstream, _active) = match decided {
         Some(Decided::Relay(up, active)) => (up, active),
@@ -195,7 +195,7 @@ enum Decided {
 async fn decide_tcp(
     rt: &L4,
     entry: &Entry<Listener>,
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     conn: &Conn,
 ) -> Option<Decided> {
     // Peek only when something looks at the first bytes: legacy detectors or a template reading
@@ -212,11 +212,16 @@ async fn decide_tcp(
     let verdict = l4_verdict(rt, entry, conn, &peeked).await;
     drop(peeked);
     let label = || crate::conn::listener_label(&conn.key);
+    // What the L4+ stage read of the client, sent to the upstream ahead of the relay.
+    let mut read = bytes::BytesMut::new();
     let target = match verdict {
         Verdict::Target(t) => t,
         Verdict::Upgrade(protocol, kv) => {
             match route::route(rt.stage(), stream, kv, &protocol, conn).await? {
-                Routed::Pass(to) => rt.upstreams.target(&to, &label()).await?,
+                Routed::Pass(to, first) => {
+                    read = first;
+                    rt.upstreams.target(&to, &label()).await?
+                }
                 Routed::Http(h) => return Some(Decided::Http(Box::new(h))),
             }
         }
@@ -235,6 +240,12 @@ async fn decide_tcp(
         s.write_all(&header)
             .await
             .map_err(|e| warn!(listener = %label, "PROXY header to {addr} failed: {e}"))
+            .ok()?;
+    }
+    if !read.is_empty() {
+        s.write_all(&read)
+            .await
+            .map_err(|e| warn!(listener = %label, "sending the first bytes to {addr} failed: {e}"))
             .ok()?;
     }
     Some(Decided::Relay(s, rt.upstreams.health.track(addr)))

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
@@ -107,20 +109,22 @@ fn acme_validation(acme: &Challenges, ch: &clienthello::ClientHello) -> bool {
 
 /// An ACME validation terminated here whatever the resolver would do: L7 answers it before
 /// any application runs (`tls`: the validator's `acme-tls/1` handshake is the answer).
-fn acme_answer(kv: Kv, tls: bool) -> Routed {
+fn acme_answer(kv: Kv, tls: bool, read: BytesMut) -> Routed {
     Routed::Http(Handoff {
         app: "httpx".into(),
         kv,
         tls,
         cert: None,
         panic_first_request: false,
+        read,
     })
 }
 
 /// What a resolver decided for a TCP connection.
 pub enum Routed {
-    /// Pass the connection through to this upstream.
-    Pass(ProxyTo),
+    /// Pass the connection through to this upstream, which is sent the bytes already read
+    /// first.
+    Pass(ProxyTo, BytesMut),
     /// Terminate it here: L7 with this application.
     Http(Handoff),
 }
@@ -128,7 +132,7 @@ pub enum Routed {
 /// Runs the L4+ stage; `None` when the connection is to be closed.
 pub async fn route(
     rt: Stage<'_>,
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     mut kv: Kv,
     protocol: &str,
     conn: &Conn,
@@ -140,13 +144,14 @@ pub async fn route(
     };
     kv.set_static("conn.layer", "l4p");
     kv.set("conn.proto.carrier", protocol);
+    let mut read = BytesMut::new();
     let outcome = if protocol == "tls" {
         match peek_client_hello(stream, rt.settings.tls_buffer, rt.settings.tls_peek_timeout).await
         {
             Ok((raw, ch)) => {
                 if acme_validation(rt.acme, &ch) {
                     info!(listener = %conn.key, peer = %conn.peer, "ACME tls-alpn-01 validation: answered here");
-                    return Some(acme_answer(kv, true));
+                    return Some(acme_answer(kv, true, BytesMut::new()));
                 }
                 for (k, v) in ch.kv() {
                     kv.set(k, v);
@@ -168,20 +173,20 @@ pub async fn route(
             }
         }
     } else {
-        let (buf, n) = peek_head(
+        read = read_start(
             stream,
             rt.settings.http_plain_buffer,
             rt.settings.tcp_peek_timeout,
         )
         .await;
-        let head = http_head::parse(&buf[..n]);
+        let head = http_head::parse(&read);
         if head
             .path
             .as_deref()
             .is_some_and(|p| rt.acme.answers_http01(p))
         {
             info!(listener = %conn.key, peer = %conn.peer, "ACME http-01 validation: answered here");
-            return Some(acme_answer(kv, false));
+            return Some(acme_answer(kv, false, read));
         }
         for (k, v) in [
             ("http.method", head.method),
@@ -196,7 +201,7 @@ pub async fn route(
     };
     inspected(protocol, outcome);
     match exec::run(&entry.doc, &mut kv, rt.flow).await {
-        Ok(Decision::Proxy(to)) => Some(Routed::Pass(to)),
+        Ok(Decision::Proxy(to)) => Some(Routed::Pass(to, read)),
         Ok(Decision::Abort | Decision::Respond { .. }) => None,
         Ok(Decision::Upgrade {
             protocol: app,
@@ -213,6 +218,7 @@ pub async fn route(
                     tls,
                     cert: cert.filter(|_| tls),
                     panic_first_request: false,
+                    read,
                 }))
             } else {
                 warn!(listener = %conn.key, "resolver `{protocol}` cannot upgrade to `{app}`; connection closed");
@@ -341,22 +347,32 @@ pub async fn route_quic(
     }
 }
 
-/// Peeks at a plaintext request head, at most `limit` bytes: first into a small buffer, which
-/// holds a typical head, and again into one of `limit` bytes only when the small one filled
-/// up (zeroing the whole limit for every connection cost more than reading the head).
-async fn peek_head(stream: &TcpStream, limit: usize, timeout: Duration) -> (Vec<u8>, usize) {
-    const FIRST: usize = 512;
-    let mut size = FIRST.min(limit);
-    loop {
-        let mut buf = vec![0u8; size];
-        let n = tokio::time::timeout(timeout, stream.peek(&mut buf))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0);
-        if n < size || size == limit {
-            return (buf, n);
-        }
-        size = limit;
+/// Reads the start of a plaintext request, at most `limit` bytes, waiting at most `timeout`
+/// for its first bytes and not at all for more. What is read goes on with the connection (to
+/// the HTTP server, or to the upstream ahead of the relay), so the head is read once: peeking
+/// at it cost a system call per connection, and the server read it again after a turn of the
+/// event loop. The reads leave tokio's readiness true to the socket (a short read clears it,
+/// as does the would-block that ends the reads past the first): a stale "readable" would send
+/// the server's wait for the next request into a read that ignores the drain signal.
+async fn read_start(stream: &mut TcpStream, limit: usize, timeout: Duration) -> BytesMut {
+    use bytes::BufMut;
+    use tokio::io::AsyncReadExt;
+    const FIRST: usize = 4096;
+    let first = FIRST.min(limit);
+    let mut buf = BytesMut::with_capacity(first);
+    let mut room = (&mut buf).limit(first);
+    match tokio::time::timeout(timeout, stream.read_buf(&mut room)).await {
+        Ok(Ok(n)) if n == first => {}
+        _ => return buf,
     }
+    // The first read filled up: whatever else has arrived, up to the limit.
+    while buf.len() < limit {
+        buf.reserve(limit - buf.len());
+        let room = limit - buf.len();
+        match stream.try_read_buf(&mut (&mut buf).limit(room)) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    buf
 }

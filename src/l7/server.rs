@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -93,12 +93,14 @@ pub fn context(rt: &Arc<L7>, conn: &Conn, h: Handoff) -> Arc<Ctx> {
 ///
 /// Not an async function: its arguments would stay in every waiting connection's state
 /// beside what they became (the stream inside its counter, the listener key and peer).
+/// `read`: the connection's first bytes, already read by the L4+ stage.
 pub fn serve<IO>(
     rt: Arc<L7>,
     io: IO,
     conn: Conn,
     ctx: Arc<Ctx>,
     h2: bool,
+    read: BytesMut,
 ) -> impl std::future::Future<Output = ()>
 where
     IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
@@ -110,13 +112,14 @@ where
     let mut draining = rt.draining.subscribe();
     async move {
         let pre = if h2 || rt.settings.http1_on_hyper {
-            Bytes::new()
+            read.freeze()
         } else {
             let fast = super::h1::serve(
                 &ctx,
                 &mut io,
                 &mut draining,
                 rt.settings.http_header_timeout,
+                read,
             );
             tokio::select! {
                 ended = fast => match ended {

@@ -232,6 +232,34 @@ fn an_endless_head_is_cut_at_the_cap_not_read_to_the_end() {
     );
 }
 
+/// A plaintext connection's first bytes are read once, by the L4+ stage, and the server goes
+/// on from them: a head longer than that read (10 KiB; the stage reads 4 KiB) is answered, so
+/// is the next request on the connection, and so is a head whose first piece came alone.
+#[test]
+fn a_first_request_read_by_the_resolver_is_served_whole() {
+    let (_cfg, port, _v) = echo_gateway(&[]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let long = format!(
+        "GET /long HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(10 * 1024)
+    );
+    let r = h1(&mut s, &[&long, "GET /after HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!((r[0].0, r[1].0), (201, 201));
+    assert!(r[0].2.starts_with("GET /long?"), "{}", r[0].2);
+    assert!(r[1].2.starts_with("GET /after?"), "{}", r[1].2);
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /pie").expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    let r = h1(&mut s, &["ces HTTP/1.1\r\nHost: x\r\n\r\n"]);
+    assert_eq!(r[0].0, 201);
+    assert!(r[0].2.starts_with("GET /pieces?"), "{}", r[0].2);
+}
+
 #[test]
 fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace() {
     let (_cfg, port, mut v) = echo_gateway(&[("SHUTDOWN_GRACE_SECS", "20")]);

@@ -89,17 +89,19 @@ fn count(kind: &'static str) {
     metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
 }
 
-/// Serves HTTP/1.x requests on `io` until the connection ends or must go to hyper.
+/// Serves HTTP/1.x requests on `io` until the connection ends or must go to hyper, starting
+/// from `buf` (bytes of the first request the L4+ stage read already; an argument used as the
+/// buffer itself, as a second binding would take room of its own in the state).
 pub async fn serve<IO>(
     ctx: &Arc<Ctx>,
     io: &mut IO,
     draining: &mut watch::Receiver<bool>,
     header_timeout: Duration,
+    mut buf: BytesMut,
 ) -> Ended
 where
     IO: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
-    let mut buf = BytesMut::new();
     let mut first = true;
     loop {
         if buf.is_empty() {
