@@ -2,12 +2,18 @@
 
 use super::*;
 
+/// A plain TCP client of the gateway on `port`, whose reads give up after 5 s.
+fn client(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}
+
 #[test]
 fn http1_requests_are_answered_by_the_application_flow_with_keep_alive() {
     let (_cfg, port, v) = echo_gateway(&[]);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let mut s = client(port);
     let replies = h1(
         &mut s,
         &[
@@ -130,9 +136,7 @@ fn a_silent_connection_is_closed_when_idle() {
         "closed after {after:?}, before the 1 s idle timeout"
     );
     // A connection that keeps talking stays open past the timeout.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let mut s = client(port);
     for i in 0..6 {
         let r = h1(&mut s, &[&format!("GET /k{i} HTTP/1.1\r\nHost: x\r\n\r\n")]);
         assert_eq!(r[0].0, 201, "request {i} on a busy connection");
@@ -164,9 +168,7 @@ fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() 
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
     // Half a head, then silence: closed after HTTP_HEADER_READ_TIMEOUT_SECS.
     let start = std::time::Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let mut s = client(port);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
         .expect("write");
     let mut out = Vec::new();
@@ -176,9 +178,7 @@ fn malformed_oversized_and_slow_requests_get_errors_or_closes_and_are_counted() 
         "closed within the header timeout"
     );
     // The gateway still serves.
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let mut s = client(port);
     let ok = h1(&mut s, &["GET /fine HTTP/1.1\r\nHost: x\r\n\r\n"]);
     assert_eq!(ok[0].0, 201);
     let counted = |kind: &str| {
@@ -238,9 +238,7 @@ fn an_endless_head_is_cut_at_the_cap_not_read_to_the_end() {
 #[test]
 fn a_first_request_read_by_the_resolver_is_served_whole() {
     let (_cfg, port, _v) = echo_gateway(&[]);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let mut s = client(port);
     let long = format!(
         "GET /long HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(10 * 1024)
@@ -250,9 +248,7 @@ fn a_first_request_read_by_the_resolver_is_served_whole() {
     assert!(r[0].2.starts_with("GET /long?"), "{}", r[0].2);
     assert!(r[1].2.starts_with("GET /after?"), "{}", r[1].2);
 
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let mut s = client(port);
     s.write_all(b"GET /pie").expect("write");
     std::thread::sleep(Duration::from_millis(100));
     let r = h1(&mut s, &["ces HTTP/1.1\r\nHost: x\r\n\r\n"]);
@@ -283,9 +279,7 @@ fn sigterm_closes_idle_keep_alive_connections_instead_of_waiting_out_the_grace()
 #[test]
 fn debug_logs_name_each_plugin_executed() {
     let (_cfg, port, v) = echo_gateway(&[("LOG_LEVEL", "debug")]);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let mut s = client(port);
     assert_eq!(
         h1(&mut s, &["GET /x HTTP/1.1\r\nHost: x\r\n\r\n"])[0].0,
         201
