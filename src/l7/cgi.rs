@@ -134,10 +134,12 @@ impl HttpBody for CgiBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(b) = this.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(b))));
-        }
-        match super::body::poll_chunk(&mut this.out, &mut this.buf, 16 * 1024, cx) {
+        // The bytes read with the header block count against the cap like the rest.
+        let read = match this.first.take() {
+            Some(b) => Poll::Ready(Ok(Some(b))),
+            None => super::body::poll_chunk(&mut this.out, &mut this.buf, 16 * 1024, cx),
+        };
+        match read {
             Poll::Ready(Ok(None)) => Poll::Ready(None),
             Poll::Ready(Ok(Some(chunk))) => {
                 this.total += chunk.len();

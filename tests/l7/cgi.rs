@@ -129,9 +129,9 @@ fn cgi_header_timeout_and_body_cap() {
     std::fs::write(
         &script,
         r#"if [ "$PATH_INFO" = "/slow" ]; then sleep 4; fi
-printf 'Content-Type: text/plain\n\n'
+printf 'Content-Type: text/plain\n\n%03000d' 0
 i=0
-while [ $i -lt 100 ]; do printf '%0100d' 0; i=$((i+1)); done
+while [ $i -lt 50 ]; do printf '%0100d' 0; sleep 0.01; i=$((i+1)); done
 "#,
     )
     .expect("script");
@@ -167,15 +167,16 @@ while [ $i -lt 100 ]; do printf '%0100d' 0; i=$((i+1)); done
     let r = ask("/cgi/slow");
     assert!(r.starts_with("HTTP/1.1 504"), "{r}");
     assert!(r.ends_with("cgi: CGI header timeout"), "{r}");
-    // 10,000 bytes of body against a cap of 4,000.
+    // 8,000 bytes of body against a cap of 4,000: the first 3,000 come in the write that ends
+    // the header block, so they are read with it and must count too; the rest trickle.
     let r = ask("/cgi/big");
     // vane's HTTP/1.1 server has sent the head by then; hyper's may drop the connection first.
     assert!(r.is_empty() || r.starts_with("HTTP/1.1 200"), "{r}");
-    // Counting '0' bytes over the whole answer (head and chunk sizes add a few): the 10,000
+    // Counting '0' bytes over the whole answer (head and chunk sizes add a few): the 8,000
     // of the body never all arrive (how much of the first 4,000 does depends on the server).
     let zeros = r.bytes().filter(|b| *b == b'0').count();
     assert!(
-        zeros < 5000,
+        zeros < 4100,
         "no more than the cap reaches the client: {zeros} bytes"
     );
     assert!(
