@@ -73,11 +73,29 @@ fn site_gateway() -> (
     rustls::pki_types::CertificateDer<'static>,
     Vane,
 ) {
+    site_gateway_with(Vec::new())
+}
+
+/// [`site_gateway`] with these environment variables.
+fn site_gateway_with(
+    env: Vec<(&str, String)>,
+) -> (
+    ConfigDir,
+    u16,
+    rustls::pki_types::CertificateDer<'static>,
+    Vane,
+) {
     let cfg = ConfigDir::new();
     let port = free_port();
     tls_port(&cfg, port);
     let site = common::tls::write_cert(&cfg, "site.test", &["site.test"]);
-    let v = Vane::start(&cfg, &[port]);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env,
+            wait_ports: vec![port],
+        },
+    );
     (cfg, port, site, v)
 }
 
@@ -154,6 +172,46 @@ async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() 
         .expect("no answer to /third within 5 s");
     assert!(head.starts_with("HTTP/1.1 201"), "{head}");
     assert!(body.starts_with("GET /third?"), "{body}");
+}
+
+/// A keep-alive TLS client that has sent the first bytes of a record and no more is idle, not
+/// inside a request: SIGTERM closes it at once instead of waiting out the header timeout
+/// (30 s) within a grace of 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_a_tls_client_that_sent_part_of_a_record() {
+    use tokio::io::AsyncWriteExt;
+    let (_cfg, port, site, mut v) = site_gateway_with(vec![("SHUTDOWN_GRACE_SECS", "20".into())]);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("site.test").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(tls_client(&[&site], &["http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.write_all(b"GET /one HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let (head, _) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut tls, &mut buf))
+        .await
+        .expect("no answer within 5 s");
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+    // The header of an application-data record, without its length or payload.
+    tls.get_mut()
+        .0
+        .write_all(&[0x17, 0x03, 0x03])
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = std::time::Instant::now();
+    let code = tokio::task::block_in_place(|| v.terminate(Duration::from_secs(15)));
+    assert_eq!(code, Some(0), "{}", v.logs());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "exit took {:?}",
+        start.elapsed()
+    );
 }
 
 /// A client that asks for AES-256-GCM-SHA384 first (as OpenSSL's do) gets a SHA-256 suite, in

@@ -116,6 +116,18 @@ where
                 }
                 _ = draining.wait_for(|d| *d) => return Ended::Closed,
             }
+            // A wake with nothing to read (a readiness gone stale, a TLS record not yet whole)
+            // goes back to the wait above, which hears the drain signal; the head read does not.
+            buf.reserve(FIRST_READ);
+            match read_now(io, &mut buf).await {
+                None => continue,
+                Some(Ok(0)) => return Ended::Closed,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {
+                    count("io");
+                    return Ended::Closed;
+                }
+            }
         }
         // Boxed: the state of an exchange exists only while one runs, not while idle.
         let next = crate::boxed::pin_in_place(|| {
@@ -305,6 +317,22 @@ where
             false
         }
     }
+}
+
+/// One read that does not wait: `None` when nothing has arrived (the read clears the
+/// stream's readiness, so the next wait is for new bytes).
+async fn read_now<IO>(io: &mut IO, buf: &mut BytesMut) -> Option<io::Result<usize>>
+where
+    IO: AsyncRead + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        let read = std::pin::pin!(io.read_buf(&mut *buf));
+        match std::future::Future::poll(read, cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => Poll::Ready(None),
+        }
+    })
+    .await
 }
 
 /// Decodes and hands over the next piece of the body, reading from the client when needed.
