@@ -21,9 +21,10 @@ use crate::l4p::route::{self, Routed};
 use crate::upstream::health::ActiveGuard;
 use crate::upstream::Target;
 
-/// What a session leaves to run after it: the serving of a connection handed to HTTP. It runs
-/// as a task of its own, so the session's state, sized for a relay and an L4 flow, is freed
-/// while the connection lives on (an idle HTTP/1.1 connection held both, 1.8 KiB).
+/// What a session leaves to run after it: the serving of a connection handed to HTTP. The
+/// session's state, sized for a relay and an L4 flow, is dropped before it runs (in the same
+/// task), so it is freed while the connection lives on (an idle HTTP/1.1 connection held both,
+/// 1.8 KiB).
 pub type Rest = Option<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// Serves one accepted TCP connection: to the end when relayed or closed, up to the hand-off

@@ -173,20 +173,36 @@ struct Watch {
     _placed: super::shards::Placed,
 }
 
+/// The serving of a connection handed to HTTP (see [`session::Rest`]).
+type RestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// Where a connection's task is: in its L4 session, or in what the session left to run.
+    #[project = StageProj]
+    enum Stage<F> {
+        Session { #[pin] f: CatchUnwind<F> },
+        Rest { f: CatchUnwind<RestFuture> },
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Runs one connection; a panic closes only it, and is counted and logged. A hand-written
     /// future rather than an `async fn`: an async fn would keep a second copy of the session's
-    /// state (its argument) for the connection's whole life.
+    /// state (its argument) for the connection's whole life. When the session hands the
+    /// connection on, its state is dropped and the rest runs in the same task (a task of its
+    /// own cost a spawn, a task cell and a turn of the scheduler for every new connection).
     struct Supervised<F> {
         #[pin]
-        session: CatchUnwind<F>,
+        stage: Stage<F>,
         watch: Option<Watch>,
     }
 }
 
 fn supervised<F: std::future::Future>(session: F, watch: Watch) -> Supervised<F> {
     Supervised {
-        session: CatchUnwind::new(session),
+        stage: Stage::Session {
+            f: CatchUnwind::new(session),
+        },
         watch: Some(watch),
     }
 }
@@ -199,21 +215,30 @@ where
     type Output = ();
 
     fn poll(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        let this = self.project();
-        let r = std::task::ready!(this.session.poll(cx));
-        if let Some(w) = this.watch.take() {
-            match r.map(Ending::rest) {
-                // The connection goes on in a task of its own, still counted and supervised.
-                Ok(Some(rest)) => drop(tokio::spawn(supervised(rest, w))),
-                Ok(None) => w.active.decrement(1.0),
-                Err(msg) => {
-                    w.active.decrement(1.0);
-                    w.panics.increment(1);
-                    error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
-                }
+        let ended = loop {
+            let mut this = self.as_mut().project();
+            match this.stage.as_mut().project() {
+                StageProj::Session { f } => match std::task::ready!(f.poll(cx)) {
+                    Ok(ended) => match ended.rest() {
+                        // The session's state goes; the connection goes on, still counted.
+                        Some(rest) => this.stage.set(Stage::Rest {
+                            f: CatchUnwind::new(rest),
+                        }),
+                        None => break Ok(()),
+                    },
+                    Err(msg) => break Err(msg),
+                },
+                StageProj::Rest { f } => break std::task::ready!(std::pin::Pin::new(f).poll(cx)),
+            }
+        };
+        if let Some(w) = self.project().watch.take() {
+            w.active.decrement(1.0);
+            if let Err(msg) = ended {
+                w.panics.increment(1);
+                error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
             }
         }
         std::task::Poll::Ready(())
