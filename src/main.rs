@@ -7,6 +7,10 @@ use vane::cli::{self, Command};
 static ALLOC: vane_sys::alloc::Mimalloc = vane_sys::alloc::Mimalloc;
 
 fn main() {
+    // Before the runtime allocates; `MIMALLOC_ALLOW_THP` (read by mimalloc) keeps them.
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        vane_sys::alloc::no_transparent_huge_pages();
+    }
     vane::settings::load_dotenv(std::path::Path::new(".env"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = match cli::parse(&args) {

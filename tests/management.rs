@@ -434,6 +434,38 @@ fn the_memory_monitor_and_process_metrics_are_exported() {
     );
 }
 
+/// vane turns transparent huge pages off for itself (its resident memory grew in 2 MiB steps
+/// otherwise), unless `MIMALLOC_ALLOW_THP` says to keep them.
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let thp = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_string()))
+            })
+    };
+    if thp(std::process::id()).is_none() {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    }
+    let cfg = ConfigDir::new();
+    let off = Vane::start(&cfg, &[]);
+    assert_eq!(thp(off.pid()).as_deref(), Some("0"));
+    let kept = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("MIMALLOC_ALLOW_THP", "1".into())],
+            wait_ports: vec![],
+        },
+    );
+    assert_eq!(
+        thp(kept.pid()).as_deref(),
+        thp(std::process::id()).as_deref()
+    );
+}
+
 /// A stopped gateway leaves no `console.sock` behind.
 #[test]
 fn the_console_socket_is_removed_on_shutdown() {

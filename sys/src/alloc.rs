@@ -77,6 +77,24 @@ pub fn collect() {
     unsafe { mi::mi_collect(false) }
 }
 
+/// Stops the kernel from backing this process's memory with transparent huge pages
+/// (`PR_SET_THP_DISABLE`, for every page faulted in from here on). mimalloc asks for them on
+/// its arenas, so resident memory grew in 2 MiB steps whatever the connections used: an idle
+/// gateway held about 34 MB instead of 19, and huge-page compaction can stall an allocation,
+/// which a proxy pays in its tail latency. `false` when the kernel refused (or is not Linux).
+pub fn no_transparent_huge_pages() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process's
+        // memory policy; no pointer is passed.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
