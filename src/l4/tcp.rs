@@ -44,8 +44,11 @@ pub fn spawn_accept_loops(
 pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, here: usize) {
     let label: Arc<str> = Arc::from(key.to_string());
     let total = metrics::counter!("vane_connections_total", "listener" => label.to_string(), "protocol" => "tcp");
-    let active = metrics::gauge!("vane_connections_active", "listener" => label.to_string(), "protocol" => "tcp");
-    let panics = metrics::counter!("vane_session_panics_total", "listener" => label.to_string());
+    let meters = Arc::new(Meters {
+        active: metrics::gauge!("vane_connections_active", "listener" => label.to_string(), "protocol" => "tcp"),
+        panics: metrics::counter!("vane_session_panics_total", "listener" => label.to_string()),
+        label: label.clone(),
+    });
     let mut backoff = Duration::from_millis(5);
     // A listener bound to one address needs no getsockname per connection to know it.
     let bound = listener
@@ -85,13 +88,11 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
         let conn = Conn { key, peer, local };
         let armed = rt.take_session_panic(&key);
         total.increment(1);
-        active.increment(1.0);
+        meters.active.increment(1.0);
         let placed = rt.shards.place(here);
         let shard = placed.shard();
         let watch = Watch {
-            active: active.clone(),
-            panics: panics.clone(),
-            label: label.clone(),
+            meters: meters.clone(),
             peer,
             _slot: slot,
             _placed: placed,
@@ -107,7 +108,9 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
                 rt.shards.spawn_on(shard, async move {
                     match TcpStream::from_std(stream) {
                         Ok(stream) => start(moved, entry, stream, conn, armed, watch),
-                        Err(e) => warn!(listener = %watch.label, "connection not moved: {e}"),
+                        Err(e) => {
+                            warn!(listener = %watch.meters.label, "connection not moved: {e}")
+                        }
                     }
                 });
             }
@@ -126,7 +129,7 @@ fn start(
     watch: Watch,
 ) {
     let peer = watch.peer;
-    let span = crate::spans::connection_span(&watch.label, peer);
+    let span = crate::spans::connection_span(&watch.meters.label, peer);
     // Boxed where it is built: tokio moves a task's future by value about five times between
     // `spawn` and its end (into the task cell, then each change of stage), and this state is
     // sized for a relay (up to 768 bytes); a pointer moves for it instead.
@@ -163,11 +166,17 @@ impl Ending for session::Rest {
     }
 }
 
-/// What a connection task reports when it ends.
-struct Watch {
+/// A listener's handles that each of its connection tasks reports to, shared: one reference
+/// to take and drop per connection instead of three.
+struct Meters {
     active: metrics::Gauge,
     panics: metrics::Counter,
     label: Arc<str>,
+}
+
+/// What a connection task reports when it ends.
+struct Watch {
+    meters: Arc<Meters>,
     peer: std::net::SocketAddr,
     _slot: crate::l4::limits::Slot,
     _placed: super::shards::Placed,
@@ -235,10 +244,10 @@ where
             }
         };
         if let Some(w) = self.project().watch.take() {
-            w.active.decrement(1.0);
+            w.meters.active.decrement(1.0);
             if let Err(msg) = ended {
-                w.panics.increment(1);
-                error!(listener = %w.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
+                w.meters.panics.increment(1);
+                error!(listener = %w.meters.label, peer = %w.peer, "session panicked, its connection is closed: {msg}");
             }
         }
         std::task::Poll::Ready(())
