@@ -298,9 +298,31 @@ pub async fn run_with(
     env: &Env,
     exchange: Option<&mut dyn Exchange>,
 ) -> Result<Decision, FlowError> {
+    if !flow.waits {
+        // Nothing here can wait, so nothing can be late: no deadline timer to arm and drop.
+        return walk_now(flow, kv, env, exchange.as_deref());
+    }
     tokio::time::timeout(env.timeout, walk(flow, kv, env, exchange))
         .await
         .unwrap_or(Err(FlowError::Timeout(env.timeout.as_secs())))
+}
+
+/// [`walk`] for a flow none of whose steps waits ([`Flow::waits`]).
+fn walk_now(
+    flow: &Flow,
+    kv: &mut Kv,
+    env: &Env,
+    exchange: Option<&dyn Exchange>,
+) -> Result<Decision, FlowError> {
+    let mut step = &flow.root;
+    let mut path = String::new();
+    loop {
+        let outcome = run_now(step, kv, env, exchange.map(|x| x as Extra<'_>))?;
+        match outcome {
+            Outcome::Branch(branch) => step = advance(step, &branch, &mut path)?,
+            Outcome::Done(d) => return Ok(d),
+        }
+    }
 }
 
 async fn walk(
@@ -309,112 +331,148 @@ async fn walk(
     env: &Env,
     mut exchange: Option<&mut dyn Exchange>,
 ) -> Result<Decision, FlowError> {
-    let max = env.max_template_result;
     let mut step = &flow.root;
     let mut path = String::new();
     loop {
-        let started = Instant::now();
-        if step.bodies != 0 {
-            if let Some(x) = exchange.as_deref_mut() {
-                x.buffer(step.bodies).await;
-            }
-        }
-        let values = step
-            .input
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str(),
-                    resolve(v, kv, exchange.as_deref().map(|x| x as Extra<'_>), max),
-                )
-            })
-            .collect();
-        let r = Resolved { step, values };
-        // 0.9.2's line, which debugging scripts look for.
-        tracing::debug!(at = %step.at, "Executing plugin {}", step.name);
-        let outcome = match &step.plugin {
-            PluginRef::Builtin(spec) if spec.kind.is_http_driver() => {
-                let Some(x) = exchange.as_deref_mut() else {
-                    return Err(FlowError::Plugin {
-                        at: step.at.clone(),
-                        msg: format!("`{}` runs only in HTTP applications", step.name),
-                    });
-                };
-                let (branch, store) = x
-                    .drive(spec.kind, r.values, kv)
-                    .instrument(crate::spans::plugin_span(&step.name, &step.at))
-                    .await
-                    .map_err(|e| FlowError::Plugin {
-                        at: step.at.clone(),
-                        msg: e.to_string(),
-                    })?;
-                step.record_duration(started.elapsed().as_secs_f64());
-                for (k, v) in store {
-                    kv.set(scoped_key(&path, &step.sanitized, &k), v);
+        let outcome = if !step.may_wait() {
+            let extra = exchange.as_deref().map(|x| x as Extra<'_>);
+            run_now(step, kv, env, extra)?
+        } else {
+            let started = Instant::now();
+            if step.bodies != 0 {
+                if let Some(x) = exchange.as_deref_mut() {
+                    x.buffer(step.bodies).await;
                 }
-                Outcome::Branch(branch.into())
             }
-            PluginRef::Builtin(spec)
-                if matches!(spec.kind, Builtin::RateSec | Builtin::RateMin)
-                    && env.shared.get().is_some() =>
-            {
-                let (window, key, limit) = rate_inputs(spec.kind, &r)?;
-                // Boxed, as is the external call below: their futures are large and rare,
-                // and inline they would grow every request's state (moved into a box each
-                // time a request starts).
-                let allowed = Box::pin(env.rate_hit(window, key, limit))
-                    .instrument(crate::spans::plugin_span(&step.name, &step.at))
-                    .await;
-                step.record_duration(started.elapsed().as_secs_f64());
-                bool_branch(allowed)
-            }
-            PluginRef::Builtin(spec) => {
-                let o = crate::spans::plugin_span(&step.name, &step.at)
-                    .in_scope(|| builtin(spec.kind, &r, env))?;
-                step.record_duration(started.elapsed().as_secs_f64());
-                o
-            }
-            PluginRef::External(p) => {
-                let input = Value::Object(r.values.into_map());
-                let (branch, store) = match Box::pin(env.plugins.call(p, &input))
-                    .instrument(crate::spans::plugin_span(&step.name, &step.at))
-                    .await
-                {
-                    Ok(v) => (v.branch, v.store.unwrap_or_default()),
-                    Err(CallError::Quiet) => (
-                        "failure".to_string(),
-                        [("error".to_string(), "circuit_breaker_active".to_string())].into(),
-                    ),
-                    Err(CallError::Failed(_)) => ("failure".to_string(), Default::default()),
-                };
-                for (k, v) in store {
-                    if k.contains('{') || k.contains('}') {
-                        tracing::error!(plugin = %p.name, "security: store key `{k}` contains braces; dropped");
-                        continue;
+            let r = resolved(step, kv, exchange.as_deref().map(|x| x as Extra<'_>), env);
+            let outcome = match &step.plugin {
+                PluginRef::Builtin(spec) if spec.kind.is_http_driver() => {
+                    let Some(x) = exchange.as_deref_mut() else {
+                        return Err(FlowError::Plugin {
+                            at: step.at.clone(),
+                            msg: format!("`{}` runs only in HTTP applications", step.name),
+                        });
+                    };
+                    let (branch, store) = x
+                        .drive(spec.kind, r.values, kv)
+                        .instrument(crate::spans::plugin_span(&step.name, &step.at))
+                        .await
+                        .map_err(|e| FlowError::Plugin {
+                            at: step.at.clone(),
+                            msg: e.to_string(),
+                        })?;
+                    step.record_duration(started.elapsed().as_secs_f64());
+                    for (k, v) in store {
+                        kv.set(scoped_key(&path, &step.sanitized, &k), v);
                     }
-                    kv.set(scoped_key(&path, &step.sanitized, &k), v);
+                    Outcome::Branch(branch.into())
                 }
-                Outcome::Branch(branch.into())
-            }
+                PluginRef::Builtin(spec)
+                    if matches!(spec.kind, Builtin::RateSec | Builtin::RateMin)
+                        && env.shared.get().is_some() =>
+                {
+                    let (window, key, limit) = rate_inputs(spec.kind, &r)?;
+                    // Boxed, as is the external call below: their futures are large and rare,
+                    // and inline they would grow every request's state (moved into a box each
+                    // time a request starts).
+                    let allowed = Box::pin(env.rate_hit(window, key, limit))
+                        .instrument(crate::spans::plugin_span(&step.name, &step.at))
+                        .await;
+                    step.record_duration(started.elapsed().as_secs_f64());
+                    bool_branch(allowed)
+                }
+                PluginRef::Builtin(spec) => {
+                    let o = crate::spans::plugin_span(&step.name, &step.at)
+                        .in_scope(|| builtin(spec.kind, &r, env))?;
+                    step.record_duration(started.elapsed().as_secs_f64());
+                    o
+                }
+                PluginRef::External(p) => {
+                    let input = Value::Object(r.values.into_map());
+                    let (branch, store) = match Box::pin(env.plugins.call(p, &input))
+                        .instrument(crate::spans::plugin_span(&step.name, &step.at))
+                        .await
+                    {
+                        Ok(v) => (v.branch, v.store.unwrap_or_default()),
+                        Err(CallError::Quiet) => (
+                            "failure".to_string(),
+                            [("error".to_string(), "circuit_breaker_active".to_string())].into(),
+                        ),
+                        Err(CallError::Failed(_)) => ("failure".to_string(), Default::default()),
+                    };
+                    for (k, v) in store {
+                        if k.contains('{') || k.contains('}') {
+                            tracing::error!(plugin = %p.name, "security: store key `{k}` contains braces; dropped");
+                            continue;
+                        }
+                        kv.set(scoped_key(&path, &step.sanitized, &k), v);
+                    }
+                    Outcome::Branch(branch.into())
+                }
+            };
+            outcome
         };
         match outcome {
-            Outcome::Branch(branch) => {
-                let next = step.branch(&branch).ok_or_else(|| FlowError::Stalled {
-                    at: step.at.clone(),
-                    plugin: step.name.clone(),
-                    branch: branch.to_string(),
-                })?;
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(&step.sanitized);
-                path.push('.');
-                path.push_str(&branch);
-                step = next;
-            }
+            Outcome::Branch(branch) => step = advance(step, &branch, &mut path)?,
             Outcome::Done(d) => return Ok(d),
         }
     }
+}
+
+/// The inputs of `step`, resolved against the KV and the request.
+#[inline(always)]
+fn resolved<'s>(step: &'s Step, kv: &Kv, extra: Option<Extra<'_>>, env: &Env) -> Resolved<'s> {
+    let max = env.max_template_result;
+    let values = step
+        .input
+        .iter()
+        .map(|(k, v)| (k.as_str(), resolve(v, kv, extra, max)))
+        .collect();
+    // 0.9.2's line, which debugging scripts look for.
+    tracing::debug!(at = %step.at, "Executing plugin {}", step.name);
+    Resolved { step, values }
+}
+
+/// Runs a step that does not wait: a built-in that is not an HTTP driver or a rate limit.
+#[inline(always)]
+fn run_now(
+    step: &Step,
+    kv: &Kv,
+    env: &Env,
+    extra: Option<Extra<'_>>,
+) -> Result<Outcome, FlowError> {
+    let started = Instant::now();
+    let r = resolved(step, kv, extra, env);
+    let outcome = match &step.plugin {
+        PluginRef::Builtin(spec) => crate::spans::plugin_span(&step.name, &step.at)
+            .in_scope(|| builtin(spec.kind, &r, env))?,
+        // `Step::may_wait` sends these to `run_waiting`.
+        PluginRef::External(_) => {
+            return Err(FlowError::Plugin {
+                at: step.at.clone(),
+                msg: format!("`{}` cannot run here", step.name),
+            })
+        }
+    };
+    step.record_duration(started.elapsed().as_secs_f64());
+    Ok(outcome)
+}
+
+/// The step a branch leads to, with `path` extended by it.
+#[inline(always)]
+fn advance<'f>(step: &'f Step, branch: &str, path: &mut String) -> Result<&'f Step, FlowError> {
+    let next = step.branch(branch).ok_or_else(|| FlowError::Stalled {
+        at: step.at.clone(),
+        plugin: step.name.clone(),
+        branch: branch.to_string(),
+    })?;
+    if !path.is_empty() {
+        path.push('.');
+    }
+    path.push_str(&step.sanitized);
+    path.push('.');
+    path.push_str(branch);
+    Ok(next)
 }
 
 enum Outcome {

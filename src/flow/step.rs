@@ -87,6 +87,23 @@ pub fn bodies_read(input_text: &str) -> u8 {
 }
 
 impl Step {
+    /// Whether running this step may wait: an HTTP driver, an external plugin, a rate limit
+    /// (which may ask a shared store), or a step that reads a body it must first buffer.
+    pub fn may_wait(&self) -> bool {
+        self.bodies != 0
+            || match &self.plugin {
+                PluginRef::External(_) => true,
+                PluginRef::Builtin(spec) => {
+                    spec.kind.is_http_driver()
+                        || matches!(
+                            spec.kind,
+                            crate::flow::catalogue::Builtin::RateSec
+                                | crate::flow::catalogue::Builtin::RateMin
+                        )
+                }
+            }
+    }
+
     pub fn record_duration(&self, secs: f64) {
         self.timer.get_or_init(|| metrics::histogram!("vane_plugin_duration_seconds", "plugin" => self.name.clone())).record(secs);
     }
@@ -122,6 +139,9 @@ pub struct Flow {
     pub reads_kv: bool,
     /// Whether a template reads `req.peek_buffer_hex`; when not, TCP connections are not peeked.
     pub reads_peek: bool,
+    /// Whether some step may wait ([`Step::may_wait`]); a flow where none does runs without
+    /// a deadline timer, as nothing in it can be late.
+    pub waits: bool,
 }
 
 impl Flow {

@@ -52,6 +52,7 @@ pub fn compile(
             matches!(&s.plugin, PluginRef::Builtin(spec) if spec.kind == Builtin::Upgrade);
         templated || upgrade || matches!(s.plugin, PluginRef::External(_))
     });
+    let waits = step.any(&Step::may_wait);
     Some(Flow {
         root: step,
         layer: cx.layer,
@@ -59,6 +60,7 @@ pub fn compile(
         raw_keys,
         reads_kv,
         reads_peek: text.contains("req.peek_buffer_hex"),
+        waits,
     })
 }
 
