@@ -93,6 +93,29 @@ async fn a_match_takes_its_branch_to_the_terminator() {
     );
 }
 
+/// A flow of steps that cannot wait is known at load and runs without a deadline timer; one
+/// step that may wait (a rate limit here) anywhere in the tree puts the whole flow under it.
+#[tokio::test]
+async fn flows_that_cannot_wait_are_known_at_load() {
+    let now = l4(json!({"connection": {"internal.common.match": {
+        "input": {"left": "{{conn.ip}}", "right": "10.0.0.1"},
+        "output": {"true": proxy(1001), "false": {"internal.transport.abort": {}}}
+    }}}));
+    assert!(!now.waits);
+    let limited = l4(json!({"connection": {"internal.common.match": {
+        "input": {"left": "{{conn.ip}}", "right": "10.0.0.1"},
+        "output": {"true": proxy(1001), "false": {"internal.common.ratelimit.sec": {
+            "input": {"key": "{{conn.ip}}", "limit": 1},
+            "output": {"true": proxy(1002), "false": {"internal.transport.abort": {}}}
+        }}}
+    }}}));
+    assert!(limited.waits);
+    let e = env(Duration::from_secs(5), 1024);
+    let mut ip = kv(&[("conn.ip", "10.0.0.2")]);
+    assert_eq!(run(&limited, &mut ip, &e).await.ok(), Some(to(1002)));
+    assert_eq!(run(&limited, &mut ip, &e).await.ok(), Some(Decision::Abort));
+}
+
 #[tokio::test]
 async fn literal_parameters_are_typed_at_load_and_used_as_such() {
     let f = l4(json!({"connection": {"internal.transport.proxy.node": {
