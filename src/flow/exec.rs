@@ -284,8 +284,9 @@ fn resolve_owned(input: &Input, kv: &Kv, extra: Option<Extra<'_>>, max: usize) -
 }
 
 /// Runs `flow` against `kv` until a terminator decides, within the flow deadline
-/// ([`FlowError::Timeout`]). Middleware output is stored under scoped keys; a missing branch
-/// or a bad parameter is an error with the step's path.
+/// ([`FlowError::Timeout`]; a flow none of whose steps waits cannot pass it). Middleware
+/// output is stored under scoped keys; a missing branch or a bad parameter is an error with
+/// the step's path.
 pub async fn run(flow: &Flow, kv: &mut Kv, env: &Env) -> Result<Decision, FlowError> {
     run_with(flow, kv, env, None).await
 }
@@ -446,7 +447,7 @@ fn run_now(
     let outcome = match &step.plugin {
         PluginRef::Builtin(spec) => crate::spans::plugin_span(&step.name, &step.at)
             .in_scope(|| builtin(spec.kind, &r, env))?,
-        // `Step::may_wait` sends these to `run_waiting`.
+        // `Step::may_wait` keeps these in `walk`, which can wait for them.
         PluginRef::External(_) => {
             return Err(FlowError::Plugin {
                 at: step.at.clone(),
