@@ -99,6 +99,21 @@ fn site_gateway_with(
     (cfg, port, site, v)
 }
 
+/// A TLS client of `site.test` on `port` (HTTP/1.1 by ALPN), handshake done.
+async fn site_client(
+    port: u16,
+    site: &rustls::pki_types::CertificateDer<'static>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("site.test").expect("name");
+    tokio_rustls::TlsConnector::from(tls_client(&[site], &["http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .expect("handshake")
+}
+
 /// Reads one response with a `Content-Length` body off `io` (buffering in `buf`) and returns
 /// its head and body as text.
 async fn read_response<IO: tokio::io::AsyncRead + Unpin>(
@@ -137,14 +152,7 @@ async fn read_response<IO: tokio::io::AsyncRead + Unpin>(
 async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() {
     use tokio::io::AsyncWriteExt;
     let (_cfg, port, site, _v) = site_gateway();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("site.test").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(tls_client(&[&site], &["http/1.1"]))
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
+    let mut tls = site_client(port, &site).await;
     // The first request is exactly as long as the server's first read (4 KiB), so the second,
     // sent in the same TLS record, stays in rustls after the first is parsed.
     let start = "GET /first HTTP/1.1\r\nHost: site.test\r\nX-Pad: ";
@@ -181,14 +189,7 @@ async fn tls_keep_alive_requests_held_by_rustls_or_after_a_pause_are_answered() 
 async fn sigterm_closes_a_tls_client_that_sent_part_of_a_record() {
     use tokio::io::AsyncWriteExt;
     let (_cfg, port, site, mut v) = site_gateway_with(vec![("SHUTDOWN_GRACE_SECS", "20".into())]);
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("site.test").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(tls_client(&[&site], &["http/1.1"]))
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
+    let mut tls = site_client(port, &site).await;
     tls.write_all(b"GET /one HTTP/1.1\r\nHost: site.test\r\n\r\n")
         .await
         .expect("write");
