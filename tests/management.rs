@@ -438,14 +438,7 @@ fn the_memory_monitor_and_process_metrics_are_exported() {
 /// otherwise), unless `MIMALLOC_ALLOW_THP` says to keep them.
 #[test]
 fn transparent_huge_pages_are_off_unless_asked_for() {
-    let thp = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_string()))
-            })
-    };
+    let thp = |pid: u32| proc_status(pid, "THP_enabled");
     if thp(std::process::id()).is_none() {
         eprintln!("this kernel does not report THP_enabled; nothing to check");
         return;
