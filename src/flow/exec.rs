@@ -382,12 +382,7 @@ async fn walk(
                     step.record_duration(started.elapsed().as_secs_f64());
                     bool_branch(allowed)
                 }
-                PluginRef::Builtin(spec) => {
-                    let o = crate::spans::plugin_span(&step.name, &step.at)
-                        .in_scope(|| builtin(spec.kind, &r, env))?;
-                    step.record_duration(started.elapsed().as_secs_f64());
-                    o
-                }
+                PluginRef::Builtin(spec) => run_builtin(&r, spec.kind, env, started)?,
                 PluginRef::External(p) => {
                     let input = Value::Object(r.values.into_map());
                     let (branch, store) = match Box::pin(env.plugins.call(p, &input))
@@ -444,17 +439,27 @@ fn run_now(
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
     let r = resolved(step, kv, extra, env);
-    let outcome = match &step.plugin {
-        PluginRef::Builtin(spec) => crate::spans::plugin_span(&step.name, &step.at)
-            .in_scope(|| builtin(spec.kind, &r, env))?,
+    match &step.plugin {
+        PluginRef::Builtin(spec) => run_builtin(&r, spec.kind, env, started),
         // `Step::may_wait` keeps these in `walk`, which can wait for them.
-        PluginRef::External(_) => {
-            return Err(FlowError::Plugin {
-                at: step.at.clone(),
-                msg: format!("`{}` cannot run here", step.name),
-            })
-        }
-    };
+        PluginRef::External(_) => Err(FlowError::Plugin {
+            at: step.at.clone(),
+            msg: format!("`{}` cannot run here", step.name),
+        }),
+    }
+}
+
+/// A built-in step's work, inside its span, and its duration recorded.
+#[inline(always)]
+fn run_builtin(
+    r: &Resolved<'_>,
+    kind: Builtin,
+    env: &Env,
+    started: Instant,
+) -> Result<Outcome, FlowError> {
+    let step = r.step;
+    let outcome =
+        crate::spans::plugin_span(&step.name, &step.at).in_scope(|| builtin(kind, r, env))?;
     step.record_duration(started.elapsed().as_secs_f64());
     Ok(outcome)
 }
