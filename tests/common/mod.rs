@@ -741,7 +741,7 @@ pub fn http_bytes(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
 }
 
 /// A TCP upstream that records what one connection sends until `done(bytes)` holds (or EOF),
-/// then answers `reply`; the last recording is shared.
+/// then answers `reply`; the last connection's bytes that satisfied `done` are shared.
 pub fn recorder<F>(reply: &'static [u8], done: F) -> (SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>)
 where
     F: Fn(&[u8]) -> bool + Send + 'static,
@@ -761,7 +761,12 @@ where
                     Ok(n) => all.extend_from_slice(&b[..n]),
                 }
             }
-            *g.lock().unwrap_or_else(|e| e.into_inner()) = all;
+            // Only a connection that delivered what the test waits for is recorded: a
+            // readiness probe's forwarded connection, ending empty after the test's own, must
+            // not overwrite it.
+            if done(&all) {
+                *g.lock().unwrap_or_else(|e| e.into_inner()) = all;
+            }
             let _ = s.write_all(reply);
         }
     });
