@@ -97,6 +97,10 @@ fn main() {
 /// again, so the memory of a load spike (thousands of UDP sessions, say) would stay with
 /// threads that then sit idle. Runs when a runtime thread parks, at most once a second per
 /// thread, so a busy thread (which parks often) pays nothing measurable.
+///
+/// Only a runtime's worker threads park, and they live as long as the process (a blocking
+/// pool's threads, which come and go, never do): so the first park is also where a thread's
+/// cache of freed blocks is turned on (`vane_sys::alloc::cache_this_thread`).
 fn collect_when_idle() {
     use std::cell::Cell;
     use std::time::{Duration, Instant};
@@ -105,6 +109,9 @@ fn collect_when_idle() {
     }
     let due = LAST.with(|l| {
         let now = Instant::now();
+        if l.get().is_none() {
+            vane_sys::alloc::cache_this_thread();
+        }
         let due = l
             .get()
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
