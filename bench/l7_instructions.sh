@@ -44,12 +44,12 @@ backend b
   http-reuse always
   server s1 127.0.0.1:$UP
 CFG
-  valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$TMP/cg.out" haproxy -f "$TMP/haproxy.cfg" -db \
+  valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --compress-strings=no --callgrind-out-file="$TMP/cg.out" haproxy -f "$TMP/haproxy.cfg" -db \
     > "$TMP/vane.log" 2>&1 &
 else
   vane_http_proxy_config "$VP" "$UP"
   env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off DATA_PLANE_THREADS=1 \
-    valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
+    valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --compress-strings=no --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
     > "$TMP/vane.log" 2>&1 &
 fi
 VPID=$!; PIDS+=("$VPID")
@@ -117,6 +117,20 @@ TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
 {
   echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C, close=${CLOSE:-0})"
   python3 -c "print(f'${PROXY:-vane} {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
+  # With CALLGRIND_OPTS="--cache-sim=yes --branch-sim=yes": simulated cache misses and
+  # mispredicted branches per request (this VM exposes no hardware counters).
+  python3 - "$DUMP" "$N" <<'PY'
+import sys
+ev = sm = None
+for line in open(sys.argv[1], errors="replace"):
+    if line.startswith("events:"):
+        ev = line.split()[1:]
+    elif line.startswith("summary:"):
+        sm = [int(x) for x in line.split()[1:]]
+        break
+if ev and sm and len(ev) > 1:
+    print("  ".join(f"{e} {v / int(sys.argv[2]):,.1f}" for e, v in zip(ev, sm)))
+PY
   echo "== top functions by own instructions (the dump is $DUMP)"
   # Own cost per function, summed from the dump's cost lines (callgrind_annotate attributes
   # a dump taken after `zero` to the thread's entry point).
