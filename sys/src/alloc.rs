@@ -38,7 +38,8 @@ fn natural(layout: &Layout) -> bool {
 const CACHED_MAX: usize = 4096;
 
 /// Size classes: 16-byte steps up to 128 bytes, then four per doubling up to [`CACHED_MAX`]
-/// (mimalloc's own bins over that range, so rounding a size up to its class costs no memory).
+/// (mimalloc's own bins over that range, so rounding a size up to its class costs no memory,
+/// but for sizes up to 8 bytes, which take 16 instead of 8).
 const CLASSES: usize = 28;
 
 /// Bytes a thread keeps cached per class, at most (and at least two blocks, at most 32).
@@ -325,6 +326,23 @@ mod tests {
         );
         assert_eq!(SIZES[CLASSES - 1], CACHED_MAX);
         assert!(CAPS.iter().all(|&n| (2..=32).contains(&n)));
+    }
+
+    /// Rounding a size up to its class costs no memory: mimalloc gives a block of the class's
+    /// size to every size of the class anyway (its bins over this range are the classes), but
+    /// for sizes up to 8 bytes, which take 16 (every cached block holds a 16-byte aligned link).
+    #[test]
+    fn a_class_is_the_block_mimalloc_gives_its_sizes() {
+        for size in 9..=CACHED_MAX {
+            // SAFETY: a plain allocation of a non-zero size, measured and freed at once.
+            let usable = unsafe {
+                let p = mi::mi_malloc(size);
+                let n = mi::mi_usable_size(p);
+                mi::mi_free(p);
+                n
+            };
+            assert_eq!(usable, SIZES[class_of(size)], "size {size}");
+        }
     }
 
     /// With the cache on, a block freed and asked for again is the same block, however many
