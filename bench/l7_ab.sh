@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Two or more vane binaries compared under the same keep-alive load, alternating, so the
+# machine's drift (20 % between bench/l7.sh runs here) falls on all of them alike: requests per
+# second, p99 and CPU time of the proxy per request, per round.
+#
+#   bench/l7_ab.sh OLD_BINARY NEW_BINARY [...]     # ROUNDS=4 SECS=5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$#" -ge 2 ] || { echo "usage: $0 BINARY BINARY [...]" >&2; exit 2; }
+source bench/lib.sh
+ensure_tools "nginx wrk" nginx-light wrk
+UP=$(port)
+{ nginx_head 4096; cat <<CFG; } > "$TMP/nginx.conf"
+http {
+  access_log off;
+  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
+}
+CFG
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
+PORTS=() VPIDS=() NAMES=()
+for bin in "$@"; do
+  P=$(port)
+  vane_http_proxy_config "$P" "$UP"
+  mv "$TMP/vane" "$TMP/vane-$P"
+  env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 \
+    "$bin" run --config "$TMP/vane-$P" > "$TMP/vane-$P.log" 2>&1 &
+  VPIDS+=("$!"); PIDS+=("$!"); PORTS+=("$P"); NAMES+=("$bin")
+done
+wait_port "$UP"
+for p in "${PORTS[@]}"; do wait_port "$p"; done
+# CPU ticks (user + system) of every thread of a process.
+ticks() { local s=0 t; for t in /proc/"$1"/task/*; do s=$((s + $(awk '{print $14 + $15}' "$t/stat"))); done; echo "$s"; }
+HZ=$(getconf CLK_TCK)
+echo "== keep-alive HTTP/1.1, wrk -t2 -c50 -d${SECS:-5}s per binary, alternating"
+for r in $(seq 1 "${ROUNDS:-4}"); do
+  for i in "${!PORTS[@]}"; do
+    c0=$(ticks "${VPIDS[$i]}")
+    out=$(wrk -t2 -c50 -d"${SECS:-5}"s --latency "http://127.0.0.1:${PORTS[$i]}/")
+    c1=$(ticks "${VPIDS[$i]}")
+    req=$(echo "$out" | awk '/requests in/{print $1}')
+    rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+    p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+    python3 -c "print(f'round $r  rps {float($rps):9,.0f}  p99 $p99  cpu {($c1-$c0)*1e6/$HZ/$req:6.2f} us/req  ${NAMES[$i]}')"
+  done
+done
+echo "date: $(date -u +%FT%TZ)"
