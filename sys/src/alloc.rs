@@ -78,24 +78,19 @@ const fn class_cap(c: usize) -> u16 {
 }
 
 /// [`class_size`] and [`class_cap`] of every class, worked out once.
-const SIZES: [usize; CLASSES] = {
-    let mut t = [0; CLASSES];
+const SIZES: [usize; CLASSES] = table().0;
+const CAPS: [u16; CLASSES] = table().1;
+
+const fn table() -> ([usize; CLASSES], [u16; CLASSES]) {
+    let (mut sizes, mut caps) = ([0; CLASSES], [0; CLASSES]);
     let mut c = 0;
     while c < CLASSES {
-        t[c] = class_size(c);
+        sizes[c] = class_size(c);
+        caps[c] = class_cap(c);
         c += 1;
     }
-    t
-};
-const CAPS: [u16; CLASSES] = {
-    let mut t = [0; CLASSES];
-    let mut c = 0;
-    while c < CLASSES {
-        t[c] = class_cap(c);
-        c += 1;
-    }
-    t
-};
+    (sizes, caps)
+}
 
 /// The class of a layout the caches may serve: small, and no more aligned than every block of
 /// its class is (each class size is a multiple of 16, so its mimalloc blocks are 16-aligned).
