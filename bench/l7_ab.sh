@@ -4,6 +4,7 @@
 # second, p99 and CPU time of the proxy per request, per round.
 #
 #   bench/l7_ab.sh OLD_BINARY NEW_BINARY [...]     # ROUNDS=4 SECS=5
+#   CLOSE=1 bench/l7_ab.sh ...                      # a new connection per request
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$#" -ge 2 ] || { echo "usage: $0 BINARY BINARY [...]" >&2; exit 2; }
@@ -31,11 +32,14 @@ for p in "${PORTS[@]}"; do wait_port "$p"; done
 # CPU ticks (user + system) of every thread of a process.
 ticks() { local s=0 t; for t in /proc/"$1"/task/*; do s=$((s + $(awk '{print $14 + $15}' "$t/stat"))); done; echo "$s"; }
 HZ=$(getconf CLK_TCK)
-echo "== keep-alive HTTP/1.1, wrk -t2 -c50 -d${SECS:-5}s per binary, alternating"
+CLOSE=${CLOSE:-0}
+HEADER=()
+if [ "$CLOSE" = 1 ]; then HEADER=(-H "Connection: close"); fi
+echo "== HTTP/1.1 (close=$CLOSE), wrk -t2 -c50 -d${SECS:-5}s per binary, alternating"
 for r in $(seq 1 "${ROUNDS:-4}"); do
   for i in "${!PORTS[@]}"; do
     c0=$(ticks "${VPIDS[$i]}")
-    out=$(wrk -t2 -c50 -d"${SECS:-5}"s --latency "http://127.0.0.1:${PORTS[$i]}/")
+    out=$(wrk -t2 -c50 -d"${SECS:-5}"s --latency "${HEADER[@]}" "http://127.0.0.1:${PORTS[$i]}/")
     c1=$(ticks "${VPIDS[$i]}")
     req=$(echo "$out" | awk '/requests in/{print $1}')
     rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
