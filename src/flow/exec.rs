@@ -335,84 +335,99 @@ async fn walk(
     let mut step = &flow.root;
     let mut path = String::new();
     loop {
-        let outcome = if !step.may_wait() {
-            let extra = exchange.as_deref().map(|x| x as Extra<'_>);
-            run_now(step, kv, env, extra)?
+        let outcome = if step.may_wait() {
+            run_waiting(step, kv, env, exchange.as_deref_mut(), &path).await?
         } else {
-            let started = Instant::now();
-            if step.bodies != 0 {
-                if let Some(x) = exchange.as_deref_mut() {
-                    x.buffer(step.bodies).await;
-                }
-            }
-            let r = resolved(step, kv, exchange.as_deref().map(|x| x as Extra<'_>), env);
-            let outcome = match &step.plugin {
-                PluginRef::Builtin(spec) if spec.kind.is_http_driver() => {
-                    let Some(x) = exchange.as_deref_mut() else {
-                        return Err(FlowError::Plugin {
-                            at: step.at.clone(),
-                            msg: format!("`{}` runs only in HTTP applications", step.name),
-                        });
-                    };
-                    let (branch, store) = x
-                        .drive(spec.kind, r.values, kv)
-                        .instrument(crate::spans::plugin_span(&step.name, &step.at))
-                        .await
-                        .map_err(|e| FlowError::Plugin {
-                            at: step.at.clone(),
-                            msg: e.to_string(),
-                        })?;
-                    step.record_duration(started.elapsed().as_secs_f64());
-                    for (k, v) in store {
-                        kv.set(scoped_key(&path, &step.sanitized, &k), v);
-                    }
-                    Outcome::Branch(branch.into())
-                }
-                PluginRef::Builtin(spec)
-                    if matches!(spec.kind, Builtin::RateSec | Builtin::RateMin)
-                        && env.shared.get().is_some() =>
-                {
-                    let (window, key, limit) = rate_inputs(spec.kind, &r)?;
-                    // Boxed, as is the external call below: their futures are large and rare,
-                    // and inline they would grow every request's state (moved into a box each
-                    // time a request starts).
-                    let allowed = Box::pin(env.rate_hit(window, key, limit))
-                        .instrument(crate::spans::plugin_span(&step.name, &step.at))
-                        .await;
-                    step.record_duration(started.elapsed().as_secs_f64());
-                    bool_branch(allowed)
-                }
-                PluginRef::Builtin(spec) => run_builtin(&r, spec.kind, env, started)?,
-                PluginRef::External(p) => {
-                    let input = Value::Object(r.values.into_map());
-                    let (branch, store) = match Box::pin(env.plugins.call(p, &input))
-                        .instrument(crate::spans::plugin_span(&step.name, &step.at))
-                        .await
-                    {
-                        Ok(v) => (v.branch, v.store.unwrap_or_default()),
-                        Err(CallError::Quiet) => (
-                            "failure".to_string(),
-                            [("error".to_string(), "circuit_breaker_active".to_string())].into(),
-                        ),
-                        Err(CallError::Failed(_)) => ("failure".to_string(), Default::default()),
-                    };
-                    for (k, v) in store {
-                        if k.contains('{') || k.contains('}') {
-                            tracing::error!(plugin = %p.name, "security: store key `{k}` contains braces; dropped");
-                            continue;
-                        }
-                        kv.set(scoped_key(&path, &step.sanitized, &k), v);
-                    }
-                    Outcome::Branch(branch.into())
-                }
-            };
-            outcome
+            run_now(step, kv, env, exchange.as_deref().map(|x| x as Extra<'_>))?
         };
         match outcome {
             Outcome::Branch(branch) => step = advance(step, &branch, &mut path)?,
             Outcome::Done(d) => return Ok(d),
         }
     }
+}
+
+/// Runs a step that may wait ([`Step::may_wait`]): its body buffered first when it reads
+/// one, an HTTP driver, a rate limit with a shared store, an external plugin; what it stores
+/// goes under keys scoped by `path`, the flow path that led to it.
+async fn run_waiting<'x>(
+    step: &Step,
+    kv: &mut Kv,
+    env: &Env,
+    mut exchange: Option<&mut (dyn Exchange + 'x)>,
+    path: &str,
+) -> Result<Outcome, FlowError> {
+    let started = Instant::now();
+    if step.bodies != 0 {
+        if let Some(x) = exchange.as_deref_mut() {
+            x.buffer(step.bodies).await;
+        }
+    }
+    let r = resolved(step, kv, exchange.as_deref().map(|x| x as Extra<'_>), env);
+    let (branch, store) = match &step.plugin {
+        PluginRef::Builtin(spec) if spec.kind.is_http_driver() => {
+            let Some(x) = exchange else {
+                return Err(FlowError::Plugin {
+                    at: step.at.clone(),
+                    msg: format!("`{}` runs only in HTTP applications", step.name),
+                });
+            };
+            let (branch, store) = x
+                .drive(spec.kind, r.values, kv)
+                .instrument(crate::spans::plugin_span(&step.name, &step.at))
+                .await
+                .map_err(|e| FlowError::Plugin {
+                    at: step.at.clone(),
+                    msg: e.to_string(),
+                })?;
+            step.record_duration(started.elapsed().as_secs_f64());
+            (branch, store)
+        }
+        PluginRef::Builtin(spec)
+            if matches!(spec.kind, Builtin::RateSec | Builtin::RateMin)
+                && env.shared.get().is_some() =>
+        {
+            let (window, key, limit) = rate_inputs(spec.kind, &r)?;
+            // Boxed, as is the external call below: their futures are large and rare, and
+            // inline they would grow every request's state (moved into a box each time a
+            // request starts).
+            let allowed = Box::pin(env.rate_hit(window, key, limit))
+                .instrument(crate::spans::plugin_span(&step.name, &step.at))
+                .await;
+            step.record_duration(started.elapsed().as_secs_f64());
+            return Ok(bool_branch(allowed));
+        }
+        PluginRef::Builtin(spec) => return run_builtin(&r, spec.kind, env, started),
+        PluginRef::External(p) => {
+            let input = Value::Object(r.values.into_map());
+            let (branch, store) = match Box::pin(env.plugins.call(p, &input))
+                .instrument(crate::spans::plugin_span(&step.name, &step.at))
+                .await
+            {
+                Ok(v) => (v.branch, v.store.unwrap_or_default()),
+                Err(CallError::Quiet) => (
+                    "failure".to_string(),
+                    [("error".to_string(), "circuit_breaker_active".to_string())].into(),
+                ),
+                Err(CallError::Failed(_)) => ("failure".to_string(), Default::default()),
+            };
+            let store = store
+                .into_iter()
+                .filter(|(k, _)| {
+                    let braced = k.contains('{') || k.contains('}');
+                    if braced {
+                        tracing::error!(plugin = %p.name, "security: store key `{k}` contains braces; dropped");
+                    }
+                    !braced
+                })
+                .collect();
+            (branch, store)
+        }
+    };
+    for (k, v) in store {
+        kv.set(scoped_key(path, &step.sanitized, &k), v);
+    }
+    Ok(Outcome::Branch(branch.into()))
 }
 
 /// The inputs of `step`, resolved against the KV and the request.
