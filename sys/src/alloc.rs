@@ -122,15 +122,16 @@ thread_local! {
 impl Cache {
     /// The block freed last in class `c`, if any.
     #[inline(always)]
-    fn pop(&self, c: usize) -> *mut u8 {
+    fn pop(&self, c: usize) -> Option<*mut u8> {
         let head = self.heads[c].get();
-        if !head.is_null() {
-            // SAFETY: a cached block is a live mimalloc block of `class_size(c)` bytes, owned by
-            // this stack, whose first word `push` set to the next block's address.
-            self.heads[c].set(unsafe { head.cast::<*mut u8>().read() });
-            self.counts[c].set(self.counts[c].get() - 1);
+        if head.is_null() {
+            return None;
         }
-        head
+        // SAFETY: a cached block is a live mimalloc block of `class_size(c)` bytes, owned by
+        // this stack, whose first word `push` set to the next block's address.
+        self.heads[c].set(unsafe { head.cast::<*mut u8>().read() });
+        self.counts[c].set(self.counts[c].get() - 1);
+        Some(head)
     }
 
     /// Keeps `block` (of class `c`) unless the stack is full or the cache is off.
@@ -151,11 +152,7 @@ impl Cache {
     /// Gives every cached block back to mimalloc.
     fn flush(&self) {
         for c in 0..CLASSES {
-            loop {
-                let block = self.pop(c);
-                if block.is_null() {
-                    break;
-                }
+            while let Some(block) = self.pop(c) {
                 // SAFETY: the block came from mimalloc and no one else holds it.
                 unsafe { mi::mi_free(block.cast()) };
             }
@@ -166,10 +163,7 @@ impl Cache {
 /// A block of class `c`: the one this thread freed last, or a new one.
 #[inline(always)]
 fn take(c: usize) -> Option<*mut u8> {
-    CACHE
-        .try_with(|cache| cache.pop(c))
-        .ok()
-        .filter(|p| !p.is_null())
+    CACHE.try_with(|cache| cache.pop(c)).ok().flatten()
 }
 
 /// Keeps a freed block of class `c` on this thread; false when it should go to mimalloc.
