@@ -314,7 +314,7 @@ pub async fn run(dir: &Path, lenient: bool) -> i32 {
     crate::ops::systemd::stopping();
     // HTTP connections finish their requests and close (HTTP/2: GOAWAY) instead of idling
     // through the grace period.
-    rt.draining.send_replace(true);
+    rt.draining.start();
     root.stop(Some("shutdown".into()));
     let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
     drain(&l4, settings.shutdown_grace).await;

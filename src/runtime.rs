@@ -3,9 +3,11 @@
 //! mailbox. Layers keep their own state next to it (`l4::L4`, `l7::L7`); boot builds all of
 //! them and nothing else does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::Notify;
 use vane_actors::config::ConfigInbox;
 use vane_actors::memory::MemoryBudget;
 use vane_actors::ActorTable;
@@ -33,7 +35,7 @@ pub struct Runtime {
     /// Serialises certificate reloads.
     certs_reload: std::sync::Mutex<()>,
     /// Set once at shutdown: HTTP connections close after their current requests.
-    pub draining: tokio::sync::watch::Sender<bool>,
+    pub draining: Drain,
     /// The running `config` actor: the one writer of the config (`POST /reload` and the
     /// editing routes ask it).
     pub config_inbox: ConfigInbox,
@@ -63,7 +65,7 @@ impl Runtime {
             )),
             acme: Arc::default(),
             certs_reload: std::sync::Mutex::new(()),
-            draining: tokio::sync::watch::Sender::new(false),
+            draining: Drain::default(),
             config_inbox: ConfigInbox::default(),
         })
     }
@@ -103,5 +105,102 @@ fn publish_expiry(before: &crate::certs::CertStore, now: &crate::certs::CertStor
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(f64::NAN, |d| d.as_secs_f64());
         gauge(id).set(at);
+    }
+}
+
+/// The shutdown signal HTTP connections wait on: a flag and [`Notify`]s. Every idle
+/// connection waits on it, so its wait is part of each one's state: 72 bytes here against 160
+/// for a watch channel's receiver and its `wait_for`. A waiter goes into its thread's list
+/// (a keep-alive connection enters and leaves one per request, under that list's lock), so
+/// the data-plane threads do not share one lock.
+#[derive(Debug, Default)]
+pub struct Drain {
+    on: AtomicBool,
+    notify: [Notify; DRAIN_LISTS],
+}
+
+const DRAIN_LISTS: usize = 8;
+
+impl Drain {
+    /// Starts draining and wakes every waiter.
+    pub fn start(&self) {
+        self.on.store(true, Ordering::SeqCst);
+        for n in &self.notify {
+            n.notify_waiters();
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once draining has started (at once when it has).
+    pub async fn wait(&self) {
+        // A `Notified` counts `notify_waiters` calls from when it is made: made before the
+        // flag is read, a `start` between the two still wakes it.
+        let started = self.notify[thread_list()].notified();
+        if self.is_on() {
+            return;
+        }
+        started.await;
+    }
+}
+
+/// This thread's drain list, given out in turn as threads first ask.
+fn thread_list() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static LIST: usize = NEXT.fetch_add(1, Ordering::Relaxed) % DRAIN_LISTS;
+    }
+    LIST.with(|l| *l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Waiters on several threads (so in several lists) wake when draining starts, and a
+    /// wait begun after it ends at once.
+    #[test]
+    fn drain_wakes_every_thread_s_waiters_and_later_ones_at_once() {
+        let drain = Arc::new(Drain::default());
+        let (waiting, waits) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (drain, waiting) = (drain.clone(), waiting.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async {
+                        let wait = drain.wait();
+                        tokio::pin!(wait);
+                        let early = tokio::time::timeout(Duration::from_millis(20), wait.as_mut());
+                        let pending_before = early.await.is_err();
+                        waiting.send(()).expect("send");
+                        let woken = tokio::time::timeout(Duration::from_secs(5), wait).await;
+                        pending_before && woken.is_ok()
+                    })
+                })
+            })
+            .collect();
+        for _ in 0..3 {
+            waits.recv_timeout(Duration::from_secs(5)).expect("waiting");
+        }
+        assert!(!drain.is_on());
+        drain.start();
+        for t in threads {
+            assert!(t.join().expect("thread"), "a waiter was not woken");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let later = rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), drain.wait()).await
+        });
+        assert!(later.is_ok(), "a wait after the start did not end at once");
     }
 }

@@ -256,7 +256,8 @@ pub fn port(
             } else {
                 "httpx"
             };
-            let ctx = Arc::new(Ctx::new(rt2.clone(), app, kv, peer, true));
+            let conn = crate::conn::Conn { key, peer, local };
+            let ctx = Arc::new(Ctx::new(rt2.clone(), app, kv, &conn, true));
             tokio::spawn(connection(ctx, incoming));
         }
     });

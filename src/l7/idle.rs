@@ -96,12 +96,14 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
 /// Resolves once nothing has moved for `idle` (looked at every quarter of it).
 pub fn watch(moves: Arc<AtomicU64>, idle: Duration) -> Watch {
     let tick = (idle / 4).max(Duration::from_millis(50));
+    let tick_ms = u32::try_from(tick.as_millis()).unwrap_or(u32::MAX);
+    let ticks = idle.as_millis().div_ceil(u128::from(tick_ms));
     Watch {
         seen: moves.load(Ordering::Relaxed),
         moves,
-        idle,
-        tick,
-        quiet: Duration::ZERO,
+        tick_ms,
+        ticks: u32::try_from(ticks).unwrap_or(u32::MAX),
+        quiet: 0,
         sleep: Box::pin(tokio::time::sleep(tick)),
     }
 }
@@ -109,14 +111,15 @@ pub fn watch(moves: Arc<AtomicU64>, idle: Duration) -> Watch {
 /// The watchdog [`watch`] returns. Written out, with its timer boxed, so that it is `Unpin`:
 /// a connection's future holds it in place and polls it by reference, where an async
 /// function's future would have to be pinned by moving it, a second copy in every idle
-/// connection's state.
+/// connection's state. Counts in ticks, so it takes 40 bytes of that state, not 72.
 pub struct Watch {
     moves: Arc<AtomicU64>,
-    idle: Duration,
-    tick: Duration,
-    seen: u64,
-    quiet: Duration,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    seen: u64,
+    tick_ms: u32,
+    /// Quiet ticks that make the connection idle.
+    ticks: u32,
+    quiet: u32,
 }
 
 impl std::future::Future for Watch {
@@ -128,15 +131,16 @@ impl std::future::Future for Watch {
             std::task::ready!(this.sleep.as_mut().poll(cx));
             let now = this.moves.load(Ordering::Relaxed);
             if now == this.seen {
-                this.quiet += this.tick;
-                if this.quiet >= this.idle {
+                this.quiet = this.quiet.saturating_add(1);
+                if this.quiet >= this.ticks {
                     return Poll::Ready(());
                 }
             } else {
                 this.seen = now;
-                this.quiet = Duration::ZERO;
+                this.quiet = 0;
             }
-            let next = tokio::time::Instant::now() + this.tick;
+            let tick = Duration::from_millis(u64::from(this.tick_ms));
+            let next = tokio::time::Instant::now() + tick;
             this.sleep.as_mut().reset(next);
         }
     }

@@ -32,6 +32,8 @@ pub struct Ctx {
     /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
     kv: Arc<Kv>,
     pub peer: std::net::SocketAddr,
+    /// The listener the connection came in on (for logs).
+    pub key: crate::config::ListenerKey,
     /// `peer`'s IP as a field value, made once for every request's `X-Forwarded-For`.
     peer_ip: HeaderValue,
     tls: bool,
@@ -43,7 +45,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// The context of one connection: `app` with the connection's KV (without `plugin.*`).
-    pub fn new(rt: Arc<L7>, app: &str, mut kv: Kv, peer: std::net::SocketAddr, tls: bool) -> Self {
+    pub fn new(rt: Arc<L7>, app: &str, mut kv: Kv, conn: &Conn, tls: bool) -> Self {
         kv.remove_where(|k| k.starts_with("plugin."));
         // Read by every request from here on, written no more.
         kv.pack();
@@ -53,10 +55,16 @@ impl Ctx {
             metrics,
             panic_armed: std::sync::atomic::AtomicBool::new(false),
             kv: Arc::new(kv),
-            peer,
-            peer_ip: ip_value(peer.ip()),
+            peer: conn.peer,
+            key: conn.key,
+            peer_ip: ip_value(conn.peer.ip()),
             tls,
         }
+    }
+
+    /// The layer the connection is served by.
+    pub fn rt(&self) -> &Arc<L7> {
+        &self.rt
     }
 
     /// The application's name (shared with every request's KV).
@@ -80,7 +88,7 @@ pub struct Aborted;
 
 /// The context every request of a connection shares, from what L4 handed over.
 pub fn context(rt: &Arc<L7>, conn: &Conn, h: Handoff) -> Arc<Ctx> {
-    let ctx = Ctx::new(rt.clone(), &h.app, h.kv, conn.peer, h.tls);
+    let ctx = Ctx::new(rt.clone(), &h.app, h.kv, conn, h.tls);
     ctx.panic_armed
         .store(h.panic_first_request, std::sync::atomic::Ordering::SeqCst);
     Arc::new(ctx)
@@ -92,43 +100,33 @@ pub fn context(rt: &Arc<L7>, conn: &Conn, h: Handoff) -> Arc<Ctx> {
 /// the hand-off is not an argument, so a waiting connection's state does not carry its size.
 ///
 /// Not an async function: its arguments would stay in every waiting connection's state
-/// beside what they became (the stream inside its counter, the listener key and peer).
+/// beside what they became (the stream inside its counter). What the state needs besides
+/// (the runtime, the listener and peer for logs, the drain signal) is read through `ctx`.
 /// `read`: the connection's first bytes, already read by the L4+ stage.
 pub fn serve<IO>(
-    rt: Arc<L7>,
     io: IO,
-    conn: Conn,
     ctx: Arc<Ctx>,
     h2: bool,
-    read: BytesMut,
+    mut read: BytesMut,
 ) -> impl std::future::Future<Output = ()>
 where
     IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
 {
-    let conn = (conn.key, conn.peer);
     let activity = Arc::new(AtomicU64::new(0));
     let mut io = super::idle::Tracked::new(io, activity.clone());
-    let mut idle = super::idle::watch(activity, rt.settings.http_idle_timeout);
-    let mut draining = rt.draining.subscribe();
+    let mut idle = super::idle::watch(activity, ctx.rt.settings.http_idle_timeout);
     async move {
-        let pre = if h2 || rt.settings.http1_on_hyper {
+        let pre = if h2 || ctx.rt.settings.http1_on_hyper {
             read.freeze()
         } else {
-            let fast = super::h1::serve(
-                &ctx,
-                &mut io,
-                &mut draining,
-                rt.settings.http_header_timeout,
-                read,
-            );
             tokio::select! {
-                ended = fast => match ended {
+                ended = super::h1::serve(&ctx, &mut io, &mut read) => match ended {
                     super::h1::Ended::Closed => return,
                     super::h1::Ended::Handover(pre) => pre,
                 },
                 () = &mut idle => {
                     metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
-                    debug!(listener = %conn.0, peer = %conn.1, "HTTP connection idle; closed");
+                    debug!(listener = %ctx.key, peer = %ctx.peer, "HTTP connection idle; closed");
                     return;
                 }
             }
@@ -137,9 +135,7 @@ where
         // it.
         let io = super::h1::rewind::Rewind::new(pre, io);
         let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-            crate::boxed::pin_in_place(|| {
-                serve_hyper(ctx, io, Pin::new(&mut idle), draining, conn)
-            });
+            crate::boxed::pin_in_place(|| serve_hyper(ctx, io, Pin::new(&mut idle)));
         hyper.await;
     }
 }
@@ -149,12 +145,11 @@ async fn serve_hyper<IO>(
     ctx: Arc<Ctx>,
     io: IO,
     idle: Pin<&mut impl std::future::Future<Output = ()>>,
-    mut draining: tokio::sync::watch::Receiver<bool>,
-    (key, peer): (crate::config::ListenerKey, std::net::SocketAddr),
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let rt = ctx.rt.clone();
+    let (key, peer) = (ctx.key, ctx.peer);
     // Boxed: hyper spawns each HTTP/2 stream as a task holding this future, and moving the
     // whole request state into every task cost more than one allocation.
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -196,11 +191,9 @@ async fn serve_hyper<IO>(
                 debug!(listener = %key, peer = %peer, "HTTP connection idle; closed");
                 return;
             }
-            r = draining.wait_for(|d| *d), if !closing => {
+            () = rt.draining.wait(), if !closing => {
                 closing = true;
-                if r.is_ok() {
-                    served.as_mut().graceful_shutdown();
-                }
+                served.as_mut().graceful_shutdown();
             }
         }
     }

@@ -26,7 +26,6 @@ use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::body::{BodyError, Feed, Step};
@@ -90,69 +89,63 @@ fn count(kind: &'static str) {
 }
 
 /// Serves HTTP/1.x requests on `io` until the connection ends or must go to hyper, starting
-/// from `buf` (bytes of the first request the L4+ stage read already; an argument used as the
-/// buffer itself, as a second binding would take room of its own in the state).
-pub async fn serve<IO>(
-    ctx: &Arc<Ctx>,
-    io: &mut IO,
-    draining: &mut watch::Receiver<bool>,
-    header_timeout: Duration,
-    mut buf: BytesMut,
-) -> Ended
+/// from `buf` (bytes of the first request the L4+ stage read already; borrowed, so the bytes
+/// and the buffer are the caller's one slot in a waiting connection's state). Not an async
+/// function: its arguments would be kept twice in that state, as they were and as bound.
+#[allow(clippy::manual_async_fn)] // written out on purpose: see above
+pub fn serve<'a, IO>(
+    ctx: &'a Arc<Ctx>,
+    io: &'a mut IO,
+    buf: &'a mut BytesMut,
+) -> impl std::future::Future<Output = Ended> + 'a
 where
     IO: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
-    let mut first = true;
-    loop {
-        if buf.is_empty() {
-            // Idle: give the buffer back and wait for the socket.
-            buf = BytesMut::new();
-            tokio::select! {
-                biased;
-                r = std::future::poll_fn(|cx| io.poll_readable(cx)) => {
-                    if r.is_err() {
+    async move {
+        let mut first = true;
+        loop {
+            if buf.is_empty() {
+                // Idle: give the buffer back and wait for the socket.
+                *buf = BytesMut::new();
+                tokio::select! {
+                    biased;
+                    r = std::future::poll_fn(|cx| io.poll_readable(cx)) => {
+                        if r.is_err() {
+                            return Ended::Closed;
+                        }
+                    }
+                    () = ctx.rt().draining.wait() => return Ended::Closed,
+                }
+                // A wake with nothing to read (a readiness gone stale, a TLS record not yet
+                // whole) goes back to the wait above, which hears the drain signal; the head
+                // read does not.
+                buf.reserve(FIRST_READ);
+                match read_now(io, buf).await {
+                    None => continue,
+                    Some(Ok(0)) => return Ended::Closed,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => {
+                        count("io");
                         return Ended::Closed;
                     }
                 }
-                _ = draining.wait_for(|d| *d) => return Ended::Closed,
             }
-            // A wake with nothing to read (a readiness gone stale, a TLS record not yet whole)
-            // goes back to the wait above, which hears the drain signal; the head read does not.
-            buf.reserve(FIRST_READ);
-            match read_now(io, &mut buf).await {
-                None => continue,
-                Some(Ok(0)) => return Ended::Closed,
-                Some(Ok(_)) => {}
-                Some(Err(_)) => {
-                    count("io");
-                    return Ended::Closed;
-                }
+            // Boxed: the state of an exchange exists only while one runs, not while idle.
+            let next = crate::boxed::pin_in_place(|| exchange(ctx, io, buf, first)).await;
+            first = false;
+            if let Some(ended) = next {
+                return ended;
             }
-        }
-        // Boxed: the state of an exchange exists only while one runs, not while idle.
-        let next = crate::boxed::pin_in_place(|| {
-            exchange(ctx, io, &mut buf, first, draining, header_timeout)
-        })
-        .await;
-        first = false;
-        if let Some(ended) = next {
-            return ended;
         }
     }
 }
 
 /// One request and its response; `None` when the connection may carry another.
-async fn exchange<IO>(
-    ctx: &Arc<Ctx>,
-    io: &mut IO,
-    buf: &mut BytesMut,
-    first: bool,
-    draining: &watch::Receiver<bool>,
-    header_timeout: Duration,
-) -> Option<Ended>
+async fn exchange<IO>(ctx: &Arc<Ctx>, io: &mut IO, buf: &mut BytesMut, first: bool) -> Option<Ended>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let header_timeout = ctx.rt().settings.http_header_timeout;
     let head = match read_head(io, buf, first, header_timeout).await {
         Ok(Some(Parsed::Head(h))) => h,
         Ok(Some(Parsed::Special | Parsed::Partial)) => {
@@ -194,7 +187,7 @@ where
         return Some(Ended::Closed); // aborted by the flow: close without an answer
     };
     let x = write::Exchange {
-        close: x.close || unread || *draining.borrow(),
+        close: x.close || unread || ctx.rt().draining.is_on(),
         ..x
     };
     match write::response(io, resp, &x).await {
@@ -410,8 +403,8 @@ where
 mod tests {
     use super::*;
 
-    fn state_size<'a, A: 'a, B: 'a, C: 'a, D, E: 'a, G, F>(
-        _: fn(&'a A, &'a mut B, &'a mut C, D, &'a E, G) -> F,
+    fn state_size<'a, A: 'a, B: 'a, C: 'a, D, F>(
+        _: fn(&'a A, &'a mut B, &'a mut C, D) -> F,
     ) -> usize {
         std::mem::size_of::<F>()
     }
