@@ -370,45 +370,7 @@ fn a_rate_limited_answer_is_honoured_over_the_backoff() {
 fn lazycert_challenges_are_answered_reported_and_withdrawn() {
     let listed: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let solved: Arc<Mutex<Vec<String>>> = Arc::default();
-    let api = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let api_port = api.local_addr().expect("addr").port();
-    {
-        let (listed, solved) = (listed.clone(), solved.clone());
-        std::thread::spawn(move || {
-            for s in api.incoming().flatten() {
-                let mut s = s;
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = vec![0u8; 8192];
-                let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let line = head.lines().next().unwrap_or_default().to_string();
-                let authorized = head.contains("authorization: Bearer tok")
-                    || head.contains("Authorization: Bearer tok");
-                let (status, body) = if line.starts_with("GET /health") {
-                    ("200 OK", r#"{"status":"success"}"#.to_string())
-                } else if !authorized {
-                    ("401 Unauthorized", "{}".to_string())
-                } else if line.starts_with("GET /challenges") {
-                    let l = listed.lock().expect("listed").clone();
-                    (
-                        "200 OK",
-                        serde_json::json!({"status": "success", "data": {"challenges": l}})
-                            .to_string(),
-                    )
-                } else if let Some(rest) = line.strip_prefix("POST /challenges/") {
-                    let id = rest.split('/').next().unwrap_or_default().to_string();
-                    solved.lock().expect("solved").push(id);
-                    ("200 OK", r#"{"status":"success"}"#.to_string())
-                } else {
-                    ("404 Not Found", "{}".to_string())
-                };
-                let _ = std::io::Write::write_all(
-                    &mut s,
-                    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
-                );
-            }
-        });
-    }
+    let api_port = lazycert_standin(&listed, &solved);
     let http = free_port();
     let cfg = ConfigDir::new();
     cfg.plain_http(http, "httpx");
@@ -455,4 +417,112 @@ fn lazycert_challenges_are_answered_reported_and_withdrawn() {
         "a challenge LazyCert no longer lists is withdrawn:\n{}",
         v.logs()
     );
+}
+
+/// A LazyCert service on loopback: lists what `listed` holds as its challenges, records the ids
+/// reported solved in `solved`; its port.
+fn lazycert_standin(
+    listed: &Arc<Mutex<Vec<serde_json::Value>>>,
+    solved: &Arc<Mutex<Vec<String>>>,
+) -> u16 {
+    let api = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api_port = api.local_addr().expect("addr").port();
+    {
+        let (listed, solved) = (listed.clone(), solved.clone());
+        std::thread::spawn(move || {
+            for s in api.incoming().flatten() {
+                let mut s = s;
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = vec![0u8; 8192];
+                let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let line = head.lines().next().unwrap_or_default().to_string();
+                let authorized = head.contains("authorization: Bearer tok")
+                    || head.contains("Authorization: Bearer tok");
+                let (status, body) = if line.starts_with("GET /health") {
+                    ("200 OK", r#"{"status":"success"}"#.to_string())
+                } else if !authorized {
+                    ("401 Unauthorized", "{}".to_string())
+                } else if line.starts_with("GET /challenges") {
+                    let l = listed.lock().expect("listed").clone();
+                    (
+                        "200 OK",
+                        serde_json::json!({"status": "success", "data": {"challenges": l}})
+                            .to_string(),
+                    )
+                } else if let Some(rest) = line.strip_prefix("POST /challenges/") {
+                    let id = rest.split('/').next().unwrap_or_default().to_string();
+                    solved.lock().expect("solved").push(id);
+                    ("200 OK", r#"{"status":"success"}"#.to_string())
+                } else {
+                    ("404 Not Found", "{}".to_string())
+                };
+                let _ = std::io::Write::write_all(
+                    &mut s,
+                    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
+                );
+            }
+        });
+    }
+    api_port
+}
+
+/// A challenge is answered at L4+, before a resolver that passes plaintext HTTP through to
+/// another server: the head is looked at for it even though no flow reads `http.*`.
+#[test]
+fn http01_is_answered_before_a_resolver_that_passes_http_through() {
+    let listed: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let solved: Arc<Mutex<Vec<String>>> = Arc::default();
+    let api_port = lazycert_standin(&listed, &solved);
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_port = upstream.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in upstream.incoming().flatten() {
+            let mut s = s;
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream",
+            );
+        }
+    });
+    let http = free_port();
+    let cfg = ConfigDir::new();
+    cfg.write(
+        &format!("listener/[{http}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
+    );
+    cfg.write(
+        "resolver/http.yaml",
+        &format!("connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {up_port} }}\n"),
+    );
+    cfg.write(
+        "lazycert.yaml",
+        &format!(
+            "enabled: true\nurl: http://127.0.0.1:{api_port}/\ntoken: tok\npoll_interval: 1\n"
+        ),
+    );
+    let v = Vane::start(&cfg, &[http]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    let path = "/.well-known/acme-challenge/TOK2";
+    assert_eq!(
+        common::http(addr, "GET", path, None).1,
+        "upstream",
+        "nothing listed yet"
+    );
+    listed.lock().expect("listed").push(serde_json::json!({
+        "id": "c2", "domain": "b.example", "type": "http-01",
+        "token": "TOK2", "key_authorization": "TOK2.thumbprint"
+    }));
+    assert!(
+        wait_until(Duration::from_secs(10), || common::http(
+            addr, "GET", path, None
+        )
+        .1 == "TOK2.thumbprint"),
+        "{}",
+        v.logs()
+    );
+    assert_eq!(common::http(addr, "GET", "/other", None).1, "upstream");
 }

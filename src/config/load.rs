@@ -439,6 +439,9 @@ pub fn load(root: &Path, previous: Option<&Snapshot>) -> Loaded {
         }
     }
     snap.certs_stamp = crate::certs::fingerprint(root);
+    snap.reads_http_head = (snap.resolvers.values())
+        .chain(snap.applications.values())
+        .any(|e| e.doc.reads_http_head);
     cross_checks(&snap, &mut pass.problems);
     Loaded {
         snapshot: snap,

@@ -106,6 +106,10 @@ pub struct Snapshot {
     pub lazycert: Arc<Entry<Option<lazycert::LazyCert>>>,
     /// Change stamp of `certs/` (the certs registry reloads when it moves).
     pub certs_stamp: u64,
+    /// Whether any resolver or application flow may read the `http.*` keys of a plaintext
+    /// request head; when none does, the L4+ stage does not parse the head for them (a tenth
+    /// of the L4+ stage's work for a new HTTP connection).
+    pub reads_http_head: bool,
 }
 
 impl<T: Default> Default for Entry<T> {

@@ -139,6 +139,10 @@ pub struct Flow {
     pub reads_kv: bool,
     /// Whether a template reads `req.peek_buffer_hex`; when not, TCP connections are not peeked.
     pub reads_peek: bool,
+    /// Whether a template may read a key of the plaintext request head the L4+ stage finds
+    /// (`http.method`, `http.path`, `http.host`); when no resolver or application flow does,
+    /// the head is not parsed for them ([`crate::config::Snapshot::reads_http_head`]).
+    pub reads_http_head: bool,
     /// Whether some step may wait ([`Step::may_wait`]); a flow where none does runs without
     /// a deadline timer, as nothing in it can be late.
     pub waits: bool,

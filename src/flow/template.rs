@@ -119,6 +119,19 @@ impl Template {
         self.parts.iter().any(|p| matches!(p, Part::Key(_)))
     }
 
+    /// True when rendering may look up a key `pred` accepts: a key named outright is tested;
+    /// a key built from other keys (`{{a.{{b}}}}`) may be anything, so it counts.
+    pub fn may_read(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.parts.iter().any(|p| match p {
+            Part::Text(_) => false,
+            Part::Key(key) => match key.as_slice() {
+                [Part::Text(k)] => pred(k),
+                [] => false,
+                _ => true,
+            },
+        })
+    }
+
     /// Renders with `lookup`. Unknown keys and keys containing braces stay literal
     /// (`{{key}}`); the result is cut at the last piece that fits in `max_size` bytes.
     pub fn render<'a, F>(&self, lookup: &F, max_size: usize) -> String
@@ -170,6 +183,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key named outright is tested; one built from other keys counts whatever it is.
+    #[test]
+    fn may_read_tests_named_keys_and_counts_built_ones() {
+        let http = |k: &str| k.starts_with("http.");
+        let t = |s: &str| Template::parse(s, Limits::from_settings()).expect("template");
+        assert!(t("{{http.host}}").may_read(&http));
+        assert!(t("a {{req.path}} b {{http.path}}").may_read(&http));
+        assert!(!t("{{conn.ip}}|{{req.header.host}}").may_read(&http));
+        assert!(!t("http.host, no placeholder").may_read(&http));
+        assert!(t("{{http.{{req.query}}}}").may_read(&http));
+        assert!(t("{{{{req.query}}}}").may_read(&http));
+    }
     use std::collections::HashMap;
 
     fn render(t: &str, kv: &[(&str, &str)]) -> String {

@@ -53,6 +53,11 @@ pub fn compile(
         templated || upgrade || matches!(s.plugin, PluginRef::External(_))
     });
     let waits = step.any(&Step::may_wait);
+    let reads_http_head = step.any(&|s| {
+        s.input
+            .iter()
+            .any(|(_, i)| may_read(i, &|k| k.starts_with("http.")))
+    });
     Some(Flow {
         root: step,
         layer: cx.layer,
@@ -60,8 +65,19 @@ pub fn compile(
         raw_keys,
         reads_kv,
         reads_peek: text.contains("req.peek_buffer_hex"),
+        reads_http_head,
         waits,
     })
+}
+
+/// True when `i` has a template that may read a key `pred` accepts.
+fn may_read(i: &Input, pred: &dyn Fn(&str) -> bool) -> bool {
+    match i {
+        Input::Text(t) => t.may_read(pred),
+        Input::Lit(_) => false,
+        Input::List(items) => items.iter().any(|i| may_read(i, pred)),
+        Input::Map(m) => m.iter().any(|(_, v)| may_read(v, pred)),
+    }
 }
 
 fn has_template(i: &Input) -> bool {

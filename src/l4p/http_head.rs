@@ -76,6 +76,16 @@ pub fn parse(buf: &[u8]) -> Head {
     head
 }
 
+/// True when the request target of the head's first line (as far as it has come) starts with
+/// `prefix`: a quick look, before a [`parse`], at whether a head may be asking for a path.
+pub fn target_starts_with(buf: &[u8], prefix: &str) -> bool {
+    let Some(space) = memchr::memchr(b' ', buf) else {
+        return false;
+    };
+    buf.get(space + 1..)
+        .is_some_and(|t| t.starts_with(prefix.as_bytes()))
+}
+
 /// The value of the first `Host` field among the complete lines of `fields`.
 fn host(mut fields: &str) -> Option<String> {
     for _ in 0..MAX_HEADERS {
@@ -96,6 +106,35 @@ fn host(mut fields: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The quick look never misses a head whose parsed target starts with the prefix, for
+    /// every prefix of heads that do and do not ask for it.
+    #[test]
+    fn the_quick_target_look_agrees_with_the_parse() {
+        let p = "/.well-known/acme-challenge/";
+        for full in [
+            &b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET /.well-known/other HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nX: /.well-known/acme-challenge/\r\n\r\n",
+            b"GET\r\n /.well-known/acme-challenge/x",
+        ] {
+            for i in 0..=full.len() {
+                let head = &full[..i];
+                let parsed = parse(head).path.is_some_and(|t| t.starts_with(p));
+                assert!(
+                    !parsed || target_starts_with(head, p),
+                    "{:?}",
+                    String::from_utf8_lossy(head)
+                );
+            }
+        }
+        assert!(target_starts_with(
+            b"GET /.well-known/acme-challenge/tok HTTP/1.1\r\n",
+            p
+        ));
+        assert!(!target_starts_with(b"GET /index.html HTTP/1.1\r\n", p));
+        assert!(!target_starts_with(b"GET", p));
+    }
 
     #[test]
     fn full_partial_and_garbage() {

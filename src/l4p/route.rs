@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::clienthello::{self, Assembled};
 use super::http_head;
-use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
+use crate::acme::challenges::{Challenges, ACME_TLS_ALPN, HTTP01_PREFIX};
 use crate::config::store::ConfigStore;
 use crate::conn::{is_plain_app, Conn, Handoff};
 use crate::flow::exec::{self, Decision, ProxyTo, Upstream};
@@ -137,7 +137,14 @@ pub async fn route(
     protocol: &str,
     conn: &Conn,
 ) -> Option<Routed> {
-    let Some(entry) = rt.config.load().resolvers.get(protocol).cloned() else {
+    let (entry, reads_http_head) = {
+        let config = rt.config.load();
+        (
+            config.resolvers.get(protocol).cloned(),
+            config.reads_http_head,
+        )
+    };
+    let Some(entry) = entry else {
         info!(listener = %conn.key, "upgrade to `{protocol}`: no resolver `{protocol}` is configured; connection closed");
         metrics::counter!("vane_l4p_inspections_total", "protocol" => crate::labels::CARRIER.admit(protocol).to_string(), "outcome" => "no_resolver").increment(1);
         return None;
@@ -179,7 +186,12 @@ pub async fn route(
             rt.settings.tcp_peek_timeout,
         )
         .await;
-        let head = http_head::parse(&read);
+        // Parsed when a flow may read what it finds, or when it may be an ACME validation.
+        let head = if reads_http_head || http_head::target_starts_with(&read, HTTP01_PREFIX) {
+            http_head::parse(&read)
+        } else {
+            http_head::Head::default()
+        };
         if head
             .path
             .as_deref()
