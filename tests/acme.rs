@@ -328,13 +328,7 @@ fn a_rate_limited_answer_is_honoured_over_the_backoff() {
             }
         });
     }
-    let http = free_port();
-    let cfg = ConfigDir::new();
-    cfg.plain_http(http, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: app }\n",
-    );
+    let (cfg, http) = plain_app();
     cfg.write(
         "acme.yaml",
         &format!("directory: http://127.0.0.1:{ca_port}/dir\ndomains: [rl.example]\n"),
@@ -368,50 +362,21 @@ fn a_rate_limited_answer_is_honoured_over_the_backoff() {
 /// application, reports each as solved, and stops answering once the challenge is gone.
 #[test]
 fn lazycert_challenges_are_answered_reported_and_withdrawn() {
-    let listed: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let solved: Arc<Mutex<Vec<String>>> = Arc::default();
-    let api_port = lazycert_standin(&listed, &solved);
-    let http = free_port();
-    let cfg = ConfigDir::new();
-    cfg.plain_http(http, "httpx");
-    cfg.write(
-        "application/httpx.yaml",
-        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: app }\n",
-    );
-    cfg.write(
-        "lazycert.yaml",
-        &format!(
-            "enabled: true\nurl: http://127.0.0.1:{api_port}/\ntoken: tok\npoll_interval: 1\n"
-        ),
-    );
-    let v = Vane::start(&cfg, &[http]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
-    let path = "/.well-known/acme-challenge/TOK1";
+    let lazycert = LazyCert::start();
+    let (cfg, http) = plain_app();
+    let (v, addr, path) = answered_once_listed(&cfg, &lazycert, http, "TOK1", "app");
     assert_eq!(
-        common::http(addr, "GET", path, None).1,
-        "app",
-        "nothing listed yet"
+        lazycert.solved.lock().expect("solved").as_slice(),
+        ["TOK1-id"]
     );
-    listed.lock().expect("listed").push(serde_json::json!({
-        "id": "c1", "domain": "a.example", "type": "http-01",
-        "token": "TOK1", "key_authorization": "TOK1.thumbprint"
-    }));
-    assert!(
-        wait_until(Duration::from_secs(10), || common::http(
-            addr, "GET", path, None
-        )
-        .1 == "TOK1.thumbprint"),
-        "{}",
-        v.logs()
-    );
-    assert_eq!(solved.lock().expect("solved").as_slice(), ["c1"]);
     assert!(v.logs().contains(&format!(
-        "LazyCert at http://127.0.0.1:{api_port} is reachable"
+        "LazyCert at http://127.0.0.1:{} is reachable",
+        lazycert.port
     )));
-    listed.lock().expect("listed").clear();
+    lazycert.listed.lock().expect("listed").clear();
     assert!(
         wait_until(Duration::from_secs(10), || common::http(
-            addr, "GET", path, None
+            addr, "GET", &path, None
         )
         .1 == "app"),
         "a challenge LazyCert no longer lists is withdrawn:\n{}",
@@ -419,9 +384,106 @@ fn lazycert_challenges_are_answered_reported_and_withdrawn() {
     );
 }
 
-/// A LazyCert service on loopback: lists what `listed` holds as its challenges, records the ids
-/// reported solved in `solved`; its port.
-fn lazycert_standin(
+/// A challenge is answered at L4+, before a resolver that passes plaintext HTTP through to
+/// another server: the head is looked at for it even though no flow reads `http.*`.
+#[test]
+fn http01_is_answered_before_a_resolver_that_passes_http_through() {
+    let lazycert = LazyCert::start();
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_port = upstream.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in upstream.incoming().flatten() {
+            let mut s = s;
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream",
+            );
+        }
+    });
+    let http = free_port();
+    let cfg = ConfigDir::new();
+    cfg.write(
+        &format!("listener/[{http}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
+    );
+    cfg.write(
+        "resolver/http.yaml",
+        &format!("connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {up_port} }}\n"),
+    );
+    let (_v, addr, _) = answered_once_listed(&cfg, &lazycert, http, "TOK2", "upstream");
+    assert_eq!(common::http(addr, "GET", "/other", None).1, "upstream");
+}
+
+/// Points `cfg` at `lazycert` and starts vane on `http`: the challenge path of `token` answers
+/// `before` while nothing is listed, then (listed) its key authorization.
+fn answered_once_listed(
+    cfg: &ConfigDir,
+    lazycert: &LazyCert,
+    http: u16,
+    token: &str,
+    before: &str,
+) -> (Vane, std::net::SocketAddr, String) {
+    cfg.write(
+        "lazycert.yaml",
+        &format!(
+            "enabled: true\nurl: http://127.0.0.1:{}/\ntoken: tok\npoll_interval: 1\n",
+            lazycert.port
+        ),
+    );
+    let v = Vane::start(cfg, &[http]);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    let path = format!("/.well-known/acme-challenge/{token}");
+    assert_eq!(
+        common::http(addr, "GET", &path, None).1,
+        before,
+        "nothing listed yet"
+    );
+    lazycert
+        .listed
+        .lock()
+        .expect("listed")
+        .push(serde_json::json!({
+            "id": format!("{token}-id"), "domain": "a.example", "type": "http-01",
+            "token": token, "key_authorization": format!("{token}.thumbprint")
+        }));
+    let answer = format!("{token}.thumbprint");
+    assert!(
+        wait_until(Duration::from_secs(10), || common::http(
+            addr, "GET", &path, None
+        )
+        .1 == answer),
+        "{}",
+        v.logs()
+    );
+    (v, addr, path)
+}
+
+/// A LazyCert service on loopback: lists what `listed` holds as its challenges and records
+/// the ids reported solved in `solved`.
+struct LazyCert {
+    listed: Arc<Mutex<Vec<serde_json::Value>>>,
+    solved: Arc<Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl LazyCert {
+    fn start() -> Self {
+        let listed: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let solved: Arc<Mutex<Vec<String>>> = Arc::default();
+        let port = serve_lazycert(&listed, &solved);
+        Self {
+            listed,
+            solved,
+            port,
+        }
+    }
+}
+
+/// Serves LazyCert's API on loopback for [`LazyCert`]; its port.
+fn serve_lazycert(
     listed: &Arc<Mutex<Vec<serde_json::Value>>>,
     solved: &Arc<Mutex<Vec<String>>>,
 ) -> u16 {
@@ -467,62 +529,14 @@ fn lazycert_standin(
     api_port
 }
 
-/// A challenge is answered at L4+, before a resolver that passes plaintext HTTP through to
-/// another server: the head is looked at for it even though no flow reads `http.*`.
-#[test]
-fn http01_is_answered_before_a_resolver_that_passes_http_through() {
-    let listed: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let solved: Arc<Mutex<Vec<String>>> = Arc::default();
-    let api_port = lazycert_standin(&listed, &solved);
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let up_port = upstream.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for s in upstream.incoming().flatten() {
-            let mut s = s;
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 4096];
-            let _ = std::io::Read::read(&mut s, &mut buf);
-            let _ = std::io::Write::write_all(
-                &mut s,
-                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nupstream",
-            );
-        }
-    });
+/// A config dir whose plaintext HTTP port (returned) answers `app` from its application.
+fn plain_app() -> (ConfigDir, u16) {
     let http = free_port();
     let cfg = ConfigDir::new();
+    cfg.plain_http(http, "httpx");
     cfg.write(
-        &format!("listener/[{http}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: app }\n",
     );
-    cfg.write(
-        "resolver/http.yaml",
-        &format!("connection:\n  internal.transport.proxy:\n    input: {{ target.ip: 127.0.0.1, target.port: {up_port} }}\n"),
-    );
-    cfg.write(
-        "lazycert.yaml",
-        &format!(
-            "enabled: true\nurl: http://127.0.0.1:{api_port}/\ntoken: tok\npoll_interval: 1\n"
-        ),
-    );
-    let v = Vane::start(&cfg, &[http]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
-    let path = "/.well-known/acme-challenge/TOK2";
-    assert_eq!(
-        common::http(addr, "GET", path, None).1,
-        "upstream",
-        "nothing listed yet"
-    );
-    listed.lock().expect("listed").push(serde_json::json!({
-        "id": "c2", "domain": "b.example", "type": "http-01",
-        "token": "TOK2", "key_authorization": "TOK2.thumbprint"
-    }));
-    assert!(
-        wait_until(Duration::from_secs(10), || common::http(
-            addr, "GET", path, None
-        )
-        .1 == "TOK2.thumbprint"),
-        "{}",
-        v.logs()
-    );
-    assert_eq!(common::http(addr, "GET", "/other", None).1, "upstream");
+    (cfg, http)
 }

@@ -69,24 +69,28 @@ fn the_upgrade_cert_input_pins_the_certificate_whatever_the_name() {
 /// an application flow that reads them (the resolver does not) still gets them.
 #[test]
 fn request_head_keys_reach_an_application_that_reads_them() {
-    let (cfg, port) = app_dir(
-        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"{{http.method}}|{{http.path}}|{{http.host}}\" }\n",
-    );
-    let _v = Vane::start(&cfg, &[port]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let (code, body) = common::http(addr, "GET", "/p?q=1", None);
-    assert_eq!((code, body.as_str()), (200, "GET|/p?q=1|test"));
+    let answer = body_for("{{http.method}}|{{http.path}}|{{http.host}}", "/p?q=1");
+    assert_eq!(answer, (200, "GET|/p?q=1|test".to_string()));
 }
 
 /// A key built from another (`{{http.{{req.query}}}}`) may be any key, so it counts as
 /// reading them.
 #[test]
 fn a_key_built_from_a_template_counts_as_reading_request_head_keys() {
-    let (cfg, port) = app_dir(
-        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"{{http.{{req.query}}}}\" }\n",
-    );
+    let answer = body_for("{{http.{{req.query}}}}", "/p?host");
+    assert_eq!(answer, (200, "test".to_string()));
+}
+
+/// What an application answering `body` (a template) says to a GET of `path` (Host: test).
+fn body_for(body: &str, path: &str) -> (u16, String) {
+    let (cfg, port) = app_dir(&format!(
+        "pipeline:\n  internal.terminator.response:\n    input: {{ status: 200, body: \"{body}\" }}\n"
+    ));
     let _v = Vane::start(&cfg, &[port]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let (code, body) = common::http(addr, "GET", "/p?host", None);
-    assert_eq!((code, body.as_str()), (200, "test"));
+    common::http(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        path,
+        None,
+    )
 }
