@@ -299,6 +299,9 @@ pub async fn run_with(
     env: &Env,
     exchange: Option<&mut dyn Exchange>,
 ) -> Result<Decision, FlowError> {
+    if let Some(decision) = &flow.constant {
+        return Ok(decided(&flow.root, decision));
+    }
     if !flow.waits {
         // Nothing here can wait, so nothing can be late: no deadline timer to arm and drop.
         return walk_now(flow, kv, env, exchange.as_deref());
@@ -306,6 +309,41 @@ pub async fn run_with(
     tokio::time::timeout(env.timeout, walk(flow, kv, env, exchange))
         .await
         .unwrap_or(Err(FlowError::Timeout(env.timeout.as_secs())))
+}
+
+/// The decision of a flow whose root is a terminator that needs nothing but its literal
+/// inputs ([`Flow::constant`]): an upgrade or an abort. `None` for any other flow, and for
+/// inputs a run would reject (a protocol that is not a string), which a run then reports.
+pub fn constant(root: &Step) -> Option<Decision> {
+    if !root.output.is_empty() {
+        return None;
+    }
+    let PluginRef::Builtin(spec) = &root.plugin else {
+        return None;
+    };
+    // `Some(None)` when the input is absent, `None` when it is not a literal string.
+    let text = |name: &str| match root.input(name) {
+        None => Some(None),
+        Some(Input::Lit(Value::String(s))) => Some(Some(s.as_str())),
+        Some(_) => None,
+    };
+    match spec.kind {
+        Builtin::Upgrade => Some(Decision::Upgrade {
+            protocol: text("protocol")??.to_ascii_lowercase(),
+            cert: text("cert")?.map(str::to_string),
+        }),
+        Builtin::Abort => Some(Decision::Abort),
+        _ => None,
+    }
+}
+
+/// A constant flow's run: its step is logged, traced and timed as a walk would (the time is
+/// that of handing out a decision made at load, nothing to measure).
+fn decided(step: &Step, decision: &Decision) -> Decision {
+    tracing::debug!(at = %step.at, "Executing plugin {}", step.name);
+    let decision = crate::spans::plugin_span(&step.name, &step.at).in_scope(|| decision.clone());
+    step.record_duration(0.0);
+    decision
 }
 
 /// [`walk`] for a flow none of whose steps waits ([`Flow::waits`]).

@@ -146,6 +146,9 @@ pub struct Flow {
     /// Whether some step may wait ([`Step::may_wait`]); a flow where none does runs without
     /// a deadline timer, as nothing in it can be late.
     pub waits: bool,
+    /// The decision of a flow that is one terminator with literal inputs (a listener's
+    /// `internal.transport.upgrade { protocol: http }`), made at load: a run only returns it.
+    pub constant: Option<super::exec::Decision>,
 }
 
 impl Flow {

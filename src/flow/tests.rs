@@ -458,3 +458,36 @@ async fn random_flow_trees_decide_as_the_reference_interpreter() {
         }
     }
 }
+
+/// A flow that is one terminator with literal inputs is decided at load, and its run returns
+/// what walking it returns; anything else (a template, a middleware, a proxy) walks.
+#[tokio::test]
+async fn literal_terminators_are_decided_at_load_as_a_walk_decides_them() {
+    let env = env(Duration::from_secs(1), 1024);
+    let upgrade = |input: Value| json!({"internal.transport.upgrade": {"input": input}});
+    let cases = [
+        (upgrade(json!({"protocol": "HTTP"})), true),
+        (upgrade(json!({"protocol": "tls", "cert": "pinned"})), true),
+        (json!({"internal.transport.abort": {}}), true),
+        (upgrade(json!({"protocol": "{{conn.proto}}"})), false),
+        (proxy(9), false),
+        (
+            json!({"internal.common.match": {
+                "input": {"left": "a", "right": "a"},
+                "output": {"true": upgrade(json!({"protocol": "http"})), "false": {"internal.transport.abort": {}}}
+            }}),
+            false,
+        ),
+    ];
+    for (doc, constant) in cases {
+        let f = l4(json!({ "connection": doc }));
+        assert_eq!(f.constant.is_some(), constant, "{doc}");
+        let walked = Flow {
+            constant: None,
+            ..f.clone()
+        };
+        let ran = run(&f, &mut kv(&[("conn.proto", "tcp")]), &env).await;
+        let walk = run(&walked, &mut kv(&[("conn.proto", "tcp")]), &env).await;
+        assert_eq!(ran.ok(), walk.ok(), "{doc}");
+    }
+}

@@ -58,6 +58,7 @@ pub fn compile(
             .iter()
             .any(|(_, i)| may_read(i, &|k| k.starts_with("http.")))
     });
+    let constant = super::exec::constant(&step);
     Some(Flow {
         root: step,
         layer: cx.layer,
@@ -67,6 +68,7 @@ pub fn compile(
         reads_peek: text.contains("req.peek_buffer_hex"),
         reads_http_head,
         waits,
+        constant,
     })
 }
 

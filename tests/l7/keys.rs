@@ -8,7 +8,7 @@ fn conn_keys_keep_their_0_9_2_formats() {
     let (cfg, port) = app_dir(
         "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"{{conn.uuid}}|{{conn.ip}}|{{conn.port}}|{{conn.proto}}|{{conn.timestamp}}|{{conn.layer}}|{{server.port}}\" }\n",
     );
-    let _v = Vane::start(&cfg, &[port]);
+    let v = Vane::start(&cfg, &[port]);
     let (code, body) = common::http(
         std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         "GET",
@@ -16,6 +16,11 @@ fn conn_keys_keep_their_0_9_2_formats() {
         None,
     );
     assert_eq!(code, 200);
+    // The listener's and the resolver's upgrades, decided at load, still count their runs.
+    let upgrades = v
+        .metric("vane_plugin_duration_seconds_count{plugin=\"internal.transport.upgrade\"}")
+        .unwrap_or(0.0);
+    assert!(upgrades >= 2.0, "{upgrades} upgrade runs counted");
     let f: Vec<&str> = body.split('|').collect();
     assert_eq!(f.len(), 7, "{body}");
     assert_eq!(f[0].len(), 32, "uuid: 32 hex digits: {body}");
