@@ -315,26 +315,36 @@ pub async fn run_with(
 /// inputs ([`Flow::constant`]): an upgrade or an abort. `None` for any other flow, and for
 /// inputs a run would reject (a protocol that is not a string), which a run then reports.
 pub fn constant(root: &Step) -> Option<Decision> {
-    if !root.output.is_empty() {
-        return None;
-    }
     let PluginRef::Builtin(spec) = &root.plugin else {
         return None;
     };
-    // `Some(None)` when the input is absent, `None` when it is not a literal string.
-    let text = |name: &str| match root.input(name) {
-        None => Some(None),
-        Some(Input::Lit(Value::String(s))) => Some(Some(s.as_str())),
-        Some(_) => None,
+    if !root.output.is_empty() {
+        return None;
+    }
+    let mut values = Vec::with_capacity(root.input.len());
+    for (name, input) in &root.input {
+        let Input::Lit(v) = input else {
+            return None;
+        };
+        values.push((name.as_str(), Cow::Borrowed(v)));
+    }
+    let r = Resolved {
+        step: root,
+        values: Inputs(values),
     };
     match spec.kind {
-        Builtin::Upgrade => Some(Decision::Upgrade {
-            protocol: text("protocol")??.to_ascii_lowercase(),
-            cert: text("cert")?.map(str::to_string),
-        }),
         Builtin::Abort => Some(Decision::Abort),
+        Builtin::Upgrade => upgrade(&r).ok(),
         _ => None,
     }
+}
+
+/// `internal.transport.upgrade`'s decision, at a run or at load ([`constant`]).
+fn upgrade(r: &Resolved<'_>) -> Result<Decision, FlowError> {
+    Ok(Decision::Upgrade {
+        protocol: r.str("protocol")?.to_ascii_lowercase(),
+        cert: r.opt_str("cert").map(str::to_string),
+    })
 }
 
 /// A constant flow's run: its step is logged, traced and timed as a walk would (the time is
@@ -611,10 +621,7 @@ fn builtin(kind: Builtin, r: &Resolved<'_>, env: &Env) -> Result<Outcome, FlowEr
             strategy: r.strategy()?,
             key: r.opt_str("hash_key").map(str::to_string),
         })?,
-        Builtin::Upgrade => Outcome::Done(Decision::Upgrade {
-            protocol: r.str("protocol")?.to_ascii_lowercase(),
-            cert: r.opt_str("cert").map(str::to_string),
-        }),
+        Builtin::Upgrade => Outcome::Done(upgrade(r)?),
         Builtin::Response => Outcome::Done(Decision::Respond {
             status: r.get("status").cloned(),
             headers: r.get("headers").cloned(),

@@ -41,10 +41,9 @@ pub fn compile(
     if problems.has_errors() {
         return None;
     }
-    let text = root.to_string();
     let raw_keys = ["tls.clienthello", "quic.initial"]
         .into_iter()
-        .filter(|k| text.contains(&format!("{{{{{k}}}}}")))
+        .filter(|k| reads(&step, &|key| key == *k))
         .collect();
     let reads_kv = step.any(&|s| {
         let templated = s.input.iter().any(|(_, i)| has_template(i));
@@ -53,23 +52,26 @@ pub fn compile(
         templated || upgrade || matches!(s.plugin, PluginRef::External(_))
     });
     let waits = step.any(&Step::may_wait);
-    let reads_http_head = step.any(&|s| {
-        s.input
-            .iter()
-            .any(|(_, i)| may_read(i, &|k| k.starts_with("http.")))
-    });
+    let reads_http_head = reads(&step, &|k| k.starts_with("http."));
     let constant = super::exec::constant(&step);
+    let reads_peek = reads(&step, &|k| k == "req.peek_buffer_hex");
     Some(Flow {
         root: step,
         layer: cx.layer,
         protocol: cx.protocol.to_string(),
         raw_keys,
         reads_kv,
-        reads_peek: text.contains("req.peek_buffer_hex"),
+        reads_peek,
         reads_http_head,
         waits,
         constant,
     })
+}
+
+/// True when a template of `step` or of a step below it may read a key `pred` accepts (a key
+/// built from other keys counts: it may be any).
+fn reads(step: &Step, pred: &dyn Fn(&str) -> bool) -> bool {
+    step.any(&|s| s.input.iter().any(|(_, i)| may_read(i, pred)))
 }
 
 /// True when `i` has a template that may read a key `pred` accepts.
