@@ -21,4 +21,5 @@ pub mod plugins;
 pub mod runtime;
 pub mod settings;
 pub mod spans;
+pub mod ticks;
 pub mod upstream;

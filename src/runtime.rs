@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Notify;
 use vane_actors::config::ConfigInbox;
 use vane_actors::memory::MemoryBudget;
 use vane_actors::ActorTable;
@@ -15,6 +14,7 @@ use vane_actors::ActorTable;
 use crate::config::store::ConfigStore;
 use crate::flow;
 use crate::settings::Settings;
+use crate::ticks::Ticks;
 use crate::upstream::dns::Dns;
 use crate::upstream::Upstreams;
 
@@ -36,6 +36,9 @@ pub struct Runtime {
     certs_reload: std::sync::Mutex<()>,
     /// Set once at shutdown: HTTP connections close after their current requests.
     pub draining: Drain,
+    /// The clocks of the HTTP and WebSocket idle watchdogs (`l7::idle`).
+    pub http_idle_ticks: &'static Ticks,
+    pub ws_idle_ticks: &'static Ticks,
     /// The running `config` actor: the one writer of the config (`POST /reload` and the
     /// editing routes ask it).
     pub config_inbox: ConfigInbox,
@@ -43,6 +46,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(settings: &'static Settings, config: Arc<ConfigStore>) -> Arc<Self> {
+        let http_idle_ticks = Ticks::for_wait(settings.http_idle_timeout, 4);
         Arc::new(Self {
             settings,
             flow: flow::Env::new(settings, config.dir()),
@@ -65,7 +69,9 @@ impl Runtime {
             )),
             acme: Arc::default(),
             certs_reload: std::sync::Mutex::new(()),
-            draining: Drain::default(),
+            draining: Drain::new(http_idle_ticks),
+            http_idle_ticks,
+            ws_idle_ticks: Ticks::for_wait(settings.websocket_idle_timeout, 4),
             config_inbox: ConfigInbox::default(),
         })
     }
@@ -108,26 +114,28 @@ fn publish_expiry(before: &crate::certs::CertStore, now: &crate::certs::CertStor
     }
 }
 
-/// The shutdown signal HTTP connections wait on: a flag and [`Notify`]s. Every idle
-/// connection waits on it, so its wait is part of each one's state: 72 bytes here against 160
-/// for a watch channel's receiver and its `wait_for`. A waiter goes into its thread's list
-/// (a keep-alive connection enters and leaves one per request, under that list's lock), so
-/// the data-plane threads do not share one lock.
-#[derive(Debug, Default)]
+/// The shutdown signal HTTP connections look at: a flag, and a tick of the HTTP idle clock
+/// to make them look at once. A connection's idle watchdog waits for that clock anyway, so
+/// waiting for the signal costs a connection nothing more (hyper's path waits on it too, and
+/// wakes for nothing once per tick).
+#[derive(Debug)]
 pub struct Drain {
     on: AtomicBool,
-    notify: [Notify; DRAIN_LISTS],
+    ticks: &'static Ticks,
 }
 
-const DRAIN_LISTS: usize = 8;
-
 impl Drain {
+    pub fn new(ticks: &'static Ticks) -> Self {
+        Self {
+            on: AtomicBool::new(false),
+            ticks,
+        }
+    }
+
     /// Starts draining and wakes every waiter.
     pub fn start(&self) {
         self.on.store(true, Ordering::SeqCst);
-        for n in &self.notify {
-            n.notify_waiters();
-        }
+        self.ticks.tick();
     }
 
     pub fn is_on(&self) -> bool {
@@ -136,23 +144,16 @@ impl Drain {
 
     /// Resolves once draining has started (at once when it has).
     pub async fn wait(&self) {
-        // A `Notified` counts `notify_waiters` calls from when it is made: made before the
-        // flag is read, a `start` between the two still wakes it.
-        let started = self.notify[thread_list()].notified();
-        if self.is_on() {
-            return;
+        loop {
+            // A tick wait counts ticks from the moment it is made: made before the flag is
+            // read, a `start` between the two still wakes it.
+            let tick = self.ticks.next();
+            if self.is_on() {
+                return;
+            }
+            tick.await;
         }
-        started.await;
     }
-}
-
-/// This thread's drain list, given out in turn as threads first ask.
-fn thread_list() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static LIST: usize = NEXT.fetch_add(1, Ordering::Relaxed) % DRAIN_LISTS;
-    }
-    LIST.with(|l| *l)
 }
 
 #[cfg(test)]
@@ -164,7 +165,7 @@ mod tests {
     /// wait begun after it ends at once.
     #[test]
     fn drain_wakes_every_thread_s_waiters_and_later_ones_at_once() {
-        let drain = Arc::new(Drain::default());
+        let drain = Arc::new(Drain::new(Ticks::every(Duration::from_secs(3599))));
         let (waiting, waits) = std::sync::mpsc::channel();
         let threads: Vec<_> = (0..3)
             .map(|_| {

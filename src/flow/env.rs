@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::plugins::external::Caller;
 use crate::plugins::ratelimit::RateLimiter;
 use crate::plugins::shared_limits::SharedCounter;
+use crate::ticks::Ticks;
 
 pub struct Env {
     /// `MAX_TEMPLATE_RESULT`: the longest text a template may render.
@@ -19,6 +20,9 @@ pub struct Env {
     pub plugins: Caller,
     /// `FLOW_EXECUTION_TIMEOUT_SECS`: a run that has not decided by then fails.
     pub timeout: Duration,
+    /// The clock the deadline is counted on (an eighth of it per tick): a run that waits
+    /// takes no timer of its own.
+    pub ticks: &'static Ticks,
     /// `RATELIMIT_REDIS_URL`: both rate limits count in Redis instead of the tables above
     /// (set once at start by [`Env::share_counts`]).
     pub shared: std::sync::OnceLock<SharedCounter>,
@@ -44,6 +48,7 @@ impl Env {
                 c
             },
             timeout: settings.flow_timeout,
+            ticks: Ticks::for_wait(settings.flow_timeout, 8),
             shared: std::sync::OnceLock::new(),
         }
     }

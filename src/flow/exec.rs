@@ -3,6 +3,8 @@
 //! layer that owns the connection carries it out.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -306,9 +308,19 @@ pub async fn run_with(
         // Nothing here can wait, so nothing can be late: no deadline timer to arm and drop.
         return walk_now(flow, kv, env, exchange.as_deref());
     }
-    tokio::time::timeout(env.timeout, walk(flow, kv, env, exchange))
-        .await
-        .unwrap_or(Err(FlowError::Timeout(env.timeout.as_secs())))
+    let late = env.ticks.after(env.timeout);
+    let walk = walk(flow, kv, env, exchange);
+    tokio::pin!(late, walk);
+    // The walk first: a decision that comes with the deadline's tick still counts.
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = walk.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        late.as_mut()
+            .poll(cx)
+            .map(|()| Err(FlowError::Timeout(env.timeout.as_secs())))
+    })
+    .await
 }
 
 /// The decision of a flow whose root is a terminator that needs nothing but its literal

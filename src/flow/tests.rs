@@ -25,6 +25,7 @@ fn env(timeout: Duration, max_template_result: usize) -> Env {
         rate_min: limiter(60),
         plugins: Caller::new(std::path::Path::new("."), Duration::from_secs(1), timeout),
         timeout,
+        ticks: crate::ticks::Ticks::for_wait(timeout, 8),
         shared: std::sync::OnceLock::new(),
     }
 }

@@ -1,9 +1,9 @@
 //! Idle detection for HTTP connections: the stream counts each time bytes move, and a
-//! watchdog that looks every quarter of the idle timeout ends the connection once the count
-//! has not changed for the whole timeout (so it closes between 1 and 1.25 timeouts after the
-//! last byte). hyper bounds the wait for a request head, but not the wait for the first bytes
-//! (protocol detection) nor a stalled body. Counting instead of reading the clock on every
-//! read and write took 2 % off a proxied request.
+//! watchdog that looks at every tick of a shared clock (a quarter of the idle timeout) ends
+//! the connection once the count has not changed for the whole timeout (so it closes between
+//! 1 and 1.25 timeouts after the last byte). hyper bounds the wait for a request head, but
+//! not the wait for the first bytes (protocol detection) nor a stalled body. Counting instead
+//! of reading the clock on every read and write took 2 % off a proxied request.
 
 use std::io;
 use std::pin::Pin;
@@ -14,17 +14,47 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pin_project_lite::pin_project! {
-    /// A stream that counts the times bytes moved either way.
-    pub struct Tracked<T> {
-        #[pin]
-        inner: T,
-        moves: Arc<AtomicU64>,
+use crate::ticks::{Tick, Ticks};
+
+/// What a [`Watch`] watches: a count of the times bytes moved, which a [`Tracked`] stream
+/// raises.
+pub trait Watched {
+    fn moves(&self) -> &AtomicU64;
+
+    /// The connection may be closed at once though not idle (it waits for a request while
+    /// the process drains).
+    fn may_close(&self) -> bool {
+        false
     }
 }
 
-impl<T> Tracked<T> {
-    pub fn new(inner: T, moves: Arc<AtomicU64>) -> Self {
+impl Watched for AtomicU64 {
+    fn moves(&self) -> &AtomicU64 {
+        self
+    }
+}
+
+impl<T: Watched> Watched for Arc<T> {
+    fn moves(&self) -> &AtomicU64 {
+        (**self).moves()
+    }
+
+    fn may_close(&self) -> bool {
+        (**self).may_close()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that counts the times bytes moved either way.
+    pub struct Tracked<T, W> {
+        #[pin]
+        inner: T,
+        moves: W,
+    }
+}
+
+impl<T, W: Watched> Tracked<T, W> {
+    pub fn new(inner: T, moves: W) -> Self {
         Self { inner, moves }
     }
 
@@ -33,11 +63,11 @@ impl<T> Tracked<T> {
     }
 }
 
-fn note(moves: &AtomicU64) {
-    moves.fetch_add(1, Ordering::Relaxed);
+fn note(w: &impl Watched) {
+    w.moves().fetch_add(1, Ordering::Relaxed);
 }
 
-impl<T: AsyncRead> AsyncRead for Tracked<T> {
+impl<T: AsyncRead, W: Watched> AsyncRead for Tracked<T, W> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -53,7 +83,7 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
+impl<T: AsyncWrite, W: Watched> AsyncWrite for Tracked<T, W> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -93,55 +123,69 @@ impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
     }
 }
 
-/// Resolves once nothing has moved for `idle` (looked at every quarter of it).
-pub fn watch(moves: Arc<AtomicU64>, idle: Duration) -> Watch {
-    let tick = (idle / 4).max(Duration::from_millis(50));
-    let tick_ms = u32::try_from(tick.as_millis()).unwrap_or(u32::MAX);
-    let ticks = idle.as_millis().div_ceil(u128::from(tick_ms));
+/// Why a [`Watch`] ended the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quiet {
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// [`Watched::may_close`] said so at a tick (draining while it waits for a request).
+    Closing,
+}
+
+/// Resolves once nothing has moved on `on` for `idle`, looked at on each tick of `ticks`
+/// (so between `idle` and `idle` plus a period after the last move), or once `on` may close.
+pub fn watch<W: Watched>(on: W, ticks: &'static Ticks, idle: Duration) -> Watch<W> {
     Watch {
-        seen: moves.load(Ordering::Relaxed),
-        moves,
-        tick_ms,
-        ticks: u32::try_from(ticks).unwrap_or(u32::MAX),
+        on,
+        tick: ticks.next(),
+        // The first tick may come at once: it counts as a move, so the quiet ticks counted
+        // after it each cover a whole period.
+        seen: u64::MAX,
         quiet: 0,
-        sleep: Box::pin(tokio::time::sleep(tick)),
+        need: ticks.covering(idle),
     }
 }
 
-/// The watchdog [`watch`] returns. Written out, with its timer boxed, so that it is `Unpin`:
-/// a connection's future holds it in place and polls it by reference, where an async
-/// function's future would have to be pinned by moving it, a second copy in every idle
-/// connection's state. Counts in ticks, so it takes 40 bytes of that state, not 72.
-pub struct Watch {
-    moves: Arc<AtomicU64>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    seen: u64,
-    tick_ms: u32,
-    /// Quiet ticks that make the connection idle.
-    ticks: u32,
-    quiet: u32,
+pin_project_lite::pin_project! {
+    /// The watchdog [`watch`] returns. It owns no timer (a connection's would be allocated,
+    /// and put into tokio's wheel and taken out again for every connection): it waits for the
+    /// next tick of a clock every connection shares, which a poll between ticks checks with
+    /// one load.
+    pub struct Watch<W> {
+        on: W,
+        #[pin]
+        tick: Tick,
+        // The moves counted at the last tick.
+        seen: u64,
+        // Ticks since then with no move.
+        quiet: u32,
+        // Quiet ticks that make the connection idle.
+        need: u32,
+    }
 }
 
-impl std::future::Future for Watch {
-    type Output = ();
+impl<W: Watched> std::future::Future for Watch<W> {
+    type Output = Quiet;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Quiet> {
+        let mut this = self.project();
         loop {
-            std::task::ready!(this.sleep.as_mut().poll(cx));
-            let now = this.moves.load(Ordering::Relaxed);
-            if now == this.seen {
-                this.quiet = this.quiet.saturating_add(1);
-                if this.quiet >= this.ticks {
-                    return Poll::Ready(());
+            std::task::ready!(this.tick.as_mut().poll(cx));
+            let ticks = this.tick.ticks();
+            this.tick.set(ticks.next());
+            if this.on.may_close() {
+                return Poll::Ready(Quiet::Closing);
+            }
+            let now = this.on.moves().load(Ordering::Relaxed);
+            if now == *this.seen {
+                *this.quiet = this.quiet.saturating_add(1);
+                if *this.quiet >= *this.need {
+                    return Poll::Ready(Quiet::Idle);
                 }
             } else {
-                this.seen = now;
-                this.quiet = 0;
+                *this.seen = now;
+                *this.quiet = 0;
             }
-            let tick = Duration::from_millis(u64::from(this.tick_ms));
-            let next = tokio::time::Instant::now() + tick;
-            this.sleep.as_mut().reset(next);
         }
     }
 }

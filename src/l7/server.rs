@@ -4,7 +4,7 @@
 //! connection on an explicit abort, never a hang).
 
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,10 @@ pub struct Ctx {
     metrics: Arc<AppMetrics>,
     /// Chaos: the next request panics.
     panic_armed: std::sync::atomic::AtomicBool,
+    /// The times bytes moved on the connection, for its idle watchdog.
+    moves: AtomicU64,
+    /// The HTTP/1.1 fast path waits for a request: draining may close it now.
+    waiting: AtomicBool,
 }
 
 impl Ctx {
@@ -53,7 +57,9 @@ impl Ctx {
         Self {
             rt,
             metrics,
-            panic_armed: std::sync::atomic::AtomicBool::new(false),
+            panic_armed: AtomicBool::new(false),
+            moves: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
             kv: Arc::new(kv),
             peer: conn.peer,
             key: conn.key,
@@ -70,6 +76,23 @@ impl Ctx {
     /// The application's name (shared with every request's KV).
     fn app(&self) -> &Arc<str> {
         &self.metrics.name
+    }
+
+    /// Whether the connection now waits for a request (on the HTTP/1.1 fast path). Set
+    /// before that path reads the drain flag, and read by the watchdog after draining starts:
+    /// one of the two sees the other.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::SeqCst);
+    }
+}
+
+impl super::idle::Watched for Ctx {
+    fn moves(&self) -> &AtomicU64 {
+        &self.moves
+    }
+
+    fn may_close(&self) -> bool {
+        self.rt.draining.is_on() && self.waiting.load(Ordering::SeqCst)
     }
 }
 
@@ -112,10 +135,14 @@ pub fn serve<IO>(
 where
     IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
 {
-    let activity = Arc::new(AtomicU64::new(0));
-    let mut io = super::idle::Tracked::new(io, activity.clone());
-    let mut idle = super::idle::watch(activity, ctx.rt.settings.http_idle_timeout);
+    let mut io = super::idle::Tracked::new(io, ctx.clone());
     async move {
+        let idle = super::idle::watch(
+            ctx.clone(),
+            ctx.rt.http_idle_ticks,
+            ctx.rt.settings.http_idle_timeout,
+        );
+        let mut idle = std::pin::pin!(idle);
         let pre = if h2 || ctx.rt.settings.http1_on_hyper {
             read.freeze()
         } else {
@@ -124,9 +151,8 @@ where
                     super::h1::Ended::Closed => return,
                     super::h1::Ended::Handover(pre) => pre,
                 },
-                () = &mut idle => {
-                    metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
-                    debug!(listener = %ctx.key, peer = %ctx.peer, "HTTP connection idle; closed");
+                quiet = idle.as_mut() => {
+                    closed_quiet(quiet, ctx.key, ctx.peer);
                     return;
                 }
             }
@@ -135,7 +161,7 @@ where
         // it.
         let io = super::h1::rewind::Rewind::new(pre, io);
         let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-            crate::boxed::pin_in_place(|| serve_hyper(ctx, io, Pin::new(&mut idle)));
+            crate::boxed::pin_in_place(|| serve_hyper(ctx, io, idle));
         hyper.await;
     }
 }
@@ -144,7 +170,7 @@ where
 async fn serve_hyper<IO>(
     ctx: Arc<Ctx>,
     io: IO,
-    idle: Pin<&mut impl std::future::Future<Output = ()>>,
+    idle: Pin<&mut impl std::future::Future<Output = super::idle::Quiet>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -186,15 +212,32 @@ async fn serve_hyper<IO>(
                 }
                 return;
             }
-            () = idle.as_mut() => {
-                metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
-                debug!(listener = %key, peer = %peer, "HTTP connection idle; closed");
+            quiet = idle.as_mut() => {
+                closed_quiet(quiet, key, peer);
                 return;
             }
             () = rt.draining.wait(), if !closing => {
                 closing = true;
                 served.as_mut().graceful_shutdown();
             }
+        }
+    }
+}
+
+/// Counts and logs a connection its watchdog ended: idle (an error of the connection), or
+/// waiting for a request when draining began (a normal close).
+fn closed_quiet(
+    quiet: super::idle::Quiet,
+    key: crate::config::ListenerKey,
+    peer: std::net::SocketAddr,
+) {
+    match quiet {
+        super::idle::Quiet::Idle => {
+            metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
+            debug!(listener = %key, peer = %peer, "HTTP connection idle; closed");
+        }
+        super::idle::Quiet::Closing => {
+            debug!(listener = %key, peer = %peer, "HTTP connection closed for shutdown");
         }
     }
 }

@@ -24,7 +24,7 @@ pub fn complete(
     upstream: OnUpgrade,
     upstream_resp: Option<(StatusCode, HeaderMap, Body)>,
 ) -> Response<Body> {
-    let idle = rt.settings.websocket_idle_timeout;
+    let (idle, ticks) = (rt.settings.websocket_idle_timeout, rt.ws_idle_ticks);
     tokio::spawn(async move {
         let (c, u) = tokio::join!(client, upstream);
         let (c, u) = match (c, u) {
@@ -46,7 +46,7 @@ pub fn complete(
             r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
                 debug!("WebSocket tunnel ended: {r:?}");
             }
-            () = watch(last, idle) => debug!("WebSocket tunnel idle; closed"),
+            _ = watch(last, ticks, idle) => debug!("WebSocket tunnel idle; closed"),
         }
         metrics::gauge!("vane_websocket_tunnels").decrement(1.0);
     });

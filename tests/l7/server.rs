@@ -131,8 +131,10 @@ fn a_silent_connection_is_closed_when_idle() {
     let mut c = Client::connect(port).expect("connect");
     assert!(c.closed_within(Duration::from_secs(4)), "closed when idle");
     let after = start.elapsed();
+    // Never before the timeout (counted from after the 100 ms peek), though the watchdog's
+    // clock is shared and may tick just after the connection arrives.
     assert!(
-        after >= Duration::from_millis(900),
+        after >= Duration::from_millis(1000),
         "closed after {after:?}, before the 1 s idle timeout"
     );
     // A connection that keeps talking stays open past the timeout.

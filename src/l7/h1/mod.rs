@@ -69,7 +69,7 @@ impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-impl<T: Readiness> Readiness for super::idle::Tracked<T> {
+impl<T: Readiness, W: super::idle::Watched> Readiness for super::idle::Tracked<T, W> {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().poll_readable(cx)
     }
@@ -107,18 +107,20 @@ where
             if buf.is_empty() {
                 // Idle: give the buffer back and wait for the socket.
                 *buf = BytesMut::new();
-                tokio::select! {
-                    biased;
-                    r = std::future::poll_fn(|cx| io.poll_readable(cx)) => {
-                        if r.is_err() {
-                            return Ended::Closed;
-                        }
-                    }
-                    () = ctx.rt().draining.wait() => return Ended::Closed,
+                // Draining closes a connection here: at once when it has begun, or by the
+                // watchdog (`Ctx::may_close`) when it begins during the wait.
+                ctx.set_waiting(true);
+                if ctx.rt().draining.is_on() {
+                    return Ended::Closed;
+                }
+                let readable = std::future::poll_fn(|cx| io.poll_readable(cx)).await;
+                ctx.set_waiting(false);
+                if readable.is_err() {
+                    return Ended::Closed;
                 }
                 // A wake with nothing to read (a readiness gone stale, a TLS record not yet
-                // whole) goes back to the wait above, which hears the drain signal; the head
-                // read does not.
+                // whole) goes back to the wait above, where draining closes it; the head read
+                // does not.
                 buf.reserve(FIRST_READ);
                 match read_now(io, buf).await {
                     None => continue,
