@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use vane_actors::config::ConfigInbox;
@@ -144,15 +145,18 @@ impl Drain {
 
     /// Resolves once draining has started (at once when it has).
     pub async fn wait(&self) {
-        loop {
-            // A tick wait counts ticks from the moment it is made: made before the flag is
-            // read, a `start` between the two still wakes it.
-            let tick = self.ticks.next();
+        let mut waiter = self.ticks.waiter();
+        // The flag is read after each poll of the waiter, the first of which puts it in its
+        // list: a `start` before that is seen in the flag, one after it wakes the waiter.
+        std::future::poll_fn(|cx| {
+            let _ = waiter.poll_ticks(cx);
             if self.is_on() {
-                return;
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            tick.await;
-        }
+        })
+        .await;
     }
 }
 

@@ -8,34 +8,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::futures::Notified;
-use tokio::sync::Notify;
-
-/// Waiter lists, one per thread in turn: a waiter goes into its thread's list (under that
-/// list's lock), so threads that wait often do not share one lock.
-#[derive(Debug, Default)]
-pub struct Lists([Notify; LISTS]);
-
+/// Waiters are kept in lists, one per thread in turn: a waiter joins and leaves its thread's
+/// list (under that list's lock), so threads that wait often do not share one lock.
 const LISTS: usize = 8;
-
-impl Lists {
-    /// A wait on this thread's list: it counts [`Lists::wake_all`] calls from the moment it is
-    /// made, polled or not.
-    pub fn notified(&self) -> Notified<'_> {
-        self.0[thread_list()].notified()
-    }
-
-    /// Wakes every waiter of every list.
-    pub fn wake_all(&self) {
-        for n in &self.0 {
-            n.notify_waiters();
-        }
-    }
-}
 
 /// This thread's list, given out in turn as threads first ask.
 fn thread_list() -> usize {
@@ -46,17 +25,22 @@ fn thread_list() -> usize {
     LIST.with(|l| *l)
 }
 
+/// One list: the wakers of its waiters by slot, and the ticks delivered to it.
+#[derive(Debug, Default)]
+struct Roster {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<u32>,
+    ticks: u64,
+}
+
 /// A clock that ticks every `period` for the life of the process.
 #[derive(Debug)]
 pub struct Ticks {
     period: Duration,
-    /// Raised before a tick's wake and again after it: odd while a tick is being delivered,
-    /// so a [`Tick`] can tell, with one load, that none has begun since it was made.
-    count: AtomicU64,
-    lists: Lists,
-    /// One delivery at a time (the clock's thread and [`Ticks::tick`] callers), which keeps
-    /// `count`'s parity meaning "under way".
-    delivering: Mutex<()>,
+    rosters: [Mutex<Roster>; LISTS],
+    /// Each roster's `ticks`, readable without its lock: a waiter's poll between ticks is
+    /// this one load.
+    counts: [AtomicU64; LISTS],
 }
 
 impl Ticks {
@@ -74,9 +58,8 @@ impl Ticks {
         }
         let ticks: &'static Ticks = Box::leak(Box::new(Ticks {
             period,
-            count: AtomicU64::new(0),
-            lists: Lists::default(),
-            delivering: Mutex::new(()),
+            rosters: Default::default(),
+            counts: Default::default(),
         }));
         std::thread::Builder::new()
             .name(format!("vane-ticks-{}ms", period.as_millis()))
@@ -108,104 +91,131 @@ impl Ticks {
 
     /// Delivers a tick now: every waiter wakes and counts it.
     pub fn tick(&self) {
-        let _one = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
-        self.count.fetch_add(1, Ordering::SeqCst);
-        self.lists.wake_all();
-        self.count.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// The next tick (one that begins after this call).
-    pub fn next(&'static self) -> Tick {
-        // Read before the wait is made: a tick under way or begun after this read is never
-        // skipped (see `Tick::poll`).
-        let seen = self.count.load(Ordering::SeqCst) as u32;
-        Tick {
-            ticks: self,
-            notified: self.lists.notified(),
-            seen,
-            enrolled: false,
+        for (roster, count) in self.rosters.iter().zip(&self.counts) {
+            let mut r = lock(roster);
+            r.ticks += 1;
+            // Stored before the wakes, under the lock a waiter joins under: a waiter that
+            // joined before sees it moved when woken; one that joins after counts from it.
+            count.store(r.ticks, Ordering::Release);
+            for w in r.wakers.iter().flatten() {
+                w.wake_by_ref();
+            }
         }
     }
-}
 
-pin_project_lite::pin_project! {
-    /// Resolves at least `d` after [`Ticks::after`] made it, and at most a period more.
-    pub struct Deadline {
-        #[pin]
-        tick: Tick,
-        // Ticks still to come.
-        left: u32,
+    /// A waiter for this clock's ticks; it joins a list at its first poll.
+    pub fn waiter(&'static self) -> Waiter {
+        Waiter {
+            ticks: self,
+            slot: NOT_JOINED,
+            list: 0,
+            seen: 0,
+        }
     }
-}
 
-impl Ticks {
-    /// A deadline `d` from now on this clock: it ends at the tick that makes sure `d` has
-    /// passed (the first tick may come at once, so it is not counted).
+    /// Resolves at least `d` after this call, and at most a period more.
     pub fn after(&'static self, d: Duration) -> Deadline {
         Deadline {
-            tick: self.next(),
+            waiter: self.waiter(),
+            // The first tick may come at once: it is not counted.
             left: self.covering(d).saturating_add(1),
         }
     }
 }
 
+fn lock(roster: &Mutex<Roster>) -> MutexGuard<'_, Roster> {
+    roster.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const NOT_JOINED: u32 = u32::MAX;
+
+/// One waiter's place in a clock's list: 16 bytes and no pinning, where a `Notify` waiter
+/// takes 64 and must stay put; its waker stays in the list until it is dropped, so a waiter
+/// woken by a tick does not join again. It must be polled by one task (whose waker it keeps).
+#[derive(Debug)]
+pub struct Waiter {
+    ticks: &'static Ticks,
+    slot: u32,
+    list: u32,
+    /// The list's tick count when last looked at.
+    seen: u64,
+}
+
+impl Waiter {
+    /// Ready with the number of ticks since the last ready poll (or since it joined).
+    pub fn poll_ticks(&mut self, cx: &mut Context<'_>) -> Poll<u64> {
+        let t = self.ticks;
+        if self.slot == NOT_JOINED {
+            self.list = thread_list() as u32;
+            let mut r = lock(&t.rosters[self.list as usize]);
+            self.seen = r.ticks;
+            let waker = Some(cx.waker().clone());
+            self.slot = match r.free.pop() {
+                Some(slot) => {
+                    r.wakers[slot as usize] = waker;
+                    slot
+                }
+                None => {
+                    r.wakers.push(waker);
+                    u32::try_from(r.wakers.len() - 1).unwrap_or(NOT_JOINED)
+                }
+            };
+            return Poll::Pending;
+        }
+        let now = t.counts[self.list as usize].load(Ordering::Acquire);
+        if now == self.seen {
+            return Poll::Pending;
+        }
+        let ticks = now - self.seen;
+        self.seen = now;
+        Poll::Ready(ticks)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.slot == NOT_JOINED {
+            return;
+        }
+        let mut r = lock(&self.ticks.rosters[self.list as usize]);
+        if let Some(w) = r.wakers.get_mut(self.slot as usize) {
+            *w = None;
+            r.free.push(self.slot);
+        }
+    }
+}
+
+/// The next tick: resolves once one has come since its first poll.
+impl Future for Waiter {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_ticks(cx).map(|_| ())
+    }
+}
+
+/// Resolves at least `d` after [`Ticks::after`] made it, and at most a period more.
+#[derive(Debug)]
+pub struct Deadline {
+    waiter: Waiter,
+    /// Ticks still to come.
+    left: u32,
+}
+
 impl Future for Deadline {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        loop {
-            std::task::ready!(this.tick.as_mut().poll(cx));
-            *this.left -= 1;
-            if *this.left == 0 {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        while let Poll::Ready(n) = this.waiter.poll_ticks(cx) {
+            this.left = this
+                .left
+                .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+            if this.left == 0 {
                 return Poll::Ready(());
             }
-            let ticks = this.tick.ticks();
-            this.tick.set(ticks.next());
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The next tick of a [`Ticks`]. Polled by every wake of its task, so a poll before the
-    /// tick is one atomic load, not the lock of a waiter list.
-    pub struct Tick {
-        ticks: &'static Ticks,
-        #[pin]
-        notified: Notified<'static>,
-        // The clock's count when this wait was made (its low half: a wait skips only while
-        // the count equals it, and the count cannot move 2^32 times between two polls when
-        // every tick wakes the waiter).
-        seen: u32,
-        // Polled once: the waker is in a list.
-        enrolled: bool,
-    }
-}
-
-impl Tick {
-    /// The clock this wait is on.
-    pub fn ticks(&self) -> &'static Ticks {
-        self.ticks
-    }
-}
-
-impl Future for Tick {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        // Skipped only when no tick was under way when the wait was made and none has begun
-        // since: the waker is in a list, and the next tick's wake brings a new poll that sees
-        // the count moved. (A task's waker stays valid across its polls.)
-        if *this.enrolled
-            && this.seen.is_multiple_of(2)
-            && this.ticks.count.load(Ordering::SeqCst) as u32 == *this.seen
-        {
-            return Poll::Pending;
-        }
-        let r = this.notified.poll(cx);
-        *this.enrolled = true;
-        r
+        Poll::Pending
     }
 }
 
@@ -231,7 +241,7 @@ mod tests {
                         .build()
                         .expect("runtime");
                     rt.block_on(async {
-                        let tick = ticks.next();
+                        let tick = ticks.waiter();
                         tokio::pin!(tick);
                         // Polled several times before the tick: each must stay pending.
                         for _ in 0..3 {
@@ -268,7 +278,7 @@ mod tests {
         let took = rt.block_on(async {
             let start = Instant::now();
             for _ in 0..5 {
-                tokio::time::timeout(Duration::from_secs(5), fast.next())
+                tokio::time::timeout(Duration::from_secs(5), fast.waiter())
                     .await
                     .expect("a tick of the 20 ms clock");
             }
@@ -302,6 +312,25 @@ mod tests {
                 "a deadline of {wait:?} ended after {took:?}"
             );
         }
+    }
+
+    /// Waiters that come and go reuse their list's slots: the list holds as many as wait at
+    /// once, not one per waiter ever made.
+    #[test]
+    fn waiters_that_leave_free_their_slots() {
+        let ticks = Ticks::every(Duration::from_secs(3602));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            for _ in 0..1000 {
+                let mut w = ticks.waiter();
+                let joined = std::future::poll_fn(|cx| Poll::Ready(w.poll_ticks(cx))).await;
+                assert!(joined.is_pending());
+            }
+        });
+        let slots: usize = ticks.rosters.iter().map(|r| lock(r).wakers.len()).sum();
+        assert_eq!(slots, 1, "slots held after 1,000 waiters came and went");
     }
 
     #[test]

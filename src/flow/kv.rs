@@ -33,14 +33,104 @@ pub trait Derived: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Kv {
     map: Map,
-    /// Own keys packed for good ([`Kv::pack`]), under those of `map`.
+    /// Everything under `map`: packed keys, derived ones, the parent's, and the count.
+    base: Frozen,
+}
+
+/// A store that no longer changes, read under others (a connection's KV under each of its
+/// requests'): its keys packed, over keys read on demand and a parent's, without the table a
+/// [`Kv`] keeps for writes. 72 bytes, so a connection's context holds it inline instead of a
+/// 120-byte allocation per connection.
+#[derive(Debug, Clone, Default)]
+pub struct Frozen {
+    /// Own keys packed for good ([`Kv::pack`]).
     packed: Packed,
+    /// Bytes of keys and values counted towards the cap, the parent's and derived included.
     bytes: usize,
+    /// Keys read on demand, under the packed ones and over the parent's.
+    derived: Option<Arc<dyn Derived>>,
     /// Keys shared with other stores (an HTTP request's view of its connection's KV), read
     /// through instead of copied; own keys shadow them.
-    parent: Option<Arc<Kv>>,
-    /// Keys read on demand, under this store's own and over the parent's.
-    derived: Option<Arc<dyn Derived>>,
+    parent: Option<Arc<dyn Derived>>,
+}
+
+impl Frozen {
+    /// An own key (packed).
+    fn owns(&self, key: &str) -> bool {
+        self.packed.contains(key)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        if let Some(v) = self.packed.get(key) {
+            return Some(v);
+        }
+        if let Some(v) = self.derived.as_deref().and_then(|d| d.get(key)) {
+            return Some(v);
+        }
+        self.parent.as_deref().and_then(|p| p.get(key))
+    }
+
+    /// Every key once, but those `shadowed` names: packed first, then the derived and the
+    /// parent's they do not shadow.
+    fn iter_under<'a>(
+        &'a self,
+        shadowed: impl Fn(&str) -> bool + Copy + 'a,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let packed = self.packed.iter().filter(move |(k, _)| !shadowed(k));
+        let derived = self
+            .derived
+            .as_deref()
+            .into_iter()
+            .flat_map(move |d| d.iter().filter(move |(k, _)| !shadowed(k) && !self.owns(k)));
+        let parent = self.parent.as_deref().into_iter().flat_map(move |p| {
+            p.iter().filter(move |(k, _)| {
+                !shadowed(k)
+                    && !self.owns(k)
+                    && self.derived.as_deref().is_none_or(|d| d.get(k).is_none())
+            })
+        });
+        packed.chain(derived).chain(parent)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.packed.is_empty()
+            && self
+                .parent
+                .as_deref()
+                .is_none_or(|p| p.iter().next().is_none())
+            && self
+                .derived
+                .as_deref()
+                .is_none_or(|d| d.iter().next().is_none())
+    }
+}
+
+impl Derived for Frozen {
+    fn get(&self, key: &str) -> Option<&str> {
+        Frozen::get(self, key)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        Box::new(self.iter_under(|_| false))
+    }
+
+    fn bytes_bound(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Derived for Kv {
+    fn get(&self, key: &str) -> Option<&str> {
+        Kv::get(self, key)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        Kv::iter(self)
+    }
+
+    fn bytes_bound(&self) -> usize {
+        self.base.bytes
+    }
 }
 
 /// Keys and values packed into one string, for a store that no longer changes: a connection's
@@ -136,33 +226,42 @@ impl Kv {
     pub fn derived(derived: Arc<dyn Derived>, n: usize) -> Self {
         Self {
             map: Map::with_capacity_and_hasher(n, Default::default()),
-            packed: Packed::default(),
-            bytes: derived.bytes_bound(),
-            parent: None,
-            derived: Some(derived),
+            base: Frozen {
+                bytes: derived.bytes_bound(),
+                derived: Some(derived),
+                ..Frozen::default()
+            },
         }
     }
 
     /// An empty store that reads through to `parent` (which counts towards the cap), with
     /// room for the keys of one HTTP request (`req.*`, `res.status`) so filling it does not
     /// grow the table twice.
-    pub fn layered(parent: Arc<Kv>) -> Self {
+    pub fn layered(parent: Arc<dyn Derived>) -> Self {
         Self::layer(parent, None)
     }
 
     /// [`Kv::layered`] with `derived`'s keys between its own and the parent's.
-    pub fn layered_over(parent: Arc<Kv>, derived: Arc<dyn Derived>) -> Self {
+    pub fn layered_over(parent: Arc<dyn Derived>, derived: Arc<dyn Derived>) -> Self {
         Self::layer(parent, Some(derived))
     }
 
-    fn layer(parent: Arc<Kv>, derived: Option<Arc<dyn Derived>>) -> Self {
+    fn layer(parent: Arc<dyn Derived>, derived: Option<Arc<dyn Derived>>) -> Self {
         Self {
             map: Map::with_capacity_and_hasher(LAYER_KEYS, Default::default()),
-            packed: Packed::default(),
-            bytes: parent.bytes + derived.as_deref().map_or(0, Derived::bytes_bound),
-            parent: Some(parent),
-            derived,
+            base: Frozen {
+                packed: Packed::default(),
+                bytes: parent.bytes_bound() + derived.as_deref().map_or(0, Derived::bytes_bound),
+                parent: Some(parent),
+                derived,
+            },
         }
+    }
+
+    /// This store as it is, for good: its keys packed, its table dropped.
+    pub fn freeze(mut self) -> Frozen {
+        self.pack();
+        self.base
     }
 
     /// Sets a key; refused (false, logged) when it would pass [`MAX_KV_BYTES`].
@@ -180,21 +279,21 @@ impl Kv {
         // One lookup for both the size check and the write.
         match self.map.entry(key) {
             Entry::Occupied(mut e) => {
-                let new_total = self.bytes - (e.key().len() + e.get().len()) + add;
+                let new_total = self.base.bytes - (e.key().len() + e.get().len()) + add;
                 if new_total > MAX_KV_BYTES {
                     tracing::warn!(key = %e.key(), "KV store full ({MAX_KV_BYTES} bytes); write dropped");
                     return false;
                 }
-                self.bytes = new_total;
+                self.base.bytes = new_total;
                 e.insert(value);
             }
             Entry::Vacant(e) => {
-                let new_total = self.bytes + add;
+                let new_total = self.base.bytes + add;
                 if new_total > MAX_KV_BYTES {
                     tracing::warn!(key = %e.key(), "KV store full ({MAX_KV_BYTES} bytes); write dropped");
                     return false;
                 }
-                self.bytes = new_total;
+                self.base.bytes = new_total;
                 e.insert(value);
             }
         }
@@ -214,12 +313,12 @@ impl Kv {
         if freed > 0 {
             self.map.shrink_to_fit();
         }
-        if self.packed.iter().any(|(k, _)| drop(k)) {
-            let gone = self.packed.iter().filter(|(k, _)| drop(k));
+        if self.base.packed.iter().any(|(k, _)| drop(k)) {
+            let gone = self.base.packed.iter().filter(|(k, _)| drop(k));
             freed += gone.map(|(k, v)| k.len() + v.len()).sum::<usize>();
-            self.packed = Packed::of(|| self.packed.iter().filter(|(k, _)| !drop(k)));
+            self.base.packed = Packed::of(|| self.base.packed.iter().filter(|(k, _)| !drop(k)));
         }
-        self.bytes -= freed;
+        self.base.bytes -= freed;
     }
 
     /// Packs the own keys for good (see [`Packed`]), for a store that stops changing here (a
@@ -230,50 +329,25 @@ impl Kv {
             return;
         }
         let map = std::mem::take(&mut self.map);
-        let old = std::mem::take(&mut self.packed);
-        self.packed = Packed::of(|| {
+        let old = std::mem::take(&mut self.base.packed);
+        self.base.packed = Packed::of(|| {
             let own = map.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
             own.chain(old.iter().filter(|(k, _)| !map.contains_key(*k)))
         });
-    }
-
-    /// An own key: set, or packed.
-    fn owns(&self, key: &str) -> bool {
-        self.map.contains_key(key) || self.packed.contains(key)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         if let Some(v) = self.map.get(key) {
             return Some(v);
         }
-        if let Some(v) = self.packed.get(key) {
-            return Some(v);
-        }
-        if let Some(v) = self.derived.as_deref().and_then(|d| d.get(key)) {
-            return Some(v);
-        }
-        self.parent.as_deref().and_then(|p| p.get(key))
+        self.base.get(key)
     }
 
     /// Every key once: own values first, then the derived and the parent's they do not
     /// shadow.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
         let own = self.map.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
-        let packed = self
-            .packed
-            .iter()
-            .filter(|(k, _)| !self.map.contains_key(*k));
-        let derived = self
-            .derived
-            .as_deref()
-            .into_iter()
-            .flat_map(|d| d.iter().filter(|(k, _)| !self.owns(k)));
-        let parent = self.parent.as_deref().into_iter().flat_map(|p| {
-            p.iter().filter(|(k, _)| {
-                !self.owns(k) && self.derived.as_deref().is_none_or(|d| d.get(k).is_none())
-            })
-        });
-        Box::new(own.chain(packed).chain(derived).chain(parent))
+        Box::new(own.chain(self.base.iter_under(|k| self.map.contains_key(k))))
     }
 
     pub fn len(&self) -> usize {
@@ -281,13 +355,7 @@ impl Kv {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-            && self.packed.is_empty()
-            && self.parent.as_deref().is_none_or(Kv::is_empty)
-            && self
-                .derived
-                .as_deref()
-                .is_none_or(|d| d.iter().next().is_none())
+        self.map.is_empty() && self.base.is_empty()
     }
 }
 
@@ -347,10 +415,10 @@ mod tests {
             v
         };
         let before = listed(&kv);
-        let bytes = kv.bytes;
+        let bytes = kv.base.bytes;
         kv.pack();
         assert_eq!(kv.map.capacity(), 0, "the table is freed");
-        assert_eq!(kv.bytes, bytes);
+        assert_eq!(kv.base.bytes, bytes);
         assert_eq!(listed(&kv), before);
         assert_eq!(
             kv.get("http.host"),
@@ -362,7 +430,7 @@ mod tests {
         assert_eq!(kv.get("conn.i"), None);
         kv.remove_where(|k| k.starts_with("plugin."));
         assert_eq!(kv.get("plugin.x"), None);
-        assert_eq!(kv.bytes, bytes - "plugin.x1".len());
+        assert_eq!(kv.base.bytes, bytes - "plugin.x1".len());
         kv.set("http.host", "later.test");
         assert_eq!(
             kv.get("http.host"),
@@ -374,6 +442,18 @@ mod tests {
         assert_eq!(kv.get("http.host"), Some("later.test"));
         assert_eq!(kv.len(), 4);
         assert!(!kv.is_empty());
+        // Frozen (as a connection's context holds it), it reads the same under a new layer,
+        // and its count goes with it.
+        let listed_before = listed(&kv);
+        let (bytes, frozen) = (kv.base.bytes, Arc::new(kv.freeze()));
+        let mut over = Kv::layered(frozen.clone());
+        assert_eq!(over.base.bytes, bytes);
+        assert_eq!(listed(&over), listed_before);
+        assert_eq!(over.get("conn.ip"), Some("10.0.0.1"), "the parent's parent");
+        over.set("tls.sni", "over.test");
+        assert_eq!(over.get("tls.sni"), Some("over.test"));
+        assert_eq!(frozen.get("tls.sni"), Some("é.test"));
+        assert_eq!(over.len(), 4);
     }
 
     /// Keys worked out once, on the first read, by a store made over them.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::ticks::{Tick, Ticks};
+use crate::ticks::{Ticks, Waiter};
 
 /// What a [`Watch`] watches: a count of the times bytes moved, which a [`Tracked`] stream
 /// raises.
@@ -137,7 +137,7 @@ pub enum Quiet {
 pub fn watch<W: Watched>(on: W, ticks: &'static Ticks, idle: Duration) -> Watch<W> {
     Watch {
         on,
-        tick: ticks.next(),
+        waiter: ticks.waiter(),
         // The first tick may come at once: it counts as a move, so the quiet ticks counted
         // after it each cover a whole period.
         seen: u64::MAX,
@@ -146,46 +146,42 @@ pub fn watch<W: Watched>(on: W, ticks: &'static Ticks, idle: Duration) -> Watch<
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The watchdog [`watch`] returns. It owns no timer (a connection's would be allocated,
-    /// and put into tokio's wheel and taken out again for every connection): it waits for the
-    /// next tick of a clock every connection shares, which a poll between ticks checks with
-    /// one load.
-    pub struct Watch<W> {
-        on: W,
-        #[pin]
-        tick: Tick,
-        // The moves counted at the last tick.
-        seen: u64,
-        // Ticks since then with no move.
-        quiet: u32,
-        // Quiet ticks that make the connection idle.
-        need: u32,
-    }
+/// The watchdog [`watch`] returns. It owns no timer (a connection's would be allocated, and
+/// put into tokio's wheel and taken out again for every connection): it waits for the ticks
+/// of a clock every connection shares, which a poll between ticks checks with one load.
+/// `Unpin`, so a connection's future holds it in place and polls it by reference.
+pub struct Watch<W> {
+    on: W,
+    waiter: Waiter,
+    /// The moves counted at the last tick.
+    seen: u64,
+    /// Ticks since then with no move.
+    quiet: u32,
+    /// Quiet ticks that make the connection idle.
+    need: u32,
 }
 
-impl<W: Watched> std::future::Future for Watch<W> {
+impl<W: Watched + Unpin> std::future::Future for Watch<W> {
     type Output = Quiet;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Quiet> {
-        let mut this = self.project();
-        loop {
-            std::task::ready!(this.tick.as_mut().poll(cx));
-            let ticks = this.tick.ticks();
-            this.tick.set(ticks.next());
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Quiet> {
+        let this = &mut *self;
+        while let Poll::Ready(ticks) = this.waiter.poll_ticks(cx) {
             if this.on.may_close() {
                 return Poll::Ready(Quiet::Closing);
             }
             let now = this.on.moves().load(Ordering::Relaxed);
-            if now == *this.seen {
-                *this.quiet = this.quiet.saturating_add(1);
-                if *this.quiet >= *this.need {
+            if now == this.seen {
+                let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
+                this.quiet = this.quiet.saturating_add(ticks);
+                if this.quiet >= this.need {
                     return Poll::Ready(Quiet::Idle);
                 }
             } else {
-                *this.seen = now;
-                *this.quiet = 0;
+                this.seen = now;
+                this.quiet = 0;
             }
         }
+        Poll::Pending
     }
 }

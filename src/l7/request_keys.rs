@@ -73,8 +73,8 @@ impl Derived for RequestKeys {
 }
 
 /// The KV of one request: its keys over the connection's `base`.
-pub fn request_kv<B>(base: &Arc<Kv>, app: &Arc<str>, req: &Request<B>) -> Kv {
-    Kv::layered_over(base.clone(), Arc::new(RequestKeys::of(app, req)))
+pub fn request_kv<B>(base: Arc<dyn Derived>, app: &Arc<str>, req: &Request<B>) -> Kv {
+    Kv::layered_over(base, Arc::new(RequestKeys::of(app, req)))
 }
 
 impl RequestKeys {
@@ -122,7 +122,7 @@ mod tests {
     fn kv_of(req: &Request<()>) -> Kv {
         let mut conn = Kv::new();
         conn.set("conn.ip", "127.0.0.1");
-        request_kv(&Arc::new(conn), &Arc::from("httpx"), req)
+        request_kv(Arc::new(conn), &Arc::from("httpx"), req)
     }
 
     #[test]

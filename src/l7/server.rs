@@ -24,13 +24,14 @@ use super::reply::{Headers, Reply};
 use super::L7;
 use crate::conn::{Conn, Handoff};
 use crate::flow::exec::{self, Decision};
-use crate::flow::kv::Kv;
+use crate::flow::kv::{Derived, Frozen, Kv};
 
 /// What every request of one connection shares.
 pub struct Ctx {
     rt: Arc<L7>,
-    /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's.
-    kv: Arc<Kv>,
+    /// The connection's KV from L4/L4+ (without `plugin.*`), under each request's (which
+    /// reads it through the context: one allocation per connection fewer).
+    kv: Frozen,
     pub peer: std::net::SocketAddr,
     /// The listener the connection came in on (for logs).
     pub key: crate::config::ListenerKey,
@@ -51,8 +52,7 @@ impl Ctx {
     /// The context of one connection: `app` with the connection's KV (without `plugin.*`).
     pub fn new(rt: Arc<L7>, app: &str, mut kv: Kv, conn: &Conn, tls: bool) -> Self {
         kv.remove_where(|k| k.starts_with("plugin."));
-        // Read by every request from here on, written no more.
-        kv.pack();
+
         let metrics = AppMetrics::of(app);
         Self {
             rt,
@@ -60,7 +60,8 @@ impl Ctx {
             panic_armed: AtomicBool::new(false),
             moves: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
-            kv: Arc::new(kv),
+            // Read by every request from here on, written no more.
+            kv: kv.freeze(),
             peer: conn.peer,
             key: conn.key,
             peer_ip: ip_value(conn.peer.ip()),
@@ -83,6 +84,31 @@ impl Ctx {
     /// one of the two sees the other.
     pub fn set_waiting(&self, waiting: bool) {
         self.waiting.store(waiting, Ordering::SeqCst);
+    }
+}
+
+/// The connection's keys, under each request's.
+impl Derived for Ctx {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.kv.get(key)
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        self.kv.iter()
+    }
+
+    fn bytes_bound(&self) -> usize {
+        self.kv.bytes_bound()
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("listener", &self.key)
+            .field("peer", &self.peer)
+            .field("kv", &self.kv)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,13 +162,12 @@ where
     IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin + Send + 'static,
 {
     let mut io = super::idle::Tracked::new(io, ctx.clone());
+    let mut idle = super::idle::watch(
+        ctx.clone(),
+        ctx.rt.http_idle_ticks,
+        ctx.rt.settings.http_idle_timeout,
+    );
     async move {
-        let idle = super::idle::watch(
-            ctx.clone(),
-            ctx.rt.http_idle_ticks,
-            ctx.rt.settings.http_idle_timeout,
-        );
-        let mut idle = std::pin::pin!(idle);
         let pre = if h2 || ctx.rt.settings.http1_on_hyper {
             read.freeze()
         } else {
@@ -151,7 +176,7 @@ where
                     super::h1::Ended::Closed => return,
                     super::h1::Ended::Handover(pre) => pre,
                 },
-                quiet = idle.as_mut() => {
+                quiet = &mut idle => {
                     closed_quiet(quiet, ctx.key, ctx.peer);
                     return;
                 }
@@ -161,7 +186,7 @@ where
         // it.
         let io = super::h1::rewind::Rewind::new(pre, io);
         let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-            crate::boxed::pin_in_place(|| serve_hyper(ctx, io, idle));
+            crate::boxed::pin_in_place(|| serve_hyper(ctx, io, Pin::new(&mut idle)));
         hyper.await;
     }
 }
@@ -403,7 +428,7 @@ struct Prepared {
 
 /// Everything about a request that needs no waiting: the ACME http-01 answer, the
 /// application, its KV and the exchange; `Err` with the answer when there is nothing to run.
-fn prepare(ctx: &Ctx, mut req: Request<Body>) -> Result<Prepared, Box<Reply>> {
+fn prepare(ctx: &Arc<Ctx>, mut req: Request<Body>) -> Result<Prepared, Box<Reply>> {
     let rt = &ctx.rt;
     // ACME http-01: answered on every plaintext path before any application runs (the CA
     // must not depend on what the flow would do with the request).
@@ -428,7 +453,7 @@ fn prepare(ctx: &Ctx, mut req: Request<Body>) -> Result<Prepared, Box<Reply>> {
             "Configuration Error",
         )));
     };
-    let kv = super::request_keys::request_kv(&ctx.kv, ctx.app(), &req);
+    let kv = super::request_keys::request_kv(ctx.clone() as Arc<dyn Derived>, ctx.app(), &req);
     // WebSocket: an HTTP/1.x upgrade, or an HTTP/2 extended CONNECT (RFC 8441).
     let ws_h2 = req.method() == hyper::Method::CONNECT
         && req
