@@ -246,6 +246,17 @@ mod tests {
     /// only logs read comes through the context; 248 since the watchdog waits on a shared
     /// clock with a 16-byte waiter and the drain signal through it). At most 256: the
     /// allocator's size class it falls in.
+    /// Every HTTP connection holds its context for its whole life, with the counts of its
+    /// `Arc`: within the allocator's 160-byte class (192 with the client's address as a
+    /// field value kept in it, and 128 more for the connection's KV in an allocation of its
+    /// own).
+    #[test]
+    fn an_http_connection_context_stays_small() {
+        let size = std::mem::size_of::<server::Ctx>() + 16;
+        eprintln!("HTTP connection context: {size} bytes");
+        assert!(size <= 160, "{size} bytes");
+    }
+
     #[test]
     fn an_http_connection_state_stays_small() {
         let size = state_size(server::serve::<TcpStream>);
