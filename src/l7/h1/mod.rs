@@ -258,7 +258,10 @@ async fn read_head<IO>(
 where
     IO: AsyncRead + Unpin,
 {
-    let deadline = Instant::now() + timeout;
+    // Set at the first read: a head that came whole with the first bytes (most do) reads no
+    // clock.
+    let mut deadline = None;
+    let mut deadline = move || *deadline.get_or_insert_with(|| Instant::now() + timeout);
     loop {
         if !buf.is_empty() {
             if first {
@@ -267,7 +270,7 @@ where
                     Some(false) => {}
                     None => {
                         // Too short to tell: read more below.
-                        if !read_more(io, buf, deadline).await {
+                        if !read_more(io, buf, deadline()).await {
                             return Ok(None);
                         }
                         continue;
@@ -279,7 +282,7 @@ where
                 done => return Ok(Some(done)),
             }
         }
-        if !read_more(io, buf, deadline).await {
+        if !read_more(io, buf, deadline()).await {
             return Ok(None);
         }
     }
