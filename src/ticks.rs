@@ -182,6 +182,11 @@ impl Drop for Waiter {
             *w = None;
             r.free.push(self.slot);
         }
+        if r.free.len() == r.wakers.len() {
+            // The last waiter left: give back the room a crowd of them took.
+            r.wakers = Vec::new();
+            r.free = Vec::new();
+        }
     }
 }
 
@@ -329,8 +334,37 @@ mod tests {
                 assert!(joined.is_pending());
             }
         });
-        let slots: usize = ticks.rosters.iter().map(|r| lock(r).wakers.len()).sum();
-        assert_eq!(slots, 1, "slots held after 1,000 waiters came and went");
+        let held = |ticks: &Ticks| -> (usize, usize) {
+            let r = ticks.rosters.iter().map(|r| lock(r));
+            r.fold((0, 0), |(n, c), r| {
+                (n + r.wakers.len(), c + r.wakers.capacity())
+            })
+        };
+        assert_eq!(
+            held(ticks),
+            (0, 0),
+            "slots held after 1,000 waiters came and went"
+        );
+        // A crowd that waits at once, then leaves: its room goes with it.
+        rt.block_on(async {
+            let mut crowd: Vec<_> = (0..1000).map(|_| ticks.waiter()).collect();
+            for w in &mut crowd {
+                let joined = std::future::poll_fn(|cx| Poll::Ready(w.poll_ticks(cx))).await;
+                assert!(joined.is_pending());
+            }
+            assert_eq!(held(ticks).0, 1000);
+            crowd.truncate(1);
+            assert_eq!(
+                held(ticks).0,
+                1000,
+                "a waiter left keeps the slots in place"
+            );
+        });
+        assert_eq!(
+            held(ticks),
+            (0, 0),
+            "the room of 1,000 waiters after they left"
+        );
     }
 
     #[test]

@@ -50,7 +50,6 @@ impl Ctx {
     /// The context of one connection: `app` with the connection's KV (without `plugin.*`).
     pub fn new(rt: Arc<L7>, app: &str, mut kv: Kv, conn: &Conn, tls: bool) -> Self {
         kv.remove_where(|k| k.starts_with("plugin."));
-
         let metrics = AppMetrics::of(app);
         Self {
             rt,
