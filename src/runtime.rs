@@ -37,8 +37,8 @@ pub struct Runtime {
     certs_reload: std::sync::Mutex<()>,
     /// Set once at shutdown: HTTP connections close after their current requests.
     pub draining: Drain,
-    /// The clocks of the HTTP and WebSocket idle watchdogs (`l7::idle`).
-    pub http_idle_ticks: &'static Ticks,
+    /// The clock of the WebSocket idle watchdog (`l7::idle`); the HTTP one's is the drain
+    /// signal's ([`Runtime::http_idle_ticks`]).
     pub ws_idle_ticks: &'static Ticks,
     /// The running `config` actor: the one writer of the config (`POST /reload` and the
     /// editing routes ask it).
@@ -47,7 +47,6 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(settings: &'static Settings, config: Arc<ConfigStore>) -> Arc<Self> {
-        let http_idle_ticks = Ticks::for_wait(settings.http_idle_timeout, 4);
         Arc::new(Self {
             settings,
             flow: flow::Env::new(settings, config.dir()),
@@ -70,11 +69,15 @@ impl Runtime {
             )),
             acme: Arc::default(),
             certs_reload: std::sync::Mutex::new(()),
-            draining: Drain::new(http_idle_ticks),
-            http_idle_ticks,
+            draining: Drain::new(Ticks::for_wait(settings.http_idle_timeout, 4)),
             ws_idle_ticks: Ticks::for_wait(settings.websocket_idle_timeout, 4),
             config_inbox: ConfigInbox::default(),
         })
+    }
+
+    /// The clock of the HTTP idle watchdog (`l7::idle`), which the drain signal ticks.
+    pub fn http_idle_ticks(&self) -> &'static Ticks {
+        self.draining.ticks
     }
 
     /// Reloads `certs/` (a failing pair keeps its last good version) and publishes the store.
@@ -170,40 +173,22 @@ mod tests {
     #[test]
     fn drain_wakes_every_thread_s_waiters_and_later_ones_at_once() {
         let drain = Arc::new(Drain::new(Ticks::every(Duration::from_secs(3599))));
-        let (waiting, waits) = std::sync::mpsc::channel();
-        let threads: Vec<_> = (0..3)
-            .map(|_| {
-                let (drain, waiting) = (drain.clone(), waiting.clone());
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_time()
-                        .build()
-                        .expect("runtime");
-                    rt.block_on(async {
-                        let wait = drain.wait();
-                        tokio::pin!(wait);
-                        let early = tokio::time::timeout(Duration::from_millis(20), wait.as_mut());
-                        let pending_before = early.await.is_err();
-                        waiting.send(()).expect("send");
-                        let woken = tokio::time::timeout(Duration::from_secs(5), wait).await;
-                        pending_before && woken.is_ok()
-                    })
-                })
-            })
-            .collect();
-        for _ in 0..3 {
-            waits.recv_timeout(Duration::from_secs(5)).expect("waiting");
-        }
-        assert!(!drain.is_on());
-        drain.start();
-        for t in threads {
-            assert!(t.join().expect("thread"), "a waiter was not woken");
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let later = rt.block_on(async {
+        let waits = drain.clone();
+        let woken = crate::ticks::testing::woken_on_three_threads(
+            move || {
+                let drain = waits.clone();
+                async move { drain.wait().await }
+            },
+            || {
+                assert!(!drain.is_on());
+                drain.start();
+            },
+        );
+        assert!(
+            woken,
+            "a waiter ended before the start or was not woken by it"
+        );
+        let later = crate::ticks::testing::runtime().block_on(async {
             tokio::time::timeout(Duration::from_millis(50), drain.wait()).await
         });
         assert!(later.is_ok(), "a wait after the start did not end at once");

@@ -143,7 +143,7 @@ pub struct Waiter {
 
 impl Waiter {
     /// Ready with the number of ticks since the last ready poll (or since it joined).
-    pub fn poll_ticks(&mut self, cx: &mut Context<'_>) -> Poll<u64> {
+    pub fn poll_ticks(&mut self, cx: &mut Context<'_>) -> Poll<u32> {
         let t = self.ticks;
         if self.slot == NOT_JOINED {
             self.list = thread_list() as u32;
@@ -166,7 +166,7 @@ impl Waiter {
         if now == self.seen {
             return Poll::Pending;
         }
-        let ticks = now - self.seen;
+        let ticks = u32::try_from(now - self.seen).unwrap_or(u32::MAX);
         self.seen = now;
         Poll::Ready(ticks)
     }
@@ -213,14 +213,66 @@ impl Future for Deadline {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         while let Poll::Ready(n) = this.waiter.poll_ticks(cx) {
-            this.left = this
-                .left
-                .saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+            this.left = this.left.saturating_sub(n);
             if this.left == 0 {
                 return Poll::Ready(());
             }
         }
         Poll::Pending
+    }
+}
+
+/// What the tests of waits on a clock share.
+#[cfg(test)]
+pub mod testing {
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// A runtime of one thread, with timers (for the tests' own timeouts).
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Whether a wait `make` gives, on each of three threads (so in three lists), stays
+    /// pending through three polls and then ends within 2 s of `wake`.
+    pub fn woken_on_three_threads<M, F>(make: M, wake: impl FnOnce()) -> bool
+    where
+        M: Fn() -> F + Clone + Send + 'static,
+        F: Future,
+    {
+        let (waiting, waits) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (make, waiting) = (make.clone(), waiting.clone());
+                std::thread::spawn(move || {
+                    runtime().block_on(async {
+                        let wait = make();
+                        tokio::pin!(wait);
+                        for _ in 0..3 {
+                            let early =
+                                tokio::time::timeout(Duration::from_millis(10), wait.as_mut());
+                            if early.await.is_ok() {
+                                return false;
+                            }
+                        }
+                        waiting.send(()).expect("send");
+                        // Within 2 s, not at the 5 s timeout: its own poll of a wait that
+                        // reads a flag would end it without any wake.
+                        let start = std::time::Instant::now();
+                        let ended = tokio::time::timeout(Duration::from_secs(5), wait).await;
+                        ended.is_ok() && start.elapsed() < Duration::from_secs(2)
+                    })
+                })
+            })
+            .collect();
+        for _ in 0..3 {
+            waits.recv_timeout(Duration::from_secs(5)).expect("waiting");
+        }
+        wake();
+        threads.into_iter().all(|t| t.join().expect("thread"))
     }
 }
 
@@ -236,51 +288,13 @@ mod tests {
         // A period long enough that the clock's own thread does not tick during the test.
         let ticks = Ticks::every(Duration::from_secs(3600));
         assert!(std::ptr::eq(ticks, Ticks::every(Duration::from_secs(3600))));
-        let (waiting, waits) = std::sync::mpsc::channel();
-        let threads: Vec<_> = (0..3)
-            .map(|_| {
-                let waiting = waiting.clone();
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_time()
-                        .build()
-                        .expect("runtime");
-                    rt.block_on(async {
-                        let tick = ticks.waiter();
-                        tokio::pin!(tick);
-                        // Polled several times before the tick: each must stay pending.
-                        for _ in 0..3 {
-                            let early =
-                                tokio::time::timeout(Duration::from_millis(10), tick.as_mut());
-                            if early.await.is_ok() {
-                                return false;
-                            }
-                        }
-                        waiting.send(()).expect("send");
-                        tokio::time::timeout(Duration::from_secs(5), tick)
-                            .await
-                            .is_ok()
-                    })
-                })
-            })
-            .collect();
-        for _ in 0..3 {
-            waits.recv_timeout(Duration::from_secs(5)).expect("waiting");
-        }
-        ticks.tick();
-        for t in threads {
-            assert!(
-                t.join().expect("thread"),
-                "a waiter was not woken by the tick"
-            );
-        }
+        assert!(
+            testing::woken_on_three_threads(|| ticks.waiter(), || ticks.tick()),
+            "a waiter ended before the tick or was not woken by it"
+        );
 
         let fast = Ticks::every(Duration::from_millis(20));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
-        let took = rt.block_on(async {
+        let took = testing::runtime().block_on(async {
             let start = Instant::now();
             for _ in 0..5 {
                 tokio::time::timeout(Duration::from_secs(5), fast.waiter())
@@ -299,10 +313,7 @@ mod tests {
     #[test]
     fn a_deadline_ends_after_its_time_and_within_a_period_more() {
         let ticks = Ticks::every(Duration::from_millis(40));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
+        let rt = testing::runtime();
         for wait in [Duration::from_millis(100), Duration::from_millis(130)] {
             let took = rt.block_on(async {
                 let start = Instant::now();
@@ -324,9 +335,7 @@ mod tests {
     #[test]
     fn waiters_that_leave_free_their_slots() {
         let ticks = Ticks::every(Duration::from_secs(3602));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let rt = testing::runtime();
         rt.block_on(async {
             for _ in 0..1000 {
                 let mut w = ticks.waiter();

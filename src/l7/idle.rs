@@ -172,7 +172,6 @@ impl<W: Watched + Unpin> std::future::Future for Watch<W> {
             }
             let now = this.on.moves().load(Ordering::Relaxed);
             if now == this.seen {
-                let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
                 this.quiet = this.quiet.saturating_add(ticks);
                 if this.quiet >= this.need {
                     return Poll::Ready(Quiet::Idle);

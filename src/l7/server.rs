@@ -176,7 +176,7 @@ where
     let mut io = super::idle::Tracked::new(io, ctx.clone());
     let mut idle = super::idle::watch(
         ctx.clone(),
-        ctx.rt.http_idle_ticks,
+        ctx.rt.http_idle_ticks(),
         ctx.rt.settings.http_idle_timeout,
     );
     async move {
