@@ -22,7 +22,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {

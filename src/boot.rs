@@ -204,7 +204,7 @@ pub async fn run(dir: &Path, lenient: bool) -> i32 {
     let rt = Runtime::new(settings, store.clone());
     if let Some(url) = &settings.ratelimit_redis_url {
         // rediss:// builds its TLS client from the process-wide provider; ours is ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         if let Err(e) = rt.flow.share_counts(url, settings.ratelimit_redis_timeout) {
             error!("RATELIMIT_REDIS_URL: {e}");
             return 1;

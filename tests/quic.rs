@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::quic::{ask, client, connect, server};
+use common::quic::{ask, client, connect, post_quantum_client, server};
 use common::*;
 
 /// vane forwarding QUIC by SNI (`a.test` to server "A", anything else to "B"), with what
@@ -72,7 +72,8 @@ async fn quic_is_routed_by_sni_even_when_the_client_hello_spans_two_packets() {
         v.logs()
     );
 
-    let ep2 = client(&[&cert_a, &cert_b], false);
+    // A browser-like ClientHello with a post-quantum key share spans datagrams too.
+    let ep2 = post_quantum_client(&[&cert_a, &cert_b]);
     let conn_b = connect(&ep2, vane, "b.test").await;
     assert_eq!(ask(&conn_b, "hi").await.as_deref(), Some("B:hi"));
     assert_eq!(

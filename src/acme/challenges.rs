@@ -102,7 +102,7 @@ pub fn tls_alpn01_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, r
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
         .map_err(|_| rcgen::Error::CouldNotParseKeyPair)?;
     Ok(Arc::new(CertifiedKey::new(
         vec![cert.der().clone()],

@@ -24,7 +24,7 @@ pub fn account_path(certs: &Path, order: &Order) -> PathBuf {
         order.directory,
         order.email.as_deref().unwrap_or("")
     );
-    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
     certs.join(".acme").join(format!(
         "account-{}.json",
         hex::encode(&digest.as_ref()[..8])

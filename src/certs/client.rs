@@ -29,7 +29,7 @@ pub fn config(
     skip_verify: bool,
     extra: &[CertificateDer<'static>],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     Ok(if skip_verify {

@@ -100,7 +100,7 @@ fn load_pair(id: &str, chain: &Path, key: &Path) -> Result<Cert, CertError> {
     }
     let der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| CertError::NoKey(key.to_path_buf(), e))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
         .map_err(|e| CertError::UnsupportedKey(key.to_path_buf(), e))?;
     let not_after = der::not_after(&certs[0]);
     let ck = CertifiedKey::new(certs, signer);

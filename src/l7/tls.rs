@@ -87,16 +87,16 @@ impl Termination {
         if let Some(t) = self.tickets.get() {
             return Ok(t.clone());
         }
-        let made = rustls::crypto::ring::Ticketer::new()?;
+        let made = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         Ok(self.tickets.get_or_init(|| made).clone())
     }
 }
 
-/// ring's suites with those whose handshake hashes with SHA-256 first, chosen in this order
-/// whatever the client's (`ignore_client_order`). OpenSSL-based clients (curl, wget, most
-/// scripts) put AES-256-GCM-SHA384 first, and ring computes SHA-384 without the CPU's help
-/// while SHA-256 takes the SHA extensions: 4.5 % of a full handshake's CPU went to SHA-512
-/// blocks, and full handshakes ran 13-15 % faster with AES-128-GCM-SHA256 (openssl s_time).
+/// The provider's suites with those whose handshake hashes with SHA-256 first, chosen in this
+/// order whatever the client's (`ignore_client_order`). OpenSSL-based clients (curl, wget,
+/// most scripts) put AES-256-GCM-SHA384 first, and x86 has SHA extensions for SHA-256 only:
+/// with ring, 4.5 % of a full handshake's CPU went to SHA-512 blocks, and full handshakes ran
+/// 13-15 % faster with AES-128-GCM-SHA256 (openssl s_time); AWS-LC hashes SHA-384 no faster.
 /// Browsers ask for AES-128-GCM first already; every client offers it or ChaCha20, both
 /// SHA-256 suites, so nobody is refused.
 fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -106,7 +106,7 @@ fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
         Suite::Tls13(s) => s.common.hash_provider.algorithm(),
         Suite::Tls12(s) => s.common.hash_provider.algorithm(),
     };
-    let mut p = rustls::crypto::ring::default_provider();
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
     p.cipher_suites
         .sort_by_key(|s| hash(s) != HashAlgorithm::SHA256);
     Arc::new(p)

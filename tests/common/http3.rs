@@ -39,7 +39,7 @@ pub fn endpoint(cert: rustls::pki_types::CertificateDer<'static>) -> quinn::Endp
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).expect("root");
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])
     .expect("tls13")

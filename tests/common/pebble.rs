@@ -166,7 +166,7 @@ fn https_get(port: u16, path: &str, ca: &CertificateDer<'static>) -> String {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).expect("root");
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")

@@ -8,8 +8,14 @@ use std::time::Duration;
 
 use super::tls::Cert;
 
+/// Classic key exchange only (X25519, P-256): the tests count the datagrams a ClientHello
+/// spans, and a post-quantum key share (1,216 bytes) would change that count.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
+        ..default_provider()
+    })
 }
 
 /// A QUIC server answering each bidirectional stream with `<tag>:<request>`.
@@ -54,11 +60,29 @@ pub fn big_alpn(i: usize) -> Vec<u8> {
 }
 
 pub fn client(roots: &[&Cert], big_hello: bool) -> quinn::Endpoint {
+    client_with(roots, big_hello, provider())
+}
+
+/// A client that offers X25519MLKEM768 first, as current browsers do: its key share alone
+/// pushes the ClientHello past one datagram.
+pub fn post_quantum_client(roots: &[&Cert]) -> quinn::Endpoint {
+    client_with(
+        roots,
+        false,
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+}
+
+fn client_with(
+    roots: &[&Cert],
+    big_hello: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> quinn::Endpoint {
     let mut store = rustls::RootCertStore::empty();
     for c in roots {
         store.add(c.der.clone()).expect("root");
     }
-    let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
         .with_root_certificates(store)

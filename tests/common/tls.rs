@@ -33,7 +33,7 @@ impl Cert {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// A TLS server answering each line with `<tag>:<line>`, on its own certificate.

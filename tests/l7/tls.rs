@@ -219,7 +219,7 @@ async fn sigterm_closes_a_tls_client_that_sent_part_of_a_record() {
 /// TLS 1.3 and 1.2; one that offers only SHA-384 suites still gets them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_prefers_sha256_suites_whatever_the_client_order() {
-    use rustls::crypto::ring::cipher_suite as cs;
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
     let (_cfg, port, site, _v) = site_gateway();
     let negotiated = |suites: Vec<rustls::SupportedCipherSuite>, version| {
         let site = site.clone();
@@ -228,7 +228,7 @@ async fn tls_prefers_sha256_suites_whatever_the_client_order() {
             store.add(site).expect("root");
             let provider = rustls::crypto::CryptoProvider {
                 cipher_suites: suites,
-                ..rustls::crypto::ring::default_provider()
+                ..rustls::crypto::aws_lc_rs::default_provider()
             };
             let c = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
                 .with_protocol_versions(&[version])
@@ -288,7 +288,7 @@ async fn tls_sessions_resume_after_many_other_clients() {
         let mut store = rustls::RootCertStore::empty();
         store.add(site.clone()).expect("root");
         let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_protocol_versions(versions)
         .expect("versions")

@@ -1,7 +1,7 @@
 //! Initial packet protection: keys from the client's DCID, header protection, AEAD.
 
-use ring::aead::{self, quic, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::hkdf;
+use aws_lc_rs::aead::{self, quic, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::hkdf;
 
 use super::packet::{self, LongHeader, PacketError, V2};
 

@@ -138,7 +138,7 @@ pub(crate) fn describe(rt: &Runtime, c: &crate::certs::Cert) -> Value {
         "not_before_unix": validity.and_then(|(b, _)| unix(b)),
         "not_after_unix": c.not_after.and_then(unix),
         "expires_in_days": days,
-        "fingerprint_sha256": hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf)),
+        "fingerprint_sha256": hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf)),
         "key_type": key_type,
         "chain_len": c.key.cert.len(),
         "auto_generated": c.id == "default",
