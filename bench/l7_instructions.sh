@@ -10,6 +10,8 @@
 #   H2C=1 bench/l7_instructions.sh         # h2c (prior knowledge) with h2load, 10 streams
 #   CLOSE=1 bench/l7_instructions.sh       # a new connection per request (Connection: close)
 #   PROXY=haproxy bench/l7_instructions.sh # HAProxy (1 thread) counted the same way, for reference
+#   TLS=resumed bench/l7_instructions.sh   # a new TLS 1.3 connection per request, the session
+#   TLS=full bench/l7_instructions.sh      #   resumed (or not); ECDSA P-256, X25519
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -18,6 +20,7 @@ mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "nginx valgrind" nginx-light valgrind
 H2C=${H2C:-0}
+TLS=${TLS:-}
 if [ "$H2C" = 1 ]; then ensure_tools h2load nghttp2-client; fi
 VANE=$(vane_binary)
 
@@ -31,6 +34,7 @@ CFG
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
 
 VP=$(port)
+if [ -n "$TLS" ]; then ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"; cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"; fi
 if [ "${PROXY:-vane}" = haproxy ]; then
   # The reference: HAProxy (one thread, upstream connections reused) under the same count.
   ensure_tools haproxy haproxy
@@ -38,7 +42,7 @@ if [ "${PROXY:-vane}" = haproxy ]; then
   { haproxy_head http | sed 's/nbthread 2/nbthread 1/'; cat <<CFG; } > "$TMP/haproxy.cfg"
   option http-keep-alive
 frontend f
-  bind 127.0.0.1:$VP
+  bind 127.0.0.1:$VP${TLS:+ ssl crt $TMP/bench.pem alpn http/1.1 no-tls-tickets}
   default_backend b
 backend b
   http-reuse always
@@ -47,7 +51,12 @@ CFG
   valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --compress-strings=no --callgrind-out-file="$TMP/cg.out" haproxy -f "$TMP/haproxy.cfg" -db \
     > "$TMP/vane.log" 2>&1 &
 else
-  vane_http_proxy_config "$VP" "$UP"
+  if [ -n "$TLS" ]; then
+    vane_http_proxy_config "$(port)" "$UP"
+    vane_tls_port "$VP" "$TMP/bench.key" "$TMP/bench.crt"
+  else
+    vane_http_proxy_config "$VP" "$UP"
+  fi
   env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off DATA_PLANE_THREADS=1 \
     valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --compress-strings=no --callgrind-out-file="$TMP/cg.out" "$VANE" run --config "$TMP/vane" \
     > "$TMP/vane.log" 2>&1 &
@@ -58,16 +67,33 @@ for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$VP") 2>/dev/null && brea
 
 # One keep-alive connection: WARM requests, a pause for the zeroing, then N counted ones.
 cat > "$TMP/client.py" <<'PY'
-import socket, sys, time
-port, n, ready, go, close = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1"
-s = socket.create_connection(("127.0.0.1", port))
+import socket, ssl, sys, time
+port, n, ready, go, close, tls = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1", sys.argv[6]
+session = None
+def connect():
+    global session
+    s = socket.create_connection(("127.0.0.1", port))
+    if not tls:
+        return s
+    ctx = connect.ctx
+    s = ctx.wrap_socket(s, server_hostname="localhost", session=session if tls == "resumed" else None)
+    return s
+if tls:
+    connect.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    connect.ctx.check_hostname = False
+    connect.ctx.verify_mode = ssl.CERT_NONE
+    connect.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    connect.ctx.set_alpn_protocols(["http/1.1"])
+s = connect()
 req = b"GET / HTTP/1.1\r\nHost: bench\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
 buf = b""
 def one():
-    global buf, s
+    global buf, s, session
     if close:
+        if tls and s.session is not None:
+            session = s.session
         s.close()
-        s = socket.create_connection(("127.0.0.1", port))
+        s = connect()
         buf = b""
     s.sendall(req)
     while True:
@@ -92,8 +118,12 @@ open(ready, "w").close()
 import os
 while not os.path.exists(go):
     time.sleep(0.05)
+reused = 0
 for _ in range(n):
     one()
+    reused += bool(tls and s.session_reused)
+if tls:
+    print(f"{reused} of {n} handshakes resumed", file=sys.stderr)
 PY
 if [ "$H2C" = 1 ]; then
   # h2c prior knowledge, one connection, 10 concurrent streams (as bench/l7.sh's h2load).
@@ -102,7 +132,8 @@ if [ "$H2C" = 1 ]; then
   callgrind_control -z "$VPID" > /dev/null
   h2load -n "$N" -c1 -m10 "http://127.0.0.1:$VP/" | grep -E '^requests:' >&2
 else
-  python3 "$TMP/client.py" "$VP" "$N" "$TMP/ready" "$TMP/go" "${CLOSE:-0}" & CP=$!
+  if [ -n "$TLS" ]; then CLOSE=1; fi
+  python3 "$TMP/client.py" "$VP" "$N" "$TMP/ready" "$TMP/go" "${CLOSE:-0}" "$TLS" & CP=$!
   for _ in $(seq 1 600); do [ -f "$TMP/ready" ] && break; sleep 0.1; done
   sleep 1
   callgrind_control -z "$VPID" > /dev/null
@@ -115,7 +146,7 @@ DUMP="$OUT/l7-callgrind-$(date -u +%Y%m%dT%H%M%SZ).out"
 cp "$(ls -t "$TMP"/cg.out* | head -1)" "$DUMP"
 TOTAL=$(grep -m1 '^summary:' "$DUMP" | awk '{print $2}')
 {
-  echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C, close=${CLOSE:-0})"
+  echo "== instructions per proxied request (callgrind, $N requests, 1 data-plane thread, h2c=$H2C, close=${CLOSE:-0}, tls=${TLS:-none})"
   python3 -c "print(f'${PROXY:-vane} {$TOTAL/$N:,.0f} instructions/request ($VANE)')"
   # With CALLGRIND_OPTS="--cache-sim=yes --branch-sim=yes": simulated cache misses and
   # mispredicted branches per request (this VM exposes no hardware counters).

@@ -40,6 +40,8 @@ pub struct Runtime {
     /// The clock of the WebSocket idle watchdog (`l7::idle`); the HTTP one's is the drain
     /// signal's ([`Runtime::http_idle_ticks`]).
     pub ws_idle_ticks: &'static Ticks,
+    /// The clock of a TLS handshake's deadline (`HTTP_HEADER_READ_TIMEOUT_SECS`).
+    pub handshake_ticks: &'static Ticks,
     /// The running `config` actor: the one writer of the config (`POST /reload` and the
     /// editing routes ask it).
     pub config_inbox: ConfigInbox,
@@ -71,6 +73,7 @@ impl Runtime {
             certs_reload: std::sync::Mutex::new(()),
             draining: Drain::new(Ticks::for_wait(settings.http_idle_timeout, 4)),
             ws_idle_ticks: Ticks::for_wait(settings.websocket_idle_timeout, 4),
+            handshake_ticks: Ticks::for_wait(settings.http_header_timeout, 4),
             config_inbox: ConfigInbox::default(),
         })
     }

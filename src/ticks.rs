@@ -121,7 +121,45 @@ impl Ticks {
             left: self.covering(d).saturating_add(1),
         }
     }
+
+    /// `work`'s output, or [`Late`] once `d` has passed (at most a period more): the timeout
+    /// of a wait that nearly always ends first. A tokio timer would read the clock, enter the
+    /// timer wheel at its first pending poll, and wake the runtime's driver (an eventfd write
+    /// and one more `epoll_wait`) whenever it is due before the driver's next timer.
+    pub fn within<F: Future>(&'static self, d: Duration, work: F) -> Within<F> {
+        Within {
+            work,
+            late: self.after(d),
+        }
+    }
 }
+
+pin_project_lite::pin_project! {
+    /// [`Ticks::within`]: the work and its deadline side by side, no larger than both.
+    #[derive(Debug)]
+    pub struct Within<F> {
+        #[pin]
+        work: F,
+        late: Deadline,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Late>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The work first: an answer that comes with the deadline's tick still counts.
+        if let Poll::Ready(r) = this.work.poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        Pin::new(this.late).poll(cx).map(|()| Err(Late))
+    }
+}
+
+/// A wait outlived its deadline ([`Ticks::within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late;
 
 fn lock(roster: &Mutex<Roster>) -> MutexGuard<'_, Roster> {
     roster.lock().unwrap_or_else(|e| e.into_inner())

@@ -3,8 +3,6 @@
 //! layer that owns the connection carries it out.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,6 +14,7 @@ use super::step::{Flow, Input, PluginRef, Step};
 use super::Env;
 use crate::plugins::external::CallError;
 use crate::plugins::{detect, matcher};
+use crate::ticks::Late;
 use crate::upstream::balance::Strategy;
 
 /// Where a proxy terminator sends the connection.
@@ -308,19 +307,10 @@ pub async fn run_with(
         // Nothing here can wait, so nothing can be late: no deadline timer to arm and drop.
         return walk_now(flow, kv, env, exchange.as_deref());
     }
-    let late = env.ticks.after(env.timeout);
-    let walk = walk(flow, kv, env, exchange);
-    tokio::pin!(late, walk);
-    // The walk first: a decision that comes with the deadline's tick still counts.
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = walk.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        late.as_mut()
-            .poll(cx)
-            .map(|()| Err(FlowError::Timeout(env.timeout.as_secs())))
-    })
-    .await
+    env.ticks
+        .within(env.timeout, walk(flow, kv, env, exchange))
+        .await
+        .unwrap_or_else(|Late| Err(FlowError::Timeout(env.timeout.as_secs())))
 }
 
 /// The decision of a flow whose root is a terminator that needs nothing but its literal

@@ -181,8 +181,10 @@ async fn terminate_tls(
             return None;
         }
     };
-    let accepted =
-        tokio::time::timeout(rt.settings.http_header_timeout, acceptor.accept(stream)).await;
+    let accepted = rt
+        .handshake_ticks
+        .within(rt.settings.http_header_timeout, acceptor.accept(stream))
+        .await;
     match accepted {
         Ok(Ok(tls)) => {
             let (_, session) = tls.get_ref();

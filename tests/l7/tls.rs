@@ -215,6 +215,54 @@ async fn sigterm_closes_a_tls_client_that_sent_part_of_a_record() {
     );
 }
 
+/// A client that sends its ClientHello and then nothing: the handshake ends after
+/// `HTTP_HEADER_READ_TIMEOUT_SECS` (not before, and within a quarter more), counted as a
+/// failed handshake, and the gateway serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_stalls_is_closed_after_the_header_timeout() {
+    use std::io::{Read, Write};
+    let (_cfg, port, site, v) =
+        site_gateway_with(vec![("HTTP_HEADER_READ_TIMEOUT_SECS", "1".into())]);
+    let name = rustls::pki_types::ServerName::try_from("site.test").expect("name");
+    let mut client =
+        rustls::ClientConnection::new(tls_client(&[&site], &["http/1.1"]), name).expect("client");
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).expect("ClientHello");
+    let (elapsed, answered) = tokio::task::block_in_place(|| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(6)))
+            .expect("timeout");
+        let start = std::time::Instant::now();
+        s.write_all(&hello).expect("write");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        (start.elapsed(), answer.len())
+    });
+    assert!(answered > 0, "the server's flight came before the close");
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(3),
+        "closed after {elapsed:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || v
+            .metric("vane_tls_handshake_failures_total")
+            .unwrap_or(0.0)
+            >= 1.0),
+        "{}",
+        v.metrics_text()
+    );
+    let mut tls = site_client(port, &site).await;
+    let mut buf = Vec::new();
+    use tokio::io::AsyncWriteExt;
+    tls.write_all(b"GET /after HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .await
+        .expect("write");
+    let (head, _) = tokio::time::timeout(Duration::from_secs(5), read_response(&mut tls, &mut buf))
+        .await
+        .expect("no answer within 5 s");
+    assert!(head.starts_with("HTTP/1.1 201"), "{head}");
+}
+
 /// A client that asks for AES-256-GCM-SHA384 first (as OpenSSL's do) gets a SHA-256 suite, in
 /// TLS 1.3 and 1.2; one that offers only SHA-384 suites still gets them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
