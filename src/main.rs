@@ -103,24 +103,22 @@ fn main() {
 /// cache of freed blocks is turned on (`vane_sys::alloc::cache_this_thread`).
 fn collect_when_idle() {
     use std::cell::Cell;
-    use std::time::{Duration, Instant};
+    use std::sync::OnceLock;
+    use vane::ticks::Ticks;
+    static SECONDS: OnceLock<&'static Ticks> = OnceLock::new();
     thread_local! {
-        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+        /// The second (a tick of a shared clock) this thread last collected in: a park reads
+        /// one counter, not the time.
+        static LAST: Cell<Option<u64>> = const { Cell::new(None) };
     }
-    let due = LAST.with(|l| {
-        let now = Instant::now();
-        if l.get().is_none() {
-            vane_sys::alloc::cache_this_thread();
-        }
-        let due = l
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
-        if due {
-            l.set(Some(now));
-        }
-        due
-    });
-    if due {
+    let now = SECONDS
+        .get_or_init(|| Ticks::every(std::time::Duration::from_secs(1)))
+        .count();
+    let last = LAST.replace(Some(now));
+    if last.is_none() {
+        vane_sys::alloc::cache_this_thread();
+    }
+    if last != Some(now) {
         vane_sys::alloc::collect();
     }
 }

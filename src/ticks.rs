@@ -82,6 +82,11 @@ impl Ticks {
         self.period
     }
 
+    /// Ticks so far: a coarse clock read with one load instead of a `clock_gettime`.
+    pub fn count(&self) -> u64 {
+        self.counts[0].load(Ordering::Acquire)
+    }
+
     /// Ticks that make sure at least `d` has passed once counted from a wait's first tick:
     /// `ceil(d / period)`, at least 1.
     pub fn covering(&self, d: Duration) -> u32 {
@@ -330,6 +335,10 @@ mod tests {
             testing::woken_on_three_threads(|| ticks.waiter(), || ticks.tick()),
             "a waiter ended before the tick or was not woken by it"
         );
+        let before = ticks.count();
+        ticks.tick();
+        ticks.tick();
+        assert_eq!(ticks.count(), before + 2, "the count follows the ticks");
 
         let fast = Ticks::every(Duration::from_millis(20));
         let took = testing::runtime().block_on(async {
