@@ -215,6 +215,30 @@ async fn sigterm_closes_a_tls_client_that_sent_part_of_a_record() {
     );
 }
 
+/// A last answer (`Connection: close`) ends with TLS's `close_notify` and then the socket's
+/// end, so the client reads a clean end of the stream, not a truncation; a close after a
+/// refused head (400) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_answer_ends_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_cfg, port, site, _v) = site_gateway();
+    for request in [
+        &b"GET /last HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n"[..],
+        &b"GET /bad HTTP/1.1\r\nHost: site.test\r\nBad Header Line\r\n\r\n"[..],
+    ] {
+        let mut tls = site_client(port, &site).await;
+        tls.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        // tokio-rustls reports an end without close_notify as UnexpectedEof.
+        let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out))
+            .await
+            .expect("closed within 5 s");
+        let text = String::from_utf8_lossy(&out);
+        assert!(read.is_ok(), "{read:?} after {text}");
+        assert!(text.starts_with("HTTP/1.1 "), "{text}");
+    }
+}
+
 /// A client that sends its ClientHello and then nothing: the handshake ends after
 /// `HTTP_HEADER_READ_TIMEOUT_SECS` (not before, and within a quarter more), counted as a
 /// failed handshake, and the gateway serves the next client.

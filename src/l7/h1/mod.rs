@@ -43,15 +43,26 @@ const BODY_READ: usize = 16 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// Streams that can say "readable" without a read buffer: plain TCP waits on the socket; TLS
-/// reads (rustls may already hold decrypted bytes).
-pub trait Readiness {
+/// What the fast path needs of a connection besides reading and writing.
+pub trait Readiness: AsyncWrite + Unpin {
+    /// Readable without a read buffer: plain TCP waits on the socket; TLS reads (rustls may
+    /// already hold decrypted bytes).
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Ends the write side just before the connection is dropped, when nothing is left to
+    /// read from the client. A TCP socket needs nothing: dropping it closes it, which sends
+    /// the FIN, and a `shutdown` first costs a syscall and guards nothing (a client that still
+    /// sends is reset either way). TLS sends its `close_notify`.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl Readiness for TcpStream {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+
+    fn poll_finish(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -67,11 +78,23 @@ impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
             Poll::Ready(Ok(()))
         }
     }
+
+    /// The `close_notify` alert and a flush; tokio-rustls' `poll_shutdown` would also shut
+    /// the socket's write side down. Asking rustls again after a pending flush queues no
+    /// second alert.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().1.send_close_notify();
+        std::pin::Pin::new(self).poll_flush(cx)
+    }
 }
 
 impl<T: Readiness, W: super::idle::Watched> Readiness for super::idle::Tracked<T, W> {
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().poll_readable(cx)
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_finish(cx)
     }
 }
 
@@ -145,7 +168,7 @@ where
 /// One request and its response; `None` when the connection may carry another.
 async fn exchange<IO>(ctx: &Arc<Ctx>, io: &mut IO, buf: &mut BytesMut, first: bool) -> Option<Ended>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + Readiness,
 {
     let header_timeout = ctx.rt().settings.http_header_timeout;
     let head = match read_head(io, buf, first, header_timeout).await {
@@ -369,7 +392,7 @@ where
 /// Answers a head that cannot be served (400, 431), counted, then closes.
 async fn refuse<IO>(io: &mut IO, buf: &mut BytesMut, e: HeadError)
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + Readiness,
 {
     let (kind, status) = match e {
         HeadError::Malformed(_) => ("malformed", StatusCode::BAD_REQUEST),
@@ -382,17 +405,19 @@ where
     }
 }
 
-/// Ends the connection after a last answer: the write side first, then, when the client may
-/// still be sending, its input is read and dropped for a bounded time so that closing does not
-/// turn into a reset that destroys the answer in flight.
+/// Ends the connection after a last answer. When the client may still be sending, the write
+/// side is shut first and its input read and dropped for a bounded time, so that closing does
+/// not turn into a reset that destroys the answer in flight; otherwise the transport's last
+/// words ([`Readiness::poll_finish`]) and the drop that follows are the whole close.
 async fn close<IO>(io: &mut IO, buf: &mut BytesMut, unread: bool)
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + Readiness,
 {
-    let _ = io.shutdown().await;
     if !unread && buf.is_empty() {
+        let _ = std::future::poll_fn(|cx| io.poll_finish(cx)).await;
         return;
     }
+    let _ = io.shutdown().await;
     let mut drained = 0;
     let deadline = Instant::now() + LINGER;
     while drained < LINGER_BYTES {
