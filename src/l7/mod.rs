@@ -239,15 +239,6 @@ mod tests {
         assert!(size <= 1472, "{size} bytes");
     }
 
-    /// Every plaintext HTTP connection carries this state while it waits for its next
-    /// request: hyper's connection, the TLS session and the hand-off must stay out of it
-    /// (boxed where used; the hand-off becomes the shared context before the state starts),
-    /// and so must second copies of its arguments and of the idle watchdog (784 bytes with
-    /// them, 528 without, 592 with the first bytes the L4+ stage read; 312 since the drain
-    /// signal is a `Notify` instead of a watch channel, the watchdog counts ticks, and what
-    /// only logs read comes through the context; 248 since the watchdog waits on a shared
-    /// clock with a 16-byte waiter and the drain signal through it). At most 256: the
-    /// allocator's size class it falls in.
     /// Every HTTP connection holds its context for its whole life, with the counts of its
     /// `Arc`: within the allocator's 160-byte class (192 with the client's address as a
     /// field value kept in it, and 128 more for the connection's KV in an allocation of its
@@ -259,6 +250,15 @@ mod tests {
         assert!(size <= 160, "{size} bytes");
     }
 
+    /// Every plaintext HTTP connection carries this state while it waits for its next
+    /// request: hyper's connection, the TLS session and the hand-off must stay out of it
+    /// (boxed where used; the hand-off becomes the shared context before the state starts),
+    /// and so must second copies of its arguments and of the idle watchdog (784 bytes with
+    /// them, 528 without, 592 with the first bytes the L4+ stage read; 312 since the drain
+    /// signal is a `Notify` instead of a watch channel, the watchdog counts ticks, and what
+    /// only logs read comes through the context; 248 since the watchdog waits on a shared
+    /// clock with a 16-byte waiter and the drain signal through it). At most 256: the
+    /// allocator's size class it falls in.
     #[test]
     fn an_http_connection_state_stays_small() {
         let size = state_size(server::serve::<TcpStream>);
