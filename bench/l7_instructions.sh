@@ -71,7 +71,6 @@ import socket, ssl, sys, time
 port, n, ready, go, close, tls = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "1", sys.argv[6]
 session = None
 def connect():
-    global session
     s = socket.create_connection(("127.0.0.1", port))
     if not tls:
         return s
