@@ -144,6 +144,8 @@ pub struct Settings {
     pub quic_max_entries: usize,
     /// Single-threaded runtimes that accept and serve TCP connections (0: the shared one).
     pub data_plane_threads: usize,
+    /// Each of two or more data-plane threads bound to a CPU of its own (`DATA_PLANE_PIN`).
+    pub data_plane_pin: bool,
     /// One log line per L7 request (`ACCESS_LOG=off` disables).
     pub access_log: bool,
     /// Time a client has to send a complete request head (`HTTP_HEADER_READ_TIMEOUT_SECS`).
@@ -319,6 +321,7 @@ impl Settings {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )
             .min(256),
+            data_plane_pin: flag("DATA_PLANE_PIN", true),
             access_log: !matches!(
                 var("ACCESS_LOG")
                     .map(|v| v.trim().to_ascii_lowercase())

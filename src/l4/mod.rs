@@ -71,7 +71,7 @@ impl L4 {
                 s.max_connections,
                 s.max_connections_per_ip,
             )),
-            shards: start_shards(s.data_plane_threads),
+            shards: start_shards(s.data_plane_threads, s.data_plane_pin),
             udp: udp::UdpState::new(s),
             http,
             quic,
@@ -145,8 +145,8 @@ impl L4 {
     }
 }
 
-fn start_shards(n: usize) -> shards::Shards {
-    shards::Shards::start(n).unwrap_or_else(|e| {
+fn start_shards(n: usize, pin: bool) -> shards::Shards {
+    shards::Shards::start(n, pin).unwrap_or_else(|e| {
         tracing::error!(
             "cannot start {n} data-plane threads ({e}); serving TCP on the shared runtime"
         );
