@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # L7 benchmark: keep-alive HTTP/1.1 requests per second through a reverse proxy to an nginx
-# upstream answering a small body, directly, through vane (resolver `http` -> application
-# with `internal.driver.upstream`), through HAProxy (`mode http`) and through nginx
-# (`proxy_pass` with upstream keep-alive), in one run. Then, with wrk (requests/s, per
-# CPU-second of the proxy and the 99th percentile latency) and h2load: a new
+# upstream (a process of its own) answering a small body, directly, through vane (resolver
+# `http` -> application with `internal.driver.upstream`), through HAProxy (`mode http`, 2
+# threads) and through nginx (`proxy_pass` with upstream keep-alive, 1 worker), in one run.
+# Then, with wrk (requests/s, per CPU-second of the proxy and the 99th percentile latency,
+# against HAProxy with 2 threads and 1, nginx with 1 worker and 2, and the best) and h2load: a new
 # connection per request, 1 MiB responses, TLS-terminated HTTP/1.1 (keep-alive and a new
 # handshake per request) and HTTP/2 over TLS, all three proxies with one ECDSA P-256
 # certificate; then TLS handshakes one at a time with openssl s_time, full (-new) and resumed
@@ -25,32 +26,44 @@ cargo build --release -q --example http_load
 VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/http_load"
 
-UP=$(port); NP=$(port); NT=$(port)
+UP=$(port); NP=$(port); NT=$(port); NP2=$(port)
 head -c 1048576 /dev/urandom > "$TMP/big.bin"
 # One certificate for every proxy: ECDSA P-256, as vane makes its default one.
 ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
 cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"
-{ nginx_head 4096; cat <<CFG; } > "$TMP/nginx.conf"
+# The upstream: an nginx of its own, so no proxy's CPU figure includes the upstream's work.
+{ NGINX_NAME=up nginx_head 4096; cat <<CFG; } > "$TMP/up.conf"
 http {
   access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server {
     listen 127.0.0.1:$UP;
     location / { return 200 "hello from the upstream\n"; }
     location = /big { alias $TMP/big.bin; }
   }
+}
+CFG
+nginx -c "$TMP/up.conf" -g 'daemon off;' > "$TMP/up.log" 2>&1 & PIDS+=("$!")
+# nginx as the proxy: one worker (every row), and two (the keep-alive row).
+nginx_proxy() {  # name, listen lines
+  cat <<CFG
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server {
-    listen 127.0.0.1:$NP;
-    listen 127.0.0.1:$NT ssl;
+    $2
     ssl_certificate $TMP/bench.crt;
     ssl_certificate_key $TMP/bench.key;
     ssl_session_tickets off;
-    ssl_session_cache shared:bench:1m;
+    ssl_session_cache shared:$1:1m;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 CFG
-nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
+}
+{ nginx_head 4096; nginx_proxy bench "listen 127.0.0.1:$NP; listen 127.0.0.1:$NT ssl;"; } > "$TMP/nginx.conf"
+nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & NGPID=$!; PIDS+=("$NGPID")
+{ NGINX_NAME=nginx2 NGINX_WORKERS=2 nginx_head 4096; nginx_proxy bench2 "listen 127.0.0.1:$NP2;"; } > "$TMP/nginx2.conf"
+nginx -c "$TMP/nginx2.conf" -g 'daemon off;' > "$TMP/nginx2.log" 2>&1 & NG2PID=$!; PIDS+=("$NG2PID")
 
 VP=$(port); VT=$(port)
 vane_http_proxy_config "$VP" "$UP"
@@ -70,8 +83,22 @@ backend b
   server s1 127.0.0.1:$UP
 CFG
 start_haproxy
+HAPID2=$HPID
+# HAProxy with one thread (the keep-alive row): the best of one and two threads is the mark.
+HP1=$(port)
+{ HAPROXY_THREADS=1 haproxy_head http; cat <<CFG; } > "$TMP/haproxy1.cfg"
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$HP1
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$UP
+CFG
+start_haproxy haproxy1
+HAPID1=$HPID; HPID=$HAPID2
 wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
-wait_port "$NT"; wait_port "$VT"; wait_port "$HT"
+wait_port "$NT"; wait_port "$VT"; wait_port "$HT"; wait_port "$NP2"; wait_port "$HP1"
 
 {
   echo "== keep-alive HTTP/1.1 requests per second (${SECS}s, ${CLIENTS} connections)"
@@ -102,12 +129,29 @@ print(rps, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit])'
   h2_rps() { h2load -c10 -m10 -D "$SECS" "http://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
   h2_rps_tls() { h2load -c10 -m10 -D "$SECS" "https://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
   echo "== wrk -t2 -c50: requests per second, requests per CPU-second of the proxy, p99 latency"
-  NGX=$(pgrep -f "nginx: worker" | tr '\n' ' ')
-  read -r WV EV LV <<< "$(wrk_eff "$VP" "$VPID")"
-  read -r WH EH LH <<< "$(wrk_eff "$HP" "$HPID")"
-  read -r WN EN LN <<< "$(wrk_eff "$NP" $NGX)"
-  echo "vane $WV ($EV/cpu-s, p99 ${LV} ms)  haproxy $WH ($EH/cpu-s, p99 ${LH} ms)  nginx $WN ($EN/cpu-s, p99 ${LN} ms)"
-  python3 -c "print(f'ratios: vane/haproxy {$WV/$WH:.2f} (per cpu {$EV/$EH:.2f}, p99 {$LV/$LH:.2f})  vane/nginx {$WV/$WN:.2f} (per cpu {$EV/$EN:.2f}, p99 {$LV/$LN:.2f})')"
+  # Against each of HAProxy (2 threads, 1 thread) and nginx (1 worker, 2 workers), and the
+  # best of the four in each column (most requests, most per CPU-second, lowest p99).
+  NGX=$(pgrep -P "$NGPID" | tr '\n' ' '); NGX2=$(pgrep -P "$NG2PID" | tr '\n' ' ')
+  {
+    echo "vane $(wrk_eff "$VP" "$VPID")"
+    echo "haproxy $(wrk_eff "$HP" "$HPID")"
+    echo "haproxy-1t $(wrk_eff "$HP1" "$HAPID1")"
+    echo "nginx $(wrk_eff "$NP" $NGX)"
+    echo "nginx-2w $(wrk_eff "$NP2" $NGX2)"
+  } > "$TMP/ka"
+  python3 - "$TMP/ka" <<'PY'
+import sys
+rows = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1])}
+for k, (r, e, l) in rows.items():
+    print(f"{k} {r:.0f} ({e:.0f}/cpu-s, p99 {l:.2f} ms)")
+v = rows.pop("vane")
+for k in ("haproxy", "nginx"):
+    o = rows[k]
+    print(f"ratios: vane/{k} {v[0]/o[0]:.2f} (per cpu {v[1]/o[1]:.2f}, p99 {v[2]/o[2]:.2f})")
+best = lambda i, f: f(rows.items(), key=lambda kv: kv[1][i])
+(rn, r), (en, e), (ln, l) = best(0, max), best(1, max), best(2, min)
+print(f"ratios: vane/best {v[0]/r[0]:.2f} ({rn}), per cpu {v[1]/e[1]:.2f} ({en}), p99 {v[2]/l[2]:.2f} ({ln})")
+PY
   # nginx is left out: its plaintext HTTP/2 (nginx-light 1.22) answers h2load at a fixed
   # 2500 requests/s here, which says nothing about proxying.
   echo "== h2load -c10 -m10 (h2c prior knowledge), requests per second"

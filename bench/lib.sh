@@ -88,13 +88,14 @@ start_vane() {
   VPID=$!; PIDS+=("$VPID")
 }
 
-# The global and defaults sections of a HAProxy config, 2 threads like the other proxies.
+# The global and defaults sections of a HAProxy config, 2 threads like the other proxies
+# (HAPROXY_THREADS=1 for one).
 # Usage: haproxy_head MODE [CLIENT_SERVER_TIMEOUT] [MAXCONN]
 haproxy_head() {
   cat <<CFG
 global
   maxconn ${3:-9000}
-  nbthread 2
+  nbthread ${HAPROXY_THREADS:-2}
 defaults
   mode $1
   timeout connect 5s
@@ -103,19 +104,20 @@ defaults
 CFG
 }
 
-# The head of an nginx config in $TMP: one worker, pid and error log in $TMP.
+# The head of an nginx config in $TMP: one worker (NGINX_WORKERS=2 for two), pid and error log
+# in $TMP (NGINX_NAME names them, for a second instance).
 # Usage: nginx_head [WORKER_CONNECTIONS]
 nginx_head() {
   cat <<CFG
-worker_processes 1;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx.err warn;
+worker_processes ${NGINX_WORKERS:-1};
+pid $TMP/${NGINX_NAME:-nginx}.pid;
+error_log $TMP/${NGINX_NAME:-nginx}.err warn;
 events { worker_connections ${1:-1024}; }
 CFG
 }
 
-# Runs HAProxy on $TMP/haproxy.cfg. Sets HPID.
+# Runs HAProxy on $TMP/haproxy.cfg ($TMP/$1.cfg when given). Sets HPID.
 start_haproxy() {
-  haproxy -f "$TMP/haproxy.cfg" -db > "$TMP/haproxy.log" 2>&1 &
+  haproxy -f "$TMP/${1:-haproxy}.cfg" -db > "$TMP/${1:-haproxy}.log" 2>&1 &
   HPID=$!; PIDS+=("$HPID")
 }
