@@ -4,7 +4,8 @@
 # `http` -> application with `internal.driver.upstream`), through HAProxy (`mode http`, 2
 # threads) and through nginx (`proxy_pass` with upstream keep-alive, 1 worker), in one run.
 # Then, with wrk (requests/s, per CPU-second of the proxy and the 99th percentile latency,
-# against HAProxy with 2 threads and 1, nginx with 1 worker and 2, and the best) and h2load: a new
+# against HAProxy with 2 threads and 1, nginx with 1 worker and 2, and the best; vane also with
+# DATA_PLANE_PIN=true) and h2load: a new
 # connection per request, 1 MiB responses, TLS-terminated HTTP/1.1 (keep-alive and a new
 # handshake per request) and HTTP/2 over TLS, all three proxies with one ECDSA P-256
 # certificate; then TLS handshakes one at a time with openssl s_time, full (-new) and resumed
@@ -67,8 +68,16 @@ nginx -c "$TMP/nginx2.conf" -g 'daemon off;' > "$TMP/nginx2.log" 2>&1 & NG2PID=$
 
 VP=$(port); VT=$(port)
 vane_http_proxy_config "$VP" "$UP"
+# The same plain listener in a second vane with its data-plane threads bound to a CPU each
+# (DATA_PLANE_PIN=true, for a machine that serves the gateway alone): the keep-alive row.
+VPP=$(port)
+cp -r "$TMP/vane" "$TMP/vane-pin"
+mv "$TMP/vane-pin/listener/[$VP]" "$TMP/vane-pin/listener/[$VPP]"
 vane_tls_port "$VT" "$TMP/bench.key" "$TMP/bench.crt"
 start_vane
+env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 \
+  DATA_PLANE_PIN=true "$VANE" run --config "$TMP/vane-pin" > "$TMP/vane-pin.log" 2>&1 &
+VPPID=$!; PIDS+=("$VPPID")
 
 HP=$(port); HP2=$(port); HT=$(port)
 { haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"
@@ -98,7 +107,7 @@ CFG
 start_haproxy haproxy1
 HAPID1=$HPID; HPID=$HAPID2
 wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
-wait_port "$NT"; wait_port "$VT"; wait_port "$HT"; wait_port "$NP2"; wait_port "$HP1"
+wait_port "$NT"; wait_port "$VT"; wait_port "$HT"; wait_port "$NP2"; wait_port "$HP1"; wait_port "$VPP"
 
 {
   echo "== keep-alive HTTP/1.1 requests per second (${SECS}s, ${CLIENTS} connections)"
@@ -134,6 +143,7 @@ print(rps, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit])'
   NGX=$(pgrep -P "$NGPID" | tr '\n' ' '); NGX2=$(pgrep -P "$NG2PID" | tr '\n' ' ')
   {
     echo "vane $(wrk_eff "$VP" "$VPID")"
+    echo "vane-pin $(wrk_eff "$VPP" "$VPPID")"
     echo "haproxy $(wrk_eff "$HP" "$HPID")"
     echo "haproxy-1t $(wrk_eff "$HP1" "$HAPID1")"
     echo "nginx $(wrk_eff "$NP" $NGX)"
@@ -144,13 +154,14 @@ import sys
 rows = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1])}
 for k, (r, e, l) in rows.items():
     print(f"{k} {r:.0f} ({e:.0f}/cpu-s, p99 {l:.2f} ms)")
-v = rows.pop("vane")
-for k in ("haproxy", "nginx"):
-    o = rows[k]
-    print(f"ratios: vane/{k} {v[0]/o[0]:.2f} (per cpu {v[1]/o[1]:.2f}, p99 {v[2]/o[2]:.2f})")
+ours = {k: rows.pop(k) for k in ("vane", "vane-pin")}
 best = lambda i, f: f(rows.items(), key=lambda kv: kv[1][i])
 (rn, r), (en, e), (ln, l) = best(0, max), best(1, max), best(2, min)
-print(f"ratios: vane/best {v[0]/r[0]:.2f} ({rn}), per cpu {v[1]/e[1]:.2f} ({en}), p99 {v[2]/l[2]:.2f} ({ln})")
+for name, v in ours.items():
+    for k in ("haproxy", "nginx"):
+        o = rows[k]
+        print(f"ratios: {name}/{k} {v[0]/o[0]:.2f} (per cpu {v[1]/o[1]:.2f}, p99 {v[2]/o[2]:.2f})")
+    print(f"ratios: {name}/best {v[0]/r[0]:.2f} ({rn}), per cpu {v[1]/e[1]:.2f} ({en}), p99 {v[2]/l[2]:.2f} ({ln})")
 PY
   # nginx is left out: its plaintext HTTP/2 (nginx-light 1.22) answers h2load at a fixed
   # 2500 requests/s here, which says nothing about proxying.

@@ -144,7 +144,8 @@ pub struct Settings {
     pub quic_max_entries: usize,
     /// Single-threaded runtimes that accept and serve TCP connections (0: the shared one).
     pub data_plane_threads: usize,
-    /// Each of two or more data-plane threads bound to a CPU of its own (`DATA_PLANE_PIN`).
+    /// Each of two or more data-plane threads bound to a CPU of its own (`DATA_PLANE_PIN`, off
+    /// by default: for a machine that serves the gateway alone).
     pub data_plane_pin: bool,
     /// One log line per L7 request (`ACCESS_LOG=off` disables).
     pub access_log: bool,
@@ -321,7 +322,7 @@ impl Settings {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )
             .min(256),
-            data_plane_pin: flag("DATA_PLANE_PIN", true),
+            data_plane_pin: flag("DATA_PLANE_PIN", false),
             access_log: !matches!(
                 var("ACCESS_LOG")
                     .map(|v| v.trim().to_ascii_lowercase())

@@ -555,6 +555,81 @@ fn tcp_is_served_by_the_configured_data_plane_threads() {
     }
 }
 
+/// The `Cpus_allowed_list` line of a status file under /proc.
+fn cpus_allowed(status: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(status).ok()?.lines().find_map(|l| {
+        l.strip_prefix("Cpus_allowed_list:")
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// The CPUs each data-plane thread of `pid` may run on, by thread name.
+fn shard_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| {
+                    let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                    let name = name.trim().to_string();
+                    name.starts_with("vane-shard-")
+                        .then(|| Some((name, cpus_allowed(&t.path().join("status"))?)))?
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn data_plane_threads_are_bound_to_a_cpu_each_only_when_asked() {
+    let up = Echo::start("S");
+    let all = cpus_allowed(std::path::Path::new("/proc/self/status")).expect("own mask");
+    // How many CPUs the list names ("0-3,6" is five).
+    let n: usize = all
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0),
+            None => 1,
+        })
+        .sum();
+    for pin in [false, true] {
+        let cfg = ConfigDir::new();
+        let port = free_port();
+        cfg.tcp_proxy(port, up.addr);
+        let mut env = vec![("DATA_PLANE_THREADS", n.to_string())];
+        if pin {
+            env.push(("DATA_PLANE_PIN", "true".to_string()));
+        }
+        let v = Vane::start_with(
+            &cfg,
+            Opts {
+                env,
+                wait_ports: vec![port],
+            },
+        );
+        let cpus = shard_cpus(v.pid());
+        assert_eq!(cpus.len(), n, "{cpus:?}");
+        let distinct: std::collections::BTreeSet<&str> =
+            cpus.iter().map(|(_, c)| c.as_str()).collect();
+        if pin && n >= 2 {
+            // One CPU each (a single number), no two the same.
+            assert!(
+                cpus.iter().all(|(_, c)| c.parse::<usize>().is_ok()),
+                "{cpus:?}"
+            );
+            assert_eq!(distinct.len(), n, "{cpus:?}");
+        } else if !pin {
+            assert!(
+                cpus.iter().all(|(_, c)| *c == all),
+                "{cpus:?} against {all}"
+            );
+        }
+        let mut c = Client::connect(port).expect("connect");
+        assert_eq!(c.ask("one").as_deref(), Some("S:one"));
+    }
+}
+
 #[test]
 fn udp_per_datagram_routes_each_datagram_by_its_own_flow_run() {
     let (a, b) = (

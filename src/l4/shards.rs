@@ -170,12 +170,15 @@ impl Shards {
 }
 
 /// The CPUs `n` shards are bound to, one each: those this process may run on, when there are
-/// two or more and one shard for each (the default). With fewer shards than CPUs the others
-/// are free for the scheduler to spread them over, and the operator who chose that number may
-/// share the machine: they stay unbound. Unbound, the scheduler let both shards of
-/// a 2-core machine share one core about a tenth of the time (with the load generator and the
-/// upstream on the other); each then waited for the other's time slice, and 3 to 5 % of
-/// keep-alive requests took 4 ms instead of 1 (bench/README.md, thirteenth stop).
+/// two or more and one shard for each (the default count). With fewer shards than CPUs the
+/// others are free for the scheduler to spread them over, and the operator who chose that
+/// number may share the machine: they stay unbound. Unbound, the scheduler let both shards of
+/// a 2-core machine share one core about a tenth of the time under wrk (with the load
+/// generator and the upstream on the same cores); each then waited for the other's time
+/// slice, and 3 to 5 % of keep-alive requests took 4 ms instead of 1. Bound, a shard cannot
+/// leave a core that other busy processes want: TLS passthrough's connection rate with 16
+/// handshaking clients on the same two cores fell by 6 %, hence an option, off by default
+/// (bench/README.md, thirteenth stop).
 fn cpus_for(n: usize) -> Option<Vec<usize>> {
     if n < 2 {
         return None;
