@@ -571,8 +571,10 @@ fn shard_cpus(pid: u32) -> Vec<(String, String)> {
                 .filter_map(|t| {
                     let name = std::fs::read_to_string(t.path().join("comm")).ok()?;
                     let name = name.trim().to_string();
-                    name.starts_with("vane-shard-")
-                        .then(|| Some((name, cpus_allowed(&t.path().join("status"))?)))?
+                    if !name.starts_with("vane-shard-") {
+                        return None;
+                    }
+                    Some((name, cpus_allowed(&t.path().join("status"))?))
                 })
                 .collect()
         })
