@@ -52,6 +52,12 @@ fn quic_config(cfg: &ConfigDir, port: u16, a: SocketAddr, b: SocketAddr) {
     );
 }
 
+/// How many datagrams the first ClientHello vane logged as complete took.
+fn spanned_datagrams(logs: &str) -> Option<usize> {
+    let (_, rest) = logs.split_once("QUIC ClientHello complete after ")?;
+    rest.split_once(" datagrams")?.0.parse().ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_is_routed_by_sni_even_when_the_client_hello_spans_two_packets() {
     let Gateway {
@@ -65,11 +71,13 @@ async fn quic_is_routed_by_sni_even_when_the_client_hello_spans_two_packets() {
     let ep = client(&[&cert_a, &cert_b], true);
     let conn = connect(&ep, vane, "a.test").await;
     assert_eq!(ask(&conn, "hello").await.as_deref(), Some("A:hello"));
+    // Two Initial packets, or more when the client resent one before the hello was whole (a
+    // loaded machine): a hello read from one datagram would say 1, or not be routed at all.
+    let logs = v.logs();
+    let held = spanned_datagrams(&logs);
     assert!(
-        v.logs()
-            .contains("QUIC ClientHello complete after 2 datagrams"),
-        "the big ClientHello spanned two Initial packets\n{}",
-        v.logs()
+        held.is_some_and(|n| n >= 2),
+        "the big ClientHello spanned two Initial packets ({held:?})\n{logs}"
     );
 
     // A browser-like ClientHello with a post-quantum key share spans datagrams too.
