@@ -74,10 +74,9 @@ VPP=$(port)
 cp -r "$TMP/vane" "$TMP/vane-pin"
 mv "$TMP/vane-pin/listener/[$VP]" "$TMP/vane-pin/listener/[$VPP]"
 vane_tls_port "$VT" "$TMP/bench.key" "$TMP/bench.crt"
+VANE_DIR=vane-pin start_vane DATA_PLANE_PIN=true
+VPPID=$VPID
 start_vane
-env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 \
-  DATA_PLANE_PIN=true "$VANE" run --config "$TMP/vane-pin" > "$TMP/vane-pin.log" 2>&1 &
-VPPID=$!; PIDS+=("$VPPID")
 
 HP=$(port); HP2=$(port); HT=$(port)
 { haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"

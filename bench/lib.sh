@@ -48,8 +48,6 @@ wait_port() {
   return 1
 }
 
-# Starts vane on $TMP/vane: loopback, no metrics endpoint, quiet, no access log; extra
-# VAR=value arguments go into its environment. Sets VPID.
 # A vane config dir in $TMP/vane: plaintext HTTP on port $1 (resolver `http` -> application
 # `httpx`) forwarding every request with `internal.driver.upstream` to 127.0.0.1:$2.
 vane_http_proxy_config() {
@@ -82,9 +80,13 @@ vane_tls_port() {
   if [ -n "${2:-}" ]; then cp "$2" "$TMP/vane/certs/default.key"; cp "$3" "$TMP/vane/certs/default.crt"; fi
 }
 
+# Starts vane on $TMP/vane ($TMP/$VANE_DIR when set, for a second vane; its log beside it):
+# loopback, no metrics endpoint, quiet, no access log; extra VAR=value arguments go into its
+# environment. Sets VPID.
 start_vane() {
+  local dir=$TMP/${VANE_DIR:-vane}
   env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 "$@" \
-    "$VANE" run --config "$TMP/vane" > "$TMP/vane.log" 2>&1 &
+    "$VANE" run --config "$dir" > "$dir.log" 2>&1 &
   VPID=$!; PIDS+=("$VPID")
 }
 
