@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod forward;
 pub mod h1;
 pub mod h1_pool;
+pub mod h2;
 pub mod h3;
 pub mod h3_client;
 pub mod idle;
