@@ -5,11 +5,16 @@
 #
 #   bench/l7_ab.sh OLD_BINARY NEW_BINARY [...]     # ROUNDS=4 SECS=5
 #   CLOSE=1 bench/l7_ab.sh ...                      # a new connection per request
+#   H2C=1 bench/l7_ab.sh ...                        # h2c (prior knowledge), h2load -c10 -m10
+#
+# A "binary" may be a script that sets the environment and execs vane (e.g. HTTP2_SERVER=hyper):
+# exec keeps the process, so its CPU time is still the one counted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$#" -ge 2 ] || { echo "usage: $0 BINARY BINARY [...]" >&2; exit 2; }
 source bench/lib.sh
 ensure_tools "nginx wrk" nginx-light wrk
+ensure_tools h2load nghttp2-client
 UP=$(port)
 { nginx_head 4096; cat <<CFG; } > "$TMP/nginx.conf"
 http {
@@ -35,15 +40,27 @@ HZ=$(getconf CLK_TCK)
 CLOSE=${CLOSE:-0}
 HEADER=()
 if [ "$CLOSE" = 1 ]; then HEADER=(-H "Connection: close"); fi
-echo "== HTTP/1.1 (close=$CLOSE), wrk -t2 -c50 -d${SECS:-5}s per binary, alternating"
+if [ "${H2C:-0}" = 1 ]; then
+  echo "== h2c, h2load -c10 -m10 -D${SECS:-5} per binary, alternating"
+else
+  echo "== HTTP/1.1 (close=$CLOSE), wrk -t2 -c50 -d${SECS:-5}s per binary, alternating"
+fi
 for r in $(seq 1 "${ROUNDS:-4}"); do
   for i in "${!PORTS[@]}"; do
     c0=$(ticks "${VPIDS[$i]}")
-    out=$(wrk -t2 -c50 -d"${SECS:-5}"s --latency "${HEADER[@]}" "http://127.0.0.1:${PORTS[$i]}/")
-    c1=$(ticks "${VPIDS[$i]}")
-    req=$(echo "$out" | awk '/requests in/{print $1}')
-    rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
-    p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+    if [ "${H2C:-0}" = 1 ]; then
+      out=$(h2load -c10 -m10 -D"${SECS:-5}" "http://127.0.0.1:${PORTS[$i]}/")
+      c1=$(ticks "${VPIDS[$i]}")
+      req=$(echo "$out" | awk '/^requests:/{print $8}')
+      rps=$(echo "$out" | awk '/finished in/{print $4}')
+      p99=-
+    else
+      out=$(wrk -t2 -c50 -d"${SECS:-5}"s --latency "${HEADER[@]}" "http://127.0.0.1:${PORTS[$i]}/")
+      c1=$(ticks "${VPIDS[$i]}")
+      req=$(echo "$out" | awk '/requests in/{print $1}')
+      rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
+      p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+    fi
     python3 -c "print(f'round $r  rps {float($rps):9,.0f}  p99 $p99  cpu {($c1-$c0)*1e6/$HZ/$req:6.2f} us/req  ${NAMES[$i]}')"
   done
 done

@@ -149,3 +149,61 @@ pub fn h1_request(data: &[u8]) {
         assert!(out as u64 <= n, "decoded past Content-Length");
     }
 }
+
+/// Bytes as what follows an HTTP/2 client's preface: frames read and checked as the server
+/// reads them, each header block decoded (the connection's HPACK table carried from one to
+/// the next) and made a request head. Invariants: no panic, and the table never grows past
+/// the size the server announces. Returns how many request heads were whole.
+pub fn h2_frames(data: &[u8]) -> usize {
+    use bytes::Buf;
+
+    use crate::l7::h2::frame::{Frame, Head, HEAD_LEN};
+    use crate::l7::h2::hpack::{Decoder, HpackError, Scratch};
+    use crate::l7::h2::request::Builder;
+    const TABLE: usize = 4096;
+    let mut rest = bytes::Bytes::copy_from_slice(data);
+    let mut decoder = Decoder::new(TABLE);
+    let mut scratch = Scratch::default();
+    let mut heads = 0;
+    // A block is decoded whole, HEADERS and CONTINUATIONs joined, as the server does.
+    let mut block = Vec::new();
+    while rest.len() >= HEAD_LEN {
+        let Ok(raw) = <[u8; HEAD_LEN]>::try_from(&rest[..HEAD_LEN]) else {
+            return heads;
+        };
+        let head = Head::parse(&raw);
+        rest.advance(HEAD_LEN);
+        let payload = rest.split_to((head.len as usize).min(rest.len()));
+        let (fragment, end) = match Frame::parse(head, payload) {
+            Ok(Frame::Headers {
+                fragment,
+                end_headers,
+                ..
+            }) => {
+                block.clear();
+                (fragment, end_headers)
+            }
+            Ok(Frame::Continuation {
+                fragment,
+                end_headers,
+                ..
+            }) => (fragment, end_headers),
+            _ => continue,
+        };
+        block.extend_from_slice(&fragment);
+        if !end {
+            continue;
+        }
+        let mut b = Builder::default();
+        let decoded = decoder.decode(&block, &mut scratch, |f| {
+            b.field(f);
+            Ok::<_, HpackError>(())
+        });
+        assert!(decoder.table_size() <= TABLE, "HPACK table past its limit");
+        if decoded.is_err() {
+            return heads;
+        }
+        heads += usize::from(b.finish().is_ok());
+    }
+    heads
+}

@@ -156,6 +156,9 @@ pub struct Settings {
     /// HTTP/1.x on hyper's server instead of vane's own (`HTTP1_SERVER=hyper`): a way back
     /// should the fast path misbehave for someone, and the second mode the L7 suite runs in.
     pub http1_on_hyper: bool,
+    /// HTTP/2 on hyper's server instead of vane's own (`HTTP2_SERVER=hyper`): the same way
+    /// back, and the L7 suite's second mode too.
+    pub http2_on_hyper: bool,
     /// A WebSocket tunnel with no bytes either way for this long is closed.
     pub websocket_idle_timeout: Duration,
     /// CGI output: longest wait per read and largest body (`CGI_BODY_*`).
@@ -334,6 +337,8 @@ impl Settings {
             ),
             http_idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 60u64).max(1)),
             http1_on_hyper: var("HTTP1_SERVER")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("hyper")),
+            http2_on_hyper: var("HTTP2_SERVER")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("hyper")),
             l7_max_body: num("L7_MAX_BUFFER_SIZE", 10_485_760usize),
             cgi_body_timeout: Duration::from_secs(num("CGI_BODY_TIMEOUT_SEC", 30u64).max(1)),

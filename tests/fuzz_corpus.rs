@@ -270,3 +270,13 @@ fn h1_request_corpus() {
         "requests with bodies among the seeds ({with_body})"
     );
 }
+
+#[test]
+fn h2_frames_corpus() {
+    let seeds = corpus("h2_frames");
+    assert!(seeds.len() >= 5, "seeds present");
+    // The seeds hold six whole requests (one across a CONTINUATION, one padded with a
+    // priority); the others are broken on purpose.
+    let heads: usize = seeds.iter().map(|(_, d)| fuzzing::h2_frames(d)).sum();
+    assert_eq!(heads, 6, "whole request heads among the seeds");
+}

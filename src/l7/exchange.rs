@@ -34,8 +34,9 @@ pub struct HttpExchange {
     /// Bodies buffered for templates (`None`: not asked for yet).
     pub req_buf: Option<Result<Buffered, Refused>>,
     pub res_buf: Option<Result<Buffered, Refused>>,
-    /// The client's side of a WebSocket upgrade (HTTP/1.x requests that asked for one).
-    pub ws_client: Option<hyper::upgrade::OnUpgrade>,
+    /// The client's side of a WebSocket upgrade (HTTP/1.x requests that asked for one, and
+    /// extended CONNECT over HTTP/2).
+    pub ws_client: Option<super::websocket::ClientSide>,
     /// The upstream's side, once it answered `101`.
     pub ws_upstream: Option<hyper::upgrade::OnUpgrade>,
     /// The client asked for WebSocket over HTTP/2 (extended CONNECT).

@@ -194,12 +194,18 @@ where
                 }
             }
         };
-        // Boxed: hyper's connection state is large, and only these connections should carry
-        // it.
-        let io = super::h1::rewind::Rewind::new(pre, io);
-        let hyper: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
-            crate::boxed::pin_in_place(|| serve_hyper(ctx, io, Pin::new(&mut idle)));
-        hyper.await;
+        // Boxed, the stream moved in: only the connections that go on this way carry the
+        // state of the server that takes them (hyper's is large).
+        let rest: Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+            if !ctx.rt.settings.http2_on_hyper
+                && (h2 || super::h1::head::is_h2_preface(&pre) == Some(true))
+            {
+                crate::boxed::pin_in_place(|| serve_h2(ctx, io, pre, Pin::new(&mut idle)))
+            } else {
+                let io = super::h1::rewind::Rewind::new(pre, io);
+                crate::boxed::pin_in_place(|| serve_hyper(ctx, io, Pin::new(&mut idle)))
+            };
+        rest.await;
     }
 }
 
@@ -256,6 +262,43 @@ async fn serve_hyper<IO>(
             () = rt.draining.wait(), if !closing => {
                 closing = true;
                 served.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The rest of a connection in vane's HTTP/2 server ([`super::h2`]).
+async fn serve_h2<IO>(
+    ctx: Arc<Ctx>,
+    mut io: IO,
+    pre: bytes::Bytes,
+    mut idle: Pin<&mut impl std::future::Future<Output = super::idle::Quiet>>,
+) where
+    IO: AsyncRead + AsyncWrite + super::h1::Readiness + Unpin,
+{
+    let (key, peer) = (ctx.key, ctx.peer);
+    let mut conn = super::h2::conn::Connection::new(&ctx, &mut io, pre);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = std::future::poll_fn(|cx| conn.poll(cx)) => {
+                if let Err(e) = r {
+                    let kind = match e {
+                        super::h2::conn::ConnError::Io(_) => "io",
+                        _ => "malformed",
+                    };
+                    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+                    debug!(listener = %key, peer = %peer, "HTTP/2 connection ended ({kind}): {e}");
+                }
+                return;
+            }
+            quiet = idle.as_mut() => {
+                closed_quiet(quiet, key, peer);
+                return;
+            }
+            () = ctx.rt.draining.wait(), if !closing => {
+                closing = true;
+                conn.go_away();
             }
         }
     }
@@ -472,8 +515,19 @@ fn prepare(ctx: &Arc<Ctx>, mut req: Request<Body>) -> Result<Prepared, Box<Reply
             .extensions()
             .get::<hyper::ext::Protocol>()
             .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
-    let ws_client = (ws_h2 || super::upstream::wants_websocket(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
+    let ws_client = if ws_h2
+        && req
+            .extensions()
+            .get::<super::h2::tunnel::Tunnel>()
+            .is_some()
+    {
+        // vane's HTTP/2 server: the stream itself is the tunnel.
+        let from_client = std::mem::replace(req.body_mut(), body::empty());
+        Some(super::websocket::ClientSide::Stream(from_client))
+    } else {
+        (ws_h2 || super::upstream::wants_websocket(req.headers()))
+            .then(|| super::websocket::ClientSide::Upgrade(hyper::upgrade::on(&mut req)))
+    };
     let (parts, incoming) = req.into_parts();
     let mut x = super::exchange::HttpExchange::new(
         rt.clone(),

@@ -16,16 +16,40 @@ use super::body::{self, Body};
 use super::idle::{watch, Tracked};
 use crate::runtime::Runtime;
 
+/// The client's side of a tunnel: an upgrade hyper completes once the answer is sent, or,
+/// on vane's HTTP/2 server, the stream's request body (the answer's body carries the rest).
+pub enum ClientSide {
+    Upgrade(OnUpgrade),
+    Stream(Body),
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 /// The `101` for the client; the tunnel runs in the background once both sides switched.
 pub fn complete(
     h2: bool,
     rt: &Runtime,
-    client: OnUpgrade,
+    client: ClientSide,
     upstream: OnUpgrade,
     upstream_resp: Option<(StatusCode, HeaderMap, Body)>,
 ) -> Response<Body> {
     let (idle, ticks) = (rt.settings.websocket_idle_timeout, rt.ws_idle_ticks);
+    let (client, to_client) = match client {
+        ClientSide::Upgrade(on) => (Err(on), body::empty()),
+        ClientSide::Stream(from) => {
+            let (io, to_client) = super::h2::tunnel::pair(from);
+            (Ok(io), to_client)
+        }
+    };
     tokio::spawn(async move {
+        let client = async move {
+            match client {
+                Err(on) => on.await.map(|c| Box::new(TokioIo::new(c)) as Box<dyn Io>),
+                Ok(io) => Ok(Box::new(io) as Box<dyn Io>),
+            }
+        };
         let (c, u) = tokio::join!(client, upstream);
         let (c, u) = match (c, u) {
             (Ok(c), Ok(u)) => (c, u),
@@ -40,7 +64,7 @@ pub fn complete(
         };
         metrics::gauge!("vane_websocket_tunnels").increment(1.0);
         let last = Arc::new(AtomicU64::new(0));
-        let mut c = Tracked::new(TokioIo::new(c), last.clone());
+        let mut c = Tracked::new(c, last.clone());
         let mut u = TokioIo::new(u);
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
@@ -50,7 +74,7 @@ pub fn complete(
         }
         metrics::gauge!("vane_websocket_tunnels").decrement(1.0);
     });
-    let mut resp = Response::new(body::empty());
+    let mut resp = Response::new(to_client);
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     if let Some((_, headers, _)) = upstream_resp {
         *resp.headers_mut() = headers;

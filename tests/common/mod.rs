@@ -228,6 +228,7 @@ impl Vane {
             .stderr(logfile);
         if http1_on_hyper() {
             cmd.env("HTTP1_SERVER", "hyper");
+            cmd.env("HTTP2_SERVER", "hyper");
         }
         for (k, v) in env {
             cmd.env(k, v);
@@ -821,7 +822,8 @@ pub trait ReadWrite: Read + Write {}
 
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
-/// This test binary runs the L7 suite with HTTP/1.x on hyper's server (the `l7_hyper` target).
+/// This test binary runs the L7 suite with HTTP/1.x and HTTP/2 on hyper's servers (the
+/// `l7_hyper` target).
 pub fn http1_on_hyper() -> bool {
     env!("CARGO_CRATE_NAME") == "l7_hyper"
 }

@@ -7,6 +7,7 @@ mod cgi;
 #[path = "../common/mod.rs"]
 mod common;
 mod h1_wire;
+mod h2_wire;
 mod http3;
 mod keys;
 mod server;

@@ -342,7 +342,7 @@ thread_local! {
     static DATE_CACHE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
 }
 
-fn with_date(f: impl FnOnce(&[u8])) {
+pub fn with_date(f: impl FnOnce(&[u8])) {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE_CACHE.with(|c| {

@@ -1,0 +1,852 @@
+//! One HTTP/2 connection, served in one task: frames are read and handled in the order they
+//! came, each request's flow runs as a future of this task (no task spawned per stream, no
+//! channel between the socket and a stream), and everything the round produced (responses,
+//! window updates, acknowledgements) leaves in one write. Between requests the connection
+//! keeps no buffer: it waits for the socket as the HTTP/1.1 server does.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
+use hyper::body::Body as _;
+use hyper::{Request, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::frame::{self, Frame, FrameError, Head, Reason, Settings, HEAD_LEN, PREFACE};
+use super::hpack::{self, Decoder, HpackError};
+use super::inbox::{BodyError, Inbox};
+use super::request::{self, Builder, Refusal};
+use super::respond;
+use crate::l7::body::Body;
+use crate::l7::h1::Readiness;
+use crate::l7::reply::Reply;
+use crate::l7::server::{self, Aborted, Ctx};
+
+/// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS), counting the
+/// flows of streams it reset that have not stopped yet.
+pub const MAX_STREAMS: usize = 256;
+/// What a client may send on one stream before the flow reads it.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// And on the whole connection.
+const CONN_WINDOW: u32 = 1024 * 1024;
+/// The most a header block may take before it is decoded (its HEADERS and CONTINUATION
+/// frames together); past it the connection ends.
+const MAX_BLOCK: usize = request::MAX_LIST + 16 * 1024;
+/// CONTINUATION frames a header block may take (a flood of tiny ones is refused).
+const MAX_CONTINUATIONS: usize = 64;
+/// Output waiting to be written past which no more is produced (response bodies) and no
+/// more input read, until the client has taken it.
+const HIGH_WATER: usize = 64 * 1024;
+/// Rounds of reading, answering and writing in one poll before the task yields.
+const ROUNDS: usize = 32;
+/// The decoder's dynamic table, at its default size.
+const HEADER_TABLE: usize = 4096;
+
+thread_local! {
+    /// Where Huffman-coded strings are decoded: the thread's, not each connection's.
+    static SCRATCH: std::cell::RefCell<hpack::Scratch> = std::cell::RefCell::default();
+}
+
+type Handled = Pin<Box<dyn Future<Output = (u32, Option<Result<Reply, Aborted>>)> + Send>>;
+
+/// Stops a stream's flow when the client resets the stream: the flow's future returns at
+/// its next poll, which the wake brings at once.
+#[derive(Default)]
+struct Cancel {
+    on: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Cancel {
+    fn cancel(&self) {
+        self.on.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// Hashes stream ids (client-chosen, but only odd numbers that rise, at most 256 open):
+/// a multiply spreads them over the table, where SipHash cost 360 instructions a request.
+#[derive(Default)]
+struct StreamIds(u64);
+
+impl Hasher for StreamIds {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// How the response of a stream goes.
+enum Out {
+    /// The flow runs.
+    Handling,
+    /// The body is being sent; `pending` is what it gave that the windows held back.
+    Body {
+        body: Body,
+        pending: Bytes,
+    },
+    Done,
+}
+
+struct Stream {
+    /// The request body's, while the stream lives (none for a request without one).
+    inbox: Option<Inbox>,
+    /// The client may still send DATA.
+    recv_open: bool,
+    /// The `Content-Length` left to arrive, when declared.
+    remaining: Option<u64>,
+    /// Window the client has left on this stream; what the flow read and was not given back.
+    recv_window: i64,
+    recv_taken: usize,
+    send: Out,
+    send_window: i64,
+    head_request: bool,
+    cancel: Arc<Cancel>,
+}
+
+/// Counts `vane_http_connection_errors_total{kind}` (a refused request counts as the
+/// HTTP/1.1 server counts it).
+fn count(kind: &'static str) {
+    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+}
+
+/// Lets go of a stream (see [`Connection::close`]); returns the window to give back.
+fn close(s: &mut Stream, error: Option<BodyError>) -> usize {
+    s.cancel.cancel();
+    let Some(inbox) = s.inbox.take() else {
+        return 0;
+    };
+    if s.recv_open {
+        inbox.end(error);
+    }
+    inbox.release()
+}
+
+/// A header block being received: HEADERS, then CONTINUATION until END_HEADERS.
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    /// The HEADERS frame's fragment as read: most blocks are this one frame.
+    first: Bytes,
+    /// The whole block when CONTINUATION frames follow.
+    joined: Vec<u8>,
+    /// CONTINUATION frames so far.
+    frames: usize,
+}
+
+impl Block {
+    fn bytes(&self) -> &[u8] {
+        if self.frames == 0 {
+            &self.first
+        } else {
+            &self.joined
+        }
+    }
+}
+
+/// Why the connection ends other than by a close.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{0}")]
+    Protocol(#[from] FrameError),
+    #[error("header compression: {0}")]
+    Compression(#[from] HpackError),
+    #[error("client I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub struct Connection<'a, IO> {
+    ctx: &'a Arc<Ctx>,
+    io: &'a mut IO,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// How much of `wbuf` is written.
+    written: usize,
+    decoder: Decoder,
+    streams: HashMap<u32, Stream, BuildHasherDefault<StreamIds>>,
+    handlers: FuturesUnordered<Handled>,
+    /// The client's settings that matter to sending.
+    peer_window: u32,
+    peer_max_frame: u32,
+    send_window: i64,
+    recv_window: i64,
+    recv_taken: usize,
+    last_stream: u32,
+    preface: bool,
+    settings: bool,
+    block: Option<Block>,
+    /// GOAWAY sent: no stream above this id is served.
+    going_away: Option<u32>,
+    read_closed: bool,
+}
+
+impl<'a, IO> Connection<'a, IO>
+where
+    IO: AsyncRead + AsyncWrite + Readiness + Unpin,
+{
+    /// A connection whose first bytes (`pre`, maybe the preface) were read already.
+    pub fn new(ctx: &'a Arc<Ctx>, io: &'a mut IO, pre: Bytes) -> Self {
+        let mut wbuf = Vec::with_capacity(64);
+        Settings {
+            max_concurrent_streams: Some(MAX_STREAMS as u32),
+            initial_window_size: Some(STREAM_WINDOW),
+            max_header_list_size: Some(request::MAX_LIST as u32),
+            enable_connect_protocol: Some(true),
+            ..Settings::default()
+        }
+        .write(&mut wbuf);
+        frame::write_window_update(&mut wbuf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW);
+        Self {
+            ctx,
+            io,
+            rbuf: BytesMut::from(&pre[..]),
+            wbuf,
+            written: 0,
+            decoder: Decoder::new(HEADER_TABLE),
+            streams: HashMap::default(),
+            handlers: FuturesUnordered::new(),
+            peer_window: frame::DEFAULT_WINDOW,
+            peer_max_frame: frame::DEFAULT_MAX_FRAME,
+            send_window: i64::from(frame::DEFAULT_WINDOW),
+            recv_window: i64::from(CONN_WINDOW),
+            recv_taken: 0,
+            last_stream: 0,
+            preface: false,
+            settings: false,
+            block: None,
+            going_away: None,
+            read_closed: false,
+        }
+    }
+
+    /// Stops taking new streams (draining): a GOAWAY now, the open ones finish.
+    pub fn go_away(&mut self) {
+        if self.going_away.is_none() {
+            frame::write_goaway(&mut self.wbuf, self.last_stream, Reason::NoError);
+            self.going_away = Some(self.last_stream);
+        }
+    }
+
+    /// Drives the connection until it ends: `Ok` when closed in order.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        match self.poll_inner(cx) {
+            Poll::Ready(Err(e)) => {
+                // Tell the client why, if the socket still takes it.
+                if let ConnError::Protocol(FrameError::Connection(reason, _)) = &e {
+                    self.wbuf.truncate(self.written);
+                    frame::write_goaway(&mut self.wbuf, self.last_stream, *reason);
+                    let _ = self.poll_flush(cx);
+                } else if let ConnError::Compression(_) = &e {
+                    self.wbuf.truncate(self.written);
+                    frame::write_goaway(&mut self.wbuf, self.last_stream, Reason::Compression);
+                    let _ = self.poll_flush(cx);
+                }
+                Poll::Ready(Err(e))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        for _ in 0..ROUNDS {
+            let mut progress = false;
+            if !self.read_closed && self.wbuf.len() < HIGH_WATER {
+                match self.poll_read(cx)? {
+                    Poll::Ready(0) => {
+                        self.read_closed = true;
+                        progress = true;
+                    }
+                    Poll::Ready(_) => progress = true,
+                    Poll::Pending => {}
+                }
+                self.frames()?;
+            }
+            while let Poll::Ready(Some((id, done))) = self.handlers.poll_next_unpin(cx) {
+                if let Some(r) = done {
+                    self.respond(id, r);
+                }
+                progress = true;
+            }
+            self.give_back(cx);
+            progress |= self.pump(cx);
+            self.reap();
+            let flushed = self.poll_flush(cx)?;
+            let quiet = self.streams.is_empty() && self.handlers.is_empty() && flushed;
+            if quiet && (self.read_closed || self.going_away.is_some()) {
+                return Poll::Ready(Ok(()));
+            }
+            if quiet && self.rbuf.is_empty() {
+                // Idle: hold no buffers while waiting for the next request.
+                self.rbuf = BytesMut::new();
+                self.wbuf = Vec::new();
+                self.written = 0;
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // A client that keeps this busy yields the thread to the other connections.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Reads what the socket has: the byte count (0 at the end), or pending. An idle
+    /// connection waits for readability before it takes a buffer.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() == 0 {
+            std::task::ready!(self.io.poll_readable(cx))?;
+        }
+        let want = HEAD_LEN + self.peer_frame_need();
+        if self.rbuf.capacity() - self.rbuf.len() < want.min(4096) {
+            self.rbuf.reserve(want.max(4096));
+        }
+        let read = std::pin::pin!(self.io.read_buf(&mut self.rbuf));
+        read.poll(cx)
+    }
+
+    /// How much the frame at the front of the read buffer still needs.
+    fn peer_frame_need(&self) -> usize {
+        if self.rbuf.len() < HEAD_LEN {
+            return frame::DEFAULT_MAX_FRAME as usize;
+        }
+        let len = u32::from_be_bytes([0, self.rbuf[0], self.rbuf[1], self.rbuf[2]]) as usize;
+        (HEAD_LEN + len).saturating_sub(self.rbuf.len())
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnError> {
+        while self.written < self.wbuf.len() {
+            match Pin::new(&mut *self.io).poll_write(cx, &self.wbuf[self.written..]) {
+                Poll::Ready(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => return Ok(false),
+            }
+        }
+        if !self.wbuf.is_empty() {
+            self.wbuf.clear();
+            self.written = 0;
+            if Pin::new(&mut *self.io).poll_flush(cx)?.is_pending() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Handles every whole frame in the read buffer.
+    fn frames(&mut self) -> Result<(), ConnError> {
+        if !self.preface {
+            if self.rbuf.len() < PREFACE.len() {
+                return if self.read_closed && !self.rbuf.is_empty() {
+                    Err(FrameError::Connection(Reason::Protocol, "no preface").into())
+                } else {
+                    Ok(())
+                };
+            }
+            if &self.rbuf[..PREFACE.len()] != PREFACE {
+                return Err(FrameError::Connection(Reason::Protocol, "no preface").into());
+            }
+            self.rbuf.advance(PREFACE.len());
+            self.preface = true;
+        }
+        while self.rbuf.len() >= HEAD_LEN {
+            let head = Head::parse(self.rbuf[..HEAD_LEN].try_into().unwrap_or(&[0; HEAD_LEN]));
+            if head.len > frame::DEFAULT_MAX_FRAME {
+                return Err(FrameError::Connection(Reason::FrameSize, "frame too large").into());
+            }
+            let total = HEAD_LEN + head.len as usize;
+            if self.rbuf.len() < total {
+                break;
+            }
+            self.rbuf.advance(HEAD_LEN);
+            let payload = self.rbuf.split_to(head.len as usize).freeze();
+            if !self.settings && head.kind != frame::kind::SETTINGS {
+                return Err(
+                    FrameError::Connection(Reason::Protocol, "first frame not SETTINGS").into(),
+                );
+            }
+            if let Some(b) = &self.block {
+                if head.kind != frame::kind::CONTINUATION || head.stream != b.stream {
+                    return Err(FrameError::Connection(
+                        Reason::Protocol,
+                        "header block interrupted",
+                    )
+                    .into());
+                }
+            }
+            match Frame::parse(head, payload) {
+                Ok(f) => self.frame(f)?,
+                Err(FrameError::Stream(id, reason, _)) => self.reset(id, reason),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, f: Frame) -> Result<(), ConnError> {
+        use FrameError::Connection as Conn;
+        match f {
+            Frame::Settings { ack, settings } => {
+                if !ack {
+                    self.settings = true;
+                    self.apply(settings)?;
+                    frame::write_settings_ack(&mut self.wbuf);
+                }
+            }
+            Frame::Ping { ack, data } => {
+                if !ack {
+                    frame::write_ping_ack(&mut self.wbuf, &data);
+                }
+            }
+            Frame::GoAway { .. } => {
+                // The client opens no more streams; the open ones finish.
+                self.going_away.get_or_insert(self.last_stream);
+            }
+            Frame::WindowUpdate {
+                stream: 0,
+                increment,
+            } => {
+                self.send_window += i64::from(increment);
+                if self.send_window > i64::from(frame::MAX_WINDOW) {
+                    return Err(Conn(Reason::FlowControl, "connection window above 2^31-1").into());
+                }
+            }
+            Frame::WindowUpdate { stream, increment } => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.send_window += i64::from(increment);
+                    if s.send_window > i64::from(frame::MAX_WINDOW) {
+                        self.reset(stream, Reason::FlowControl);
+                    }
+                } else if stream > self.last_stream {
+                    return Err(Conn(Reason::Protocol, "WINDOW_UPDATE on an idle stream").into());
+                }
+            }
+            Frame::RstStream { stream, .. } => {
+                if stream > self.last_stream {
+                    return Err(Conn(Reason::Protocol, "RST_STREAM on an idle stream").into());
+                }
+                if let Some(s) = self.streams.remove(&stream) {
+                    self.close(s, Some(BodyError::Reset));
+                }
+            }
+            Frame::Priority { .. } | Frame::Unknown => {}
+            Frame::Headers {
+                stream,
+                end_stream,
+                end_headers,
+                fragment,
+                ..
+            } => {
+                if stream % 2 == 0 {
+                    return Err(Conn(Reason::Protocol, "even stream id from a client").into());
+                }
+                let block = Block {
+                    stream,
+                    end_stream,
+                    first: fragment,
+                    joined: Vec::new(),
+                    frames: 0,
+                };
+                if end_headers {
+                    self.headers(block)?;
+                } else {
+                    self.block = Some(block);
+                }
+            }
+            Frame::Continuation {
+                stream,
+                end_headers,
+                fragment,
+            } => {
+                let Some(mut b) = self.block.take().filter(|b| b.stream == stream) else {
+                    return Err(Conn(Reason::Protocol, "CONTINUATION without HEADERS").into());
+                };
+                if b.bytes().len() + fragment.len() > MAX_BLOCK || b.frames >= MAX_CONTINUATIONS {
+                    return Err(Conn(Reason::EnhanceYourCalm, "header block too large").into());
+                }
+                if b.frames == 0 {
+                    b.joined.extend_from_slice(&b.first);
+                }
+                b.joined.extend_from_slice(&fragment);
+                b.frames += 1;
+                if end_headers {
+                    self.headers(b)?;
+                } else {
+                    self.block = Some(b);
+                }
+            }
+            Frame::Data {
+                stream,
+                end_stream,
+                data,
+                flow_len,
+            } => self.data(stream, end_stream, data, flow_len)?,
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, s: Settings) -> Result<(), ConnError> {
+        if let Some(w) = s.initial_window_size {
+            let delta = i64::from(w) - i64::from(self.peer_window);
+            self.peer_window = w;
+            for st in self.streams.values_mut() {
+                st.send_window += delta;
+                if st.send_window > i64::from(frame::MAX_WINDOW) {
+                    return Err(
+                        FrameError::Connection(Reason::FlowControl, "window above 2^31-1").into(),
+                    );
+                }
+            }
+        }
+        if let Some(m) = s.max_frame_size {
+            self.peer_max_frame = m;
+        }
+        Ok(())
+    }
+
+    /// A whole header block: a new request, or a request's trailers.
+    fn headers(&mut self, b: Block) -> Result<(), ConnError> {
+        let mut builder = Builder::default();
+        SCRATCH.with_borrow_mut(|scratch| {
+            self.decoder.decode(b.bytes(), scratch, |f| {
+                builder.field(f);
+                Ok::<_, HpackError>(())
+            })
+        })?;
+        let id = b.stream;
+        if id <= self.last_stream {
+            // Trailers of an open request; anything else on a used id is an error.
+            let Some(s) = self.streams.get_mut(&id).filter(|s| s.recv_open) else {
+                return Err(FrameError::Connection(
+                    Reason::StreamClosed,
+                    "HEADERS on a closed stream",
+                )
+                .into());
+            };
+            if !b.end_stream {
+                self.reset(id, Reason::Protocol);
+                return Ok(());
+            }
+            // Trailers are not passed on (as for HTTP/1.1); the body ends here.
+            if s.remaining.is_some_and(|n| n != 0) {
+                self.reset(id, Reason::Protocol);
+                return Ok(());
+            }
+            if let Some(inbox) = &s.inbox {
+                inbox.end(None);
+            }
+            s.recv_open = false;
+            return Ok(());
+        }
+        self.last_stream = id;
+        if self.going_away.is_some_and(|last| id > last) {
+            return Ok(());
+        }
+        if self.streams.len() >= MAX_STREAMS || self.handlers.len() >= MAX_STREAMS {
+            frame::write_rst_stream(&mut self.wbuf, id, Reason::RefusedStream);
+            return Ok(());
+        }
+        let head = match builder.finish() {
+            Ok(h) => h,
+            Err(Refusal::Malformed(why)) => {
+                tracing::debug!(stream = id, "HTTP/2 request refused: {why}");
+                count("malformed");
+                frame::write_rst_stream(&mut self.wbuf, id, Reason::Protocol);
+                return Ok(());
+            }
+            Err(Refusal::TooLarge) => {
+                count("too_large");
+                respond::refusal(&mut self.wbuf, id, 431, self.peer_max_frame);
+                if !b.end_stream {
+                    frame::write_rst_stream(&mut self.wbuf, id, Reason::NoError);
+                }
+                return Ok(());
+            }
+        };
+        self.open(id, head, b.end_stream);
+        Ok(())
+    }
+
+    /// Starts a request's flow.
+    fn open(&mut self, id: u32, mut head: request::Head, end_stream: bool) {
+        let inbox = (!end_stream).then(Inbox::default);
+        let body = match &inbox {
+            Some(i) => i.body(head.length),
+            None => crate::l7::body::empty(),
+        };
+        let head_request = head.method == hyper::Method::HEAD;
+        let remaining = head.length.filter(|_| !end_stream);
+        if end_stream && head.length.is_some_and(|n| n != 0) {
+            frame::write_rst_stream(&mut self.wbuf, id, Reason::Protocol);
+            return;
+        }
+        // `Expect: 100-continue` is answered here, at once: the flow reads the body as any.
+        if let Some(e) = head.headers.remove(hyper::header::EXPECT) {
+            if !end_stream && e.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                respond::interim(&mut self.wbuf, id, 100, self.peer_max_frame);
+            }
+        }
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = Version::HTTP_2;
+        *req.headers_mut() = head.headers;
+        if let Some(p) = head.protocol {
+            let p = String::from_utf8_lossy(&p);
+            req.extensions_mut().insert(hyper::ext::Protocol::from(&*p));
+            req.extensions_mut().insert(super::tunnel::Tunnel);
+        }
+        let cancel = Arc::new(Cancel::default());
+        let (ctx, c) = (self.ctx.clone(), cancel.clone());
+        // The flow's future is made inside the box, where it stays: made outside, its
+        // kilobyte and more was copied twice on the way in.
+        self.handlers
+            .push(crate::boxed::pin_in_place(|| async move {
+                let mut handled = std::pin::pin!(server::handle(ctx, req));
+                let r = std::future::poll_fn(|cx| {
+                    c.waker.register(cx.waker());
+                    if c.on.load(Ordering::Acquire) {
+                        return Poll::Ready(None);
+                    }
+                    handled.as_mut().poll(cx).map(Some)
+                })
+                .await;
+                (id, r)
+            }));
+        self.streams.insert(
+            id,
+            Stream {
+                recv_open: inbox.is_some(),
+                inbox,
+                remaining,
+                recv_window: i64::from(STREAM_WINDOW),
+                recv_taken: 0,
+                send: Out::Handling,
+                send_window: i64::from(self.peer_window),
+                head_request,
+                cancel,
+            },
+        );
+    }
+
+    fn data(&mut self, id: u32, end: bool, data: Bytes, flow: u32) -> Result<(), ConnError> {
+        self.recv_window -= i64::from(flow);
+        if self.recv_window < 0 {
+            return Err(
+                FrameError::Connection(Reason::FlowControl, "connection window overrun").into(),
+            );
+        }
+        // Padding counts against the windows but reaches nobody: given back at once.
+        self.recv_taken += flow as usize - data.len();
+        let Some(s) = self.streams.get_mut(&id).filter(|s| s.recv_open) else {
+            if id > self.last_stream {
+                return Err(
+                    FrameError::Connection(Reason::Protocol, "DATA on an idle stream").into(),
+                );
+            }
+            self.recv_taken += data.len();
+            // After its END_STREAM: an error of the stream. After the stream ended (a reset
+            // either way crossing this DATA in flight): nothing to say.
+            if self.streams.contains_key(&id) {
+                self.reset(id, Reason::StreamClosed);
+            }
+            return Ok(());
+        };
+        s.recv_window -= i64::from(flow);
+        s.recv_taken += flow as usize - data.len();
+        if s.recv_window < 0 {
+            self.reset(id, Reason::FlowControl);
+            return Ok(());
+        }
+        let n = data.len() as u64;
+        if let Some(left) = &mut s.remaining {
+            if n > *left || (end && n != *left) {
+                self.reset(id, Reason::Protocol);
+                return Ok(());
+            }
+            *left -= n;
+        }
+        if let Some(inbox) = &s.inbox {
+            if !data.is_empty() {
+                inbox.push(data);
+            }
+            if end {
+                inbox.end(None);
+            }
+        }
+        if end {
+            s.recv_open = false;
+        }
+        Ok(())
+    }
+
+    /// Resets a stream (a stream error): RST_STREAM, and its flow stopped.
+    fn reset(&mut self, id: u32, reason: Reason) {
+        frame::write_rst_stream(&mut self.wbuf, id, reason);
+        if let Some(s) = self.streams.remove(&id) {
+            self.close(s, Some(BodyError::Reset));
+        }
+    }
+
+    /// Lets go of a stream: its flow is stopped if it still runs, its body ended, and the
+    /// window its unread data held is given back to the connection.
+    fn close(&mut self, mut s: Stream, error: Option<BodyError>) {
+        self.recv_taken += close(&mut s, error);
+    }
+
+    /// The flow's answer: the response head now, its body as the windows allow.
+    fn respond(&mut self, id: u32, r: Result<Reply, Aborted>) {
+        let Ok(reply) = r else {
+            // Aborted by the flow: the stream is reset, no answer.
+            if self.streams.contains_key(&id) {
+                self.reset(id, Reason::Cancel);
+            }
+            return;
+        };
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let bodiless = s.head_request || matches!(reply.status.as_u16(), 204 | 304);
+        let end = bodiless || reply.body.is_end_stream();
+        respond::head(
+            &mut self.wbuf,
+            id,
+            &reply,
+            bodiless,
+            end,
+            self.peer_max_frame,
+        );
+        s.send = if end {
+            Out::Done
+        } else {
+            Out::Body {
+                body: reply.body,
+                pending: Bytes::new(),
+            }
+        };
+    }
+
+    /// Sends what the response bodies have, as far as the windows and `HIGH_WATER` allow.
+    fn pump(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        let mut failed = Vec::new();
+        for (&id, s) in &mut self.streams {
+            let Out::Body { body, pending } = &mut s.send else {
+                continue;
+            };
+            loop {
+                if self.wbuf.len() >= HIGH_WATER {
+                    return progress;
+                }
+                if pending.is_empty() {
+                    match Pin::new(&mut *body).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                            Ok(d) => *pending = d,
+                            Err(f) => {
+                                if let Ok(t) = f.into_trailers() {
+                                    respond::trailers(&mut self.wbuf, id, &t, self.peer_max_frame);
+                                } else {
+                                    frame::write_data_head(&mut self.wbuf, id, 0, true);
+                                }
+                                s.send = Out::Done;
+                                progress = true;
+                                break;
+                            }
+                        },
+                        Poll::Ready(None) => {
+                            frame::write_data_head(&mut self.wbuf, id, 0, true);
+                            s.send = Out::Done;
+                            progress = true;
+                            break;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            tracing::debug!(stream = id, "HTTP/2 response body failed: {e}");
+                            failed.push(id);
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                    if pending.is_empty() {
+                        continue;
+                    }
+                }
+                let window = self.send_window.min(s.send_window);
+                if window <= 0 {
+                    break;
+                }
+                let n = pending
+                    .len()
+                    .min(window as usize)
+                    .min(self.peer_max_frame as usize);
+                let chunk = pending.split_to(n);
+                let last = pending.is_empty() && body.is_end_stream();
+                frame::write_data_head(&mut self.wbuf, id, n as u32, last);
+                self.wbuf.extend_from_slice(&chunk);
+                self.send_window -= n as i64;
+                s.send_window -= n as i64;
+                progress = true;
+                if last {
+                    s.send = Out::Done;
+                    break;
+                }
+            }
+        }
+        for id in failed {
+            self.reset(id, Reason::Internal);
+        }
+        progress
+    }
+
+    /// Gives back the window of what the flows read, half a window at a time.
+    fn give_back(&mut self, cx: &mut Context<'_>) {
+        for (&id, s) in &mut self.streams {
+            if let Some(inbox) = &s.inbox {
+                let n = inbox.taken(cx.waker());
+                self.recv_taken += n;
+                s.recv_taken += n;
+                if s.recv_open && s.recv_taken >= STREAM_WINDOW as usize / 2 {
+                    frame::write_window_update(&mut self.wbuf, id, s.recv_taken as u32);
+                    s.recv_window += s.recv_taken as i64;
+                    s.recv_taken = 0;
+                }
+            }
+        }
+        if self.recv_taken >= CONN_WINDOW as usize / 2 {
+            frame::write_window_update(&mut self.wbuf, 0, self.recv_taken as u32);
+            self.recv_window += self.recv_taken as i64;
+            self.recv_taken = 0;
+        }
+    }
+
+    /// Removes the streams whose response is sent. One whose client is still sending is
+    /// told to stop (RST_STREAM NO_ERROR, as 8.1 allows once the response is complete).
+    fn reap(&mut self) {
+        let (wbuf, taken) = (&mut self.wbuf, &mut self.recv_taken);
+        self.streams.retain(|&id, s| {
+            if !matches!(s.send, Out::Done) {
+                return true;
+            }
+            if s.recv_open {
+                frame::write_rst_stream(wbuf, id, Reason::NoError);
+            }
+            *taken += close(s, Some(BodyError::Gone));
+            false
+        });
+    }
+}

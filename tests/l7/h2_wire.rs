@@ -1,0 +1,364 @@
+//! vane's HTTP/2 server (`src/l7/h2/`) on the wire, frame by frame, where a client library
+//! would hide what is tested: flow control, PING, malformed requests, protocol errors, the
+//! stream limit and resets. (The rest of the L7 suite drives it with hyper's client.)
+
+use std::io::{Read, Write};
+
+use vane::l7::h2::hpack::{Decoder, Field, HpackError, Scratch};
+
+use super::*;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
+const END_STREAM: u8 = 1;
+const END_HEADERS: u8 = 4;
+
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    fn code(&self) -> u32 {
+        let at = if self.kind == GOAWAY { 4 } else { 0 };
+        u32::from_be_bytes(self.payload[at..at + 4].try_into().expect("4 bytes"))
+    }
+}
+
+/// A client speaking raw frames over prior knowledge.
+struct H2 {
+    s: TcpStream,
+    decoder: Decoder,
+}
+
+impl H2 {
+    /// Connects with the preface and a SETTINGS frame of `settings`, and acknowledges the
+    /// server's.
+    fn connect(port: u16, settings: &[(u16, u32)]) -> H2 {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut c = H2 {
+            s,
+            decoder: Decoder::new(4096),
+        };
+        c.s.write_all(PREFACE).expect("preface");
+        let mut p = Vec::new();
+        for (k, v) in settings {
+            p.extend_from_slice(&k.to_be_bytes());
+            p.extend_from_slice(&v.to_be_bytes());
+        }
+        c.send(SETTINGS, 0, 0, &p);
+        c.send(SETTINGS, 1, 0, &[]);
+        c
+    }
+
+    fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        self.s
+            .write_all(&frame(kind, flags, stream, payload))
+            .expect("send");
+    }
+
+    /// The next frame, or `None` when none comes within the read timeout or the server
+    /// closed.
+    fn next(&mut self) -> Option<Frame> {
+        let mut head = [0u8; 9];
+        self.s.read_exact(&mut head).ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        self.s.read_exact(&mut payload).ok()?;
+        Some(Frame {
+            kind: head[3],
+            flags: head[4],
+            stream: u32::from_be_bytes(head[5..9].try_into().ok()?) & 0x7fff_ffff,
+            payload,
+        })
+    }
+
+    /// Frames until one `want` matches (returned last), at most 2,000.
+    fn until(&mut self, want: impl Fn(&Frame) -> bool) -> Vec<Frame> {
+        let mut seen = Vec::new();
+        for _ in 0..2000 {
+            let Some(f) = self.next() else { break };
+            let done = want(&f);
+            seen.push(f);
+            if done {
+                return seen;
+            }
+        }
+        panic!(
+            "wanted frame never came; saw {:?}",
+            seen.iter().map(|f| (f.kind, f.stream)).collect::<Vec<_>>()
+        );
+    }
+
+    /// A response head's fields.
+    fn fields(&mut self, block: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.decoder
+            .decode(block, &mut Scratch::default(), |f: Field<'_>| {
+                out.push((
+                    String::from_utf8_lossy(f.name).into_owned(),
+                    String::from_utf8_lossy(f.value).into_owned(),
+                ));
+                Ok::<_, HpackError>(())
+            })
+            .expect("response head decodes");
+        out
+    }
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A GET of `path` as an HPACK block: `:method GET` and `:scheme http` indexed, `:path` and
+/// `:authority` literals without indexing, then `extra` fields (literal names).
+fn get(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    block(0x82, path, extra)
+}
+
+/// The same with `:method` from the static table entry `method` (0x82 GET, 0x83 POST).
+fn block(method: u8, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = vec![method, 0x86];
+    let mut lit = |index: u8, value: &str| {
+        b.push(index);
+        b.push(value.len() as u8);
+        b.extend_from_slice(value.as_bytes());
+    };
+    lit(0x04, path);
+    lit(0x01, "h2.test");
+    for (n, v) in extra {
+        b.push(0);
+        b.push(n.len() as u8);
+        b.extend_from_slice(n.as_bytes());
+        b.push(v.len() as u8);
+        b.extend_from_slice(v.as_bytes());
+    }
+    b
+}
+
+/// vane on a plaintext HTTP port running `app`, HTTP/2 on its own server in either mode of
+/// the suite.
+fn gateway(app: &str) -> (ConfigDir, u16, Vane) {
+    let (cfg, port) = app_dir(app);
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("HTTP2_SERVER", "vane".to_string())],
+            wait_ports: vec![port],
+        },
+    );
+    (cfg, port, v)
+}
+
+#[test]
+fn a_client_gets_no_more_than_its_window_and_pings_are_answered() {
+    let (_cfg, port, _v) = gateway(ECHO_APP);
+    // A stream window of 10 bytes.
+    let mut c = H2::connect(port, &[(0x4, 10)]);
+    c.send(PING, 0, 0, b"12345678");
+    let seen = c.until(|f| f.kind == PING);
+    let ping = seen.last().expect("ping");
+    assert_eq!((ping.flags, &ping.payload[..]), (1, &b"12345678"[..]));
+    c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/w", &[]));
+    let seen = c.until(|f| f.kind == HEADERS && f.stream == 1);
+    let head = c.fields(&seen.last().expect("head").payload);
+    assert!(head.contains(&(":status".into(), "201".into())), "{head:?}");
+    let length: usize = head
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("content-length");
+    assert!(length > 10, "the body must exceed the window: {length}");
+    // Ten bytes, then nothing until the window grows.
+    let mut body = Vec::new();
+    c.s.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    while let Some(f) = c.next() {
+        assert_eq!((f.kind, f.stream), (DATA, 1));
+        body.extend_from_slice(&f.payload);
+    }
+    assert_eq!(body.len(), 10, "sent past the window");
+    c.s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    c.send(WINDOW_UPDATE, 0, 1, &1000u32.to_be_bytes());
+    let seen = c.until(|f| f.kind == DATA && f.flags & END_STREAM != 0);
+    for f in &seen {
+        body.extend_from_slice(&f.payload);
+    }
+    assert_eq!(body.len(), length);
+    assert!(String::from_utf8_lossy(&body).starts_with("GET /w?"));
+}
+
+#[test]
+fn malformed_requests_reset_their_stream_and_the_connection_goes_on() {
+    let (_cfg, port, v) = gateway(ECHO_APP);
+    let mut c = H2::connect(port, &[]);
+    let bad: [Vec<u8>; 4] = [
+        get("/", &[("X-Upper", "1")]),
+        get("/", &[("connection", "close")]),
+        get("/", &[("te", "gzip")]),
+        // No :path.
+        vec![
+            0x82, 0x86, 0x01, 7, b'h', b'2', b'.', b't', b'e', b's', b't',
+        ],
+    ];
+    for (i, block) in bad.iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        c.send(HEADERS, END_STREAM | END_HEADERS, id, block);
+        let seen = c.until(|f| f.kind == RST_STREAM);
+        let rst = seen.last().expect("reset");
+        assert_eq!(
+            (rst.stream, rst.code()),
+            (id, 1),
+            "PROTOCOL_ERROR for stream {id}"
+        );
+    }
+    c.send(HEADERS, END_STREAM | END_HEADERS, 9, &get("/ok", &[]));
+    let seen = c.until(|f| f.kind == HEADERS);
+    assert_eq!(seen.last().expect("head").stream, 9);
+    let malformed = "vane_http_connection_errors_total{kind=\"malformed\"}";
+    assert!(wait_until(Duration::from_secs(3), || v
+        .metric(malformed)
+        .is_some_and(|n| n >= 4.0)));
+}
+
+#[test]
+fn protocol_errors_end_the_connection_with_goaway() {
+    let (_cfg, port, _v) = gateway(ECHO_APP);
+    let cases: [(&str, Vec<u8>, u32); 4] = [
+        ("a frame past 16 KiB", frame(PING, 0, 0, &[0; 20_000]), 6),
+        ("DATA on stream 0", frame(DATA, 0, 0, b"x"), 1),
+        (
+            "an even stream id",
+            frame(HEADERS, END_HEADERS, 2, &get("/", &[])),
+            1,
+        ),
+        // Index 70 with an empty dynamic table.
+        (
+            "a bad header index",
+            frame(HEADERS, END_HEADERS, 1, &[0x80 | 70]),
+            9,
+        ),
+    ];
+    for (what, bytes, code) in cases {
+        let mut c = H2::connect(port, &[]);
+        c.s.write_all(&bytes).expect("send");
+        let seen = c.until(|f| f.kind == GOAWAY);
+        assert_eq!(seen.last().expect("goaway").code(), code, "{what}");
+        assert!(c.next().is_none(), "{what}: the connection closes");
+    }
+    // The gateway serves on.
+    let mut c = H2::connect(port, &[]);
+    c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/", &[]));
+    assert_eq!(
+        c.until(|f| f.kind == HEADERS).last().expect("head").stream,
+        1
+    );
+}
+
+#[test]
+fn streams_past_the_limit_are_refused_and_reset_ones_free_their_place() {
+    // An upstream that takes connections and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hang_at = hang.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hang.accept() {
+            held.push(s);
+        }
+    });
+    let app = split_app(
+        "/hang",
+        &format!("url_prefix: \"http://{hang_at}\""),
+        "url_prefix: \"http://127.0.0.1:9\"",
+    );
+    let (_cfg, port, _v) = gateway(&app);
+    let mut c = H2::connect(port, &[]);
+    const LIMIT: u32 = 256;
+    let open = |c: &mut H2, first: u32| {
+        let mut burst = Vec::new();
+        for i in 0..=LIMIT {
+            burst.extend(frame(
+                HEADERS,
+                END_STREAM | END_HEADERS,
+                first + 2 * i,
+                &get("/hang", &[]),
+            ));
+        }
+        c.s.write_all(&burst).expect("burst");
+        // Only the one past the limit is refused.
+        let seen = c.until(|f| f.kind == RST_STREAM);
+        let rst = seen.last().expect("reset");
+        assert_eq!(
+            (rst.stream, rst.code()),
+            (first + 2 * LIMIT, 7),
+            "REFUSED_STREAM"
+        );
+    };
+    open(&mut c, 1);
+    // The client resets every stream; the PING's answer comes after the resets are taken.
+    let mut burst = Vec::new();
+    for i in 0..LIMIT {
+        burst.extend(frame(RST_STREAM, 0, 1 + 2 * i, &8u32.to_be_bytes()));
+    }
+    c.s.write_all(&burst).expect("resets");
+    c.send(PING, 0, 0, b"barrier!");
+    c.until(|f| f.kind == PING && f.payload == b"barrier!");
+    // Their flows stopped: as many new streams are served, and again only one more is
+    // refused.
+    open(&mut c, 1 + 2 * (LIMIT + 1));
+}
+
+#[test]
+fn cookies_are_joined_and_expect_continue_is_answered_at_once() {
+    let app = r#"pipeline:
+  internal.terminator.response:
+    input: { status: 200, body: "cookie={{req.header.cookie}}" }
+"#;
+    let (_cfg, port, _v) = gateway(app);
+    let mut c = H2::connect(port, &[]);
+    let req = block(
+        0x83,
+        "/up",
+        &[
+            ("cookie", "a=1"),
+            ("content-length", "5"),
+            ("expect", "100-continue"),
+            ("cookie", "b=2"),
+        ],
+    );
+    c.send(HEADERS, END_HEADERS, 1, &req);
+    // 100 before any byte of the body was sent.
+    let seen = c.until(|f| f.kind == HEADERS);
+    let interim = seen.last().expect("interim");
+    assert_eq!(interim.flags & END_STREAM, 0);
+    assert_eq!(
+        c.fields(&interim.payload),
+        [(":status".to_string(), "100".to_string())]
+    );
+    c.send(DATA, END_STREAM, 1, b"hello");
+    let seen = c.until(|f| f.kind == HEADERS);
+    let head = c.fields(&seen.last().expect("head").payload);
+    assert!(head.contains(&(":status".into(), "200".into())), "{head:?}");
+    let seen = c.until(|f| f.kind == DATA && f.flags & END_STREAM != 0);
+    let body: Vec<u8> = seen
+        .iter()
+        .filter(|f| f.kind == DATA)
+        .flat_map(|f| f.payload.clone())
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&body), "cookie=a=1; b=2");
+}
