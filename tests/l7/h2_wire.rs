@@ -362,3 +362,35 @@ fn cookies_are_joined_and_expect_continue_is_answered_at_once() {
         .collect();
     assert_eq!(String::from_utf8_lossy(&body), "cookie=a=1; b=2");
 }
+
+#[test]
+fn a_stream_reset_for_its_priority_keeps_the_header_table_in_step() {
+    let (_cfg, port, _v) = gateway(ECHO_APP);
+    let mut c = H2::connect(port, &[]);
+    // Stream 1 depends on itself; its block adds `:authority: h2.test` to the table.
+    let mut payload = vec![0, 0, 0, 1, 15];
+    payload.extend_from_slice(&[0x82, 0x86, 0x84, 0x41, 7]);
+    payload.extend_from_slice(b"h2.test");
+    c.send(HEADERS, END_STREAM | END_HEADERS | 0x20, 1, &payload);
+    let seen = c.until(|f| f.kind == RST_STREAM);
+    let rst = seen.last().expect("reset");
+    assert_eq!((rst.stream, rst.code()), (1, 1), "PROTOCOL_ERROR");
+    // Stream 3 names the authority by its table index (62): the table kept it.
+    c.send(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        3,
+        &[0x82, 0x86, 0x84, 0xbe],
+    );
+    let seen = c.until(|f| f.kind == DATA && f.flags & END_STREAM != 0);
+    let body: Vec<u8> = seen
+        .iter()
+        .filter(|f| f.kind == DATA)
+        .flat_map(|f| f.payload.clone())
+        .collect();
+    assert!(
+        String::from_utf8_lossy(&body).contains("host=h2.test"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}

@@ -143,6 +143,8 @@ fn close(s: &mut Stream, error: Option<BodyError>) -> usize {
 struct Block {
     stream: u32,
     end_stream: bool,
+    /// The stream said it depends on itself: reset once the block is decoded.
+    on_itself: bool,
     /// The HEADERS frame's fragment as read: most blocks are this one frame.
     first: Bytes,
     /// The whole block when CONTINUATION frames follow.
@@ -451,7 +453,7 @@ where
                 end_stream,
                 end_headers,
                 fragment,
-                ..
+                priority,
             } => {
                 if stream % 2 == 0 {
                     return Err(Conn(Reason::Protocol, "even stream id from a client").into());
@@ -459,6 +461,7 @@ where
                 let block = Block {
                     stream,
                     end_stream,
+                    on_itself: priority.is_some_and(|p| p.on_itself(stream)),
                     first: fragment,
                     joined: Vec::new(),
                     frames: 0,
@@ -530,6 +533,11 @@ where
             })
         })?;
         let id = b.stream;
+        if b.on_itself {
+            self.last_stream = self.last_stream.max(id);
+            self.reset(id, Reason::Protocol);
+            return Ok(());
+        }
         if id <= self.last_stream {
             // Trailers of an open request; anything else on a used id is an error.
             let Some(s) = self.streams.get_mut(&id).filter(|s| s.recv_open) else {

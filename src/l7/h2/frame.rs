@@ -281,17 +281,21 @@ fn unpad(head: &Head, mut p: Bytes) -> Result<Bytes, FrameError> {
     Ok(p)
 }
 
-fn priority(stream: u32, p: &mut Bytes) -> Result<Priority, FrameError> {
+fn priority(p: &mut Bytes) -> Priority {
     let dep = p.get_u32();
-    let priority = Priority {
+    Priority {
         depends_on: dep & MAX_WINDOW,
         exclusive: dep & !MAX_WINDOW != 0,
         weight: p.get_u8(),
-    };
-    if priority.depends_on == stream {
-        return Err(Stream(stream, Reason::Protocol, "stream depends on itself"));
     }
-    Ok(priority)
+}
+
+impl Priority {
+    /// A stream may not depend on itself (5.3.1): an error of that stream. On HEADERS the
+    /// connection says so after decoding the block, which the header table needs.
+    pub fn on_itself(&self, stream: u32) -> bool {
+        self.depends_on == stream
+    }
 }
 
 impl Frame {
@@ -331,7 +335,7 @@ impl Frame {
                     if p.len() < 5 {
                         return Err(Connection(Reason::FrameSize, "HEADERS priority cut short"));
                     }
-                    Some(priority(stream, &mut p)?)
+                    Some(priority(&mut p))
                 } else {
                     None
                 };
@@ -349,10 +353,11 @@ impl Frame {
                     return Err(Stream(stream, Reason::FrameSize, "PRIORITY not 5 bytes"));
                 }
                 let mut p = payload;
-                Frame::Priority {
-                    stream,
-                    priority: priority(stream, &mut p)?,
+                let priority = priority(&mut p);
+                if priority.on_itself(stream) {
+                    return Err(Stream(stream, Reason::Protocol, "stream depends on itself"));
                 }
+                Frame::Priority { stream, priority }
             }
             kind::RST_STREAM => {
                 on_stream("RST_STREAM on stream 0")?;
@@ -610,8 +615,18 @@ mod tests {
                 fragment: Bytes::from_static(b"\x82"),
             }
         );
+        // On HEADERS the block is kept (the connection decodes it, then resets the stream);
+        // on PRIORITY it is the frame's error.
+        let f = frame(
+            kind::HEADERS,
+            flag::PRIORITY,
+            3,
+            b"\x00\x00\x00\x03\x0f\x82",
+        )
+        .unwrap();
+        assert!(matches!(f, Frame::Headers { priority: Some(p), .. } if p.on_itself(3)));
         assert_eq!(
-            frame(kind::HEADERS, flag::PRIORITY, 3, b"\x00\x00\x00\x03\x0f"),
+            frame(kind::PRIORITY, 0, 3, b"\x00\x00\x00\x03\x0f"),
             Err(Stream(3, Reason::Protocol, "stream depends on itself"))
         );
     }
