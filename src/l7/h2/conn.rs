@@ -6,16 +6,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::task::AtomicWaker;
 use hyper::body::Body as _;
 use hyper::{Request, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -25,7 +24,7 @@ use super::hpack::{self, Decoder, HpackError};
 use super::inbox::{BodyError, Inbox};
 use super::request::{self, Builder, Refusal};
 use super::respond;
-use crate::l7::body::Body;
+use super::stream::{close, Block, Cancel, Out, Stream, StreamIds};
 use crate::l7::h1::Readiness;
 use crate::l7::reply::Reply;
 use crate::l7::server::{self, Aborted, Ctx};
@@ -57,110 +56,10 @@ thread_local! {
 
 type Handled = Pin<Box<dyn Future<Output = (u32, Option<Result<Reply, Aborted>>)> + Send>>;
 
-/// Stops a stream's flow when the client resets the stream: the flow's future returns at
-/// its next poll, which the wake brings at once.
-#[derive(Default)]
-struct Cancel {
-    on: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Cancel {
-    fn cancel(&self) {
-        self.on.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-}
-
-/// Hashes stream ids (client-chosen, but only odd numbers that rise, at most 256 open):
-/// a multiply spreads them over the table, where SipHash cost 360 instructions a request.
-#[derive(Default)]
-struct StreamIds(u64);
-
-impl Hasher for StreamIds {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u32(&mut self, id: u32) {
-        self.0 = u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// How the response of a stream goes.
-enum Out {
-    /// The flow runs.
-    Handling,
-    /// The body is being sent; `pending` is what it gave that the windows held back.
-    Body {
-        body: Body,
-        pending: Bytes,
-    },
-    Done,
-}
-
-struct Stream {
-    /// The request body's, while the stream lives (none for a request without one).
-    inbox: Option<Inbox>,
-    /// The client may still send DATA.
-    recv_open: bool,
-    /// The `Content-Length` left to arrive, when declared.
-    remaining: Option<u64>,
-    /// Window the client has left on this stream; what the flow read and was not given back.
-    recv_window: i64,
-    recv_taken: usize,
-    send: Out,
-    send_window: i64,
-    head_request: bool,
-    cancel: Arc<Cancel>,
-}
-
 /// Counts `vane_http_connection_errors_total{kind}` (a refused request counts as the
 /// HTTP/1.1 server counts it).
 fn count(kind: &'static str) {
     metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
-}
-
-/// Lets go of a stream (see [`Connection::close`]); returns the window to give back.
-fn close(s: &mut Stream, error: Option<BodyError>) -> usize {
-    s.cancel.cancel();
-    let Some(inbox) = s.inbox.take() else {
-        return 0;
-    };
-    if s.recv_open {
-        inbox.end(error);
-    }
-    inbox.release()
-}
-
-/// A header block being received: HEADERS, then CONTINUATION until END_HEADERS.
-struct Block {
-    stream: u32,
-    end_stream: bool,
-    /// The stream said it depends on itself: reset once the block is decoded.
-    on_itself: bool,
-    /// The HEADERS frame's fragment as read: most blocks are this one frame.
-    first: Bytes,
-    /// The whole block when CONTINUATION frames follow.
-    joined: Vec<u8>,
-    /// CONTINUATION frames so far.
-    frames: usize,
-}
-
-impl Block {
-    fn bytes(&self) -> &[u8] {
-        if self.frames == 0 {
-            &self.first
-        } else {
-            &self.joined
-        }
-    }
 }
 
 /// Why the connection ends other than by a close.

@@ -14,4 +14,5 @@ pub mod huffman;
 pub mod inbox;
 pub mod request;
 pub mod respond;
+mod stream;
 pub mod tunnel;
