@@ -239,9 +239,33 @@ fn malformed_requests_reset_their_stream_and_the_connection_goes_on() {
 #[test]
 fn protocol_errors_end_the_connection_with_goaway() {
     let (_cfg, port, _v) = gateway(ECHO_APP);
-    let cases: [(&str, Vec<u8>, u32); 4] = [
+    let continuations: Vec<u8> = (0..65).flat_map(|_| frame(9, 0, 1, &[0x82])).collect();
+    let cases: [(&str, Vec<u8>, u32); 7] = [
         ("a frame past 16 KiB", frame(PING, 0, 0, &[0; 20_000]), 6),
-        ("DATA on stream 0", frame(DATA, 0, 0, b"x"), 1),
+        (
+            "a connection window past 2^31-1",
+            frame(WINDOW_UPDATE, 0, 0, &0x7fff_ffffu32.to_be_bytes()),
+            3,
+        ),
+        (
+            "an initial window past 2^31-1",
+            frame(SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0]),
+            3,
+        ),
+        (
+            "a header block cut by a PING",
+            [
+                frame(HEADERS, 0, 1, &[0x82]),
+                frame(PING, 0, 0, b"12345678"),
+            ]
+            .concat(),
+            1,
+        ),
+        (
+            "a flood of CONTINUATION frames",
+            [frame(HEADERS, 0, 1, &[0x86]), continuations].concat(),
+            0xb,
+        ),
         (
             "an even stream id",
             frame(HEADERS, END_HEADERS, 2, &get("/", &[])),
@@ -393,4 +417,25 @@ fn a_stream_reset_for_its_priority_keeps_the_header_table_in_step() {
         "{}",
         String::from_utf8_lossy(&body)
     );
+}
+
+#[test]
+fn a_body_longer_than_its_content_length_resets_its_stream() {
+    let (_cfg, port, _v) = gateway(ECHO_APP);
+    let mut c = H2::connect(port, &[]);
+    // Both frames in one write, so they are read before the flow can answer.
+    let head = block(0x83, "/", &[("content-length", "3")]);
+    let both = [
+        frame(HEADERS, END_HEADERS, 1, &head),
+        frame(DATA, END_STREAM, 1, b"hello"),
+    ]
+    .concat();
+    c.s.write_all(&both).expect("send");
+    let seen = c.until(|f| f.kind == RST_STREAM);
+    let rst = seen.last().expect("reset");
+    assert_eq!((rst.stream, rst.code()), (1, 1), "PROTOCOL_ERROR");
+    // DATA on stream 0 (no stream at all) ends the connection instead.
+    c.send(DATA, 0, 0, b"x");
+    let seen = c.until(|f| f.kind == GOAWAY);
+    assert_eq!(seen.last().expect("goaway").code(), 1);
 }
