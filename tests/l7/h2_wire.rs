@@ -100,6 +100,15 @@ impl H2 {
         );
     }
 
+    /// The DATA of a response, up to its END_STREAM.
+    fn body(&mut self) -> Vec<u8> {
+        self.until(|f| f.kind == DATA && f.flags & END_STREAM != 0)
+            .into_iter()
+            .filter(|f| f.kind == DATA)
+            .flat_map(|f| f.payload)
+            .collect()
+    }
+
     /// A response head's fields.
     fn fields(&mut self, block: &[u8]) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -378,12 +387,7 @@ fn cookies_are_joined_and_expect_continue_is_answered_at_once() {
     let seen = c.until(|f| f.kind == HEADERS);
     let head = c.fields(&seen.last().expect("head").payload);
     assert!(head.contains(&(":status".into(), "200".into())), "{head:?}");
-    let seen = c.until(|f| f.kind == DATA && f.flags & END_STREAM != 0);
-    let body: Vec<u8> = seen
-        .iter()
-        .filter(|f| f.kind == DATA)
-        .flat_map(|f| f.payload.clone())
-        .collect();
+    let body = c.body();
     assert_eq!(String::from_utf8_lossy(&body), "cookie=a=1; b=2");
 }
 
@@ -406,12 +410,7 @@ fn a_stream_reset_for_its_priority_keeps_the_header_table_in_step() {
         3,
         &[0x82, 0x86, 0x84, 0xbe],
     );
-    let seen = c.until(|f| f.kind == DATA && f.flags & END_STREAM != 0);
-    let body: Vec<u8> = seen
-        .iter()
-        .filter(|f| f.kind == DATA)
-        .flat_map(|f| f.payload.clone())
-        .collect();
+    let body = c.body();
     assert!(
         String::from_utf8_lossy(&body).contains("host=h2.test"),
         "{}",

@@ -172,15 +172,8 @@ pub fn decode(data: &[u8], out: &mut Vec<u8>) -> Result<(), HuffmanError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hex;
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     #[test]
     fn the_code_is_complete_and_matches_the_rfc() {

@@ -16,3 +16,13 @@ pub mod request;
 pub mod respond;
 mod stream;
 pub mod tunnel;
+
+/// Bytes from hex digits (spaces ignored), as the RFCs print their examples.
+#[cfg(test)]
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
