@@ -438,3 +438,22 @@ fn a_body_longer_than_its_content_length_resets_its_stream() {
     let seen = c.until(|f| f.kind == GOAWAY);
     assert_eq!(seen.last().expect("goaway").code(), 1);
 }
+
+#[test]
+fn a_panicking_flow_resets_only_its_stream() {
+    let (_cfg, port, v) = gateway(ECHO_APP);
+    // The next connection's first request panics inside its flow.
+    let (code, body) = v.post(&format!("/chaos/panic/listeners/tcp:{port}/sessions"));
+    assert_eq!(code, 202, "{body}");
+    let mut c = H2::connect(port, &[]);
+    c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/first", &[]));
+    let seen = c.until(|f| f.kind == RST_STREAM);
+    let rst = seen.last().expect("reset");
+    assert_eq!((rst.stream, rst.code()), (1, 2), "INTERNAL_ERROR");
+    // The connection's next stream is served.
+    c.send(HEADERS, END_STREAM | END_HEADERS, 3, &get("/second", &[]));
+    let body = c.body();
+    assert!(String::from_utf8_lossy(&body).starts_with("GET /second?"));
+    let panics = format!("vane_session_panics_total{{listener=\"tcp:{port}\"}}");
+    assert!(wait_until(Duration::from_secs(3), || v.metric(&panics) == Some(1.0)));
+}

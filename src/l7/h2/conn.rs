@@ -9,7 +9,6 @@ use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -24,10 +23,10 @@ use super::hpack::{self, Decoder, HpackError};
 use super::inbox::{BodyError, Inbox};
 use super::request::{self, Builder, Refusal};
 use super::respond;
-use super::stream::{close, Block, Cancel, Out, Stream, StreamIds};
+use super::stream::{close, flow, Block, Cancel, Ended, Handled, Out, Stream, StreamIds};
 use crate::l7::h1::Readiness;
 use crate::l7::reply::Reply;
-use crate::l7::server::{self, Aborted, Ctx};
+use crate::l7::server::{Aborted, Ctx};
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS), counting the
 /// flows of streams it reset that have not stopped yet.
@@ -53,8 +52,6 @@ thread_local! {
     /// Where Huffman-coded strings are decoded: the thread's, not each connection's.
     static SCRATCH: std::cell::RefCell<hpack::Scratch> = std::cell::RefCell::default();
 }
-
-type Handled = Pin<Box<dyn Future<Output = (u32, Option<Result<Reply, Aborted>>)> + Send>>;
 
 /// Counts `vane_http_connection_errors_total{kind}` (a refused request counts as the
 /// HTTP/1.1 server counts it).
@@ -179,9 +176,15 @@ where
                 }
                 self.frames()?;
             }
-            while let Poll::Ready(Some((id, done))) = self.handlers.poll_next_unpin(cx) {
-                if let Some(r) = done {
-                    self.respond(id, r);
+            while let Poll::Ready(Some((id, ended))) = self.handlers.poll_next_unpin(cx) {
+                match ended {
+                    Ended::Answered(r) => self.respond(id, r),
+                    Ended::Cancelled => {}
+                    Ended::Panicked => {
+                        tracing::error!(listener = %self.ctx.key, stream = id, "HTTP/2 stream's flow panicked; stream reset");
+                        metrics::counter!("vane_session_panics_total", "listener" => self.ctx.key.to_string()).increment(1);
+                        self.reset(id, Reason::Internal);
+                    }
                 }
                 progress = true;
             }
@@ -520,22 +523,8 @@ where
             req.extensions_mut().insert(super::tunnel::Tunnel);
         }
         let cancel = Arc::new(Cancel::default());
-        let (ctx, c) = (self.ctx.clone(), cancel.clone());
-        // The flow's future is made inside the box, where it stays: made outside, its
-        // kilobyte and more was copied twice on the way in.
         self.handlers
-            .push(crate::boxed::pin_in_place(|| async move {
-                let mut handled = std::pin::pin!(server::handle(ctx, req));
-                let r = std::future::poll_fn(|cx| {
-                    c.waker.register(cx.waker());
-                    if c.on.load(Ordering::Acquire) {
-                        return Poll::Ready(None);
-                    }
-                    handled.as_mut().poll(cx).map(Some)
-                })
-                .await;
-                (id, r)
-            }));
+            .push(flow(self.ctx.clone(), req, id, cancel.clone()));
         self.streams.insert(
             id,
             Stream {

@@ -5,11 +5,18 @@ use std::hash::Hasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use hyper::Request;
 
 use super::inbox::{BodyError, Inbox};
 use crate::l7::body::Body;
+use crate::l7::reply::Reply;
+use crate::l7::server::{self, Aborted, Ctx};
 
 /// Stops a stream's flow when the client resets the stream: the flow's future returns at
 /// its next poll, which the wake brings at once.
@@ -111,4 +118,41 @@ impl Block {
             &self.joined
         }
     }
+}
+
+/// How a stream's flow ended.
+pub(super) enum Ended {
+    Answered(Result<Reply, Aborted>),
+    /// The client reset the stream first.
+    Cancelled,
+    /// A bug: the stream is reset, the connection's other streams carry on (as they did with
+    /// hyper's task per stream).
+    Panicked,
+}
+
+pub(super) type Handled = Pin<Box<dyn Future<Output = (u32, Ended)> + Send>>;
+
+/// A stream's flow as a future of the connection's task: stopped by `cancel`, and a panic
+/// inside it ends only this stream.
+pub(super) fn flow(ctx: Arc<Ctx>, req: Request<Body>, id: u32, cancel: Arc<Cancel>) -> Handled {
+    // The flow's future is made inside the box, where it stays: made outside, its kilobyte
+    // and more was copied twice on the way in.
+    crate::boxed::pin_in_place(|| async move {
+        let mut handled = std::pin::pin!(server::handle(ctx, req));
+        let ended = std::future::poll_fn(|cx| {
+            cancel.waker.register(cx.waker());
+            if cancel.on.load(Ordering::Acquire) {
+                return Poll::Ready(Ended::Cancelled);
+            }
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handled.as_mut().poll(cx)
+            }));
+            match polled {
+                Ok(p) => p.map(Ended::Answered),
+                Err(_) => Poll::Ready(Ended::Panicked),
+            }
+        })
+        .await;
+        (id, ended)
+    })
 }
