@@ -457,3 +457,71 @@ fn a_panicking_flow_resets_only_its_stream() {
     let panics = format!("vane_session_panics_total{{listener=\"tcp:{port}\"}}");
     assert!(wait_until(Duration::from_secs(3), || v.metric(&panics) == Some(1.0)));
 }
+
+/// curl (nghttp2 inside), a client users have: ten requests multiplexed on one prior-knowledge
+/// connection, and a 3 MiB upload through to an upstream that echoes it (more than the
+/// connection window, so the window must come back as the flow reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_multiplexes_and_uploads_over_http2() {
+    let curl = ensure_tool("curl", "curl");
+    let up = upstream(None).await;
+    let (cfg, port) = app_dir(&proxy_app(&format!("http://{}", up.addr), ""));
+    let _v = tokio::task::spawn_blocking(move || {
+        let v = Vane::start_with(
+            &cfg,
+            Opts {
+                env: vec![("HTTP2_SERVER", "vane".to_string())],
+                wait_ports: vec![port],
+            },
+        );
+        (cfg, v)
+    })
+    .await
+    .expect("start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upload = dir.path().join("up.bin");
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&upload, &data).expect("write");
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let run = move |args: Vec<String>| {
+        let curl = curl.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(curl)
+                .args(["--http2-prior-knowledge", "-s", "--max-time", "20"])
+                .args(args)
+                .output()
+                .expect("curl runs")
+        })
+    };
+    let mut args = vec!["--parallel".to_string(), "--parallel-immediate".to_string()];
+    for i in 0..10 {
+        args.extend([
+            "-w".into(),
+            "%{http_version} %{http_code}\\n".into(),
+            "-o".into(),
+        ]);
+        args.push("/dev/null".into());
+        args.push(url(&format!("/m{i}")));
+    }
+    let out = run(args.clone()).await.expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().filter(|l| *l == "2 200").count(), 10, "{text}");
+    let out = run(vec![
+        "--data-binary".into(),
+        format!("@{}", upload.display()),
+        "-o".into(),
+        dir.path().join("down.bin").display().to_string(),
+        "-w".into(),
+        "%{http_code}".into(),
+        url("/echo"),
+    ])
+    .await
+    .expect("join");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let back = std::fs::read(dir.path().join("down.bin")).expect("read");
+    assert!(
+        back == data,
+        "the upload came back changed ({} bytes)",
+        back.len()
+    );
+}
