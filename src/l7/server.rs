@@ -141,8 +141,8 @@ fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
     })
 }
 
-/// The request was aborted by the flow: hyper closes the connection (HTTP/1) or resets the
-/// stream (HTTP/2) instead of answering.
+/// The request was aborted by the flow: the connection closes (HTTP/1) or the stream is reset
+/// (HTTP/2) instead of an answer.
 #[derive(Debug, thiserror::Error)]
 #[error("aborted by the application flow")]
 pub struct Aborted;
@@ -157,7 +157,9 @@ pub fn context(rt: &Arc<L7>, conn: &Conn, h: Handoff) -> Arc<Ctx> {
 
 /// Serves requests on `io` until either side closes it or it is idle for
 /// `HTTP_IDLE_TIMEOUT_SECS`: HTTP/1.x on the fast path ([`super::h1`]), HTTP/2 (ALPN `h2` or
-/// prior knowledge) and what the fast path hands over in hyper. `ctx` comes from [`context`]:
+/// prior knowledge) on vane's server ([`super::h2`]), and what the fast path hands over
+/// (upgrades, `CONNECT`, `Expect`) in hyper, which serves either protocol when
+/// `HTTP1_SERVER`/`HTTP2_SERVER` say `hyper`. `ctx` comes from [`context`]:
 /// the hand-off is not an argument, so a waiting connection's state does not carry its size.
 ///
 /// Not an async function: its arguments would stay in every waiting connection's state
@@ -209,7 +211,8 @@ where
     }
 }
 
-/// The rest of a connection in hyper (HTTP/2, upgrades, `Expect`).
+/// The rest of a connection in hyper (upgrades, `CONNECT`, `Expect`; HTTP/2 with
+/// `HTTP2_SERVER=hyper`).
 async fn serve_hyper<IO>(
     ctx: Arc<Ctx>,
     io: IO,

@@ -5,8 +5,9 @@
 //! waits for the socket to become readable, as the L4 relay does, so an idle keep-alive
 //! client costs a few hundred bytes instead of hyper's per-connection buffers.
 //!
-//! What this path leaves to hyper, handing over the bytes it read: HTTP/2 prior knowledge,
-//! protocol upgrades (WebSocket), `CONNECT` and `Expect: 100-continue`.
+//! What this path hands over with the bytes it read: HTTP/2 prior knowledge (to vane's
+//! HTTP/2 server, [`super::h2`]), and to hyper protocol upgrades (WebSocket), `CONNECT` and
+//! `Expect: 100-continue`.
 
 pub mod body;
 pub mod client;
@@ -271,7 +272,7 @@ where
 }
 
 /// Reads until a head is complete: `Ok(None)` when the client closed or went silent
-/// (counted), `Partial` only for an HTTP/2 preface (handed to hyper as it is).
+/// (counted), `Partial` only for an HTTP/2 preface (handed over as it is).
 async fn read_head<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
