@@ -296,6 +296,11 @@ async fn serve_h2<IO>(
                 return;
             }
             quiet = idle.as_mut() => {
+                std::future::poll_fn(|cx| {
+                    conn.say_goodbye(cx);
+                    std::task::Poll::Ready(())
+                })
+                .await;
                 closed_quiet(quiet, key, peer);
                 return;
             }

@@ -525,3 +525,30 @@ async fn curl_multiplexes_and_uploads_over_http2() {
         back.len()
     );
 }
+
+#[test]
+fn an_idle_connection_gets_a_goaway_before_it_closes() {
+    let (cfg, port) = app_dir(ECHO_APP);
+    let _v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![
+                ("HTTP2_SERVER", "vane".to_string()),
+                ("HTTP_IDLE_TIMEOUT_SECS", "1".to_string()),
+            ],
+            wait_ports: vec![port],
+        },
+    );
+    let mut c = H2::connect(port, &[]);
+    c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/", &[]));
+    c.body();
+    // Quiet for 1-1.25 s: GOAWAY naming stream 1 as the last one served, then the close.
+    let seen = c.until(|f| f.kind == GOAWAY);
+    let goaway = seen.last().expect("goaway");
+    assert_eq!(goaway.code(), 0, "NO_ERROR");
+    assert_eq!(
+        u32::from_be_bytes(goaway.payload[..4].try_into().expect("4 bytes")),
+        1
+    );
+    assert!(c.next().is_none(), "the connection closes");
+}

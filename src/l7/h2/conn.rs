@@ -142,6 +142,13 @@ where
         }
     }
 
+    /// Before closing a connection that sat idle: a GOAWAY, written if the socket takes it
+    /// now, so the client knows no request of its was cut.
+    pub fn say_goodbye(&mut self, cx: &mut Context<'_>) {
+        self.go_away();
+        let _ = self.poll_flush(cx);
+    }
+
     /// Drives the connection until it ends: `Ok` when closed in order.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         match self.poll_inner(cx) {
