@@ -19,6 +19,11 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium (installing the distribution's package when it is missing).
     pub fn launch() -> Browser {
+        Self::launch_with(&[])
+    }
+
+    /// The same with `extra` command-line switches.
+    pub fn launch_with(extra: &[&str]) -> Browser {
         let bin = super::ensure_tool("chromium", "chromium");
         let profile = tempfile::tempdir().expect("profile dir");
         let child = Command::new(bin)
@@ -34,6 +39,7 @@ impl Browser {
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())

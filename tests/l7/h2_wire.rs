@@ -552,3 +552,40 @@ fn an_idle_connection_gets_a_goaway_before_it_closes() {
     );
     assert!(c.next().is_none(), "the connection closes");
 }
+
+/// A browser: Chromium opens a page over TLS, negotiates `h2` by ALPN and gets it from vane's
+/// HTTP/2 server.
+#[test]
+fn chromium_loads_a_page_over_http2() {
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    tls_port(&cfg, port);
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 200, body: \"<html><body><p id=v>{{req.version}}</p></body></html>\" }\n",
+    );
+    let _v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("HTTP2_SERVER", "vane".to_string())],
+            wait_ports: vec![port],
+        },
+    );
+    // The certificate is vane's own self-signed default.
+    let browser = common::cdp::Browser::launch_with(&["--ignore-certificate-errors"]);
+    let mut page = browser.page();
+    page.navigate(&format!("https://localhost:{port}/page"));
+    let wait = Duration::from_secs(10);
+    assert!(
+        page.wait_for("document.getElementById('v') !== null", wait),
+        "the page never loaded"
+    );
+    assert_eq!(
+        page.eval("document.getElementById('v').textContent"),
+        serde_json::json!("HTTP/2.0")
+    );
+    assert_eq!(
+        page.eval("performance.getEntriesByType('navigation')[0].nextHopProtocol"),
+        serde_json::json!("h2")
+    );
+}
