@@ -442,6 +442,11 @@ fn a_body_longer_than_its_content_length_resets_its_stream() {
 #[test]
 fn a_panicking_flow_resets_only_its_stream() {
     let (_cfg, port, v) = gateway(ECHO_APP);
+    // A served request first: every connection made before (the start-up probe's) has been
+    // accepted then, so the armed panic goes to the next one, which is this test's.
+    let mut warm = H2::connect(port, &[]);
+    warm.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/warm", &[]));
+    warm.body();
     // The next connection's first request panics inside its flow.
     let (code, body) = v.post(&format!("/chaos/panic/listeners/tcp:{port}/sessions"));
     assert_eq!(code, 202, "{body}");

@@ -79,7 +79,9 @@ pub struct Connection<'a, IO> {
     written: usize,
     decoder: Decoder,
     streams: HashMap<u32, Stream, BuildHasherDefault<StreamIds>>,
-    handlers: FuturesUnordered<Handled>,
+    /// The streams' flows; made with the first stream and dropped when the connection goes
+    /// idle (an empty set still holds two allocations).
+    handlers: Option<FuturesUnordered<Handled>>,
     /// The client's settings that matter to sending.
     peer_window: u32,
     peer_max_frame: u32,
@@ -119,7 +121,7 @@ where
             written: 0,
             decoder: Decoder::new(HEADER_TABLE),
             streams: HashMap::default(),
-            handlers: FuturesUnordered::new(),
+            handlers: None,
             peer_window: frame::DEFAULT_WINDOW,
             peer_max_frame: frame::DEFAULT_MAX_FRAME,
             send_window: i64::from(frame::DEFAULT_WINDOW),
@@ -183,7 +185,9 @@ where
                 }
                 self.frames()?;
             }
-            while let Poll::Ready(Some((id, ended))) = self.handlers.poll_next_unpin(cx) {
+            while let Some(Poll::Ready(Some((id, ended)))) =
+                self.handlers.as_mut().map(|h| h.poll_next_unpin(cx))
+            {
                 match ended {
                     Ended::Answered(r) => self.respond(id, r),
                     Ended::Cancelled => {}
@@ -199,7 +203,7 @@ where
             progress |= self.pump(cx);
             self.reap();
             let flushed = self.poll_flush(cx)?;
-            let quiet = self.streams.is_empty() && self.handlers.is_empty() && flushed;
+            let quiet = self.streams.is_empty() && self.flows() == 0 && flushed;
             if quiet && (self.read_closed || self.going_away.is_some()) {
                 return Poll::Ready(Ok(()));
             }
@@ -208,6 +212,7 @@ where
                 self.rbuf = BytesMut::new();
                 self.wbuf = Vec::new();
                 self.written = 0;
+                self.handlers = None;
             }
             if !progress {
                 return Poll::Pending;
@@ -216,6 +221,11 @@ where
         // A client that keeps this busy yields the thread to the other connections.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Flows still running (those of reset streams until they stop).
+    fn flows(&self) -> usize {
+        self.handlers.as_ref().map_or(0, FuturesUnordered::len)
     }
 
     /// Reads what the socket has: the byte count (0 at the end), or pending. An idle
@@ -475,7 +485,7 @@ where
         if self.going_away.is_some_and(|last| id > last) {
             return Ok(());
         }
-        if self.streams.len() >= MAX_STREAMS || self.handlers.len() >= MAX_STREAMS {
+        if self.streams.len() >= MAX_STREAMS || self.flows() >= MAX_STREAMS {
             frame::write_rst_stream(&mut self.wbuf, id, Reason::RefusedStream);
             return Ok(());
         }
@@ -531,6 +541,7 @@ where
         }
         let cancel = Arc::new(Cancel::default());
         self.handlers
+            .get_or_insert_with(FuturesUnordered::new)
             .push(flow(self.ctx.clone(), req, id, cancel.clone()));
         self.streams.insert(
             id,
