@@ -2,7 +2,7 @@
 //! Why: hyper and the h2 crate cost 41,000 instructions per proxied h2c request against
 //! HAProxy's 28,000 (this server: 23,000), and held an idle connection's buffers (16 KiB to
 //! write, 8 KiB to read, 4 KiB for HPACK) for its whole life: 25 KiB per idle connection
-//! against HAProxy's 5 (this server: 2.4).
+//! against HAProxy's 5 (this server: 2.2).
 //! The pieces: the wire format (frames in [`frame`], header compression in [`hpack`] with its
 //! Huffman code in [`huffman`]), a request's head checked ([`request`]) and its body on the
 //! way to the flow ([`inbox`]), response heads ([`respond`]), a stream's state, the
