@@ -253,7 +253,7 @@ async fn serve_hyper<IO>(
             r = served.as_mut() => {
                 if let Err(e) = r {
                     let kind = error_kind(&*e);
-                    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+                    count_connection_error(kind);
                     debug!(listener = %key, peer = %peer, "HTTP connection ended ({kind}): {e}");
                 }
                 return;
@@ -290,7 +290,7 @@ async fn serve_h2<IO>(
                         super::h2::conn::ConnError::Io(_) => "io",
                         _ => "malformed",
                     };
-                    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+                    count_connection_error(kind);
                     debug!(listener = %key, peer = %peer, "HTTP/2 connection ended ({kind}): {e}");
                 }
                 return;
@@ -312,6 +312,12 @@ async fn serve_h2<IO>(
     }
 }
 
+/// Counts `vane_http_connection_errors_total{kind}`: the one place every HTTP server of L7
+/// counts a client connection's error.
+pub fn count_connection_error(kind: &'static str) {
+    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
+}
+
 /// Counts and logs a connection its watchdog ended: idle (an error of the connection), or
 /// waiting for a request when draining began (a normal close).
 fn closed_quiet(
@@ -321,7 +327,7 @@ fn closed_quiet(
 ) {
     match quiet {
         super::idle::Quiet::Idle => {
-            metrics::counter!("vane_http_connection_errors_total", "kind" => "idle").increment(1);
+            count_connection_error("idle");
             debug!(listener = %key, peer = %peer, "HTTP connection idle; closed");
         }
         super::idle::Quiet::Closing => {

@@ -143,7 +143,7 @@ pub fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// Whether `buf` starts with the HTTP/2 connection preface (prior knowledge); `None` while it
 /// is too short to tell.
 pub fn is_h2_preface(buf: &[u8]) -> Option<bool> {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    use crate::l7::h2::frame::PREFACE;
     let n = buf.len().min(PREFACE.len());
     if buf[..n] != PREFACE[..n] {
         Some(false)

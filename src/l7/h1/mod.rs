@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use self::body::{BodyError, Feed, Step};
 use self::head::{HeadError, Parsed};
-use super::server::{self, Ctx};
+use super::server::{self, count_connection_error as count, Ctx};
 
 /// The largest request head (hyper's `max_buf_size` before this path).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -105,11 +105,6 @@ pub enum Ended {
     Closed,
     /// The connection continues in hyper, which must first read these bytes.
     Handover(Bytes),
-}
-
-/// Counts `vane_http_connection_errors_total{kind}`.
-fn count(kind: &'static str) {
-    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
 }
 
 /// Serves HTTP/1.x requests on `io` until the connection ends or must go to hyper, starting

@@ -26,7 +26,7 @@ use super::respond;
 use super::stream::{close, flow, Block, Cancel, Ended, Handled, Out, Stream, StreamIds};
 use crate::l7::h1::Readiness;
 use crate::l7::reply::Reply;
-use crate::l7::server::{Aborted, Ctx};
+use crate::l7::server::{count_connection_error as count, Aborted, Ctx};
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS), counting the
 /// flows of streams it reset that have not stopped yet.
@@ -51,12 +51,6 @@ const HEADER_TABLE: usize = 4096;
 thread_local! {
     /// Where Huffman-coded strings are decoded: the thread's, not each connection's.
     static SCRATCH: std::cell::RefCell<hpack::Scratch> = std::cell::RefCell::default();
-}
-
-/// Counts `vane_http_connection_errors_total{kind}` (a refused request counts as the
-/// HTTP/1.1 server counts it).
-fn count(kind: &'static str) {
-    metrics::counter!("vane_http_connection_errors_total", "kind" => kind).increment(1);
 }
 
 /// Why the connection ends other than by a close.

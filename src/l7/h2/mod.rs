@@ -18,6 +18,21 @@ pub mod respond;
 mod stream;
 pub mod tunnel;
 
+/// Fields of one HTTP/1.1 connection, which HTTP/2 does not carry (RFC 9113, 8.2.2): a
+/// request with one is malformed, a response loses them. Any case (an upstream's HTTP/1.1
+/// names come as they were written).
+fn connection_specific(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// Bytes from hex digits (spaces ignored), as the RFCs print their examples.
 #[cfg(test)]
 fn hex(s: &str) -> Vec<u8> {

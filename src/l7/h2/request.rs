@@ -9,6 +9,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, COOKIE};
 use hyper::http::uri;
 use hyper::{Method, Uri};
 
+use super::connection_specific;
 use super::hpack::Field;
 
 /// The most a request's fields may take, as SETTINGS_MAX_HEADER_LIST_SIZE counts them (each
@@ -56,14 +57,6 @@ pub struct Builder {
     size: usize,
     fields: usize,
     refusal: Option<Refusal>,
-}
-
-/// Fields that belong to one HTTP/1.1 connection and are malformed in HTTP/2 (8.2.2).
-fn connection_specific(name: &[u8]) -> bool {
-    matches!(
-        name,
-        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade"
-    )
 }
 
 impl Builder {

@@ -15,15 +15,9 @@ thread_local! {
     static BLOCK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Fields of one HTTP/1.1 connection, which HTTP/2 does not carry (RFC 9113, 8.2.2), and
-/// `Content-Length`, which is given from the body.
+/// Fields HTTP/2 does not carry, and `Content-Length`, which is given from the body.
 fn left_out(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"connection")
-        || name.eq_ignore_ascii_case(b"keep-alive")
-        || name.eq_ignore_ascii_case(b"proxy-connection")
-        || name.eq_ignore_ascii_case(b"transfer-encoding")
-        || name.eq_ignore_ascii_case(b"upgrade")
-        || name.eq_ignore_ascii_case(b"content-length")
+    super::connection_specific(name) || name.eq_ignore_ascii_case(b"content-length")
 }
 
 /// Encodes into the thread's block and writes it as HEADERS (and CONTINUATION) frames.
