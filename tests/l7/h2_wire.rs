@@ -594,3 +594,32 @@ fn chromium_loads_a_page_over_http2() {
         serde_json::json!("h2")
     );
 }
+
+/// An upstream's HTTP/1.1 field names come in any case; HTTP/2 wants them lowercase (a
+/// client may refuse a response with an uppercase one).
+#[test]
+fn an_upstreams_field_names_go_out_lowercase() {
+    let (up, _) = recorder(
+        b"HTTP/1.1 200 OK\r\nX-Mixed-Case: v\r\nServer: Upstream\r\nContent-Length: 2\r\n\r\nok",
+        |b| b.windows(4).any(|w| w == b"\r\n\r\n"),
+    );
+    let (_cfg, port, _v) = gateway(&proxy_app(&format!("http://{up}"), ""));
+    let mut c = H2::connect(port, &[]);
+    c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/", &[]));
+    let seen = c.until(|f| f.kind == HEADERS);
+    let head = c.fields(&seen.last().expect("head").payload);
+    assert!(
+        head.contains(&("x-mixed-case".into(), "v".into())),
+        "{head:?}"
+    );
+    assert!(
+        head.contains(&("server".into(), "Upstream".into())),
+        "{head:?}"
+    );
+    assert!(
+        head.iter()
+            .all(|(n, _)| !n.bytes().any(|b| b.is_ascii_uppercase())),
+        "{head:?}"
+    );
+    assert_eq!(c.body(), b"ok");
+}
