@@ -27,6 +27,10 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
+/// The client's side once it is ready: hyper's upgrade when it completes, a stream at once.
+type ClientIo =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Box<dyn Io>, hyper::Error>> + Send>>;
+
 /// The `101` for the client; the tunnel runs in the background once both sides switched.
 pub fn complete(
     h2: bool,
@@ -36,20 +40,18 @@ pub fn complete(
     upstream_resp: Option<(StatusCode, HeaderMap, Body)>,
 ) -> Response<Body> {
     let (idle, ticks) = (rt.settings.websocket_idle_timeout, rt.ws_idle_ticks);
-    let (client, to_client) = match client {
-        ClientSide::Upgrade(on) => (Err(on), body::empty()),
+    let (client, to_client): (ClientIo, Body) = match client {
+        ClientSide::Upgrade(on) => (
+            Box::pin(async move { on.await.map(|c| Box::new(TokioIo::new(c)) as Box<dyn Io>) }),
+            body::empty(),
+        ),
         ClientSide::Stream(from) => {
             let (io, to_client) = super::h2::tunnel::pair(from);
-            (Ok(io), to_client)
+            let io: Box<dyn Io> = Box::new(io);
+            (Box::pin(std::future::ready(Ok(io))), to_client)
         }
     };
     tokio::spawn(async move {
-        let client = async move {
-            match client {
-                Err(on) => on.await.map(|c| Box::new(TokioIo::new(c)) as Box<dyn Io>),
-                Ok(io) => Ok(Box::new(io) as Box<dyn Io>),
-            }
-        };
         let (c, u) = tokio::join!(client, upstream);
         let (c, u) = match (c, u) {
             (Ok(c), Ok(u)) => (c, u),

@@ -64,6 +64,17 @@ pub enum ConnError {
     Io(#[from] io::Error),
 }
 
+impl ConnError {
+    /// The code a GOAWAY gives the client, for an error of the protocol.
+    fn reason(&self) -> Option<Reason> {
+        match self {
+            ConnError::Protocol(FrameError::Connection(reason, _)) => Some(*reason),
+            ConnError::Compression(_) => Some(Reason::Compression),
+            ConnError::Protocol(FrameError::Stream(..)) | ConnError::Io(_) => None,
+        }
+    }
+}
+
 pub struct Connection<'a, IO> {
     ctx: &'a Arc<Ctx>,
     io: &'a mut IO,
@@ -150,13 +161,9 @@ where
         match self.poll_inner(cx) {
             Poll::Ready(Err(e)) => {
                 // Tell the client why, if the socket still takes it.
-                if let ConnError::Protocol(FrameError::Connection(reason, _)) = &e {
+                if let Some(reason) = e.reason() {
                     self.wbuf.truncate(self.written);
-                    frame::write_goaway(&mut self.wbuf, self.last_stream, *reason);
-                    let _ = self.poll_flush(cx);
-                } else if let ConnError::Compression(_) = &e {
-                    self.wbuf.truncate(self.written);
-                    frame::write_goaway(&mut self.wbuf, self.last_stream, Reason::Compression);
+                    frame::write_goaway(&mut self.wbuf, self.last_stream, reason);
                     let _ = self.poll_flush(cx);
                 }
                 Poll::Ready(Err(e))
@@ -238,11 +245,12 @@ where
 
     /// How much the frame at the front of the read buffer still needs.
     fn peer_frame_need(&self) -> usize {
-        if self.rbuf.len() < HEAD_LEN {
-            return frame::DEFAULT_MAX_FRAME as usize;
+        match self.rbuf.first_chunk::<HEAD_LEN>() {
+            Some(head) => {
+                (HEAD_LEN + Head::parse(head).len as usize).saturating_sub(self.rbuf.len())
+            }
+            None => frame::DEFAULT_MAX_FRAME as usize,
         }
-        let len = u32::from_be_bytes([0, self.rbuf[0], self.rbuf[1], self.rbuf[2]]) as usize;
-        (HEAD_LEN + len).saturating_sub(self.rbuf.len())
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnError> {
@@ -281,7 +289,10 @@ where
             self.preface = true;
         }
         while self.rbuf.len() >= HEAD_LEN {
-            let head = Head::parse(self.rbuf[..HEAD_LEN].try_into().unwrap_or(&[0; HEAD_LEN]));
+            let Some(raw) = self.rbuf.first_chunk::<HEAD_LEN>() else {
+                break;
+            };
+            let head = Head::parse(raw);
             if head.len > frame::DEFAULT_MAX_FRAME {
                 return Err(FrameError::Connection(Reason::FrameSize, "frame too large").into());
             }
