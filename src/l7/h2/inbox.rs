@@ -84,6 +84,17 @@ impl Inbox {
         std::mem::take(&mut s.taken)
     }
 
+    /// How many bytes may still be put in before `max` wait unread; at 0, `waker` is woken
+    /// when the reader takes some (a writer's backpressure: the tunnel's way to the client).
+    pub fn room(&self, max: usize, waker: &Waker) -> usize {
+        let mut s = self.lock();
+        let room = max.saturating_sub(s.chunks.iter().map(Bytes::len).sum());
+        if room == 0 {
+            s.conn = Some(waker.clone());
+        }
+        room
+    }
+
     /// Bytes received and not read.
     pub fn unread(&self) -> usize {
         self.lock().chunks.iter().map(Bytes::len).sum()

@@ -4,18 +4,16 @@
 //! both as to any request, so a tunnel holds at most its stream window one way and
 //! [`QUEUE`] bytes the other.
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame};
+use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::l7::body::{Body, BoxError};
+use super::inbox::Inbox;
+use crate::l7::body::Body;
 
 /// Bytes written and not yet taken by the connection, past which writes wait.
 const QUEUE: usize = 64 * 1024;
@@ -25,44 +23,19 @@ const QUEUE: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Tunnel;
 
-#[derive(Default)]
-struct Pipe {
-    chunks: VecDeque<Bytes>,
-    queued: usize,
-    closed: bool,
-    reader: Option<Waker>,
-    writer: Option<Waker>,
-}
-
-#[derive(Default)]
-struct Shared(Mutex<Pipe>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Pipe> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn close(&self) {
-        let mut p = self.lock();
-        p.closed = true;
-        if let Some(w) = p.reader.take() {
-            w.wake();
-        }
-    }
-}
-
 /// The tunnel's end in vane: reads the client's bytes, writes bytes for it.
 pub struct StreamIo {
     from: Body,
     left: Bytes,
-    to: Arc<Shared>,
+    /// What was written, on its way out: the same queue a request body comes in by.
+    to: Inbox,
 }
 
 /// The tunnel on the request body `from_client`, and the body of the response that carries
 /// the tunnel's writes to the client.
 pub fn pair(from_client: Body) -> (StreamIo, Body) {
-    let to = Arc::new(Shared::default());
-    let body = PipeBody(to.clone()).boxed();
+    let to = Inbox::default();
+    let body = to.body(None);
     (
         StreamIo {
             from: from_client,
@@ -103,24 +76,16 @@ impl AsyncWrite for StreamIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if Arc::strong_count(&self.to) == 1 {
+        if self.to.abandoned() {
             // The stream is gone (reset, or the connection ended).
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        let mut p = self.to.lock();
-        if p.closed {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        if p.queued >= QUEUE {
-            p.writer = Some(cx.waker().clone());
+        let room = self.to.room(QUEUE, cx.waker());
+        if room == 0 {
             return Poll::Pending;
         }
-        let n = buf.len().min(QUEUE - p.queued);
-        p.chunks.push_back(Bytes::copy_from_slice(&buf[..n]));
-        p.queued += n;
-        if let Some(w) = p.reader.take() {
-            w.wake();
-        }
+        let n = buf.len().min(room);
+        self.to.push(Bytes::copy_from_slice(&buf[..n]));
         Poll::Ready(Ok(n))
     }
 
@@ -129,52 +94,21 @@ impl AsyncWrite for StreamIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.to.close();
+        self.to.end(None);
         Poll::Ready(Ok(()))
     }
 }
 
 impl Drop for StreamIo {
     fn drop(&mut self) {
-        self.to.close();
-    }
-}
-
-/// The response body: what the tunnel wrote, ended when it shuts down or goes.
-struct PipeBody(Arc<Shared>);
-
-impl hyper::body::Body for PipeBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut p = self.0.lock();
-        if let Some(d) = p.chunks.pop_front() {
-            p.queued -= d.len();
-            if let Some(w) = p.writer.take() {
-                w.wake();
-            }
-            return Poll::Ready(Some(Ok(Frame::data(d))));
-        }
-        if p.closed {
-            return Poll::Ready(None);
-        }
-        p.reader = Some(cx.waker().clone());
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        let p = self.0.lock();
-        p.closed && p.chunks.is_empty()
+        self.to.end(None);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
