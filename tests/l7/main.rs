@@ -7,6 +7,8 @@ mod cgi;
 #[path = "../common/mod.rs"]
 mod common;
 mod h1_wire;
+mod h2_conformance;
+mod h2_raw;
 mod h2_wire;
 mod http3;
 mod keys;

@@ -8,6 +8,7 @@
 //! way to the flow ([`inbox`]), response heads ([`respond`]), a stream's state, the
 //! connection that drives them ([`conn`]), and a stream made a WebSocket tunnel ([`tunnel`]).
 
+mod closed;
 pub mod conn;
 pub mod frame;
 pub mod hpack;

@@ -151,6 +151,22 @@ impl Builder {
         self.headers.append(name, value);
     }
 
+    /// Checks a block of trailers (8.1): the rules of any field, and no pseudo-header.
+    pub fn trailers(self) -> Result<(), Refusal> {
+        if let Some(r) = self.refusal {
+            return Err(r);
+        }
+        let pseudo = self.method.is_some()
+            || self.scheme.is_some()
+            || self.authority.is_some()
+            || self.path.is_some()
+            || self.protocol.is_some();
+        if pseudo {
+            return Err(Refusal::Malformed("pseudo-header in trailers"));
+        }
+        Ok(())
+    }
+
     /// The request, once the block has ended.
     pub fn finish(mut self) -> Result<Head, Refusal> {
         use Refusal::Malformed;

@@ -12,21 +12,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use hyper::body::Body as _;
-use hyper::{Request, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::frame::{self, Frame, FrameError, Head, Reason, Settings, HEAD_LEN, PREFACE};
+use super::closed::Recent;
+use super::frame::{self, FrameError, Head, Reason, Settings, HEAD_LEN};
 use super::hpack::{self, Decoder, HpackError};
-use super::inbox::{BodyError, Inbox};
-use super::request::{self, Builder, Refusal};
+use super::inbox::BodyError;
+use super::request;
 use super::respond;
-use super::stream::{close, flow, Block, Cancel, Ended, Handled, Out, Stream, StreamIds};
+use super::stream::{close, Block, Ended, Handled, Out, Stream, StreamIds};
 use crate::l7::h1::Readiness;
 use crate::l7::reply::Reply;
 use crate::l7::server::{count_connection_error as count, Aborted, Ctx};
+
+mod recv;
 
 /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS), counting the
 /// flows of streams it reset that have not stopped yet.
@@ -93,7 +95,8 @@ pub struct Connection<'a, IO> {
     send_window: i64,
     recv_window: i64,
     recv_taken: usize,
-    last_stream: u32,
+    /// The streams the client opened, and how the recent ones closed.
+    recent: Recent,
     preface: bool,
     settings: bool,
     block: Option<Block>,
@@ -132,7 +135,7 @@ where
             send_window: i64::from(frame::DEFAULT_WINDOW),
             recv_window: i64::from(CONN_WINDOW),
             recv_taken: 0,
-            last_stream: 0,
+            recent: Recent::default(),
             preface: false,
             settings: false,
             block: None,
@@ -144,8 +147,8 @@ where
     /// Stops taking new streams (draining): a GOAWAY now, the open ones finish.
     pub fn go_away(&mut self) {
         if self.going_away.is_none() {
-            frame::write_goaway(&mut self.wbuf, self.last_stream, Reason::NoError);
-            self.going_away = Some(self.last_stream);
+            frame::write_goaway(&mut self.wbuf, self.recent.last(), Reason::NoError);
+            self.going_away = Some(self.recent.last());
         }
     }
 
@@ -163,7 +166,7 @@ where
                 // Tell the client why, if the socket still takes it.
                 if let Some(reason) = e.reason() {
                     self.wbuf.truncate(self.written);
-                    frame::write_goaway(&mut self.wbuf, self.last_stream, reason);
+                    frame::write_goaway(&mut self.wbuf, self.recent.last(), reason);
                     let _ = self.poll_flush(cx);
                 }
                 Poll::Ready(Err(e))
@@ -272,352 +275,15 @@ where
         Ok(true)
     }
 
-    /// Handles every whole frame in the read buffer.
-    fn frames(&mut self) -> Result<(), ConnError> {
-        if !self.preface {
-            if self.rbuf.len() < PREFACE.len() {
-                return if self.read_closed && !self.rbuf.is_empty() {
-                    Err(FrameError::Connection(Reason::Protocol, "no preface").into())
-                } else {
-                    Ok(())
-                };
-            }
-            if &self.rbuf[..PREFACE.len()] != PREFACE {
-                return Err(FrameError::Connection(Reason::Protocol, "no preface").into());
-            }
-            self.rbuf.advance(PREFACE.len());
-            self.preface = true;
-        }
-        while self.rbuf.len() >= HEAD_LEN {
-            let Some(raw) = self.rbuf.first_chunk::<HEAD_LEN>() else {
-                break;
-            };
-            let head = Head::parse(raw);
-            if head.len > frame::DEFAULT_MAX_FRAME {
-                return Err(FrameError::Connection(Reason::FrameSize, "frame too large").into());
-            }
-            let total = HEAD_LEN + head.len as usize;
-            if self.rbuf.len() < total {
-                break;
-            }
-            self.rbuf.advance(HEAD_LEN);
-            let payload = self.rbuf.split_to(head.len as usize).freeze();
-            if !self.settings && head.kind != frame::kind::SETTINGS {
-                return Err(
-                    FrameError::Connection(Reason::Protocol, "first frame not SETTINGS").into(),
-                );
-            }
-            if let Some(b) = &self.block {
-                if head.kind != frame::kind::CONTINUATION || head.stream != b.stream {
-                    return Err(FrameError::Connection(
-                        Reason::Protocol,
-                        "header block interrupted",
-                    )
-                    .into());
-                }
-            }
-            match Frame::parse(head, payload) {
-                Ok(f) => self.frame(f)?,
-                Err(FrameError::Stream(id, reason, _)) => self.reset(id, reason),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    fn frame(&mut self, f: Frame) -> Result<(), ConnError> {
-        use FrameError::Connection as Conn;
-        match f {
-            Frame::Settings { ack, settings } => {
-                if !ack {
-                    self.settings = true;
-                    self.apply(settings)?;
-                    frame::write_settings_ack(&mut self.wbuf);
-                }
-            }
-            Frame::Ping { ack, data } => {
-                if !ack {
-                    frame::write_ping_ack(&mut self.wbuf, &data);
-                }
-            }
-            Frame::GoAway { .. } => {
-                // The client opens no more streams; the open ones finish.
-                self.going_away.get_or_insert(self.last_stream);
-            }
-            Frame::WindowUpdate {
-                stream: 0,
-                increment,
-            } => {
-                self.send_window += i64::from(increment);
-                if self.send_window > i64::from(frame::MAX_WINDOW) {
-                    return Err(Conn(Reason::FlowControl, "connection window above 2^31-1").into());
-                }
-            }
-            Frame::WindowUpdate { stream, increment } => {
-                if let Some(s) = self.streams.get_mut(&stream) {
-                    s.send_window += i64::from(increment);
-                    if s.send_window > i64::from(frame::MAX_WINDOW) {
-                        self.reset(stream, Reason::FlowControl);
-                    }
-                } else if stream > self.last_stream {
-                    return Err(Conn(Reason::Protocol, "WINDOW_UPDATE on an idle stream").into());
-                }
-            }
-            Frame::RstStream { stream, .. } => {
-                if stream > self.last_stream {
-                    return Err(Conn(Reason::Protocol, "RST_STREAM on an idle stream").into());
-                }
-                if let Some(s) = self.streams.remove(&stream) {
-                    self.close(s, Some(BodyError::Reset));
-                }
-            }
-            Frame::Priority { .. } | Frame::Unknown => {}
-            Frame::Headers {
-                stream,
-                end_stream,
-                end_headers,
-                fragment,
-                priority,
-            } => {
-                if stream % 2 == 0 {
-                    return Err(Conn(Reason::Protocol, "even stream id from a client").into());
-                }
-                let block = Block {
-                    stream,
-                    end_stream,
-                    on_itself: priority.is_some_and(|p| p.on_itself(stream)),
-                    first: fragment,
-                    joined: Vec::new(),
-                    frames: 0,
-                };
-                if end_headers {
-                    self.headers(block)?;
-                } else {
-                    self.block = Some(block);
-                }
-            }
-            Frame::Continuation {
-                stream,
-                end_headers,
-                fragment,
-            } => {
-                let Some(mut b) = self.block.take().filter(|b| b.stream == stream) else {
-                    return Err(Conn(Reason::Protocol, "CONTINUATION without HEADERS").into());
-                };
-                if b.bytes().len() + fragment.len() > MAX_BLOCK || b.frames >= MAX_CONTINUATIONS {
-                    return Err(Conn(Reason::EnhanceYourCalm, "header block too large").into());
-                }
-                if b.frames == 0 {
-                    b.joined.extend_from_slice(&b.first);
-                }
-                b.joined.extend_from_slice(&fragment);
-                b.frames += 1;
-                if end_headers {
-                    self.headers(b)?;
-                } else {
-                    self.block = Some(b);
-                }
-            }
-            Frame::Data {
-                stream,
-                end_stream,
-                data,
-                flow_len,
-            } => self.data(stream, end_stream, data, flow_len)?,
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, s: Settings) -> Result<(), ConnError> {
-        if let Some(w) = s.initial_window_size {
-            let delta = i64::from(w) - i64::from(self.peer_window);
-            self.peer_window = w;
-            for st in self.streams.values_mut() {
-                st.send_window += delta;
-                if st.send_window > i64::from(frame::MAX_WINDOW) {
-                    return Err(
-                        FrameError::Connection(Reason::FlowControl, "window above 2^31-1").into(),
-                    );
-                }
-            }
-        }
-        if let Some(m) = s.max_frame_size {
-            self.peer_max_frame = m;
-        }
-        Ok(())
-    }
-
-    /// A whole header block: a new request, or a request's trailers.
-    fn headers(&mut self, b: Block) -> Result<(), ConnError> {
-        let mut builder = Builder::default();
-        SCRATCH.with_borrow_mut(|scratch| {
-            self.decoder.decode(b.bytes(), scratch, |f| {
-                builder.field(f);
-                Ok::<_, HpackError>(())
-            })
-        })?;
-        let id = b.stream;
-        if b.on_itself {
-            self.last_stream = self.last_stream.max(id);
-            self.reset(id, Reason::Protocol);
-            return Ok(());
-        }
-        if id <= self.last_stream {
-            // Trailers of an open request; anything else on a used id is an error.
-            let Some(s) = self.streams.get_mut(&id).filter(|s| s.recv_open) else {
-                return Err(FrameError::Connection(
-                    Reason::StreamClosed,
-                    "HEADERS on a closed stream",
-                )
-                .into());
-            };
-            if !b.end_stream {
-                self.reset(id, Reason::Protocol);
-                return Ok(());
-            }
-            // Trailers are not passed on (as for HTTP/1.1); the body ends here.
-            if s.remaining.is_some_and(|n| n != 0) {
-                self.reset(id, Reason::Protocol);
-                return Ok(());
-            }
-            if let Some(inbox) = &s.inbox {
-                inbox.end(None);
-            }
-            s.recv_open = false;
-            return Ok(());
-        }
-        self.last_stream = id;
-        if self.going_away.is_some_and(|last| id > last) {
-            return Ok(());
-        }
-        if self.streams.len() >= MAX_STREAMS || self.flows() >= MAX_STREAMS {
-            frame::write_rst_stream(&mut self.wbuf, id, Reason::RefusedStream);
-            return Ok(());
-        }
-        let head = match builder.finish() {
-            Ok(h) => h,
-            Err(Refusal::Malformed(why)) => {
-                tracing::debug!(stream = id, "HTTP/2 request refused: {why}");
-                count("malformed");
-                frame::write_rst_stream(&mut self.wbuf, id, Reason::Protocol);
-                return Ok(());
-            }
-            Err(Refusal::TooLarge) => {
-                count("too_large");
-                respond::refusal(&mut self.wbuf, id, 431, self.peer_max_frame);
-                if !b.end_stream {
-                    frame::write_rst_stream(&mut self.wbuf, id, Reason::NoError);
-                }
-                return Ok(());
-            }
-        };
-        self.open(id, head, b.end_stream);
-        Ok(())
-    }
-
-    /// Starts a request's flow.
-    fn open(&mut self, id: u32, mut head: request::Head, end_stream: bool) {
-        let inbox = (!end_stream).then(Inbox::default);
-        let body = match &inbox {
-            Some(i) => i.body(head.length),
-            None => crate::l7::body::empty(),
-        };
-        let head_request = head.method == hyper::Method::HEAD;
-        let remaining = head.length.filter(|_| !end_stream);
-        if end_stream && head.length.is_some_and(|n| n != 0) {
-            frame::write_rst_stream(&mut self.wbuf, id, Reason::Protocol);
-            return;
-        }
-        // `Expect: 100-continue` is answered here, at once: the flow reads the body as any.
-        if let Some(e) = head.headers.remove(hyper::header::EXPECT) {
-            if !end_stream && e.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-                respond::interim(&mut self.wbuf, id, 100, self.peer_max_frame);
-            }
-        }
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = Version::HTTP_2;
-        *req.headers_mut() = head.headers;
-        if let Some(p) = head.protocol {
-            let p = String::from_utf8_lossy(&p);
-            req.extensions_mut().insert(hyper::ext::Protocol::from(&*p));
-            req.extensions_mut().insert(super::tunnel::Tunnel);
-        }
-        let cancel = Arc::new(Cancel::default());
-        self.handlers
-            .get_or_insert_with(FuturesUnordered::new)
-            .push(flow(self.ctx.clone(), req, id, cancel.clone()));
-        self.streams.insert(
-            id,
-            Stream {
-                recv_open: inbox.is_some(),
-                inbox,
-                remaining,
-                recv_window: i64::from(STREAM_WINDOW),
-                recv_taken: 0,
-                send: Out::Handling,
-                send_window: i64::from(self.peer_window),
-                head_request,
-                cancel,
-            },
-        );
-    }
-
-    fn data(&mut self, id: u32, end: bool, data: Bytes, flow: u32) -> Result<(), ConnError> {
-        self.recv_window -= i64::from(flow);
-        if self.recv_window < 0 {
-            return Err(
-                FrameError::Connection(Reason::FlowControl, "connection window overrun").into(),
-            );
-        }
-        // Padding counts against the windows but reaches nobody: given back at once.
-        self.recv_taken += flow as usize - data.len();
-        let Some(s) = self.streams.get_mut(&id).filter(|s| s.recv_open) else {
-            if id > self.last_stream {
-                return Err(
-                    FrameError::Connection(Reason::Protocol, "DATA on an idle stream").into(),
-                );
-            }
-            self.recv_taken += data.len();
-            // After its END_STREAM: an error of the stream. After the stream ended (a reset
-            // either way crossing this DATA in flight): nothing to say.
-            if self.streams.contains_key(&id) {
-                self.reset(id, Reason::StreamClosed);
-            }
-            return Ok(());
-        };
-        s.recv_window -= i64::from(flow);
-        s.recv_taken += flow as usize - data.len();
-        if s.recv_window < 0 {
-            self.reset(id, Reason::FlowControl);
-            return Ok(());
-        }
-        let n = data.len() as u64;
-        if let Some(left) = &mut s.remaining {
-            if n > *left || (end && n != *left) {
-                self.reset(id, Reason::Protocol);
-                return Ok(());
-            }
-            *left -= n;
-        }
-        if let Some(inbox) = &s.inbox {
-            if !data.is_empty() {
-                inbox.push(data);
-            }
-            if end {
-                inbox.end(None);
-            }
-        }
-        if end {
-            s.recv_open = false;
-        }
-        Ok(())
+    /// Sends RST_STREAM, remembering it: frames of the stream that crossed it are ignored.
+    fn refuse(&mut self, id: u32, reason: Reason) {
+        frame::write_rst_stream(&mut self.wbuf, id, reason);
+        self.recent.reset_here(id);
     }
 
     /// Resets a stream (a stream error): RST_STREAM, and its flow stopped.
     fn reset(&mut self, id: u32, reason: Reason) {
-        frame::write_rst_stream(&mut self.wbuf, id, reason);
+        self.refuse(id, reason);
         if let Some(s) = self.streams.remove(&id) {
             self.close(s, Some(BodyError::Reset));
         }
@@ -756,13 +422,14 @@ where
     /// Removes the streams whose response is sent. One whose client is still sending is
     /// told to stop (RST_STREAM NO_ERROR, as 8.1 allows once the response is complete).
     fn reap(&mut self) {
-        let (wbuf, taken) = (&mut self.wbuf, &mut self.recv_taken);
+        let (wbuf, taken, recent) = (&mut self.wbuf, &mut self.recv_taken, &mut self.recent);
         self.streams.retain(|&id, s| {
             if !matches!(s.send, Out::Done) {
                 return true;
             }
             if s.recv_open {
                 frame::write_rst_stream(wbuf, id, Reason::NoError);
+                recent.reset_here(id);
             }
             *taken += close(s, Some(BodyError::Gone));
             false
