@@ -392,6 +392,44 @@ fn an_idle_connection_gets_a_goaway_before_it_closes() {
     assert!(c.next().is_none(), "the connection closes");
 }
 
+/// A client that sends PINGs and never reads the answers (the ping and settings floods of
+/// CVE-2019-9512 and -9515): the server stops reading it once its answers back up, so the
+/// client's writes stall with a bounded amount taken, memory stays flat, and other clients are
+/// served meanwhile.
+#[test]
+fn a_client_that_never_reads_is_no_longer_read() {
+    let (_cfg, port, v) = gateway(ECHO_APP);
+    let before = rss_kib(v.pid());
+    let mut c = H2::connect(port, &[]);
+    c.s.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    // 1 MiB of PING frames at a time, up to 256 MiB.
+    let burst: Vec<u8> = (0..1024 * 1024 / 17)
+        .flat_map(|_| frame(PING, 0, 0, b"flooding"))
+        .collect();
+    let mut taken = 0usize;
+    // A short write counts what it took; the stall shows as the next one's timeout.
+    let stalled = (0..256).any(|_| match c.s.write(&burst) {
+        Ok(n) => {
+            taken += n;
+            false
+        }
+        Err(_) => true,
+    });
+    assert!(
+        stalled,
+        "the server read all {taken} bytes of a client that never reads"
+    );
+    // The kernel's socket buffers (up to about 10 MiB on loopback) and the server's 64 KiB.
+    assert!(taken < 48 << 20, "took {taken} bytes");
+    let grown = rss_kib(v.pid()).saturating_sub(before);
+    assert!(grown < 16 * 1024, "the server grew by {grown} KiB");
+    // Everyone else is served.
+    let mut other = H2::connect(port, &[]);
+    other.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/", &[]));
+    assert!(String::from_utf8_lossy(&other.body()).starts_with("GET /?"));
+}
+
 /// A browser: Chromium opens a page over TLS, negotiates `h2` by ALPN and gets it from vane's
 /// HTTP/2 server.
 #[test]
