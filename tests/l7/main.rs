@@ -8,6 +8,7 @@ mod cgi;
 mod common;
 mod h1_wire;
 mod h2_conformance;
+mod h2_random;
 mod h2_raw;
 mod h2_wire;
 mod http3;
