@@ -139,15 +139,7 @@ fn protocol_errors_end_the_connection_with_goaway() {
 
 #[test]
 fn streams_past_the_limit_are_refused_and_reset_ones_free_their_place() {
-    // An upstream that takes connections and never answers.
-    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let hang_at = hang.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = hang.accept() {
-            held.push(s);
-        }
-    });
+    let hang_at = hanging_upstream();
     let app = split_app(
         "/hang",
         &format!("url_prefix: \"http://{hang_at}\""),

@@ -213,15 +213,8 @@ fn closed(s: &mut TcpStream) -> bool {
 
 #[test]
 fn http2_conformance() {
-    // An upstream that takes connections and never answers: `/hang` keeps its stream open.
-    let hang = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let hang_at = hang.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = hang.accept() {
-            held.push(s);
-        }
-    });
+    // `/hang` keeps its stream open.
+    let hang_at = hanging_upstream();
     let app = format!(
         r#"pipeline:
   internal.common.match:

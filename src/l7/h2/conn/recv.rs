@@ -141,11 +141,7 @@ where
                     joined: Vec::new(),
                     frames: 0,
                 };
-                if end_headers {
-                    self.headers(block)?;
-                } else {
-                    self.block = Some(block);
-                }
+                self.block_part(block, end_headers)?;
             }
             Frame::Continuation {
                 stream,
@@ -163,11 +159,7 @@ where
                 }
                 b.joined.extend_from_slice(&fragment);
                 b.frames += 1;
-                if end_headers {
-                    self.headers(b)?;
-                } else {
-                    self.block = Some(b);
-                }
+                self.block_part(b, end_headers)?;
             }
             Frame::Data {
                 stream,
@@ -195,6 +187,15 @@ where
         if let Some(m) = s.max_frame_size {
             self.peer_max_frame = m;
         }
+        Ok(())
+    }
+
+    /// A header block so far: handled when it ended, else kept for its CONTINUATION.
+    fn block_part(&mut self, b: Block, ended: bool) -> Result<(), ConnError> {
+        if ended {
+            return self.headers(b);
+        }
+        self.block = Some(b);
         Ok(())
     }
 
