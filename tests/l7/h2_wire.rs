@@ -46,6 +46,53 @@ fn a_client_gets_no_more_than_its_window_and_pings_are_answered() {
     assert!(String::from_utf8_lossy(&body).starts_with("GET /w?"));
 }
 
+/// RFC 9113 6.9.2: a change of SETTINGS_INITIAL_WINDOW_SIZE moves the window of every open
+/// stream by the difference, below zero too; a stream then sends only once its window is
+/// back above zero.
+#[test]
+fn a_settings_change_moves_the_windows_of_open_streams_even_below_zero() {
+    let (_cfg, port, _v) = gateway(ECHO_APP);
+    // Streams start with no window at all.
+    let mut c = H2::connect(port, &[(0x4, 0)]);
+    c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/w", &[]));
+    let seen = c.until(|f| f.kind == HEADERS && f.stream == 1);
+    let head = c.fields(&seen.last().expect("head").payload);
+    let length: usize = head
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("content-length");
+    assert!(length > 10, "{length}");
+    c.s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    // The DATA bytes that come until the server falls silent.
+    let data = |c: &mut H2| -> usize {
+        let mut n = 0;
+        while let Some(f) = c.next() {
+            if f.kind == DATA {
+                assert_eq!(f.stream, 1);
+                n += f.payload.len();
+            }
+        }
+        n
+    };
+    assert_eq!(data(&mut c), 0, "sent without a window");
+    c.send(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 5]);
+    assert_eq!(data(&mut c), 5, "the window grew by 5");
+    // 2 - 5 = -3 after sending 5.
+    c.send(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 2]);
+    c.send(WINDOW_UPDATE, 0, 1, &3u32.to_be_bytes());
+    assert_eq!(
+        data(&mut c),
+        0,
+        "sent while the window was at or below zero"
+    );
+    c.send(WINDOW_UPDATE, 0, 1, &1u32.to_be_bytes());
+    assert_eq!(data(&mut c), 1, "one byte of window");
+    c.send(WINDOW_UPDATE, 0, 1, &10_000u32.to_be_bytes());
+    assert_eq!(data(&mut c), length - 6, "the rest");
+}
+
 #[test]
 fn malformed_requests_reset_their_stream_and_the_connection_goes_on() {
     let (_cfg, port, v) = gateway(ECHO_APP);
