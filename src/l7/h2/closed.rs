@@ -99,11 +99,17 @@ mod tests {
         assert_eq!(r.past(3), Past::ResetHere);
         assert_eq!(r.past(5), Past::Skipped);
         assert_eq!(r.past(7), Past::Closed);
+        // A new stream moves what is known of the old ones along with it.
+        r.open(9);
+        assert_eq!(r.past(3), Past::ResetHere);
+        assert_eq!(r.past(5), Past::Skipped);
+        assert_eq!(r.past(9), Past::Closed);
         // 64 ids on, stream 1 is out of reach and 7 is the oldest remembered.
         r.open(7 + 2 * 63);
         assert_eq!(r.past(1), Past::Forgotten);
         assert_eq!(r.past(7), Past::Closed);
-        assert_eq!(r.past(9), Past::Skipped);
+        assert_eq!(r.past(9), Past::Closed);
+        assert_eq!(r.past(11), Past::Skipped);
         // A jump past the span forgets everything before it.
         r.open(1001);
         assert_eq!(r.past(7 + 2 * 63), Past::Forgotten);
