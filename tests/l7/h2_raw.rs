@@ -113,6 +113,13 @@ impl H2 {
             .collect()
     }
 
+    /// The head of the response on `stream` (frames before it are passed over): its fields.
+    pub fn head(&mut self, stream: u32) -> Vec<(String, String)> {
+        let seen = self.until(|f| f.kind == HEADERS && f.stream == stream);
+        let block = seen.last().expect("head").payload.clone();
+        self.fields(&block)
+    }
+
     /// A response head's fields.
     pub fn fields(&mut self, block: &[u8]) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -188,4 +195,12 @@ pub fn hanging_upstream() -> std::net::SocketAddr {
         }
     });
     at
+}
+
+/// The `content-length` of an HTTP/2 response head.
+pub fn length_of(head: &[(String, String)]) -> usize {
+    head.iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("content-length")
 }

@@ -17,14 +17,9 @@ fn a_client_gets_no_more_than_its_window_and_pings_are_answered() {
     let ping = seen.last().expect("ping");
     assert_eq!((ping.flags, &ping.payload[..]), (1, &b"12345678"[..]));
     c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/w", &[]));
-    let seen = c.until(|f| f.kind == HEADERS && f.stream == 1);
-    let head = c.fields(&seen.last().expect("head").payload);
+    let head = c.head(1);
     assert!(head.contains(&(":status".into(), "201".into())), "{head:?}");
-    let length: usize = head
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("content-length");
+    let length = length_of(&head);
     assert!(length > 10, "the body must exceed the window: {length}");
     // Ten bytes, then nothing until the window grows.
     let mut body = Vec::new();
@@ -55,13 +50,7 @@ fn a_settings_change_moves_the_windows_of_open_streams_even_below_zero() {
     // Streams start with no window at all.
     let mut c = H2::connect(port, &[(0x4, 0)]);
     c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/w", &[]));
-    let seen = c.until(|f| f.kind == HEADERS && f.stream == 1);
-    let head = c.fields(&seen.last().expect("head").payload);
-    let length: usize = head
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("content-length");
+    let length = length_of(&c.head(1));
     assert!(length > 10, "{length}");
     c.s.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("timeout");
@@ -257,8 +246,7 @@ fn cookies_are_joined_and_expect_continue_is_answered_at_once() {
         [(":status".to_string(), "100".to_string())]
     );
     c.send(DATA, END_STREAM, 1, b"hello");
-    let seen = c.until(|f| f.kind == HEADERS);
-    let head = c.fields(&seen.last().expect("head").payload);
+    let head = c.head(1);
     assert!(head.contains(&(":status".into(), "200".into())), "{head:?}");
     let body = c.body();
     assert_eq!(String::from_utf8_lossy(&body), "cookie=a=1; b=2");
@@ -517,8 +505,7 @@ fn an_upstreams_field_names_go_out_lowercase() {
     let (_cfg, port, _v) = gateway(&proxy_app(&format!("http://{up}"), ""));
     let mut c = H2::connect(port, &[]);
     c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/", &[]));
-    let seen = c.until(|f| f.kind == HEADERS);
-    let head = c.fields(&seen.last().expect("head").payload);
+    let head = c.head(1);
     assert!(
         head.contains(&("x-mixed-case".into(), "v".into())),
         "{head:?}"
