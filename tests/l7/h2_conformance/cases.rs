@@ -129,6 +129,11 @@ pub fn framing_cases() -> Vec<Case> {
             GoAway(FRAME_SIZE),
         ),
         case(
+            "4.2 a PING frame past SETTINGS_MAX_FRAME_SIZE",
+            frame(PING, 0, 0, &[0; 20_000]),
+            GoAway(FRAME_SIZE),
+        ),
+        case(
             "4.3 a header block that does not decode",
             headers(1, END_STREAM | END_HEADERS, &[0x82, 0x04, 0x7f, 0x00]),
             GoAway(COMPRESSION),
@@ -346,6 +351,23 @@ pub fn framing_cases() -> Vec<Case> {
             ]
             .concat(),
             Answer(1),
+        ),
+        case(
+            "6.10 a header block cut by a PING",
+            [headers(1, 0, &get1[..1]), frame(PING, 0, 0, b"12345678")].concat(),
+            GoAway(PROTOCOL),
+        ),
+        case(
+            // A server's limit (CVE-2024-27316): ENHANCE_YOUR_CALM past 64 CONTINUATIONs.
+            "6.10 a flood of CONTINUATION frames",
+            [
+                headers(1, 0, &get1[..1]),
+                (0..65)
+                    .flat_map(|_| frame(CONTINUATION, 0, 1, &[0x82]))
+                    .collect(),
+            ]
+            .concat(),
+            GoAway(&[0xb]),
         ),
         case(
             "6.10 CONTINUATION after the block ended",
