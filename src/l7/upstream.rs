@@ -162,24 +162,34 @@ pub async fn fetch(
     // hyper's answers as a map, hop-by-hop fields dropped (a WebSocket 101 keeps its
     // upgrade fields for the terminator's answer).
     let mapped = |(status, mut h, body): (StatusCode, HeaderMap, Body)| {
-        if h.contains_key(hyper::header::TRANSFER_ENCODING) {
+        if let Some(te) = h.get(hyper::header::TRANSFER_ENCODING) {
+            // hyper decodes `chunked` and passes any other coding by, which the client would
+            // then get as plain bytes: refused, as vane's own client refuses it.
+            if !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")
+                || h.get_all(hyper::header::TRANSFER_ENCODING).iter().count() > 1
+            {
+                return Err(UpstreamError::new(
+                    ErrorKind::Protocol,
+                    "malformed response: a transfer coding other than chunked",
+                ));
+            }
             // The coding overrides a length beside it (RFC 9112 §6.3).
             h.remove(hyper::header::CONTENT_LENGTH);
         }
         if !ws {
             forward::strip_hop_by_hop(&mut h);
         }
-        (status, Headers::Map(h), body)
+        Ok((status, Headers::Map(h), body))
     };
     let sent = if ws {
         let mut req = out.request(body);
         if x.ws_h2 {
             h2_websocket_fields(req.headers_mut());
         }
-        Box::pin(websocket(x, req, skip)).await.map(mapped)
+        Box::pin(websocket(x, req, skip)).await.and_then(mapped)
     } else if h3 {
         let sent = Box::pin(super::h3_client::send(&x.rt, out.request(body), skip)).await;
-        sent.map(mapped)
+        sent.and_then(mapped)
     } else if plain && !h2c {
         // Written straight from the client's fields by vane's HTTP/1.1 client, which
         // leaves the hop-by-hop fields of the answer out itself.
@@ -193,7 +203,7 @@ pub async fn fetch(
         };
         crate::boxed::pin_in_place(|| pooled(&x.rt.rt, out.request(body), kind))
             .await
-            .map(mapped)
+            .and_then(mapped)
     };
     match sent {
         Ok((status, headers, body)) => {

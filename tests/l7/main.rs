@@ -6,6 +6,7 @@ mod buffer;
 mod cgi;
 #[path = "../common/mod.rs"]
 mod common;
+mod h1_conformance;
 mod h1_wire;
 mod h2_conformance;
 mod h2_random;

@@ -99,6 +99,17 @@ impl Drop for RequestBody {
 pub struct Feed {
     slot: Arc<Mutex<Slot>>,
     decoder: Decoder,
+    /// Why the body could not be read to its end, once it could not.
+    failed: Option<Failed>,
+}
+
+/// How a request body failed, as far as the connection cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// The client broke the body's framing: the request is answered 400.
+    Malformed,
+    /// Cut short or unreadable: the client is gone or going.
+    Lost,
 }
 
 impl Feed {
@@ -111,6 +122,7 @@ impl Feed {
         let feed = Feed {
             slot: slot.clone(),
             decoder: Decoder::new(framing),
+            failed: None,
         };
         (feed, RequestBody { slot, length })
     }
@@ -152,8 +164,18 @@ impl Feed {
         }
     }
 
+    /// Why the body ended before its end, if it did; where the next request would start is
+    /// then unknown.
+    pub fn failed(&self) -> Option<Failed> {
+        self.failed
+    }
+
     /// The body cannot be completed: the reader's next frame is `e`.
     pub fn fail(&mut self, e: BodyError) {
+        self.failed = Some(match e {
+            BodyError::Malformed(_) => Failed::Malformed,
+            _ => Failed::Lost,
+        });
         self.decoder.finish();
         let mut s = lock(&self.slot);
         s.chunk = Some(Err(e));

@@ -199,6 +199,11 @@ pub async fn exchange(
             break head;
         }
     };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // This client never sends an `Upgrade` (WebSockets go through hyper's): a switch
+        // nobody asked for would leave the client reading HTTP from a changed protocol.
+        return Err(ExchangeError::Malformed("101 to a request without Upgrade"));
+    }
     let framing = if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -276,19 +281,21 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ExchangeError> {
         .map_err(|_| ExchangeError::Malformed("bad status code"))?;
     let version = super::head::version(resp.version);
     let noted = Noted::of_response(resp.headers);
+    // A 204 has no body and says no length (RFC 9110 §8.6), whatever the upstream sent.
+    let length = noted.length().filter(|_| status != StatusCode::NO_CONTENT);
     let headers = if noted.names_others() {
         // `Connection` names fields of its own to drop: the map's general strip.
         let fields = super::head::spans(buf, resp.headers);
         let head = buf.split_to(len).freeze();
         let mut h = super::head::header_map(&head, fields).map_err(ExchangeError::Malformed)?;
         noted.strip(&mut h);
-        if noted.length().is_none() {
+        if length.is_none() {
             // A length a transfer coding overrides (or a bad one) is not passed on.
             h.remove(CONTENT_LENGTH);
         }
         Headers::Map(h)
     } else {
-        let received = Received::of(buf, resp.headers, noted.length(), |at| noted.left_out(at));
+        let received = Received::of(buf, resp.headers, length, |at| noted.left_out(at));
         Headers::Received(received.in_head(buf.split_to(len).freeze()))
     };
     Ok(Some(Head {

@@ -19,6 +19,13 @@ pub struct Noted {
     /// The last transfer coding of the last `Transfer-Encoding` field, when there is one:
     /// whether it is `chunked`.
     chunked: Option<bool>,
+    /// Transfer codings listed over all `Transfer-Encoding` fields, and how many of them are
+    /// `chunked` (each saturating): exactly one of each is the only coding vane can pass on.
+    codings: u8,
+    chunked_codings: u8,
+    /// `Host` fields, and whether each value was a valid `host[:port]`.
+    hosts: u8,
+    bad_host: bool,
     /// A `Content-Length` field is present, and the number all of them agree on.
     has_length: bool,
     length: Option<u64>,
@@ -78,15 +85,25 @@ impl Noted {
                 self.expect = true;
                 return;
             }
+            Some(Known::Host) => {
+                self.hosts = self.hosts.saturating_add(1);
+                self.bad_host |= !valid_host(value);
+                return;
+            }
             Some(Known::HopByHop(i)) => i,
         };
         self.hop |= 1 << i;
         self.left_out |= 1 << at;
-        let mut tokens = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+        let tokens = value.split(|&b| b == b',').map(<[u8]>::trim_ascii);
         match HOP_BY_HOP[i] {
             "transfer-encoding" => {
-                let last = tokens.next_back().unwrap_or_default();
-                self.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                let mut last = false;
+                for t in tokens {
+                    last = t.eq_ignore_ascii_case(b"chunked");
+                    self.codings = self.codings.saturating_add(1);
+                    self.chunked_codings = self.chunked_codings.saturating_add(u8::from(last));
+                }
+                self.chunked = Some(last);
             }
             "upgrade" => self.upgrade = true,
             "connection" => {
@@ -134,10 +151,24 @@ impl Noted {
         self.expect || self.upgrade
     }
 
+    /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, and any request's `Host`
+    /// is a valid `host[:port]`. A second one, or one with a userinfo or a space, would let
+    /// the flow route by one host while the upstream serves another.
+    pub fn request_host(&self, version: Version) -> Result<(), HeadError> {
+        match self.hosts {
+            0 if version == Version::HTTP_11 => Err(HeadError::Malformed("no Host")),
+            0 | 1 if !self.bad_host => Ok(()),
+            0 | 1 => Err(HeadError::Malformed("bad Host")),
+            _ => Err(HeadError::Malformed("more than one Host")),
+        }
+    }
+
     /// RFC 9112 §6 for a request: chunked when `Transfer-Encoding` ends in `chunked`, else
     /// `Content-Length` (`None`: no body). Both at once, a transfer coding that does not end
-    /// in chunked, or lengths that disagree are refused: each is a way to smuggle a second
-    /// request past a proxy.
+    /// in chunked, chunked twice, or lengths that disagree are refused: each is a way to
+    /// smuggle a second request past a proxy. Other codings before `chunked` (`gzip,
+    /// chunked`) are not implemented (501): passed on as plain chunked they would change the
+    /// body the upstream reads.
     pub fn request_framing(&self, version: Version) -> Result<Option<Framing>, HeadError> {
         if let Some(chunked) = self.chunked {
             if self.has_length {
@@ -150,11 +181,15 @@ impl Noted {
                     "Transfer-Encoding in an HTTP/1.0 request",
                 ));
             }
-            return match chunked {
-                true => Ok(Some(Framing::Chunked)),
-                false => Err(HeadError::Malformed(
+            return match (chunked, self.chunked_codings, self.codings) {
+                (false, _, _) => Err(HeadError::Malformed(
                     "Transfer-Encoding does not end in chunked",
                 )),
+                (true, 1, 1) => Ok(Some(Framing::Chunked)),
+                (true, 1, _) => Err(HeadError::NotImplemented(
+                    "a transfer coding other than chunked",
+                )),
+                (true, _, _) => Err(HeadError::Malformed("chunked more than once")),
             };
         }
         if let Some(why) = self.bad_length {
@@ -173,14 +208,15 @@ impl Noted {
         }
     }
 
-    /// RFC 9112 §6.3 for a response: chunked when the last transfer coding is chunked, until
-    /// the close for any other coding, else `Content-Length` (which must be one number), else
-    /// until the close.
+    /// RFC 9112 §6.3 for a response: chunked when `Transfer-Encoding` is `chunked`, else
+    /// `Content-Length` (which must be one number), else until the close. Any other transfer
+    /// coding is refused, as nginx refuses it: the client would get the coded bytes framed
+    /// as plain ones (HTTP/2 has no transfer codings at all).
     pub fn response_framing(&self) -> Result<Framing, &'static str> {
-        match self.chunked {
-            Some(true) => return Ok(Framing::Chunked),
-            Some(false) => return Ok(Framing::Close),
-            None => {}
+        match (self.chunked, self.codings) {
+            (Some(true), 1) => return Ok(Framing::Chunked),
+            (Some(_), _) => return Err("a transfer coding other than chunked"),
+            (None, _) => {}
         }
         if let Some(why) = self.bad_length {
             return Err(why);
@@ -231,6 +267,7 @@ enum Known {
     HopByHop(usize),
     ContentLength,
     Expect,
+    Host,
 }
 
 /// Which field `name` (any case) is, by its length first: one comparison of bytes for a
@@ -241,6 +278,7 @@ fn known(name: &[u8]) -> Option<Known> {
     let hop = |i: usize| is(i).then_some(Known::HopByHop(i));
     match name.len() {
         2 => hop(5),
+        4 => name.eq_ignore_ascii_case(b"host").then_some(Known::Host),
         6 => name
             .eq_ignore_ascii_case(b"expect")
             .then_some(Known::Expect),
@@ -255,6 +293,35 @@ fn known(name: &[u8]) -> Option<Known> {
         19 => hop(4),
         _ => None,
     }
+}
+
+/// `uri-host [":" port]` (RFC 9110 §7.2): a bracketed IPv6 literal or a name of unreserved,
+/// percent-encoded and sub-delimiter bytes, then digits after a colon. Empty is allowed (a
+/// target without an authority); a userinfo (`@`), spaces and control bytes are not.
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            Some(end)
+                if rest[..end]
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b":.".contains(&b)) =>
+            {
+                (&[][..], &rest[end + 1..])
+            }
+            _ => return false,
+        },
+        None => match value.iter().position(|&b| b == b':') {
+            Some(at) => (&value[..at], &value[at..]),
+            None => (value, &[][..]),
+        },
+    };
+    let name_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host.iter().all(name_byte) && port_ok
 }
 
 /// Digits only, at most 19 of them (no sign, no spaces inside, no overflow).
@@ -332,17 +399,25 @@ mod tests {
     }
 
     #[test]
-    fn framing_follows_the_last_coding_then_the_length() {
-        let (f, _) = fields(&[
-            ("Transfer-Encoding", "gzip, chunked"),
-            ("Content-Length", "3"),
-        ]);
+    fn framing_is_chunked_alone_then_the_length() {
+        let (f, _) = fields(&[("Transfer-Encoding", "chunked"), ("Content-Length", "3")]);
         assert_eq!(f.response_framing(), Ok(Framing::Chunked));
-        let (f, _) = fields(&[
-            ("transfer-encoding", "chunked"),
-            ("transfer-encoding", "gzip"),
-        ]);
-        assert_eq!(f.response_framing(), Ok(Framing::Close));
+        assert_eq!(f.length(), None, "the coding overrides the length");
+        // Codings vane cannot pass on are refused, not stripped from the body's framing.
+        for te in [
+            &["gzip, chunked"][..],
+            &["chunked", "gzip"],
+            &["chunked", "chunked"],
+            &["identity"],
+        ] {
+            let te: Vec<_> = te.iter().map(|v| ("Transfer-Encoding", *v)).collect();
+            let (f, _) = fields(&te);
+            assert_eq!(
+                f.response_framing(),
+                Err("a transfer coding other than chunked"),
+                "{te:?}"
+            );
+        }
         let (f, _) = fields(&[("Content-Length", " 12 "), ("content-length", "12")]);
         assert_eq!(f.response_framing(), Ok(Framing::Length(12)));
         let (f, _) = fields(&[("Content-Length", "12"), ("content-length", "13")]);

@@ -19,6 +19,9 @@ pub enum HeadError {
     Malformed(&'static str),
     #[error("request head too large")]
     TooLarge,
+    /// Well formed, but asking for what vane does not do (answered 501).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
 }
 
 /// A request head and how its body is framed.
@@ -103,18 +106,27 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
         return Err(HeadError::TooLarge);
     }
     let noted = Noted::of_request(req.headers);
+    let version = version(req.version);
+    noted.request_host(version)?;
     if req.method == Some("CONNECT") || noted.special() {
         return Ok(Parsed::Special);
     }
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Malformed("bad method"))?;
     let target = span(buf, req.path.unwrap_or_default().as_bytes());
-    let version = version(req.version);
     let fields = spans(buf, req.headers);
     let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target))
+    let uri = Uri::from_maybe_shared(head.slice(target.clone()))
         .map_err(|_| HeadError::Malformed("bad request target"))?;
-    let headers = header_map(&head, fields).map_err(HeadError::Malformed)?;
+    let absolute = check_target(&head[target], &uri)?;
+    let mut headers = header_map(&head, fields).map_err(HeadError::Malformed)?;
+    if let Some(authority) = uri.authority().filter(|_| absolute) {
+        // RFC 9112 §3.2.2: the target's authority stands for `Host`, whatever `Host` said,
+        // so the flow (`req.host`), the upstream and `X-Forwarded-Host` see one host.
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| HeadError::Malformed("bad request target"))?;
+        headers.insert(hyper::header::HOST, host);
+    }
     let body = noted.request_framing(version)?;
     let close = noted.request_close(version);
     Ok(Parsed::Head(Head {
@@ -125,6 +137,23 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
         body,
         close,
     }))
+}
+
+/// RFC 9112 §3.2: a path (origin form) or a whole `http(s)` URL without a userinfo (absolute
+/// form). The
+/// authority form belongs to `CONNECT`, which hyper serves; the asterisk form (`OPTIONS *`)
+/// is refused, as nginx refuses it, since the upstream URL (`url_prefix` + path) has no way
+/// to say it and `/*` names another resource. `GET a` would otherwise go upstream as `GET /`.
+/// `Ok(true)` for the absolute form.
+fn check_target(raw: &[u8], uri: &Uri) -> Result<bool, HeadError> {
+    if raw.first() == Some(&b'/') {
+        return Ok(false);
+    }
+    let absolute = matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some();
+    match absolute && uri.authority().is_some_and(|a| !a.as_str().contains('@')) {
+        true => Ok(true),
+        false => Err(HeadError::Malformed("bad request target")),
+    }
 }
 
 /// Whether `token` is one of the comma-separated values of the `name` headers.
@@ -189,21 +218,24 @@ mod tests {
             .expect("ok")
             .expect("complete");
         assert!(!h.close, "HTTP/1.0 asking to keep the connection");
-        let h = head("GET / HTTP/1.1\r\nConnection: te, Close\r\nContent-Length: 0\r\n\r\n")
-            .expect("ok")
-            .expect("complete");
+        let h =
+            head("GET / HTTP/1.1\r\nHost: x\r\nConnection: te, Close\r\nContent-Length: 0\r\n\r\n")
+                .expect("ok")
+                .expect("complete");
         assert!(h.close && h.body.is_none());
-        let mut expect = BytesMut::from(&b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"[..]);
+        let mut expect =
+            BytesMut::from(&b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"[..]);
         assert!(matches!(parse(&mut expect, 1024), Ok(Parsed::Special)));
-        let h = head("GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        let h = head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
             .expect("ok")
             .expect("complete");
         assert_eq!(h.body, Some(Framing::Chunked));
-        let mut up = BytesMut::from(&b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"[..]);
+        let mut up =
+            BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"[..]);
         assert!(matches!(parse(&mut up, 1024), Ok(Parsed::Special)));
         assert_eq!(
             up.len(),
-            38,
+            47,
             "a special request stays in the buffer for hyper"
         );
         assert!(head("GET / HTTP/1.1\r\nHost: x\r\n").expect("ok").is_none());
@@ -212,19 +244,24 @@ mod tests {
     #[test]
     fn smuggling_shapes_and_oversized_heads_are_refused() {
         for text in [
-            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
         ] {
             assert!(
                 matches!(head(text), Err(HeadError::Malformed(_))),
                 "{text:?}"
             );
         }
-        let h = head("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n")
+        assert!(matches!(
+            head("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(HeadError::NotImplemented(_))
+        ));
+        let h = head("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n")
             .expect("equal repeats are one length")
             .expect("complete");
         assert_eq!(h.body, Some(Framing::Length(3)));
@@ -232,7 +269,7 @@ mod tests {
             .map(|i| format!("h{i}: v\r\n"))
             .collect();
         assert_eq!(
-            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
+            head(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")).err(),
             Some(HeadError::TooLarge)
         );
         let partial = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(2048));
@@ -240,6 +277,68 @@ mod tests {
             parse(&mut BytesMut::from(partial.as_bytes()), 1024),
             Err(HeadError::TooLarge)
         ));
+    }
+
+    /// RFC 9112 §3.2: one valid `Host` (none only in HTTP/1.0), a target in origin or
+    /// absolute form, and the absolute form's authority standing for `Host`.
+    #[test]
+    fn hosts_and_targets_are_checked() {
+        for (text, why) in [
+            ("GET / HTTP/1.1\r\n\r\n", "no Host"),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+                "more than one Host",
+            ),
+            (
+                "GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+                "more than one Host",
+            ),
+            ("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", "bad Host"),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "bad Host"),
+            ("GET / HTTP/1.1\r\nHost: a:8x\r\n\r\n", "bad Host"),
+            ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", "bad Host"),
+            ("GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", "bad Host"),
+            ("GET a HTTP/1.1\r\nHost: a\r\n\r\n", "bad request target"),
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+                "bad request target",
+            ),
+            (
+                "GET http://u@b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                "bad request target",
+            ),
+            (
+                "GET ftp://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                "bad request target",
+            ),
+        ] {
+            assert_eq!(
+                head(text).err(),
+                Some(HeadError::Malformed(why)),
+                "{text:?}"
+            );
+        }
+        for host in [
+            "",
+            "a",
+            "a.example:8080",
+            "127.0.0.1",
+            "[::1]:443",
+            "xn--d1a.test",
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(matches!(head(&text), Ok(Some(_))), "{text:?}");
+        }
+        let h = head("GET / HTTP/1.0\r\n\r\n").expect("HTTP/1.0 needs no Host");
+        assert!(h.is_some());
+        let h = head("GET http://b.example:81/x?y HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("ok")
+            .expect("complete");
+        assert_eq!(
+            h.headers.get_all("host").iter().collect::<Vec<_>>(),
+            ["b.example:81"]
+        );
+        assert_eq!(h.uri.path(), "/x");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use self::body::{BodyError, Feed, Step};
+use self::body::{BodyError, Failed, Feed, Step};
 use self::head::{HeadError, Parsed};
 use super::server::{self, count_connection_error as count, Ctx};
 
@@ -201,9 +201,17 @@ where
         let handler = std::pin::pin!(server::handle(ctx.clone(), req));
         run(handler, feed.as_mut(), io, buf).await
     };
-    // A body the flow did not read to the end leaves the connection's framing unknown.
-    let unread = feed.as_ref().is_some_and(|f| !f.done());
+    // A body the flow did not read to the end, or that failed, leaves the connection's
+    // framing unknown.
+    let failed = feed.as_ref().and_then(Feed::failed);
+    let unread = failed.is_some() || feed.as_ref().is_some_and(|f| !f.done());
     drop(feed);
+    if failed == Some(Failed::Malformed) {
+        // The client broke its body's framing: its fault, not the upstream's, whatever the
+        // flow made of the body's error (a 502 from a `failure` branch, most often).
+        answer_and_close(io, buf, StatusCode::BAD_REQUEST).await;
+        return Some(Ended::Closed);
+    }
     let Ok(resp) = answer else {
         return Some(Ended::Closed); // aborted by the flow: close without an answer
     };
@@ -393,9 +401,18 @@ where
     let (kind, status) = match e {
         HeadError::Malformed(_) => ("malformed", StatusCode::BAD_REQUEST),
         HeadError::TooLarge => ("too_large", StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        HeadError::NotImplemented(_) => ("malformed", StatusCode::NOT_IMPLEMENTED),
     };
     count(kind);
     tracing::debug!("HTTP/1.1 request refused: {e}");
+    answer_and_close(io, buf, status).await;
+}
+
+/// A last answer with no body, then the close (the client may still be sending).
+async fn answer_and_close<IO>(io: &mut IO, buf: &mut BytesMut, status: StatusCode)
+where
+    IO: AsyncRead + Readiness,
+{
     if io.write_all(&write::refusal(status)).await.is_ok() {
         close(io, buf, true).await;
     }
