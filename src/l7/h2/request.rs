@@ -25,6 +25,9 @@ pub enum Refusal {
     Malformed(&'static str),
     /// Too many or too large fields: answered `431`.
     TooLarge,
+    /// Well formed, but no upstream URL can say it (`OPTIONS *`): answered `400`, as on
+    /// HTTP/1.1.
+    Unforwardable(&'static str),
 }
 
 /// A request head, checked.
@@ -205,12 +208,33 @@ impl Builder {
                     b"http" => uri::Scheme::HTTP,
                     other => other.try_into().map_err(|_| Malformed("bad :scheme"))?,
                 });
-                parts.authority = Some(
-                    uri::Authority::from_maybe_shared(a)
-                        .map_err(|_| Malformed("bad :authority"))?,
-                );
-            } else if &path[..] == b"*" && method != Method::OPTIONS {
-                return Err(Malformed(":path * other than OPTIONS"));
+                let a = uri::Authority::from_maybe_shared(a)
+                    .map_err(|_| Malformed("bad :authority"))?;
+                // 8.3.1: no userinfo; and a `host` naming another entity than `:authority`
+                // is malformed, or a flow could route by one while the upstream serves the
+                // other.
+                if a.as_str().contains('@') {
+                    return Err(Malformed(":authority with a userinfo"));
+                }
+                let other_host = self
+                    .headers
+                    .get_all(hyper::header::HOST)
+                    .iter()
+                    .any(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()));
+                if other_host {
+                    return Err(Malformed("host differs from :authority"));
+                }
+                parts.authority = Some(a);
+            }
+            match (&path[..], &scheme[..]) {
+                (b"*", _) if method != Method::OPTIONS => {
+                    return Err(Malformed(":path * other than OPTIONS"));
+                }
+                (b"*", _) => return Err(Refusal::Unforwardable("OPTIONS *")),
+                (p, b"http" | b"https") if p.first() != Some(&b'/') => {
+                    return Err(Malformed(":path not a path"));
+                }
+                _ => {}
             }
             parts.path_and_query = Some(
                 uri::PathAndQuery::from_maybe_shared(path).map_err(|_| Malformed("bad :path"))?,
@@ -310,6 +334,38 @@ mod tests {
             (":authority", "a:1"),
             (":path", "/")
         ])));
+    }
+
+    /// RFC 9113 8.3.1: `:path` is a path (or `*` for OPTIONS), `:authority` has no userinfo,
+    /// and a `host` beside it names the same host.
+    #[test]
+    fn targets_and_hosts_are_checked() {
+        let req = |path: &str, authority: &str, host: Option<&str>| {
+            let mut f = vec![
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", authority),
+                (":path", path),
+            ];
+            f.extend(host.map(|h| ("host", h)));
+            build(&f)
+        };
+        let malformed = |r: Result<Head, Refusal>| matches!(r, Err(Refusal::Malformed(_)));
+        assert!(malformed(req("a", "example.com", None)), "not a path");
+        assert!(
+            malformed(req("*", "example.com", None)),
+            "* other than OPTIONS"
+        );
+        assert!(malformed(req("/", "u@example.com", None)), "a userinfo");
+        assert!(malformed(req("/", "example.com", Some("other.com"))));
+        assert!(req("/", "example.com", Some("EXAMPLE.com")).is_ok());
+        let options = build(&[
+            (":method", "OPTIONS"),
+            (":scheme", "https"),
+            (":authority", "example.com"),
+            (":path", "*"),
+        ]);
+        assert_eq!(options.unwrap_err(), Refusal::Unforwardable("OPTIONS *"));
     }
 
     #[test]

@@ -730,6 +730,31 @@ pub fn field_cases() -> Vec<Case> {
             exactly(&[m, s, (":path", ""), a]),
             Reset(1, PROTOCOL),
         ),
+        case(
+            "8.3.1 a :path that is not a path",
+            exactly(&[m, s, (":path", "a"), a]),
+            Reset(1, PROTOCOL),
+        ),
+        case(
+            "8.3.1 :authority with a userinfo",
+            exactly(&[m, s, p, (":authority", "u@h2.test")]),
+            Reset(1, PROTOCOL),
+        ),
+        case(
+            "8.3.1 a host naming another entity than :authority",
+            exactly(&[m, s, p, a, ("host", "other.test")]),
+            Reset(1, PROTOCOL),
+        ),
+        case(
+            "8.3.1 a host naming the same one",
+            exactly(&[m, s, p, a, ("host", "H2.test")]),
+            Answer(1),
+        ),
+        case(
+            "8.3.1 OPTIONS * (well formed; no upstream URL says it: 400, as on HTTP/1.1)",
+            exactly(&[(":method", "OPTIONS"), s, (":path", "*"), a]),
+            Status(1, "400"),
+        ),
     ]
 }
 

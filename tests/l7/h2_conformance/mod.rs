@@ -28,6 +28,8 @@ pub enum Want {
     Fine,
     /// A response head on the stream, and no error.
     Answer(u32),
+    /// The same, with this status.
+    Status(u32, &'static str),
     /// Acknowledgements (frames of this kind with the ACK flag) before the PING's.
     Acks(u8, usize),
 }
@@ -104,7 +106,7 @@ fn run(port: u16, c: &Case) -> Result<(), String> {
     // Up to the PING's answer (and a response head, which its flow may send later) or a
     // GOAWAY.
     let answer = match c.want {
-        Want::Answer(id) => Some(id),
+        Want::Answer(id) | Want::Status(id, _) => Some(id),
         _ => None,
     };
     let mut marked = false;
@@ -163,6 +165,14 @@ fn run(port: u16, c: &Case) -> Result<(), String> {
                     "wanted a reset of stream {id} ({codes:x?}); got [{}]",
                     got()
                 ));
+            }
+        }
+        Want::Status(id, status) => {
+            let head = seen.iter().find(|f| f.kind == HEADERS && f.stream == *id);
+            let head = head.ok_or_else(|| format!("no answer on stream {id}; got [{}]", got()))?;
+            let fields = conn.fields(&head.payload);
+            if !fields.iter().any(|(n, v)| n == ":status" && v == status) {
+                return Err(format!("wanted {status}; got {fields:?}"));
             }
         }
         Want::Fine | Want::Answer(_) | Want::Acks(..) => {

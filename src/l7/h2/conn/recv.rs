@@ -233,9 +233,13 @@ where
                 self.refuse(id, Reason::Protocol);
                 return Ok(());
             }
-            Err(Refusal::TooLarge) => {
-                count("too_large");
-                respond::refusal(&mut self.wbuf, id, 431, self.peer_max_frame);
+            Err(r @ (Refusal::TooLarge | Refusal::Unforwardable(_))) => {
+                let (kind, status) = match r {
+                    Refusal::TooLarge => ("too_large", 431),
+                    _ => ("malformed", 400),
+                };
+                count(kind);
+                respond::refusal(&mut self.wbuf, id, status, self.peer_max_frame);
                 if !b.end_stream {
                     self.refuse(id, Reason::NoError);
                 }
