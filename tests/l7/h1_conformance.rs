@@ -110,11 +110,24 @@ fn request_cases() -> Vec<Case> {
         forwarded("RFC 9112 7.1.2: trailer fields", "POST {p} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\nX-T: 1\r\n\r\n", |up| {
             up.contains("\r\nxyz\r\n")
         }),
+        forwarded("RFC 9112 7.1: chunks are re-framed, small ones joined (each went upstream alone, a system call each)", one_byte_chunks(2000), |up| {
+            let body = up.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            body.matches('x').count() == 2000 && body.matches("\r\nx\r\n").count() < 50
+        }),
         forwarded("RFC 9110 7.6.1: Connection's names and the hop-by-hop fields stay on this hop", "GET {p} HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nX-Kept: 1\r\n\r\n", |up| {
             let up = up.to_ascii_lowercase();
             up.contains("x-kept: 1") && !["x-secret", "keep-alive", "proxy-connection", "te:"].iter().any(|f| up.contains(f))
         }),
     ]
+}
+
+/// A chunked upload of `n` one-byte chunks.
+fn one_byte_chunks(n: usize) -> &'static str {
+    let body = "1\r\nx\r\n".repeat(n);
+    let request = format!(
+        "POST {{p}} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}0\r\n\r\n"
+    );
+    request.leak()
 }
 
 fn response_cases() -> Vec<Case> {
