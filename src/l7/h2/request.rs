@@ -57,6 +57,8 @@ pub struct Builder {
     /// `content-length` values seen: the first, and whether another differed or was bad.
     length: Option<u64>,
     bad_length: bool,
+    /// A `host` field came (then it is checked against `:authority`).
+    host: bool,
     size: usize,
     fields: usize,
     refusal: Option<Refusal>,
@@ -144,6 +146,7 @@ impl Builder {
             self.bad_length |= n.is_none() || self.length.is_some();
             self.length = n;
         }
+        self.host |= name == hyper::header::HOST;
         if name == COOKIE {
             if !self.cookie.is_empty() {
                 self.cookie.extend_from_slice(b"; ");
@@ -216,11 +219,12 @@ impl Builder {
                 if a.as_str().contains('@') {
                     return Err(Malformed(":authority with a userinfo"));
                 }
-                let other_host = self
-                    .headers
-                    .get_all(hyper::header::HOST)
-                    .iter()
-                    .any(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()));
+                let other_host = self.host
+                    && self
+                        .headers
+                        .get_all(hyper::header::HOST)
+                        .iter()
+                        .any(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()));
                 if other_host {
                     return Err(Malformed("host differs from :authority"));
                 }
