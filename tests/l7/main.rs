@@ -280,6 +280,53 @@ fn split_app(path: &str, when: &str, otherwise: &str) -> String {
     )
 }
 
+/// An HTTPS upstream on a raw TLS socket (HTTP/1.1 by ALPN): reads a request head, writes
+/// `answer(head)` as it is, and closes; for answers no server library would send.
+async fn raw_tls_upstream(answer: fn(&str) -> &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(common::tls::server_config(
+        "localhost",
+        &["http/1.1"],
+        false,
+    )));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let up = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut t) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match t.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let reply = answer(&String::from_utf8_lossy(&head));
+                let _ = t.write_all(reply.as_bytes()).await;
+                let _ = t.shutdown().await;
+            });
+        }
+    });
+    up
+}
+
+/// The end of a conformance suite: every failing case listed, not only the first.
+fn all_cases_pass(failed: &[String], total: usize) {
+    assert!(
+        failed.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 /// A stream over prepared items (no futures crate needed).
 fn futures_iter<T: Unpin>(items: Vec<T>) -> IterStream<T> {
     IterStream(items.into_iter())

@@ -517,37 +517,10 @@ async fn upstream_statuses_are_relayed_and_the_method_can_be_overridden() {
 /// gets the whole chunked body, not an answer cut to the stray length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstreams_length_beside_a_chunked_body_is_dropped() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(common::tls::server_config(
-        "localhost",
-        &["http/1.1"],
-        false,
-    )));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let up = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut t) = acceptor.accept(s).await else {
-                    return;
-                };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
-                    match t.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
-                let _ = t.write_all(answer.as_bytes()).await;
-                let _ = t.shutdown().await;
-            });
-        }
-    });
+    let up = raw_tls_upstream(|_| {
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    })
+    .await;
     let (cfg, port) = app_dir(&proxy_app(
         &format!("https://localhost:{up}"),
         ", skip_verify: true",
