@@ -44,6 +44,9 @@ pub struct Ctx {
     moves: AtomicU64,
     /// The HTTP/1.1 fast path waits for a request: draining may close it now.
     waiting: AtomicBool,
+    /// The HTTP/1.1 fast path found the request body's framing broken: the request is
+    /// answered, logged and counted 400, whatever its flow made of the body's error.
+    body_malformed: AtomicBool,
 }
 
 impl Ctx {
@@ -57,6 +60,7 @@ impl Ctx {
             panic_armed: AtomicBool::new(false),
             moves: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
+            body_malformed: AtomicBool::new(false),
             // Read by every request from here on, written no more.
             kv: kv.freeze(),
             peer: conn.peer,
@@ -80,6 +84,11 @@ impl Ctx {
     /// one of the two sees the other.
     pub fn set_waiting(&self, waiting: bool) {
         self.waiting.store(waiting, Ordering::SeqCst);
+    }
+
+    /// The request body being read broke its framing (see `body_malformed`).
+    pub fn mark_body_malformed(&self) {
+        self.body_malformed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -458,7 +467,11 @@ fn account(
     started: Instant,
     line: Option<(hyper::Method, hyper::Uri, hyper::Version)>,
 ) {
-    let code = outcome.as_ref().map_or(0, |r| r.status.as_u16());
+    let code = if ctx.body_malformed.swap(false, Ordering::Relaxed) {
+        400
+    } else {
+        outcome.as_ref().map_or(0, |r| r.status.as_u16())
+    };
     let secs = started.elapsed().as_secs_f64();
     ctx.metrics.count(code);
     ctx.metrics.record(secs);

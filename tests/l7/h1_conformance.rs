@@ -296,9 +296,11 @@ fn judge(i: usize, case: &Case, reply: &str, log: &Log) -> Option<String> {
     }
 }
 
-fn run(cases: Vec<Case>) {
+/// Runs the cases on one gateway, which it hands back (with its config dir) for checks of
+/// its metrics.
+fn run(cases: Vec<Case>) -> (ConfigDir, Vane) {
     let (up, log) = recording_upstream(cases.iter().map(|c| c.answer).collect());
-    let (_cfg, port, v) = proxy_gateway(&format!("http://127.0.0.1:{up}"), "");
+    let (cfg, port, v) = proxy_gateway(&format!("http://127.0.0.1:{up}"), "");
     let mut failed = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         let reply = exchange(port, i, case.request);
@@ -320,6 +322,7 @@ fn run(cases: Vec<Case>) {
         "each refusal is counted: {:?} of {refusals}",
         v.metric(malformed)
     );
+    (cfg, v)
 }
 
 /// Requests a client may send, on vane's own HTTP/1.1 server (hyper's, the fallback, lets
@@ -329,7 +332,24 @@ fn request_heads_and_bodies_follow_rfc_9112() {
     if http1_on_hyper() {
         return;
     }
-    run(request_cases());
+    let (_cfg, v) = run(request_cases());
+    // The three broken chunked bodies reached their flow, whose upstream call failed on them
+    // (`failure`: 502): they are counted as what the client got.
+    let counted = |status: &str| {
+        v.metric(&format!(
+            "vane_requests_total{{app=\"httpx\",status=\"{status}\"}}"
+        ))
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || counted("400") == Some(3.0)),
+        "400: {:?}",
+        counted("400")
+    );
+    assert_eq!(
+        counted("502"),
+        None,
+        "no request is counted as the flow's 502"
+    );
 }
 
 /// Answers an upstream may give, through vane's HTTP/1.1 client, whichever server took the

@@ -199,7 +199,7 @@ where
     // state beside what it became), in a block so its room is free again for the response.
     let answer = {
         let handler = std::pin::pin!(server::handle(ctx.clone(), req));
-        run(handler, feed.as_mut(), io, buf).await
+        run(ctx, handler, feed.as_mut(), io, buf).await
     };
     // A body the flow did not read to the end, or that failed, leaves the connection's
     // framing unknown.
@@ -240,6 +240,7 @@ where
 /// its state ends before the response is written, so the two share their room in the
 /// exchange's state instead of adding up.
 async fn run<IO, H>(
+    ctx: &Ctx,
     mut handler: std::pin::Pin<&mut H>,
     mut feed: Option<&mut Feed>,
     io: &mut IO,
@@ -266,6 +267,10 @@ where
                         BodyError::Incomplete => "incomplete",
                         _ => "io",
                     });
+                    if matches!(e, BodyError::Malformed(_)) {
+                        // Before the flow can see the error: its accounting says 400.
+                        ctx.mark_body_malformed();
+                    }
                     f.fail(e);
                     pumping = false;
                 }
