@@ -467,7 +467,9 @@ fn account(
     started: Instant,
     line: Option<(hyper::Method, hyper::Uri, hyper::Version)>,
 ) {
-    let code = if ctx.body_malformed.swap(false, Ordering::Relaxed) {
+    // Read, not reset: the connection closes after a malformed body. A load, where a swap
+    // would lock the bus for every request.
+    let code = if ctx.body_malformed.load(Ordering::Relaxed) {
         400
     } else {
         outcome.as_ref().map_or(0, |r| r.status.as_u16())

@@ -7,6 +7,8 @@ use vane::l7::h2::hpack::{Decoder, Field, HpackError, Scratch};
 
 use super::*;
 
+// The wire's numbers written out from RFC 9113, not taken from `vane::l7::h2::frame`: a
+// client built on the server's own constants could not catch a wrong one.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const DATA: u8 = 0;
 pub const HEADERS: u8 = 1;

@@ -134,6 +134,7 @@ impl Decoder {
                     self.state = State::Done;
                     break;
                 }
+                // `step` gives no `Last`: only `decode` tells the last piece apart.
                 Step::More | Step::Last(_) => break,
             }
         }

@@ -118,13 +118,9 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.clone()))
         .map_err(|_| HeadError::Malformed("bad request target"))?;
-    let absolute = check_target(&head[target], &uri)?;
+    let host = check_target(&head[target], &uri)?;
     let mut headers = header_map(&head, fields).map_err(HeadError::Malformed)?;
-    if let Some(authority) = uri.authority().filter(|_| absolute) {
-        // RFC 9112 §3.2.2: the target's authority stands for `Host`, whatever `Host` said,
-        // so the flow (`req.host`), the upstream and `X-Forwarded-Host` see one host.
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| HeadError::Malformed("bad request target"))?;
+    if let Some(host) = host {
         headers.insert(hyper::header::HOST, host);
     }
     let body = noted.request_framing(version)?;
@@ -140,20 +136,24 @@ pub fn parse(buf: &mut BytesMut, max: usize) -> Result<Parsed, HeadError> {
 }
 
 /// RFC 9112 §3.2: a path (origin form) or a whole `http(s)` URL without a userinfo (absolute
-/// form). The
-/// authority form belongs to `CONNECT`, which hyper serves; the asterisk form (`OPTIONS *`)
-/// is refused, as nginx refuses it, since the upstream URL (`url_prefix` + path) has no way
-/// to say it and `/*` names another resource. `GET a` would otherwise go upstream as `GET /`.
-/// `Ok(true)` for the absolute form.
-fn check_target(raw: &[u8], uri: &Uri) -> Result<bool, HeadError> {
+/// form), whose authority is then the request's `Host` (§3.2.2: whatever `Host` said, so the
+/// flow's `req.host`, the upstream and `X-Forwarded-Host` see one host). The authority form
+/// belongs to `CONNECT`, which hyper serves; the asterisk form (`OPTIONS *`) is refused, as
+/// nginx refuses it, since the upstream URL (`url_prefix` + path) has no way to say it and
+/// `/*` names another resource. `GET a` would otherwise go upstream as `GET /`.
+fn check_target(raw: &[u8], uri: &Uri) -> Result<Option<HeaderValue>, HeadError> {
     if raw.first() == Some(&b'/') {
-        return Ok(false);
+        return Ok(None);
     }
-    let absolute = matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some();
-    match absolute && uri.authority().is_some_and(|a| !a.as_str().contains('@')) {
-        true => Ok(true),
-        false => Err(HeadError::Malformed("bad request target")),
-    }
+    let bad = HeadError::Malformed("bad request target");
+    let authority = uri
+        .authority()
+        .filter(|a| matches!(uri.scheme_str(), Some("http" | "https")) && !a.host().is_empty())
+        .filter(|a| !a.as_str().contains('@'))
+        .ok_or(bad)?;
+    HeaderValue::from_str(authority.as_str())
+        .map(Some)
+        .map_err(|_| bad)
 }
 
 /// Whether `token` is one of the comma-separated values of the `name` headers.
