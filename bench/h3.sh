@@ -49,6 +49,7 @@ CFG
 printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n' > "$TMP/vane/resolver/quic.yaml"
 start_vane
 wait_port "$UP"; wait_port "$VT"; sleep 1
+serves_cert "$VT" "$TMP/bench.crt"
 
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
 declare -a H3R H2R H3D H2D H2L

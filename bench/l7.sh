@@ -113,6 +113,7 @@ start_haproxy haproxy1
 HAPID1=$HPID; HPID=$HAPID2
 wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
 wait_port "$NT"; wait_port "$VT"; wait_port "$HT"; wait_port "$NP2"; wait_port "$HP1"; wait_port "$VPP"
+for p in "$VT" "$HT" "$NT"; do serves_cert "$p" "$TMP/bench.crt"; done
 
 {
   echo "== keep-alive HTTP/1.1 requests per second (${SECS}s, ${CLIENTS} connections)"

@@ -66,9 +66,21 @@ CFG
 }
 
 # A self-signed ECDSA P-256 pair for localhost (as vane makes its default one): $1 key, $2 cert.
+# Valid for 30 days: vane replaces a default certificate that expires within 7 (as 0.9.2
+# does), and until 2026-12-05 this pair, made for 2 days, was replaced so: vane's TLS rows
+# then served a certificate of its own, not the one HAProxy and nginx served.
 ecdsa_pair() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout "$1" -out "$2" 2> /dev/null
+}
+
+# Fails unless the TLS server on port $1 serves the certificate $2: a proxy that fell back
+# to another one would be measured with another certificate.
+serves_cert() {
+  local got want
+  got=$(openssl s_client -connect "127.0.0.1:$1" < /dev/null 2> /dev/null | openssl x509 -noout -fingerprint -sha256 2> /dev/null || true)
+  want=$(openssl x509 -in "$2" -noout -fingerprint -sha256)
+  [ "$got" = "$want" ] || { echo "port $1 does not serve $2 (${got:-no certificate})" >&2; return 1; }
 }
 
 # TLS terminated by vane on port $1 (resolver `tls` -> application `httpx`), with the pair

@@ -62,3 +62,43 @@ fn a_mismatched_key_is_refused_and_the_last_good_pair_stays() {
         "the last good pair is kept"
     );
 }
+
+/// The value of the extension `oid` (its DER, without the tag) in certificate `der`: the
+/// OCTET STRING after the OID, skipping a `critical` flag. Enough for the certificates this
+/// module writes (short lengths).
+fn extension<'a>(der: &'a [u8], oid: &[u8]) -> Option<&'a [u8]> {
+    let at = der.windows(oid.len()).position(|w| w == oid)? + oid.len();
+    let mut p = at;
+    if der.get(p) == Some(&0x01) {
+        p += 3; // BOOLEAN critical
+    }
+    (der.get(p) == Some(&0x04)).then_some(())?;
+    let len = usize::from(*der.get(p + 1)?);
+    der.get(p + 2..p + 2 + len)
+}
+
+#[test]
+fn the_default_certificate_names_its_key_and_is_no_ca() {
+    let root = tempfile::tempdir().expect("tmp");
+    assert_eq!(ensure_default(root.path()).ok(), Some(true));
+    let crt = root.path().join("certs/default.crt");
+    let der = CertificateDer::from_pem_file(&crt).expect("pem");
+    // OID 2.5.29.14 subjectKeyIdentifier: OCTET STRING of the key id.
+    let skid = extension(&der, &[0x06, 0x03, 0x55, 0x1d, 0x0e]).expect("a subject key id");
+    assert_eq!(skid.first(), Some(&0x04));
+    let id = &skid[2..];
+    assert!(id.len() >= 8, "{skid:02x?}");
+    // 2.5.29.35 authorityKeyIdentifier: SEQUENCE { [0] key id }, the same key (self-signed).
+    let akid = extension(&der, &[0x06, 0x03, 0x55, 0x1d, 0x23]).expect("an authority key id");
+    assert!(akid.ends_with(id), "{akid:02x?} names {id:02x?}");
+    // 2.5.29.19 basicConstraints, critical: an empty SEQUENCE (cA false).
+    let bc = extension(&der, &[0x06, 0x03, 0x55, 0x1d, 0x13]).expect("basic constraints");
+    assert_eq!(bc, [0x30, 0x00]);
+    // The pair still loads and serves.
+    let (store, problems) = load(root.path(), None);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        store.select("localhost").map(|c| c.id.clone()).as_deref(),
+        Some("default")
+    );
+}
