@@ -127,6 +127,10 @@ pub struct Settings {
     pub acme_retry_max: Duration,
     /// `ACME_TIMEOUT_SECS`: one request to the CA, and each wait for it to validate or issue.
     pub acme_timeout: Duration,
+    /// `DEFAULT_CERT_CHECK_INTERVAL_SECS`: how often a running process checks that the
+    /// `default` certificate has 7 days left, and makes a new one when it has not (0.9.2
+    /// checked at start only, so a process up for a year served an expired one).
+    pub default_cert_check: Duration,
     /// `RATELIMIT_REDIS_URL`: count rate limits in this Redis (shared by every instance).
     pub ratelimit_redis_url: Option<String>,
     /// `RATELIMIT_REDIS_TIMEOUT_MS`: the budget of one decision in Redis before failing open.
@@ -304,6 +308,9 @@ impl Settings {
             acme_retry_min: Duration::from_secs(num("ACME_RETRY_MIN_SECS", 60).max(1)),
             acme_retry_max: Duration::from_secs(num("ACME_RETRY_MAX_SECS", 21_600).max(1)),
             acme_timeout: Duration::from_secs(num("ACME_TIMEOUT_SECS", 60).max(1)),
+            default_cert_check: Duration::from_secs(
+                num("DEFAULT_CERT_CHECK_INTERVAL_SECS", 3600).max(1),
+            ),
             ratelimit_redis_url: std::env::var("RATELIMIT_REDIS_URL")
                 .ok()
                 .filter(|u| !u.trim().is_empty()),

@@ -138,3 +138,84 @@ fn certificates_are_uploaded_checked_and_deleted_through_the_api() {
         "deleted certificates are unloaded (0.9.2 kept them)"
     );
 }
+
+/// The `default` pair's expiry (Unix seconds) and SHA-256 fingerprint, as loaded.
+fn default_in_force(v: &Vane) -> Option<(i64, String)> {
+    let (code, body) = v.get("/certs/default");
+    let doc: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let d = &doc["data"];
+    let fp = d["fingerprint_sha256"].as_str().unwrap_or_default();
+    (code == 200).then(|| (d["not_after_unix"].as_i64().unwrap_or(0), fp.to_string()))
+}
+
+/// A process up for a year must not serve an expired default certificate: a `default` pair
+/// that comes within 7 days of its end while vane runs is replaced, and the new one served
+/// (0.9.2 looked at start-up only).
+#[test]
+fn a_default_pair_near_its_end_is_renewed_while_running() {
+    let cfg = ConfigDir::new();
+    let tls = free_port();
+    cfg.write(
+        &format!("listener/[{tls}]/tcp.yaml"),
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
+    );
+    cfg.write(
+        "resolver/tls.yaml",
+        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
+    );
+    cfg.write(
+        "application/httpx.yaml",
+        "pipeline:\n  internal.terminator.response:\n    input: { status: 204 }\n",
+    );
+    let v = Vane::start_with(
+        &cfg,
+        Opts {
+            env: vec![("DEFAULT_CERT_CHECK_INTERVAL_SECS", "1".into())],
+            wait_ports: vec![tls],
+        },
+    );
+    // A pair with two days left, put in place while vane runs (hot reload serves it).
+    let k = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("p");
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(2);
+    let short = params.self_signed(&k).expect("cert");
+    cfg.write("certs/default.key", &k.serialize_pem());
+    cfg.write("certs/default.crt", &short.pem());
+    let short_fp = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        short.der(),
+    ));
+    let year = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+        + 300 * 86_400;
+    let renewed = || {
+        default_in_force(&v).is_some_and(|(until, fp)| until > year && fp != short_fp) && {
+            // What the handshake presents is the pair on disk: a client that trusts only it
+            // (webpki: a server certificate for `localhost`) completes the handshake.
+            let pem = std::fs::read(cfg.path().join("certs/default.crt")).unwrap_or_default();
+            let der: Option<rustls::pki_types::CertificateDer<'static>> =
+                rustls::pki_types::pem::PemObject::from_pem_slice(&pem).ok();
+            der.is_some_and(|d| {
+                common::tls::TlsClient::connect(tls, "localhost", &[], &[&d]).is_ok()
+            })
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), renewed),
+        "in force: {:?}\n{}",
+        default_in_force(&v),
+        v.logs()
+    );
+    // The log line may reach the file a moment after the pair is in force.
+    assert!(
+        v.wait_log(
+            "generated a new self-signed default certificate",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        v.logs()
+    );
+}

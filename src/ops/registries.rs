@@ -63,18 +63,47 @@ impl Service for PluginsRegistry {
 }
 
 /// `registries/certs`: the certificate store of `certs/` (a pair that fails keeps its last good
-/// version; problems are logged against their files).
+/// version; problems are logged against their files). Every `DEFAULT_CERT_CHECK_INTERVAL_SECS`
+/// it also renews the `default` pair when that has less than 7 days left, as start-up does.
 pub struct CertsRegistry(pub Arc<Runtime>);
 
 impl Service for CertsRegistry {
     fn start(&self) -> StartFuture {
         let rt = self.0.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || rt.reload_certs())
+            let first = rt.clone();
+            tokio::task::spawn_blocking(move || first.reload_certs())
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(Guard::new(()))
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(rt.settings.default_cert_check);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await; // the first is now: start-up has just checked
+                loop {
+                    tick.tick().await;
+                    let rt = rt.clone();
+                    let _ = tokio::task::spawn_blocking(move || renew_default(&rt)).await;
+                }
+            });
+            Ok(Guard::new(AbortOnDrop(task)))
         })
+    }
+}
+
+/// Makes a new `default` pair when the one on disk expires within 7 days (or is missing or
+/// broken), and serves it at once.
+fn renew_default(rt: &Runtime) {
+    let dir = rt.config.dir();
+    match crate::certs::ensure_default(dir) {
+        Ok(true) => {
+            tracing::info!(
+                "generated a new self-signed default certificate in {} (the last one was missing, unreadable or expiring within 7 days)",
+                dir.join("certs").display()
+            );
+            rt.reload_certs();
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot renew the default certificate: {e}"),
     }
 }
 
