@@ -35,7 +35,7 @@ nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!
 
 VP=$(port); VT=$(port); VQ=$(port)
 vane_http_proxy_config "$VP" "$UP"
-ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
+bench_pair
 vane_tls_port "$VT" "$TMP/bench.key" "$TMP/bench.crt"
 mkdir -p "$TMP/vane/listener/[$VQ]"
 cat > "$TMP/vane/listener/[$VQ]/udp.yaml" <<'CFG'

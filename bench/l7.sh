@@ -30,22 +30,8 @@ VANE=$(vane_binary)
 LOAD="$CARGO_TARGET_DIR/release/examples/http_load"
 
 UP=$(port); NP=$(port); NT=$(port); NP2=$(port)
-head -c 1048576 /dev/urandom > "$TMP/big.bin"
-# One certificate for every proxy: ECDSA P-256, as vane makes its default one.
-ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
-cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"
-# The upstream: an nginx of its own, so no proxy's CPU figure includes the upstream's work.
-{ NGINX_NAME=up nginx_head 4096; cat <<CFG; } > "$TMP/up.conf"
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { return 200 "hello from the upstream\n"; }
-    location = /big { alias $TMP/big.bin; }
-  }
-}
-CFG
-nginx -c "$TMP/up.conf" -g 'daemon off;' > "$TMP/up.log" 2>&1 & PIDS+=("$!")
+bench_pair
+start_upstream "$UP"
 # nginx as the proxy: one worker (every row), and two (the keep-alive row).
 nginx_proxy() {  # name, listen lines
   cat <<CFG

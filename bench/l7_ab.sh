@@ -16,13 +16,7 @@ source bench/lib.sh
 ensure_tools "nginx wrk" nginx-light wrk
 ensure_tools h2load nghttp2-client
 UP=$(port)
-{ nginx_head 4096; cat <<CFG; } > "$TMP/nginx.conf"
-http {
-  access_log off;
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
-}
-CFG
-nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
+start_upstream "$UP"
 PORTS=() VPIDS=() NAMES=()
 for bin in "$@"; do
   P=$(port)

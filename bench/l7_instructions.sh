@@ -25,16 +25,10 @@ if [ "$H2C" = 1 ]; then ensure_tools h2load nghttp2-client; fi
 VANE=$(vane_binary)
 
 UP=$(port)
-{ nginx_head; cat <<CFG; } > "$TMP/nginx.conf"
-http {
-  access_log off;
-  server { listen 127.0.0.1:$UP; location / { return 200 "hello from the upstream\n"; } }
-}
-CFG
-nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!")
+start_upstream "$UP"
 
 VP=$(port)
-if [ -n "$TLS" ]; then ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"; cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"; fi
+if [ -n "$TLS" ]; then bench_pair; fi
 if [ "${PROXY:-vane}" = haproxy ]; then
   # The reference: HAProxy (one thread, upstream connections reused) under the same count.
   ensure_tools haproxy haproxy

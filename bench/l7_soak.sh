@@ -27,20 +27,8 @@ VANE=$(vane_binary)
 rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo "$t"; }
 
 UP=$(port); NP=$(port); NT=$(port)
-head -c 1048576 /dev/urandom > "$TMP/big.bin"
-ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
-cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"
-{ NGINX_NAME=up nginx_head 4096; cat <<CFG; } > "$TMP/up.conf"
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { return 200 "hello from the upstream\n"; }
-    location = /big { alias $TMP/big.bin; }
-  }
-}
-CFG
-nginx -c "$TMP/up.conf" -g 'daemon off;' > "$TMP/up.log" 2>&1 & PIDS+=("$!")
+bench_pair
+start_upstream "$UP"
 { nginx_head 4096; cat <<CFG; } > "$TMP/nginx.conf"
 http {
   access_log off;

@@ -74,6 +74,32 @@ ecdsa_pair() {
     -subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout "$1" -out "$2" 2> /dev/null
 }
 
+# The upstream the L7 benches proxy to: an nginx of its own on port $1 (so no proxy's CPU
+# figure includes the upstream's work), answering a small body on every path and 1 MiB of
+# random bytes on /big.
+start_upstream() {
+  head -c 1048576 /dev/urandom > "$TMP/big.bin"
+  { NGINX_NAME=up nginx_head 4096; cat <<CFG; } > "$TMP/up.conf"
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$1;
+    location / { return 200 "hello from the upstream\n"; }
+    location = /big { alias $TMP/big.bin; }
+  }
+}
+CFG
+  nginx -c "$TMP/up.conf" -g 'daemon off;' > "$TMP/up.log" 2>&1 &
+  PIDS+=("$!")
+}
+
+# One certificate for every proxy: ECDSA P-256, as vane makes its default one
+# ($TMP/bench.key, .crt, and .pem with both for HAProxy).
+bench_pair() {
+  ecdsa_pair "$TMP/bench.key" "$TMP/bench.crt"
+  cat "$TMP/bench.crt" "$TMP/bench.key" > "$TMP/bench.pem"
+}
+
 # Fails unless the TLS server on port $1 serves the certificate $2: a proxy that fell back
 # to another one would be measured with another certificate.
 serves_cert() {
