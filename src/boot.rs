@@ -149,6 +149,9 @@ fn invalid_files(problems: &[crate::config::error::Problem]) -> usize {
 /// `vane run`: returns the process exit code. `lenient` starts without the files that fail
 /// (0.9.2's start) instead of refusing.
 pub async fn run(dir: &Path, lenient: bool) -> i32 {
+    // Before anything listens: a signal that comes before its handler takes its default
+    // action, which for each of these ends the process.
+    let signals = Signals::install();
     let settings = crate::settings::get();
     if let Some(t) = &settings.access_token {
         if !(16..=128).contains(&t.len()) {
@@ -269,7 +272,7 @@ pub async fn run(dir: &Path, lenient: bool) -> i32 {
             return 1;
         }
     };
-    reload_on_hangup(rt.clone());
+    reload_on_hangup(rt.clone(), signals.hangup);
     #[cfg(target_os = "linux")]
     {
         crate::ops::systemd::ready(&format!("serving {} listener(s)", snap.listeners.len()));
@@ -294,8 +297,8 @@ pub async fn run(dir: &Path, lenient: bool) -> i32 {
             info!("upgrade: {unused} handed-over socket(s) are not in this config; closed");
         }
     }
-    let upgraded = upgrade_on_usr2(l4.clone());
-    let signal = shutdown_signal();
+    let upgraded = upgrade_on_usr2(l4.clone(), signals.upgrade);
+    let signal = shutdown_signal(signals.terminate, signals.interrupt);
     tokio::select! {
         _ = signal => info!("Signal received, shutdown now..."),
         pid = upgraded => {
@@ -408,16 +411,12 @@ fn tree_spec(
 /// `SIGHUP` reloads the config as `POST /reload` does (through the `config` actor, the one
 /// writer), as nginx and HAProxy operators expect from `systemctl reload`. Without a handler
 /// the signal would end the process.
-fn reload_on_hangup(rt: Arc<crate::runtime::Runtime>) {
+fn reload_on_hangup(rt: Arc<crate::runtime::Runtime>, hup: Option<Signal>) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(h) => h,
-            Err(e) => {
-                warn!("SIGHUP cannot be handled ({e}); reload with POST /reload");
-                return;
-            }
+        let Some(mut hup) = hup else {
+            warn!("SIGHUP cannot be handled; reload with POST /reload");
+            return;
         };
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -444,7 +443,7 @@ fn reload_on_hangup(rt: Arc<crate::runtime::Runtime>) {
         });
     }
     #[cfg(not(unix))]
-    drop(rt);
+    drop((rt, hup));
 }
 
 /// True when every listener of the config serves, and the management API and the metrics
@@ -464,11 +463,10 @@ fn serving_everything(l4: &L4) -> bool {
 
 /// Resolves with the new process's PID once a `SIGUSR2` upgrade has succeeded; a failed one
 /// is logged and this process carries on (and may be upgraded again).
-async fn upgrade_on_usr2(l4: Arc<L4>) -> u32 {
+async fn upgrade_on_usr2(l4: Arc<L4>, usr2: Option<Signal>) -> u32 {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        let Some(mut usr2) = usr2 else {
             warn!("SIGUSR2 cannot be handled; hitless upgrades are unavailable");
             return std::future::pending().await;
         };
@@ -483,30 +481,74 @@ async fn upgrade_on_usr2(l4: Arc<L4>) -> u32 {
     }
     #[cfg(not(unix))]
     {
-        drop(l4);
+        drop((l4, usr2));
         std::future::pending().await
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+/// Resolves at `SIGTERM` or `SIGINT` (Ctrl-C), either one that came since [`Signals::install`].
+async fn shutdown_signal(terminate: Option<Signal>, interrupt: Option<Signal>) {
+    async fn next(s: Option<Signal>) {
+        match s {
+            #[cfg(unix)]
+            Some(mut s) => {
+                s.recv().await;
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            _ => std::future::pending().await,
         }
     }
-    #[cfg(not(unix))]
-    {
+    if terminate.is_none() && interrupt.is_none() {
         let _ = tokio::signal::ctrl_c().await;
+        return;
+    }
+    tokio::select! {
+        _ = next(terminate) => {}
+        _ = next(interrupt) => {}
+    }
+}
+
+#[cfg(unix)]
+type Signal = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Signal = std::convert::Infallible;
+
+/// The signals the process answers, their handlers installed together at the start of
+/// [`run`]. Installed later, as they were until 2026-12-05, each left a window after the
+/// listeners came up in which the signal's default action ended the process: a deploy
+/// script's `SIGUSR2`, or `systemctl reload` or `stop`, right after a start.
+struct Signals {
+    hangup: Option<Signal>,
+    upgrade: Option<Signal>,
+    terminate: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let take = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!("{name} cannot be handled: {e}");
+                    None
+                }
+            };
+            Signals {
+                hangup: take(SignalKind::hangup(), "SIGHUP"),
+                upgrade: take(SignalKind::user_defined2(), "SIGUSR2"),
+                terminate: take(SignalKind::terminate(), "SIGTERM"),
+                interrupt: take(SignalKind::interrupt(), "SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {
+            hangup: None,
+            upgrade: None,
+            terminate: None,
+            interrupt: None,
+        }
     }
 }
 

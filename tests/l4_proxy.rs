@@ -738,3 +738,43 @@ fn legacy_regex_rules_with_look_ahead_route_over_a_real_socket() {
         Some("ADMIN:GET /admin/users")
     );
 }
+
+/// A signal that arrives while vane starts is handled, not fatal: `SIGTERM` ends it with a
+/// drain and exit 0, `SIGHUP` reloads once it serves. Handlers installed only once start-up
+/// was done left a window in which the signal's default action ended the process (a deploy
+/// script's `SIGUSR2`, `systemctl reload` or `stop` right after a start). The signal goes at
+/// vane's first log line, before any listener is up.
+#[test]
+fn signals_during_start_up_are_handled() {
+    let up = Echo::start("S");
+    for sig in ["-TERM", "-HUP"] {
+        let cfg = ConfigDir::new();
+        let port = free_port();
+        cfg.tcp_proxy(port, up.addr);
+        let mut v = Vane::spawn(&cfg, &[]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while v.logs().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let _ = std::process::Command::new("kill")
+            .arg(sig)
+            .arg(v.pid().to_string())
+            .status();
+        if sig == "-TERM" {
+            assert_eq!(
+                v.wait_exit(Duration::from_secs(10)),
+                Some(0),
+                "SIGTERM during start-up must end in a drain and exit 0\n{}",
+                v.logs()
+            );
+            assert!(v.logs().contains("Signal received"), "{}", v.logs());
+        } else {
+            assert!(
+                v.wait_log("SIGHUP received", Duration::from_secs(10)) && v.alive(),
+                "SIGHUP during start-up must reload, not end the process\n{}",
+                v.logs()
+            );
+            assert_eq!(ask_once(port, "after"), Some("S:after".into()));
+        }
+    }
+}
