@@ -33,26 +33,6 @@ UP=$(port); NP=$(port); NT=$(port); NP2=$(port)
 bench_pair
 start_upstream "$UP"
 # nginx as the proxy: one worker (every row), and two (the keep-alive row).
-nginx_proxy() {  # name, listen lines
-  cat <<CFG
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server {
-    $2
-    ssl_certificate $TMP/bench.crt;
-    ssl_certificate_key $TMP/bench.key;
-    ssl_session_tickets off;
-    ssl_session_cache shared:$1:1m;
-    # nginx 1.22 (Debian 12) still offers TLS 1.0-1.2 only by default; 1.23.4 added 1.3.
-    # Without this it answered every TLS row with TLS 1.2, whose resumption skips the key
-    # exchange that TLS 1.3's does (see the TLS 1.2 rows at the end).
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CFG
-}
 { nginx_head 4096; nginx_proxy bench "listen 127.0.0.1:$NP; listen 127.0.0.1:$NT ssl;"; } > "$TMP/nginx.conf"
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & NGPID=$!; PIDS+=("$NGPID")
 { NGINX_NAME=nginx2 NGINX_WORKERS=2 nginx_head 4096; nginx_proxy bench2 "listen 127.0.0.1:$NP2;"; } > "$TMP/nginx2.conf"
@@ -71,17 +51,7 @@ VPPID=$VPID
 start_vane
 
 HP=$(port); HP2=$(port); HT=$(port)
-{ haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"
-  option http-keep-alive
-frontend f
-  bind 127.0.0.1:$HP
-  bind 127.0.0.1:$HP2 proto h2
-  bind 127.0.0.1:$HT ssl crt $TMP/bench.pem alpn h2,http/1.1 no-tls-tickets
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:$UP
-CFG
+haproxy_proxy_config "$HP" "$HP2" "$HT" "$UP"
 start_haproxy
 HAPID2=$HPID
 # HAProxy with one thread (the keep-alive row): the best of one and two threads is the mark.

@@ -29,21 +29,7 @@ rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc
 UP=$(port); NP=$(port); NT=$(port)
 bench_pair
 start_upstream "$UP"
-{ nginx_head 4096; cat <<CFG; } > "$TMP/nginx.conf"
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NP;
-    listen 127.0.0.1:$NT ssl;
-    ssl_certificate $TMP/bench.crt;
-    ssl_certificate_key $TMP/bench.key;
-    ssl_session_cache shared:soak:1m;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-CFG
+{ nginx_head 4096; nginx_proxy soak "listen 127.0.0.1:$NP; listen 127.0.0.1:$NT ssl;"; } > "$TMP/nginx.conf"
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & NGPID=$!; PIDS+=("$NGPID")
 
 VP=$(port); VT=$(port)
@@ -52,17 +38,7 @@ vane_tls_port "$VT" "$TMP/bench.key" "$TMP/bench.crt"
 start_vane
 
 HP=$(port); HP2=$(port); HT=$(port)
-{ haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"
-  option http-keep-alive
-frontend f
-  bind 127.0.0.1:$HP
-  bind 127.0.0.1:$HP2 proto h2
-  bind 127.0.0.1:$HT ssl crt $TMP/bench.pem alpn http/1.1
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:$UP
-CFG
+haproxy_proxy_config "$HP" "$HP2" "$HT" "$UP"
 start_haproxy
 for p in "$UP" "$NP" "$NT" "$VP" "$VT" "$HP" "$HP2" "$HT"; do wait_port "$p"; done
 for p in "$VT" "$HT" "$NT"; do serves_cert "$p" "$TMP/bench.crt"; done

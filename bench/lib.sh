@@ -144,6 +144,23 @@ defaults
 CFG
 }
 
+# HAProxy as the L7 proxy in $TMP/haproxy.cfg: HTTP/1.1 on port $1, h2c on $2 and TLS on $3
+# (the bench certificate, ALPN h2 and http/1.1, sessions resumed from its cache as nginx's
+# are: no tickets), all to the upstream on $4 with its connections reused.
+haproxy_proxy_config() {
+  { haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$1
+  bind 127.0.0.1:$2 proto h2
+  bind 127.0.0.1:$3 ssl crt $TMP/bench.pem alpn h2,http/1.1 no-tls-tickets
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$4
+CFG
+}
+
 # The head of an nginx config in $TMP: one worker (NGINX_WORKERS=2 for two), pid and error log
 # in $TMP (NGINX_NAME names them, for a second instance).
 # Usage: nginx_head [WORKER_CONNECTIONS]
@@ -153,6 +170,29 @@ worker_processes ${NGINX_WORKERS:-1};
 pid $TMP/${NGINX_NAME:-nginx}.pid;
 error_log $TMP/${NGINX_NAME:-nginx}.err warn;
 events { worker_connections ${1:-1024}; }
+CFG
+}
+
+# The http block of nginx as the L7 proxy to the upstream on $UP: $1 names its TLS session
+# cache, $2 are its listen lines (the bench certificate on those with `ssl`).
+nginx_proxy() {
+  cat <<CFG
+http {
+  access_log off;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    $2
+    ssl_certificate $TMP/bench.crt;
+    ssl_certificate_key $TMP/bench.key;
+    ssl_session_tickets off;
+    ssl_session_cache shared:$1:1m;
+    # nginx 1.22 (Debian 12) still offers TLS 1.0-1.2 only by default; 1.23.4 added 1.3.
+    # Without this it answered every TLS row with TLS 1.2, whose resumption skips the key
+    # exchange that TLS 1.3's does (see the TLS 1.2 rows at the end).
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
 CFG
 }
 
