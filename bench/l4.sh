@@ -21,8 +21,6 @@ ensure_packages libnginx-mod-stream
 VANE=$(vane_binary)
 ulimit -n "$(ulimit -Hn)" || true
 
-rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo "$t"; }
-
 IPERF=$(port)
 iperf3 -s -p "$IPERF" -D --logfile "$TMP/iperf.log"
 sleep 0.3

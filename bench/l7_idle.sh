@@ -16,7 +16,6 @@ mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light
 VANE=$(vane_binary)
-rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo "$t"; }
 
 UP=$(port); NP=$(port)
 cat > "$TMP/nginx.conf" <<CFG

@@ -24,7 +24,6 @@ source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light
 ensure_tools "wrk h2load" wrk nghttp2-client
 VANE=$(vane_binary)
-rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' /proc/"$p"/status))); done; echo "$t"; }
 
 UP=$(port); NP=$(port); NT=$(port)
 bench_pair

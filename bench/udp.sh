@@ -31,8 +31,6 @@ LOAD="$CARGO_TARGET_DIR/release/examples/udp_load"
 QUIC="$CARGO_TARGET_DIR/release/examples/quic_hold"
 ulimit -n "$(ulimit -Hn)" || true
 
-rss_kb() { awk '/VmRSS/{print $2}' /proc/"$1"/status; }
-
 UP=$(port)
 "$LOAD" echo "$UP" & PIDS+=("$!")
 
