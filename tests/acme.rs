@@ -19,10 +19,7 @@ use rustls::pki_types::CertificateDer;
 /// resolver terminates (app `httpx`), or passes through to `pass_to` on `pass_port`.
 fn gateway(cfg: &ConfigDir, http: u16, tls: u16, pass: Option<(u16, u16)>) {
     cfg.plain_http(http, "httpx");
-    cfg.write(
-        &format!("listener/[{tls}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
-    );
+    cfg.tls_listener(tls);
     let terminate = "internal.transport.upgrade: { input: { protocol: httpx } }";
     let resolver = match pass {
         None => format!("connection:\n  {terminate}\n"),
@@ -153,10 +150,7 @@ fn tls_alpn01_is_answered_on_a_port_that_passes_tls_through() {
     let cfg = ConfigDir::new();
     gateway(&cfg, http, term, Some((pass, echo.addr.port())));
     // The passthrough port has its own listener file with the same upgrade.
-    cfg.write(
-        &format!("listener/[{pass}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
-    );
+    cfg.tls_listener(pass);
     order(
         &cfg,
         &pebble,

@@ -155,14 +155,7 @@ fn default_in_force(v: &Vane) -> Option<(i64, String)> {
 fn a_default_pair_near_its_end_is_renewed_while_running() {
     let cfg = ConfigDir::new();
     let tls = free_port();
-    cfg.write(
-        &format!("listener/[{tls}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
-    );
-    cfg.write(
-        "resolver/tls.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
+    cfg.tls_terminating(tls, "httpx");
     cfg.write(
         "application/httpx.yaml",
         "pipeline:\n  internal.terminator.response:\n    input: { status: 204 }\n",

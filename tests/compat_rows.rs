@@ -179,10 +179,7 @@ fn tls_allow_parse_failure_routes_what_is_not_tls() {
     let up = Echo::start("RAW");
     let cfg = ConfigDir::new();
     let port = free_port();
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
-    );
+    cfg.tls_listener(port);
     cfg.write(
         "resolver/tls.yaml",
         &format!(

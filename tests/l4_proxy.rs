@@ -322,10 +322,7 @@ fn flow_timeout_never_cuts_a_relay_but_idle_timeout_does() {
 fn upgrade_without_an_l4_plus_layer_closes_cleanly_and_says_why() {
     let cfg = ConfigDir::new();
     let port = free_port();
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
-    );
+    cfg.tls_listener(port);
     let v = Vane::start(&cfg, &[port]);
     assert_eq!(ask_once(port, "hello"), None);
     assert!(

@@ -150,6 +150,26 @@ impl ConfigDir {
             ),
         );
     }
+
+    /// TCP `port` upgrades to TLS: its `tls` resolver then passes through or terminates.
+    pub fn tls_listener(&self, port: u16) {
+        self.write(
+            &format!("listener/[{port}]/tcp.yaml"),
+            "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
+        );
+    }
+
+    /// TLS terminated on TCP `port`: the `tls` resolver hands each connection to L7
+    /// application `app`.
+    pub fn tls_terminating(&self, port: u16, app: &str) {
+        self.tls_listener(port);
+        self.write(
+            "resolver/tls.yaml",
+            &format!(
+                "connection:\n  internal.transport.upgrade:\n    input: {{ protocol: \"{app}\" }}\n"
+            ),
+        );
+    }
 }
 
 /// The `Content-Length` of an HTTP head (0 when absent or unreadable).

@@ -45,10 +45,7 @@ fn the_upgrade_cert_input_pins_the_certificate_whatever_the_name() {
     let port = free_port();
     let pinned = common::tls::write_cert(&cfg, "pinned", &["pinned.test"]);
     let other = common::tls::write_cert(&cfg, "asked.test", &["asked.test"]);
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
-    );
+    cfg.tls_listener(port);
     cfg.write(
         "resolver/tls.yaml",
         "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx, cert: pinned }\n",

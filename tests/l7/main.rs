@@ -103,14 +103,7 @@ fn tls_client(
 }
 
 fn tls_port(cfg: &ConfigDir, port: u16) {
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: tls }\n",
-    );
-    cfg.write(
-        "resolver/tls.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
+    cfg.tls_terminating(port, "httpx");
     cfg.write("application/httpx.yaml", ECHO_APP);
 }
 
