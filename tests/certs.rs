@@ -16,6 +16,16 @@ fn pair(name: &str) -> (String, String) {
     (c.pem(), k.serialize_pem())
 }
 
+/// The first certificate of a PEM text.
+fn leaf(pem: &[u8]) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    rustls::pki_types::pem::PemObject::from_pem_slice(pem).ok()
+}
+
+/// A certificate's SHA-256 fingerprint as `GET /certs` gives it (lower hex).
+fn sha256_hex(der: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
+}
+
 fn cert_ids(v: &Vane) -> Vec<String> {
     let (_, body) = v.get("/certs");
     let j: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -114,10 +124,7 @@ fn certificates_are_uploaded_checked_and_deleted_through_the_api() {
     );
     assert_eq!(d["key_type"], "ECDSA");
     assert_eq!(d["source"], "file");
-    let leaf = rustls::pki_types::pem::PemObject::from_pem_slice(crt.as_bytes())
-        .map(|c: rustls::pki_types::CertificateDer<'_>| c.to_vec())
-        .expect("leaf");
-    let want = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &leaf));
+    let want = sha256_hex(&leaf(crt.as_bytes()).expect("leaf"));
     assert_eq!(d["fingerprint_sha256"], want.as_str());
     for f in ["not_before", "not_after"] {
         let t = d[f].as_str().unwrap_or_default();
@@ -176,10 +183,7 @@ fn a_default_pair_near_its_end_is_renewed_while_running() {
     let short = params.self_signed(&k).expect("cert");
     cfg.write("certs/default.key", &k.serialize_pem());
     cfg.write("certs/default.crt", &short.pem());
-    let short_fp = hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        short.der(),
-    ));
+    let short_fp = sha256_hex(short.der());
     let year = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -189,9 +193,7 @@ fn a_default_pair_near_its_end_is_renewed_while_running() {
             // What the handshake presents is the pair on disk: a client that trusts only it
             // (webpki: a server certificate for `localhost`) completes the handshake.
             let pem = std::fs::read(cfg.path().join("certs/default.crt")).unwrap_or_default();
-            let der: Option<rustls::pki_types::CertificateDer<'static>> =
-                rustls::pki_types::pem::PemObject::from_pem_slice(&pem).ok();
-            der.is_some_and(|d| {
+            leaf(&pem).is_some_and(|d| {
                 common::tls::TlsClient::connect(tls, "localhost", &[], &[&d]).is_ok()
             })
         }
