@@ -415,7 +415,6 @@ fn reload_on_hangup(rt: Arc<crate::runtime::Runtime>, hup: Option<Signal>) {
     #[cfg(unix)]
     {
         let Some(mut hup) = hup else {
-            warn!("SIGHUP cannot be handled; reload with POST /reload");
             return;
         };
         tokio::spawn(async move {
@@ -467,7 +466,6 @@ async fn upgrade_on_usr2(l4: Arc<L4>, usr2: Option<Signal>) -> u32 {
     #[cfg(unix)]
     {
         let Some(mut usr2) = usr2 else {
-            warn!("SIGUSR2 cannot be handled; hitless upgrades are unavailable");
             return std::future::pending().await;
         };
         while usr2.recv().await.is_some() {
@@ -528,18 +526,31 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let take = |kind: SignalKind, name: &str| match signal(kind) {
+            // Said once, here, with what its absence costs.
+            let take = |kind: SignalKind, name: &str, so: &str| match signal(kind) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    warn!("{name} cannot be handled: {e}");
+                    warn!("{name} cannot be handled ({e}); {so}");
                     None
                 }
             };
             Signals {
-                hangup: take(SignalKind::hangup(), "SIGHUP"),
-                upgrade: take(SignalKind::user_defined2(), "SIGUSR2"),
-                terminate: take(SignalKind::terminate(), "SIGTERM"),
-                interrupt: take(SignalKind::interrupt(), "SIGINT"),
+                hangup: take(SignalKind::hangup(), "SIGHUP", "reload with POST /reload"),
+                upgrade: take(
+                    SignalKind::user_defined2(),
+                    "SIGUSR2",
+                    "hitless upgrades are unavailable",
+                ),
+                terminate: take(
+                    SignalKind::terminate(),
+                    "SIGTERM",
+                    "it ends vane without a drain",
+                ),
+                interrupt: take(
+                    SignalKind::interrupt(),
+                    "SIGINT",
+                    "Ctrl-C will not stop vane",
+                ),
             }
         }
         #[cfg(not(unix))]
