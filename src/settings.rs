@@ -151,6 +151,9 @@ pub struct Settings {
     /// Each of two or more data-plane threads bound to a CPU of its own (`DATA_PLANE_PIN`, off
     /// by default: for a machine that serves the gateway alone).
     pub data_plane_pin: bool,
+    /// CPU time a data-plane thread runs before it yields its core to a thread waiting for it
+    /// (`DATA_PLANE_TURN_US`, 1000; 0: never yields). See `l4::turns`.
+    pub data_plane_turn: Option<Duration>,
     /// One log line per L7 request (`ACCESS_LOG=off` disables).
     pub access_log: bool,
     /// Time a client has to send a complete request head (`HTTP_HEADER_READ_TIMEOUT_SECS`).
@@ -333,6 +336,10 @@ impl Settings {
             )
             .min(256),
             data_plane_pin: flag("DATA_PLANE_PIN", false),
+            data_plane_turn: match num("DATA_PLANE_TURN_US", 1000u64) {
+                0 => None,
+                us => Some(Duration::from_micros(us.min(1_000_000))),
+            },
             access_log: !matches!(
                 var("ACCESS_LOG")
                     .map(|v| v.trim().to_ascii_lowercase())

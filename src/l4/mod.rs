@@ -9,6 +9,7 @@ pub mod session;
 pub mod shards;
 pub mod sockets;
 pub mod tcp;
+pub mod turns;
 pub mod udp;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +72,7 @@ impl L4 {
                 s.max_connections,
                 s.max_connections_per_ip,
             )),
-            shards: start_shards(s.data_plane_threads, s.data_plane_pin),
+            shards: start_shards(s.data_plane_threads, s.data_plane_pin, s.data_plane_turn),
             udp: udp::UdpState::new(s),
             http,
             quic,
@@ -145,8 +146,8 @@ impl L4 {
     }
 }
 
-fn start_shards(n: usize, pin: bool) -> shards::Shards {
-    shards::Shards::start(n, pin).unwrap_or_else(|e| {
+fn start_shards(n: usize, pin: bool, turn: Option<std::time::Duration>) -> shards::Shards {
+    shards::Shards::start(n, pin, turn).unwrap_or_else(|e| {
         tracing::error!(
             "cannot start {n} data-plane threads ({e}); serving TCP on the shared runtime"
         );

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -57,14 +58,18 @@ pub fn on_park(hook: fn()) {
 
 impl Shards {
     /// Starts `n` shard threads; with `n == 0` everything runs on the shared runtime. With
-    /// `pin`, each of two or more shards is bound to a CPU of its own ([`cpus_for`]).
-    pub fn start(n: usize, pin: bool) -> io::Result<Shards> {
+    /// `pin`, each of two or more shards is bound to a CPU of its own ([`cpus_for`]). With
+    /// `turn`, a shard that has used that much CPU time since it last slept yields its core to
+    /// another shard waiting for it (`super::turns`).
+    pub fn start(n: usize, pin: bool, turn: Option<Duration>) -> io::Result<Shards> {
         let cpus = if pin { cpus_for(n) } else { None };
         let mut handles = Vec::with_capacity(n);
+        let turns = turn.map(|t| super::turns::Turns::new(t, n));
         // A shard that fails to start leaves the ones before it parked forever; harmless, as
         // start-up then falls back to the shared runtime.
         for i in 0..n {
             let cpu = cpus.as_ref().and_then(|c| c.get(i).copied());
+            let turns = turns.clone();
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("vane-shard-{i}"))
@@ -76,8 +81,18 @@ impl Shards {
                     }
                     let mut b = tokio::runtime::Builder::new_current_thread();
                     b.enable_all();
-                    if let Some(hook) = ON_PARK.get() {
-                        b.on_thread_park(*hook);
+                    let hook = ON_PARK.get().copied();
+                    let parking = turns.clone();
+                    b.on_thread_park(move || {
+                        if let Some(t) = &parking {
+                            t.parking(i);
+                        }
+                        if let Some(hook) = hook {
+                            hook();
+                        }
+                    });
+                    if let Some(t) = turns.clone() {
+                        b.on_thread_unpark(move || t.unparked(i));
                     }
                     let rt = b.build();
                     match rt {
@@ -172,13 +187,12 @@ impl Shards {
 /// The CPUs `n` shards are bound to, one each: those this process may run on, when there are
 /// two or more and one shard for each (the default count). With fewer shards than CPUs the
 /// others are free for the scheduler to spread them over, and the operator who chose that
-/// number may share the machine: they stay unbound. Unbound, the scheduler let both shards of
+/// number may share the machine: they stay unbound. Unbound, the scheduler lets both shards of
 /// a 2-core machine share one core about a tenth of the time under wrk (with the load
-/// generator and the upstream on the same cores); each then waited for the other's time
-/// slice, and 3 to 5 % of keep-alive requests took 4 ms instead of 1. Bound, a shard cannot
-/// leave a core that other busy processes want: TLS passthrough's connection rate with 16
-/// handshaking clients on the same two cores fell by 6 %, hence an option, off by default
-/// (bench/README.md, thirteenth stop).
+/// generator and the upstream on the same cores); turns (`super::turns`) keep each one's wait
+/// for the other short. Bound, a shard cannot leave a core that other busy processes want:
+/// TLS passthrough's connection rate with 16 handshaking clients on the same two cores fell by
+/// 6 %, hence an option, off by default (bench/history-2026-12-04.md, thirteenth stop).
 fn cpus_for(n: usize) -> Option<Vec<usize>> {
     if n < 2 {
         return None;
@@ -221,23 +235,23 @@ mod tests {
         let cpus = |seen: Vec<(usize, Option<String>, Vec<usize>)>| -> Vec<Vec<usize>> {
             seen.into_iter().map(|(_, _, c)| c).collect()
         };
-        let pinned = cpus(where_each_runs(&Shards::start(n, true).expect("shards")).await);
+        let pinned = cpus(where_each_runs(&Shards::start(n, true, None).expect("shards")).await);
         if n >= 2 {
             let one_each: Vec<Vec<usize>> = all.iter().map(|&c| vec![c]).collect();
             assert_eq!(pinned, one_each);
         } else {
             assert_eq!(pinned, vec![all.clone()], "one CPU: nothing to bind");
         }
-        let free = cpus(where_each_runs(&Shards::start(n, false).expect("shards")).await);
+        let free = cpus(where_each_runs(&Shards::start(n, false, None).expect("shards")).await);
         assert_eq!(free, vec![all.clone(); n]);
-        let more = cpus(where_each_runs(&Shards::start(n + 1, true).expect("shards")).await);
+        let more = cpus(where_each_runs(&Shards::start(n + 1, true, None).expect("shards")).await);
         assert_eq!(
             more,
             vec![all.clone(); n + 1],
             "more shards than CPUs: unbound"
         );
         if n > 2 {
-            let fewer = cpus(where_each_runs(&Shards::start(2, true).expect("shards")).await);
+            let fewer = cpus(where_each_runs(&Shards::start(2, true, None).expect("shards")).await);
             assert_eq!(
                 fewer,
                 vec![all.clone(); 2],
@@ -248,7 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_shard_runs_its_task_on_its_own_thread() {
-        let shards = Shards::start(2, false).expect("shards");
+        let shards = Shards::start(2, false, None).expect("shards");
         assert_eq!(shards.len(), 2);
         let tasks = shards.spawn_each(|_| async {});
         assert_eq!(tasks.len(), 2);
@@ -273,7 +287,7 @@ mod tests {
     /// connections are counted until they end, and a moved one runs on its shard's thread.
     #[tokio::test]
     async fn a_burst_accepted_on_one_shard_is_spread_and_counted() {
-        let shards = Shards::start(2, false).expect("shards");
+        let shards = Shards::start(2, false, None).expect("shards");
         let placed: Vec<Placed> = (0..10).map(|_| shards.place(0)).collect();
         let on = |s: usize| placed.iter().filter(|p| p.shard() == s).count();
         // Each moves once shard 0 runs more than one over shard 1.

@@ -37,6 +37,21 @@ pub fn pin_this_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The CPU the calling thread runs on now (glibc reads it from the thread's `rseq` area,
+/// without a system call), or `None` where the kernel cannot tell.
+#[cfg(target_os = "linux")]
+pub fn current() -> Option<usize> {
+    // SAFETY: `sched_getcpu` takes no argument and only reads the calling thread's state.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu).ok()
+}
+
+/// Not known here.
+#[cfg(not(target_os = "linux"))]
+pub fn current() -> Option<usize> {
+    None
+}
+
 /// Affinity is not read here: unsupported.
 #[cfg(not(target_os = "linux"))]
 pub fn allowed() -> io::Result<Vec<usize>> {
@@ -65,6 +80,13 @@ mod tests {
         .join()
         .expect("thread");
         assert_eq!(seen, vec![last]);
+        let on = std::thread::spawn(move || {
+            pin_this_thread(last).expect("pin");
+            current()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(on, Some(last));
         // The spawning thread keeps its own mask.
         assert_eq!(allowed().expect("the mask"), cpus);
         assert!(pin_this_thread(libc::CPU_SETSIZE as usize).is_err());
