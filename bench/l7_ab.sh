@@ -6,6 +6,7 @@
 #   bench/l7_ab.sh OLD_BINARY NEW_BINARY [...]     # ROUNDS=4 SECS=5
 #   CLOSE=1 bench/l7_ab.sh ...                      # a new connection per request
 #   H2C=1 bench/l7_ab.sh ...                        # h2c (prior knowledge), h2load -c10 -m10
+#   BIG=1 bench/l7_ab.sh ...                        # 1 MiB responses, wrk -t2 -c10 (MB/s)
 #
 # A "binary" may be a script that sets the environment and execs vane (e.g. HTTP2_SERVER=hyper):
 # exec keeps the process, so its CPU time is still the one counted.
@@ -34,10 +35,12 @@ HZ=$(getconf CLK_TCK)
 CLOSE=${CLOSE:-0}
 HEADER=()
 if [ "$CLOSE" = 1 ]; then HEADER=(-H "Connection: close"); fi
+CONNS=50 TARGET=/
+if [ "${BIG:-0}" = 1 ]; then CONNS=10 TARGET=/big; fi
 if [ "${H2C:-0}" = 1 ]; then
   echo "== h2c, h2load -c10 -m10 -D${SECS:-5} per binary, alternating"
 else
-  echo "== HTTP/1.1 (close=$CLOSE), wrk -t2 -c50 -d${SECS:-5}s per binary, alternating"
+  echo "== HTTP/1.1 $TARGET (close=$CLOSE), wrk -t2 -c$CONNS -d${SECS:-5}s per binary, alternating"
 fi
 for r in $(seq 1 "${ROUNDS:-4}"); do
   for i in "${!PORTS[@]}"; do
@@ -49,11 +52,12 @@ for r in $(seq 1 "${ROUNDS:-4}"); do
       rps=$(echo "$out" | awk '/finished in/{print $4}')
       p99=-
     else
-      out=$(wrk -t2 -c50 -d"${SECS:-5}"s --latency "${HEADER[@]}" "http://127.0.0.1:${PORTS[$i]}/")
+      out=$(wrk -t2 -c"$CONNS" -d"${SECS:-5}"s --latency "${HEADER[@]}" "http://127.0.0.1:${PORTS[$i]}$TARGET")
       c1=$(ticks "${VPIDS[$i]}")
       req=$(echo "$out" | awk '/requests in/{print $1}')
       rps=$(echo "$out" | awk '/Requests\/sec/{print $2}')
       p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+      if [ "${BIG:-0}" = 1 ]; then p99="$p99 $(echo "$out" | awk '/Transfer\/sec/{print $2}')/s"; fi
     fi
     python3 -c "print(f'round $r  rps {float($rps):9,.0f}  p99 $p99  cpu {($c1-$c0)*1e6/$HZ/$req:6.2f} us/req  ${NAMES[$i]}')"
   done
