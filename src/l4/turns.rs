@@ -20,7 +20,7 @@
 //! back to wait at once.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,14 +35,23 @@ pub struct Turns {
     seen: Box<[Seen]>,
 }
 
-/// Where and when one shard was last seen, on a cache line of its own (each shard writes its
-/// own at every wait for events).
+/// Where and when one shard was last seen, in one word on a cache line of its own (each shard
+/// writes its own at every wait for events): microseconds since `Turns::epoch` in the high 47
+/// bits, the CPU in the next 16, and the lowest bit set while the shard waits for events.
 #[repr(align(64))]
-struct Seen {
-    /// Microseconds since `Turns::epoch`.
-    at: AtomicU64,
-    /// The CPU, shifted left by one; the low bit set while the shard waits for events.
-    cpu_waiting: AtomicU32,
+struct Seen(AtomicU64);
+
+const CPU_BITS: u32 = 16;
+/// Stands for a CPU the kernel did not tell (and for a shard not seen yet).
+const NO_CPU: u64 = (1 << CPU_BITS) - 1;
+/// The microseconds kept: they wrap after 4.4 years, and ages are taken modulo this.
+const MICROS: u64 = (1 << (64 - CPU_BITS - 1)) - 1;
+
+impl Seen {
+    fn pack(micros: u64, cpu: Option<usize>, waiting: bool) -> u64 {
+        let cpu = cpu.map_or(NO_CPU, |c| (c as u64).min(NO_CPU));
+        (micros & MICROS) << (CPU_BITS + 1) | cpu << 1 | u64::from(waiting)
+    }
 }
 
 /// Yields made by every shard since the process started.
@@ -73,10 +82,7 @@ impl Turns {
             epoch: Instant::now(),
             // Until a shard first reports, it counts as waiting for events.
             seen: (0..shards)
-                .map(|_| Seen {
-                    at: AtomicU64::new(0),
-                    cpu_waiting: AtomicU32::new(u32::MAX),
-                })
+                .map(|_| Seen(AtomicU64::new(Seen::pack(0, None, true))))
                 .collect(),
         })
     }
@@ -127,30 +133,22 @@ impl Turns {
     }
 
     fn show(&self, me: usize, now: Instant, cpu: Option<usize>, waiting: bool) {
-        let Some(seen) = self.seen.get(me) else {
-            return;
-        };
-        let cpu = cpu
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(u32::MAX >> 1);
-        seen.cpu_waiting
-            .store(cpu << 1 | u32::from(waiting), Ordering::Relaxed);
-        seen.at.store(self.micros(now), Ordering::Relaxed);
+        if let Some(seen) = self.seen.get(me) {
+            let word = Seen::pack(self.micros(now), cpu, waiting);
+            seen.0.store(word, Ordering::Relaxed);
+        }
     }
 
     /// Whether a shard other than `me` is runnable on `cpu` but has not run for half a turn.
     fn another_waits(&self, me: usize, cpu: usize, now: Instant) -> bool {
-        let Ok(cpu) = u32::try_from(cpu) else {
-            return false;
-        };
+        let here = Seen::pack(0, Some(cpu), false);
         let now = self.micros(now);
         let stale = u64::try_from(self.turn.as_micros() / 2).unwrap_or(u64::MAX);
         self.seen.iter().enumerate().any(|(i, s)| {
-            let cw = s.cpu_waiting.load(Ordering::Relaxed);
+            let word = s.0.load(Ordering::Relaxed);
             i != me
-                && cw & 1 == 0
-                && cw >> 1 == cpu
-                && now.saturating_sub(s.at.load(Ordering::Relaxed)) >= stale
+                && word & ((NO_CPU << 1) | 1) == here
+                && now.wrapping_sub(word >> (CPU_BITS + 1)) & MICROS >= stale
         })
     }
 
