@@ -52,6 +52,11 @@ impl Seen {
         let cpu = cpu.map_or(NO_CPU, |c| (c as u64).min(NO_CPU));
         (micros & MICROS) << (CPU_BITS + 1) | cpu << 1 | u64::from(waiting)
     }
+
+    /// Microseconds from when `word` was written to `now` (both since `Turns::epoch`).
+    fn age(now: u64, word: u64) -> u64 {
+        now.wrapping_sub(word >> (CPU_BITS + 1)) & MICROS
+    }
 }
 
 /// Yields made by every shard since the process started.
@@ -146,9 +151,7 @@ impl Turns {
         let stale = u64::try_from(self.turn.as_micros() / 2).unwrap_or(u64::MAX);
         self.seen.iter().enumerate().any(|(i, s)| {
             let word = s.0.load(Ordering::Relaxed);
-            i != me
-                && word & ((NO_CPU << 1) | 1) == here
-                && now.wrapping_sub(word >> (CPU_BITS + 1)) & MICROS >= stale
+            i != me && word & ((NO_CPU << 1) | 1) == here && Seen::age(now, word) >= stale
         })
     }
 
@@ -164,4 +167,38 @@ fn cpu_time() -> Duration {
         u64::try_from(t.tv_sec).unwrap_or(0),
         u32::try_from(t.tv_nsec).unwrap_or(0),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_shard_waits_only_when_runnable_on_this_cpu_and_stale() {
+        let turns = Turns::new(Duration::from_millis(1), 3);
+        let t0 = Instant::now() + Duration::from_millis(5);
+        let later = |us| t0 + Duration::from_micros(us);
+        // Not seen yet: counts as waiting for events.
+        assert!(!turns.another_waits(0, 2, later(5_000)));
+        turns.show(1, t0, Some(2), false);
+        assert!(turns.another_waits(0, 2, later(600)));
+        assert!(!turns.another_waits(0, 2, later(400)), "seen 0.4 ms ago");
+        assert!(!turns.another_waits(0, 3, later(600)), "on another CPU");
+        assert!(!turns.another_waits(1, 2, later(600)), "itself");
+        turns.show(1, t0, Some(2), true);
+        assert!(!turns.another_waits(0, 2, later(600)), "waiting for events");
+        turns.show(1, t0, None, false);
+        assert!(!turns.another_waits(0, 2, later(600)), "CPU unknown");
+    }
+
+    #[test]
+    fn ages_survive_the_microseconds_wrapping() {
+        let word = Seen::pack(MICROS + 3, Some(7), false);
+        assert_eq!(Seen::age(MICROS + 10, word), 7);
+        assert_eq!(
+            Seen::age(MICROS + 1 + 5, Seen::pack(MICROS + 1 + 2, Some(7), true)),
+            3
+        );
+        assert_eq!(word & ((NO_CPU << 1) | 1), 7 << 1);
+    }
 }
