@@ -151,7 +151,7 @@ pub struct Settings {
     /// Each of two or more data-plane threads bound to a CPU of its own (`DATA_PLANE_PIN`, off
     /// by default: for a machine that serves the gateway alone).
     pub data_plane_pin: bool,
-    /// CPU time a data-plane thread runs before it yields its core to a thread waiting for it
+    /// CPU time a data-plane thread runs before it yields its core to another one waiting for it
     /// (`DATA_PLANE_TURN_US`, 1000; 0: never yields). See `l4::turns`.
     pub data_plane_turn: Option<Duration>,
     /// One log line per L7 request (`ACCESS_LOG=off` disables).
