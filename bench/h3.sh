@@ -11,8 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-5}
 REPS=${REPS:-3}
-OUT=bench/results
-mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "nginx h2load" nginx-light nghttp2-client
 cargo build --release -q --example h3_load

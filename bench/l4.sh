@@ -12,8 +12,6 @@ cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
 IDLE=${IDLE:-9000}
 STREAMS=${STREAMS:-1}
-OUT=bench/results
-mkdir -p "$OUT"
 
 source bench/lib.sh
 ensure_tools "iperf3 haproxy nginx" iperf3 haproxy nginx-light libnginx-mod-stream

@@ -11,8 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IDLE=${IDLE:-4000}
-OUT=bench/results
-mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light
 VANE=$(vane_binary)

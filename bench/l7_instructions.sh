@@ -15,8 +15,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
-OUT=bench/results
-mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "nginx valgrind" nginx-light valgrind
 H2C=${H2C:-0}

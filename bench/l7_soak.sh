@@ -18,8 +18,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-3}
-OUT=bench/results
-mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light
 ensure_tools "wrk h2load" wrk nghttp2-client

@@ -2,6 +2,9 @@
 # exit, and waiting for a port. Source it from a script that has `set -euo pipefail`.
 # The workspace's target/ (scripts run from the repository root) unless CARGO_TARGET_DIR is set.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# Where each script writes its results file.
+OUT=bench/results
+mkdir -p "$OUT"
 
 # Installs the Debian packages named when any of the commands named is missing.
 # Usage: ensure_tools "cmd1 cmd2" pkg1 pkg2 ...

@@ -8,8 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-5}
 SIZE_MB=${SIZE_MB:-2048}
-OUT=bench/results
-mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "haproxy nginx curl" haproxy nginx-light curl
 VANE=$(vane_binary)

@@ -20,8 +20,6 @@ QUIC_HOLD=${QUIC_HOLD:-"2000 5000"}
 QUIC_RATE=${QUIC_RATE:-500}
 SECS=${SECS:-5}
 TIMEOUT=${TIMEOUT:-30}
-OUT=bench/results
-mkdir -p "$OUT"
 source bench/lib.sh
 ensure_tools "nginx" nginx-light libnginx-mod-stream
 ensure_packages libnginx-mod-stream
