@@ -82,18 +82,17 @@ impl Shards {
                     let mut b = tokio::runtime::Builder::new_current_thread();
                     b.enable_all();
                     let hook = ON_PARK.get().copied();
-                    let parking = turns.clone();
+                    if let Some(t) = turns.clone() {
+                        b.on_thread_unpark(move || t.unparked(i));
+                    }
                     b.on_thread_park(move || {
-                        if let Some(t) = &parking {
+                        if let Some(t) = &turns {
                             t.parking(i);
                         }
                         if let Some(hook) = hook {
                             hook();
                         }
                     });
-                    if let Some(t) = turns.clone() {
-                        b.on_thread_unpark(move || t.unparked(i));
-                    }
                     let rt = b.build();
                     match rt {
                         Ok(rt) => {
