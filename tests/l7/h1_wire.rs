@@ -89,6 +89,24 @@ fn connect(port: u16) -> TcpStream {
     s
 }
 
+/// A client that stops reading in the middle of a large response and then reads again gets
+/// all of it (the server's write stops part-way while it sleeps).
+#[test]
+fn a_client_that_pauses_reading_gets_the_whole_response() {
+    let (_www, app, data) = big_file_app();
+    let (cfg, port) = app_dir(&app);
+    let _v = Vane::start(&cfg, &[port]);
+    let mut s = connect(port);
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(700));
+    let mut rest = Vec::new();
+    let r = read_reply(&mut s, &mut rest, false).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.body.len(), data.len(), "the response stopped early");
+    assert!(r.body == data, "the response came back changed");
+}
+
 /// A chunked upload with extensions and a trailer, a HEAD and a GET, all in one pipeline and
 /// the upload split across writes: each answer comes back whole and in order, and the body
 /// reaches the upstream intact.

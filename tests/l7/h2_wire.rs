@@ -4,6 +4,7 @@
 //! suite drives the server with hyper's client.)
 
 use std::io::Write;
+use std::time::Instant;
 
 use super::h2_raw::*;
 use super::*;
@@ -398,6 +399,43 @@ fn a_client_that_never_reads_is_no_longer_read() {
     let mut other = H2::connect(port, &[]);
     other.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/", &[]));
     assert!(String::from_utf8_lossy(&other.body()).starts_with("GET /?"));
+}
+
+/// A client that stops reading in the middle of a large response and then reads again gets
+/// all of it: once the server's output backs up (the socket takes no more), finishing that
+/// write must set the response's body going again, with nothing else left to wake it.
+#[test]
+fn a_client_that_pauses_reading_gets_the_whole_response() {
+    let (_www, app, data) = big_file_app();
+    let (_cfg, port, _v) = gateway(&app);
+    // Windows as large as they go: only the socket holds the response back.
+    let mut c = H2::connect(port, &[(0x4, 0x7fff_ffff)]);
+    c.send(
+        WINDOW_UPDATE,
+        0,
+        0,
+        &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+    );
+    c.send(HEADERS, END_STREAM | END_HEADERS, 1, &get("/big.bin", &[]));
+    std::thread::sleep(Duration::from_millis(700));
+    let mut got = Vec::with_capacity(data.len());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Some(f) = c.next() else { break };
+        if f.kind == DATA && f.stream == 1 {
+            got.extend_from_slice(&f.payload);
+            if f.flags & END_STREAM != 0 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        got.len(),
+        data.len(),
+        "the response stopped after {} bytes",
+        got.len()
+    );
+    assert!(got == data, "the response came back changed");
 }
 
 /// A browser: Chromium opens a page over TLS, negotiates `h2` by ALPN and gets it from vane's

@@ -244,6 +244,20 @@ fn app_dir(app_yaml: &str) -> (ConfigDir, u16) {
     (cfg, port)
 }
 
+/// An application serving one file, `/big.bin`, larger than the loopback's socket buffers
+/// hold (up to about 10 MiB): a client that sleeps stops the server's write part-way. The
+/// directory (kept for the test's life), the application and the file's bytes.
+fn big_file_app() -> (tempfile::TempDir, String, Vec<u8>) {
+    let www = tempfile::tempdir().expect("www");
+    let data: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
+    std::fs::write(www.path().join("big.bin"), &data).expect("write");
+    let app = format!(
+        "pipeline:\n  internal.driver.static:\n    input: {{ root: \"{}\", uri: \"{{{{req.path}}}}\" }}\n    output:\n      success: {{ internal.terminator.response: {{}} }}\n",
+        www.path().display()
+    );
+    (www, app, data)
+}
+
 fn proxy_gateway(prefix: &str, extra: &str) -> (ConfigDir, u16, Vane) {
     let (cfg, port) = app_dir(&proxy_app(prefix, extra));
     let v = Vane::start(&cfg, &[port]);

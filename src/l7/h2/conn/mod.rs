@@ -206,7 +206,11 @@ where
             self.give_back(cx);
             progress |= self.pump(cx);
             self.reap();
+            let blocked = self.wbuf.len() >= HIGH_WATER;
             let flushed = self.poll_flush(cx)?;
+            // Reading and the response bodies waited for this write, and nothing else will
+            // wake them: go round again.
+            progress |= blocked && flushed;
             let quiet = self.streams.is_empty() && self.flows() == 0 && flushed;
             if quiet && (self.read_closed || self.going_away.is_some()) {
                 return Poll::Ready(Ok(()));
