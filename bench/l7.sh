@@ -14,11 +14,15 @@
 # tickets. wrk
 # offers each connection's session again on the next one, so its new-handshake row is
 # resumed handshakes (h2load does not resume).
+# Every row is measured in REPS interleaved rounds (each round another proxy goes first), and
+# the report gives each proxy's median with the rounds' values beside it
+# (bench/l7_summary.py).
 #
-#   bench/l7.sh             # SECS=5 CLIENTS=32
+#   bench/l7.sh             # SECS=5 CLIENTS=32 REPS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-5}
+REPS=${REPS:-3}
 CLIENTS=${CLIENTS:-32}
 source bench/lib.sh
 ensure_tools "haproxy nginx" haproxy nginx-light
@@ -69,120 +73,88 @@ wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"
 wait_port "$NT"; wait_port "$VT"; wait_port "$HT"; wait_port "$NP2"; wait_port "$HP1"; wait_port "$VPP"
 for p in "$VT" "$HT" "$NT"; do serves_cert "$p" "$TMP/bench.crt"; done
 
-{
-  echo "== keep-alive HTTP/1.1 requests per second (${SECS}s, ${CLIENTS} connections)"
-  D=$("$LOAD" "127.0.0.1:$UP" "$SECS" "$CLIENTS" /); echo "direct  $D"
-  V=$("$LOAD" "127.0.0.1:$VP" "$SECS" "$CLIENTS" /); echo "vane    $V"
-  H=$("$LOAD" "127.0.0.1:$HP" "$SECS" "$CLIENTS" /); echo "haproxy $H"
-  N=$("$LOAD" "127.0.0.1:$NP" "$SECS" "$CLIENTS" /); echo "nginx   $N"
-  python3 -c "print(f'ratios: vane/haproxy {$V/$H:.2f}  vane/nginx {$V/$N:.2f}  vane/direct {$V/$D:.2f}')"
-  # Independent clients: wrk (HTTP/1.1 keep-alive) and h2load (h2c, prior knowledge).
-  # Requests per second and the 99th percentile latency in milliseconds.
-  wrk_rps() {
-    wrk -t2 -c50 -d"${SECS}s" --latency "http://127.0.0.1:$1/" | python3 -c '
+NGX=$(pgrep -P "$NGPID" | tr '\n' ' '); NGX2=$(pgrep -P "$NG2PID" | tr '\n' ' ')
+declare -A PORT=([direct]=$UP [vane]=$VP [vane-pin]=$VPP [haproxy]=$HP [haproxy-1t]=$HP1 [nginx]=$NP [nginx-2w]=$NP2)
+declare -A TLS_PORT=([vane]=$VT [haproxy]=$HT [nginx]=$NT)
+declare -A H2C_PORT=([vane]=$VP [haproxy]=$HP2)
+declare -A PROCS=([vane]=$VPID [vane-pin]=$VPPID [haproxy]=$HPID [haproxy-1t]=$HAPID1 [nginx]="$NGX" [nginx-2w]="$NGX2")
+
+# wrk -t2 -c50 keep-alive: requests per second and the 99th percentile latency in ms.
+wrk_rps() {
+  wrk -t2 -c50 -d"${SECS}s" --latency "http://127.0.0.1:$1/" | python3 -c '
 import re, sys
 text = sys.stdin.read()
 rps = re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)
 value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
 print(rps, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit])'
-  }
-  # CPU seconds (user + system) a process tree has used so far.
-  cpu_s() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat))); done; echo "$t / $(getconf CLK_TCK)" | bc -l; }
-  # Requests per second and per CPU-second of the proxy, with wrk.
-  wrk_eff() {
-    local port=$1; shift
-    local c0 c1 r p99
-    c0=$(cpu_s "$@"); read -r r p99 <<< "$(wrk_rps "$port")"; c1=$(cpu_s "$@")
-    python3 -c "print(f'{$r:.0f} {$r*$SECS/max($c1-$c0,1e-9):.0f} {$p99:.2f}')"
-  }
-  h2_rps() { h2load -c10 -m10 -D "$SECS" "http://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
-  h2_rps_tls() { h2load -c10 -m10 -D "$SECS" "https://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/{print $4}'; }
-  echo "== wrk -t2 -c50: requests per second, requests per CPU-second of the proxy, p99 latency"
-  # Against each of HAProxy (2 threads, 1 thread) and nginx (1 worker, 2 workers), and the
-  # best of the four in each column (most requests, most per CPU-second, lowest p99).
-  NGX=$(pgrep -P "$NGPID" | tr '\n' ' '); NGX2=$(pgrep -P "$NG2PID" | tr '\n' ' ')
-  {
-    echo "vane $(wrk_eff "$VP" "$VPID")"
-    echo "vane-pin $(wrk_eff "$VPP" "$VPPID")"
-    echo "haproxy $(wrk_eff "$HP" "$HPID")"
-    echo "haproxy-1t $(wrk_eff "$HP1" "$HAPID1")"
-    echo "nginx $(wrk_eff "$NP" $NGX)"
-    echo "nginx-2w $(wrk_eff "$NP2" $NGX2)"
-  } > "$TMP/ka"
-  python3 - "$TMP/ka" <<'PY'
-import sys
-rows = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1])}
-for k, (r, e, l) in rows.items():
-    print(f"{k} {r:.0f} ({e:.0f}/cpu-s, p99 {l:.2f} ms)")
-ours = {k: rows.pop(k) for k in ("vane", "vane-pin")}
-best = lambda i, f: f(rows.items(), key=lambda kv: kv[1][i])
-(rn, r), (en, e), (ln, l) = best(0, max), best(1, max), best(2, min)
-for name, v in ours.items():
-    for k in ("haproxy", "nginx"):
-        o = rows[k]
-        print(f"ratios: {name}/{k} {v[0]/o[0]:.2f} (per cpu {v[1]/o[1]:.2f}, p99 {v[2]/o[2]:.2f})")
-    print(f"ratios: {name}/best {v[0]/r[0]:.2f} ({rn}), per cpu {v[1]/e[1]:.2f} ({en}), p99 {v[2]/l[2]:.2f} ({ln})")
-PY
-  # nginx is left out: its plaintext HTTP/2 (nginx-light 1.22) answers h2load at a fixed
-  # 2500 requests/s here, which says nothing about proxying.
-  echo "== h2load -c10 -m10 (h2c prior knowledge), requests per second"
-  HV=$(h2_rps "$VP"); HH=$(h2_rps "$HP2")
-  echo "vane $HV  haproxy $HH"
-  python3 -c "print(f'ratios: vane/haproxy {$HV/$HH:.2f}')"
-  # wrk's figures for one URL and extra arguments: requests/s and transfer MB/s.
-  wrk_run() {
-    wrk "$@" -d"${SECS}s" | python3 -c '
+}
+# CPU seconds (user + system) a process tree has used so far.
+cpu_s() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat))); done; echo "$t / $(getconf CLK_TCK)" | bc -l; }
+# Requests per second, per CPU-second of the proxy, and p99, with wrk.
+wrk_eff() {
+  local port=$1; shift
+  local c0 c1 r p99
+  c0=$(cpu_s "$@"); read -r r p99 <<< "$(wrk_rps "$port")"; c1=$(cpu_s "$@")
+  python3 -c "print(f'{$r:.0f} {$r*$SECS/max($c1-$c0,1e-9):.0f} {$p99:.2f}')"
+}
+h2_rps() { h2load -c10 -m10 -D "$SECS" "$1" 2>/dev/null | awk '/^finished in/{printf "%.0f\n", $4}'; }
+# wrk's requests/s and transfer MB/s for some arguments.
+wrk_run() {
+  wrk "$@" -d"${SECS}s" | python3 -c '
 import re, sys
 t = sys.stdin.read()
 rps = float(re.search(r"Requests/sec:\s*([\d.]+)", t).group(1))
 m = re.search(r"Transfer/sec:\s*([\d.]+)(\w+)", t)
 scale = {"B": 1e-6, "KB": 1e-3, "MB": 1, "GB": 1e3}.get(m.group(2), 1) if m else 0
 print(f"{rps:.0f} {float(m.group(1)) * scale if m else 0:.1f}")'
-  }
-  row() {  # title, column (1 = req/s, 2 = MB/s), then wrk arguments with PORT and SCHEME
-    local title=$1 col=$2; shift 2
-    local v h n args
-    echo "== $title"
-    for who in vane haproxy nginx; do
-      case $who in
-        vane) p=$VP; tp=$VT ;; haproxy) p=$HP; tp=$HT ;; nginx) p=$NP; tp=$NT ;;
-      esac
-      args=("${@//TPORT/$tp}"); args=("${args[@]//PORT/$p}")
-      read -r r m <<< "$(wrk_run "${args[@]}")"
-      [ "$col" = 1 ] && echo "$who $r" || echo "$who $m"
-    done | tee "$TMP/row"
-    python3 - "$TMP/row" <<'PY'
-import sys
-v = dict(l.split() for l in open(sys.argv[1]))
-v = {k: float(x) for k, x in v.items()}
-print(f"ratios: vane/haproxy {v['vane']/v['haproxy']:.2f}  vane/nginx {v['vane']/v['nginx']:.2f}")
-PY
-  }
-  row "new connection per request (wrk -t2 -c50, Connection: close), requests per second" 1 \
-    -t2 -c50 -H "Connection: close" "http://127.0.0.1:PORT/"
-  row "1 MiB responses (wrk -t2 -c10), MB/s" 2 -t2 -c10 "http://127.0.0.1:PORT/big"
-  row "TLS-terminated HTTP/1.1 keep-alive (wrk -t2 -c50), requests per second" 1 \
-    -t2 -c50 "https://127.0.0.1:TPORT/"
-  row "TLS: a new connection per request, the session resumed (wrk -t2 -c50, Connection: close), handshakes per second" 1 \
-    -t2 -c50 -H "Connection: close" "https://127.0.0.1:TPORT/"
-  echo "== HTTP/2 over TLS (h2load -c10 -m10), requests per second"
-  HV=$(h2_rps_tls "$VT"); HH=$(h2_rps_tls "$HT")
-  echo "vane $HV  haproxy $HH"
-  python3 -c "print(f'ratios: vane/haproxy {$HV/$HH:.2f}')"
-  # Connections per second of wall clock: s_time reports whole seconds only.
-  stime() {
-    local t0 t1 n
-    t0=$(date +%s.%N)
-    n=$(openssl s_time -connect "127.0.0.1:$1" -www / $2 -time "$SECS" 2>/dev/null \
-      | awk '/connections in .* real seconds/ {print $1}')
-    t1=$(date +%s.%N)
-    python3 -c "print(f'{${n:-0} / ($t1 - $t0):.0f}')"
-  }
-  for mode in -new -reuse "-new -tls1_2" "-reuse -tls1_2"; do
-    echo "== TLS handshakes one at a time (openssl s_time $mode, GET / on each), connections per second"
-    SV=$(stime "$VT" "$mode"); SH=$(stime "$HT" "$mode"); SN=$(stime "$NT" "$mode")
-    echo "vane $SV  haproxy $SH  nginx $SN"
-    python3 -c "r = lambda a, b: f'{a / b:.2f}' if b else 'n/a'; print(f'ratios: vane/haproxy {r($SV, $SH)}  vane/nginx {r($SV, $SN)}')"
+}
+# Connections per second of wall clock (s_time reports whole seconds only).
+stime() {
+  local t0 t1 n
+  t0=$(date +%s.%N)
+  n=$(openssl s_time -connect "127.0.0.1:$1" -www / $2 -time "$SECS" 2>/dev/null \
+    | awk '/connections in .* real seconds/ {print $1}')
+  t1=$(date +%s.%N)
+  python3 -c "print(f'{${n:-0} / ($t1 - $t0):.0f}')"
+}
+# The names rotated by $1: each round another proxy goes first, so none always meets the
+# machine fresh.
+rotate() { local k=$1; shift; local a=("$@") i; for i in "${!a[@]}"; do echo "${a[$(((i + k) % $#))]}"; done; }
+
+# Every measure, one line each: round, row, proxy, values.
+RES="$TMP/results"; : > "$RES"
+rec() { echo "$*" | tee -a "$RES" >&2; }
+for round in $(seq 1 "$REPS"); do
+  k=$((round - 1))
+  for w in $(rotate $k direct vane haproxy nginx); do
+    rec "$round own $w $("$LOAD" "127.0.0.1:${PORT[$w]}" "$SECS" "$CLIENTS" /)"
   done
+  for w in $(rotate $k vane vane-pin haproxy haproxy-1t nginx nginx-2w); do
+    # shellcheck disable=SC2086
+    rec "$round ka $w $(wrk_eff "${PORT[$w]}" ${PROCS[$w]})"
+  done
+  for w in $(rotate $k vane haproxy); do
+    rec "$round h2c $w $(h2_rps "http://127.0.0.1:${H2C_PORT[$w]}/")"
+  done
+  for w in $(rotate $k vane haproxy nginx); do
+    p=${PORT[$w]} t=${TLS_PORT[$w]}
+    rec "$round close $w $(wrk_run -t2 -c50 -H "Connection: close" "http://127.0.0.1:$p/" | cut -d' ' -f1)"
+    rec "$round big $w $(wrk_run -t2 -c10 "http://127.0.0.1:$p/big" | cut -d' ' -f2)"
+    rec "$round tls_ka $w $(wrk_run -t2 -c50 "https://127.0.0.1:$t/" | cut -d' ' -f1)"
+    rec "$round tls_new $w $(wrk_run -t2 -c50 -H "Connection: close" "https://127.0.0.1:$t/" | cut -d' ' -f1)"
+  done
+  for w in $(rotate $k vane haproxy); do
+    rec "$round h2_tls $w $(h2_rps "https://127.0.0.1:${TLS_PORT[$w]}/")"
+  done
+  for w in $(rotate $k vane haproxy nginx); do
+    t=${TLS_PORT[$w]}
+    rec "$round s13_new $w $(stime "$t" -new)"
+    rec "$round s13_reuse $w $(stime "$t" -reuse)"
+    rec "$round s12_new $w $(stime "$t" "-new -tls1_2")"
+    rec "$round s12_reuse $w $(stime "$t" "-reuse -tls1_2")"
+  done
+done
+{
+  python3 bench/l7_summary.py "$RES" "$SECS" "$CLIENTS"
   echo "date: $(date -u +%FT%TZ)"
 } | tee "$OUT/l7-$(date -u +%Y%m%dT%H%M%SZ).txt"
