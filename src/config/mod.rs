@@ -68,6 +68,15 @@ pub struct Listener {
     pub per_datagram: bool,
 }
 
+impl Listener {
+    /// Whether its connections may be handed up a layer (an `internal.transport.upgrade` in
+    /// its flow), where the client's first data (a request, a ClientHello) is answered at
+    /// once and the answer can carry the ACK.
+    pub fn upgrades(&self) -> bool {
+        matches!(&self.mode, ListenerDoc::Flow(f) if f.upgrades)
+    }
+}
+
 /// `proxy_protocol: { trusted: [CIDR, ...], required: true }` in a TCP listener file.
 #[derive(Debug, Clone)]
 pub struct AcceptProxy {

@@ -143,6 +143,8 @@ pub struct Flow {
     /// (`http.method`, `http.path`, `http.host`); when no resolver or application flow does,
     /// the head is not parsed for them ([`crate::config::Snapshot::reads_http_head`]).
     pub reads_http_head: bool,
+    /// Whether some step hands the connection up a layer (`internal.transport.upgrade`).
+    pub upgrades: bool,
     /// Whether some step may wait ([`Step::may_wait`]); a flow where none does runs without
     /// a deadline timer, as nothing in it can be late.
     pub waits: bool,

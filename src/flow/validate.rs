@@ -45,17 +45,19 @@ pub fn compile(
         .into_iter()
         .filter(|k| reads(&step, &|key| key == *k))
         .collect();
+    let is_upgrade =
+        |s: &Step| matches!(&s.plugin, PluginRef::Builtin(spec) if spec.kind == Builtin::Upgrade);
     let reads_kv = step.any(&|s| {
         let templated = s.input.iter().any(|(_, i)| has_template(i));
-        let upgrade =
-            matches!(&s.plugin, PluginRef::Builtin(spec) if spec.kind == Builtin::Upgrade);
-        templated || upgrade || matches!(s.plugin, PluginRef::External(_))
+        templated || is_upgrade(s) || matches!(s.plugin, PluginRef::External(_))
     });
+    let upgrades = step.any(&is_upgrade);
     let waits = step.any(&Step::may_wait);
     let reads_http_head = reads(&step, &|k| k.starts_with("http."));
     let constant = super::exec::constant(&step);
     let reads_peek = reads(&step, &|k| k == "req.peek_buffer_hex");
     Some(Flow {
+        upgrades,
         root: step,
         layer: cx.layer,
         protocol: cx.protocol.to_string(),

@@ -55,6 +55,18 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
         .local_addr()
         .ok()
         .filter(|a| !a.ip().is_unspecified());
+    // Whether the listener holds back its connections' first ACK, as its flow asks: set now
+    // and again when a reload changes the flow.
+    let mut held = None;
+    let mut hold = |upgrades: bool| {
+        if held != Some(upgrades) {
+            super::sockets::hold_first_ack(&listener, upgrades);
+            held = Some(upgrades);
+        }
+    };
+    if let Some(entry) = rt.config.load().listeners.get(&key) {
+        hold(entry.doc.upgrades());
+    }
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
@@ -79,6 +91,7 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
             warn!(listener = %label, "no config found; connection dropped");
             continue;
         };
+        hold(entry.doc.upgrades());
         let local = match bound {
             Some(a) => a,
             None => stream

@@ -107,6 +107,55 @@ fn a_client_that_pauses_reading_gets_the_whole_response() {
     assert!(r.body == data, "the response came back changed");
 }
 
+/// Segments a socket has received: `tcpi_segs_in` of Linux's `struct tcp_info` (Linux 4.2
+/// on), which grows only at its end, so the field stays at byte 140.
+fn segments_in(s: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info` and stores the count in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    assert!(
+        len >= 144,
+        "struct tcp_info of {len} bytes has no tcpi_segs_in"
+    );
+    u32::from_ne_bytes(info[140..144].try_into().expect("4 bytes"))
+}
+
+/// A new connection's first request is acknowledged with its answer, as later ones are, not
+/// by a bare ACK of its own at once (Linux's quick-ack mode for new connections): the client
+/// receives nothing between its request and the answer of an upstream that takes 300 ms. A
+/// delayed ACK would come no sooner than 40 ms; the client looks after 20.
+#[test]
+fn the_first_request_is_acknowledged_with_its_answer() {
+    let up = raw_upstream(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string()
+    });
+    let (_cfg, port, _v) = proxy_gateway(&format!("http://127.0.0.1:{up}"), "");
+    let mut s = connect(port);
+    // The server has taken the connection before the request comes.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = segments_in(&s);
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(20));
+    let meanwhile = segments_in(&s) - before;
+    let mut rest = Vec::new();
+    let r = read_reply(&mut s, &mut rest, false).expect("an answer");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    assert_eq!(meanwhile, 0, "a bare ACK came before the answer");
+}
+
 /// A chunked upload with extensions and a trailer, a HEAD and a GET, all in one pipeline and
 /// the upload split across writes: each answer comes back whole and in order, and the body
 /// reaches the upstream intact.
