@@ -43,6 +43,36 @@ fn tcp_flow_proxies_to_an_ip_and_counts_the_connection() {
     );
 }
 
+/// A listener that only relays keeps Linux's quick ACKs for a new connection's first data
+/// (a client that writes twice before it reads would wait on a delayed one): the client's
+/// first bytes are acknowledged at once while the upstream says nothing. Listeners that
+/// upgrade hold that ACK for the answer instead (`l7` h1_wire).
+#[test]
+fn a_relay_listener_acknowledges_the_first_data_at_once() {
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = mute.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in mute.incoming().take(8) {
+            held.push(s);
+        }
+    });
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, up);
+    let _v = Vane::start(&cfg, &[port]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = segments_in(&s);
+    std::io::Write::write_all(&mut s, b"hello\n").expect("write");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        segments_in(&s) - before,
+        1,
+        "the first data was not acknowledged at once"
+    );
+}
+
 #[test]
 fn udp_flow_proxies_and_late_replies_still_arrive() {
     // 0.9.2 stopped relaying replies after 500 ms of silence; sessions here live on.
