@@ -63,11 +63,11 @@ fn a_relay_listener_acknowledges_the_first_data_at_once() {
     let _v = Vane::start(&cfg, &[port]);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     std::thread::sleep(Duration::from_millis(200));
-    let before = segments_in(&s);
+    let before = tcp_info::segments_in(&s);
     std::io::Write::write_all(&mut s, b"hello\n").expect("write");
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
-        segments_in(&s) - before,
+        tcp_info::segments_in(&s) - before,
         1,
         "the first data was not acknowledged at once"
     );

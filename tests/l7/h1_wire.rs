@@ -121,11 +121,11 @@ fn the_first_request_is_acknowledged_with_its_answer() {
     let mut s = connect(port);
     // The server has taken the connection before the request comes.
     std::thread::sleep(Duration::from_millis(200));
-    let before = segments_in(&s);
+    let before = tcp_info::segments_in(&s);
     s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
         .expect("write");
     std::thread::sleep(Duration::from_millis(20));
-    let meanwhile = segments_in(&s) - before;
+    let meanwhile = tcp_info::segments_in(&s) - before;
     let mut rest = Vec::new();
     let r = read_reply(&mut s, &mut rest, false).expect("an answer");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
