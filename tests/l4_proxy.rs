@@ -49,14 +49,7 @@ fn tcp_flow_proxies_to_an_ip_and_counts_the_connection() {
 /// upgrade hold that ACK for the answer instead (`l7` h1_wire).
 #[test]
 fn a_relay_listener_acknowledges_the_first_data_at_once() {
-    let mute = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let up = mute.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in mute.incoming().take(8) {
-            held.push(s);
-        }
-    });
+    let up = silent::hanging_upstream();
     let cfg = ConfigDir::new();
     let port = free_port();
     cfg.tcp_proxy(port, up);

@@ -17,6 +17,7 @@ pub mod http3;
 pub mod pebble;
 pub mod quic;
 pub mod redis;
+pub mod silent;
 pub mod tcp_info;
 pub mod tls;
 pub mod ws;

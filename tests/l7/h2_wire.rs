@@ -119,7 +119,7 @@ fn malformed_requests_reset_their_stream_and_the_connection_goes_on() {
 
 #[test]
 fn streams_past_the_limit_are_refused_and_reset_ones_free_their_place() {
-    let hang_at = hanging_upstream();
+    let hang_at = silent::hanging_upstream();
     let app = split_app(
         "/hang",
         &format!("url_prefix: \"http://{hang_at}\""),

@@ -224,7 +224,7 @@ fn closed(s: &mut TcpStream) -> bool {
 #[test]
 fn http2_conformance() {
     // `/hang` keeps its stream open.
-    let hang_at = hanging_upstream();
+    let hang_at = silent::hanging_upstream();
     let app = format!(
         r#"pipeline:
   internal.common.match:
