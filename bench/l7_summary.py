@@ -75,7 +75,7 @@ def keep_alive(by):
     print(f"vane/haproxy p99 by round: {', '.join(per_round)}")
 
 
-def simple(row, by):
+def simple(by):
     med = {who: medians(runs)[0] for who, runs in by.items()}
     for who, m in med.items():
         print(f"{who} {m:g}  rounds: {rounds(by[who])}")
@@ -99,7 +99,7 @@ def main():
         if row == "ka":
             keep_alive(rows[row])
         else:
-            simple(row, rows[row])
+            simple(rows[row])
 
 
 if __name__ == "__main__":

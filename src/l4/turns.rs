@@ -53,6 +53,11 @@ impl Seen {
         (micros & MICROS) << (CPU_BITS + 1) | cpu << 1 | u64::from(waiting)
     }
 
+    /// The CPU and the waiting bit of `word`, without its time.
+    fn place(word: u64) -> u64 {
+        word & ((NO_CPU << 1) | 1)
+    }
+
     /// Microseconds from when `word` was written to `now` (both since `Turns::epoch`).
     fn age(now: u64, word: u64) -> u64 {
         now.wrapping_sub(word >> (CPU_BITS + 1)) & MICROS
@@ -151,7 +156,7 @@ impl Turns {
         let stale = u64::try_from(self.turn.as_micros() / 2).unwrap_or(u64::MAX);
         self.seen.iter().enumerate().any(|(i, s)| {
             let word = s.0.load(Ordering::Relaxed);
-            i != me && word & ((NO_CPU << 1) | 1) == here && Seen::age(now, word) >= stale
+            i != me && Seen::place(word) == here && Seen::age(now, word) >= stale
         })
     }
 
@@ -199,6 +204,6 @@ mod tests {
             Seen::age(MICROS + 1 + 5, Seen::pack(MICROS + 1 + 2, Some(7), true)),
             3
         );
-        assert_eq!(word & ((NO_CPU << 1) | 1), 7 << 1);
+        assert_eq!(Seen::place(word), 7 << 1);
     }
 }
