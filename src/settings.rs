@@ -154,6 +154,9 @@ pub struct Settings {
     /// CPU time a data-plane thread runs before it yields its core to another one waiting for it
     /// (`DATA_PLANE_TURN_US`, 1000; 0: never yields). See `l4::turns`.
     pub data_plane_turn: Option<Duration>,
+    /// The scheduler slice each data-plane thread asks for (`DATA_PLANE_SLICE_US`, 500; 0:
+    /// the kernel's default). See `vane_sys::sched`.
+    pub data_plane_slice: Option<Duration>,
     /// One log line per L7 request (`ACCESS_LOG=off` disables).
     pub access_log: bool,
     /// Time a client has to send a complete request head (`HTTP_HEADER_READ_TIMEOUT_SECS`).
@@ -339,6 +342,10 @@ impl Settings {
             data_plane_turn: match num("DATA_PLANE_TURN_US", 1000u64) {
                 0 => None,
                 us => Some(Duration::from_micros(us.min(1_000_000))),
+            },
+            data_plane_slice: match num("DATA_PLANE_SLICE_US", 500u64) {
+                0 => None,
+                us => Some(Duration::from_micros(us.clamp(100, 100_000))),
             },
             access_log: !matches!(
                 var("ACCESS_LOG")

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vane::l4::shards::Shards;
+use vane::l4::shards::{Shards, Tuning};
 use vane::l4::turns::yields;
 
 /// How long each thread runs its load.
@@ -51,7 +51,11 @@ async fn busy_rounds() -> usize {
 /// Starts `n` shards with `turn`, binds each to `cpu`, runs the load on each at once and
 /// returns their stalls.
 fn stalls_on_one_core(cpu: usize, n: usize, turn: Option<Duration>) -> usize {
-    let shards = Shards::start(n, false, turn).expect("shards");
+    let how = Tuning {
+        turn,
+        ..Tuning::default()
+    };
+    let shards = Shards::start(n, how).expect("shards");
     let (tx, rx) = mpsc::channel();
     shards.spawn_each(|_| {
         let tx = tx.clone();

@@ -72,7 +72,14 @@ impl L4 {
                 s.max_connections,
                 s.max_connections_per_ip,
             )),
-            shards: start_shards(s.data_plane_threads, s.data_plane_pin, s.data_plane_turn),
+            shards: start_shards(
+                s.data_plane_threads,
+                shards::Tuning {
+                    pin: s.data_plane_pin,
+                    turn: s.data_plane_turn,
+                    slice: s.data_plane_slice,
+                },
+            ),
             udp: udp::UdpState::new(s),
             http,
             quic,
@@ -146,8 +153,8 @@ impl L4 {
     }
 }
 
-fn start_shards(n: usize, pin: bool, turn: Option<std::time::Duration>) -> shards::Shards {
-    shards::Shards::start(n, pin, turn).unwrap_or_else(|e| {
+fn start_shards(n: usize, how: shards::Tuning) -> shards::Shards {
+    shards::Shards::start(n, how).unwrap_or_else(|e| {
         tracing::error!(
             "cannot start {n} data-plane threads ({e}); serving TCP on the shared runtime"
         );

@@ -16,6 +16,19 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+/// How the shard threads run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tuning {
+    /// Each of two or more shards bound to a CPU of its own ([`cpus_for`]).
+    pub pin: bool,
+    /// A shard that has used this much CPU time since it last slept yields its core to
+    /// another shard waiting for it (`super::turns`).
+    pub turn: Option<Duration>,
+    /// The scheduler slice each shard asks for (`vane_sys::sched`): a shard woken by network
+    /// events then runs ahead of batch work on its core instead of waiting out its slice.
+    pub slice: Option<Duration>,
+}
+
 pub struct Shards {
     handles: Vec<Handle>,
     /// Connections running on each shard.
@@ -57,14 +70,12 @@ pub fn on_park(hook: fn()) {
 }
 
 impl Shards {
-    /// Starts `n` shard threads; with `n == 0` everything runs on the shared runtime. With
-    /// `pin`, each of two or more shards is bound to a CPU of its own ([`cpus_for`]). With
-    /// `turn`, a shard that has used that much CPU time since it last slept yields its core to
-    /// another shard waiting for it (`super::turns`).
-    pub fn start(n: usize, pin: bool, turn: Option<Duration>) -> io::Result<Shards> {
-        let cpus = if pin { cpus_for(n) } else { None };
+    /// Starts `n` shard threads, run as `how` says; with `n == 0` everything runs on the
+    /// shared runtime.
+    pub fn start(n: usize, how: Tuning) -> io::Result<Shards> {
+        let cpus = if how.pin { cpus_for(n) } else { None };
         let mut handles = Vec::with_capacity(n);
-        let turns = turn.map(|t| super::turns::Turns::new(t, n));
+        let turns = how.turn.map(|t| super::turns::Turns::new(t, n));
         // A shard that fails to start leaves the ones before it parked forever; harmless, as
         // start-up then falls back to the shared runtime.
         for i in 0..n {
@@ -77,6 +88,11 @@ impl Shards {
                     if let Some(cpu) = cpu {
                         if let Err(e) = vane_sys::cpu::pin_this_thread(cpu) {
                             tracing::warn!("data-plane thread {i} stays unbound (CPU {cpu}): {e}");
+                        }
+                    }
+                    if let Some(slice) = how.slice {
+                        if let Err(e) = vane_sys::sched::request_slice(slice) {
+                            tracing::debug!("data-plane thread {i} keeps the default slice: {e}");
                         }
                     }
                     let mut b = tokio::runtime::Builder::new_current_thread();
@@ -204,6 +220,13 @@ fn cpus_for(n: usize) -> Option<Vec<usize>> {
 mod tests {
     use super::*;
 
+    fn pin_each() -> Tuning {
+        Tuning {
+            pin: true,
+            ..Tuning::default()
+        }
+    }
+
     /// Each shard reports its thread's name and the CPUs it may run on.
     async fn where_each_runs(shards: &Shards) -> Vec<(usize, Option<String>, Vec<usize>)> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -234,23 +257,24 @@ mod tests {
         let cpus = |seen: Vec<(usize, Option<String>, Vec<usize>)>| -> Vec<Vec<usize>> {
             seen.into_iter().map(|(_, _, c)| c).collect()
         };
-        let pinned = cpus(where_each_runs(&Shards::start(n, true, None).expect("shards")).await);
+        let pinned = cpus(where_each_runs(&Shards::start(n, pin_each()).expect("shards")).await);
         if n >= 2 {
             let one_each: Vec<Vec<usize>> = all.iter().map(|&c| vec![c]).collect();
             assert_eq!(pinned, one_each);
         } else {
             assert_eq!(pinned, vec![all.clone()], "one CPU: nothing to bind");
         }
-        let free = cpus(where_each_runs(&Shards::start(n, false, None).expect("shards")).await);
+        let free =
+            cpus(where_each_runs(&Shards::start(n, Tuning::default()).expect("shards")).await);
         assert_eq!(free, vec![all.clone(); n]);
-        let more = cpus(where_each_runs(&Shards::start(n + 1, true, None).expect("shards")).await);
+        let more = cpus(where_each_runs(&Shards::start(n + 1, pin_each()).expect("shards")).await);
         assert_eq!(
             more,
             vec![all.clone(); n + 1],
             "more shards than CPUs: unbound"
         );
         if n > 2 {
-            let fewer = cpus(where_each_runs(&Shards::start(2, true, None).expect("shards")).await);
+            let fewer = cpus(where_each_runs(&Shards::start(2, pin_each()).expect("shards")).await);
             assert_eq!(
                 fewer,
                 vec![all.clone(); 2],
@@ -261,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_shard_runs_its_task_on_its_own_thread() {
-        let shards = Shards::start(2, false, None).expect("shards");
+        let shards = Shards::start(2, Tuning::default()).expect("shards");
         assert_eq!(shards.len(), 2);
         let tasks = shards.spawn_each(|_| async {});
         assert_eq!(tasks.len(), 2);
@@ -286,7 +310,7 @@ mod tests {
     /// connections are counted until they end, and a moved one runs on its shard's thread.
     #[tokio::test]
     async fn a_burst_accepted_on_one_shard_is_spread_and_counted() {
-        let shards = Shards::start(2, false, None).expect("shards");
+        let shards = Shards::start(2, Tuning::default()).expect("shards");
         let placed: Vec<Placed> = (0..10).map(|_| shards.place(0)).collect();
         let on = |s: usize| placed.iter().filter(|p| p.shard() == s).count();
         // Each moves once shard 0 runs more than one over shard 1.

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod cpu;
+pub mod sched;
 
 use std::io;
 use std::net::SocketAddr;
