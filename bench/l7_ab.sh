@@ -9,7 +9,8 @@
 #   BIG=1 bench/l7_ab.sh ...                        # 1 MiB responses, wrk -t2 -c10 (MB/s)
 #
 # A "binary" may be a script that sets the environment and execs vane (e.g. HTTP2_SERVER=hyper):
-# exec keeps the process, so its CPU time is still the one counted.
+# exec keeps the process, so its CPU time is still the one counted. `haproxy:N` is HAProxy with
+# N threads on the same upstream (`http-reuse always`), for a mark measured in the same rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$#" -ge 2 ] || { echo "usage: $0 BINARY BINARY [...]" >&2; exit 2; }
@@ -21,10 +22,27 @@ start_upstream "$UP"
 PORTS=() VPIDS=() NAMES=()
 for bin in "$@"; do
   P=$(port)
-  vane_http_proxy_config "$P" "$UP"
-  mv "$TMP/vane" "$TMP/vane-$P"
-  env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 \
-    "$bin" run --config "$TMP/vane-$P" > "$TMP/vane-$P.log" 2>&1 &
+  case "$bin" in
+    haproxy:*)
+      ensure_tools haproxy haproxy
+      { HAPROXY_THREADS=${bin#haproxy:} haproxy_head http; cat <<CFG; } > "$TMP/haproxy-$P.cfg"
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$P $([ "${H2C:-0}" = 1 ] && echo proto h2)
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$UP
+CFG
+      haproxy -db -f "$TMP/haproxy-$P.cfg" > "$TMP/haproxy-$P.log" 2>&1 &
+      ;;
+    *)
+      vane_http_proxy_config "$P" "$UP"
+      mv "$TMP/vane" "$TMP/vane-$P"
+      env LISTEN_ADDR=127.0.0.1 METRICS_ADDR=off LOG_LEVEL=warn ACCESS_LOG=off MAX_CONNECTIONS_PER_IP=100000 \
+        "$bin" run --config "$TMP/vane-$P" > "$TMP/vane-$P.log" 2>&1 &
+      ;;
+  esac
   VPIDS+=("$!"); PIDS+=("$!"); PORTS+=("$P"); NAMES+=("$bin")
 done
 wait_port "$UP"
