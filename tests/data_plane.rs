@@ -5,14 +5,6 @@ mod common;
 
 use common::*;
 
-/// One line's value of a file under /proc (`Name: value` or `name : value`).
-fn proc_field(file: &std::path::Path, name: &str) -> Option<String> {
-    std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
-        let (key, value) = l.split_once(':')?;
-        (key.trim() == name).then(|| value.trim().to_string())
-    })
-}
-
 /// `read` of each data-plane thread of `pid` (its /proc task directory), by thread name.
 fn per_shard(pid: u32, read: impl Fn(&std::path::Path) -> Option<String>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -58,11 +50,7 @@ fn start(cfg: &ConfigDir, port: u16, env: Vec<(&'static str, String)>) -> Vane {
 #[test]
 fn data_plane_threads_are_bound_to_a_cpu_each_only_when_asked() {
     let up = Echo::start("S");
-    let all = proc_field(
-        std::path::Path::new("/proc/self/status"),
-        "Cpus_allowed_list",
-    )
-    .expect("own mask");
+    let all = proc_status(std::process::id(), "Cpus_allowed_list").expect("own mask");
     // How many CPUs the list names ("0-3,6" is five).
     let n: usize = all
         .split(',')

@@ -37,16 +37,23 @@ pub fn request_slice(slice: Duration) -> io::Result<bool> {
     ) {
         return Ok(false);
     }
+    attr.sched_runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+    set(attr)?;
+    Ok(true)
+}
+
+/// Sets the scheduling attributes of the calling thread.
+#[cfg(target_os = "linux")]
+fn set(mut attr: libc::sched_attr) -> io::Result<()> {
     attr.size = std::mem::size_of::<libc::sched_attr>() as u32;
     attr.sched_flags = 0;
-    attr.sched_runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
     // SAFETY: `attr` is a live, initialised `sched_attr` whose `size` is its own; pid 0 is
     // this thread; the kernel only reads it.
     let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr, 0) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The slice the calling thread runs in, as the kernel reports it (the default one unless
@@ -80,8 +87,13 @@ mod tests {
         let own = slice().expect("read");
         let (before, after, nice) = std::thread::spawn(|| {
             let before = slice().expect("read");
-            let set = request_slice(Duration::from_micros(300)).expect("set");
-            assert!(set, "a normal thread takes a slice");
+            // A nice value other than the default, which the request must keep (raising
+            // one's own needs no privilege).
+            let mut attr = get().expect("attr");
+            attr.sched_nice = 5;
+            set(attr).expect("nice 5");
+            let taken = request_slice(Duration::from_micros(300)).expect("set");
+            assert!(taken, "a normal thread takes a slice");
             (
                 before,
                 slice().expect("read"),
@@ -91,7 +103,7 @@ mod tests {
         .join()
         .expect("thread");
         assert_eq!(before, own, "a new thread starts with the default");
-        assert_eq!(nice, get().expect("attr").sched_nice, "nice kept");
+        assert_eq!(nice, 5, "nice kept");
         assert_eq!(slice().expect("read"), own, "other threads keep theirs");
         match own {
             Some(default) => {

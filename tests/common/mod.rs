@@ -49,11 +49,16 @@ pub fn free_port() -> u16 {
 /// The value of `field` in `/proc/<pid>/status` (Linux), trimmed; `None` when unreadable or
 /// not reported by this kernel.
 pub fn proc_status(pid: u32, field: &str) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix(field)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
+    proc_field(std::path::Path::new(&format!("/proc/{pid}/status")), field)
+}
+
+/// The value of `field` in a `/proc` file of `field: value` lines (`status`, or `sched`,
+/// which pads its names), trimmed; `None` when unreadable or not reported by this kernel.
+pub fn proc_field(file: &std::path::Path, field: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        (name.trim_end() == field).then(|| value.trim().to_string())
     })
 }
 
