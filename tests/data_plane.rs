@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// `read` of each data-plane thread of `pid` (its /proc task directory), by thread name.
 fn per_shard(pid: u32, read: impl Fn(&std::path::Path) -> Option<String>) -> Vec<(String, String)> {
@@ -123,4 +124,47 @@ fn data_plane_threads_run_in_the_slice_asked_for() {
         let mut c = Client::connect(port).expect("connect");
         assert_eq!(c.ask("one").as_deref(), Some("S:one"));
     }
+}
+
+/// The server runs under valgrind (`bench/l7_instructions.sh` counts instructions with
+/// callgrind): no clock read through rustix's own vDSO parser, which valgrind does not map
+/// and which ended the process with SIGSEGV at a shard's first park.
+#[test]
+fn data_plane_runs_under_valgrind() {
+    let valgrind = ensure_tool("valgrind", "valgrind");
+    let up = Echo::start("S");
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.tcp_proxy(port, up.addr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrapper = dir.path().join("vane-under-valgrind");
+    let vane = std::env::var("VANE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vane").into());
+    // exec: the process the test watches is the one valgrind runs vane in.
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {valgrind} --tool=none -q {vane} \"$@\"\n"),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let mut v = Vane::spawn_bin(&cfg, &[("DATA_PLANE_THREADS", "2".to_string())], &wrapper);
+    let mut answered = false;
+    wait_until(Duration::from_secs(60), || {
+        answered =
+            Client::connect(port).is_ok_and(|mut c| c.ask("one").as_deref() == Some("S:one"));
+        answered || !v.alive()
+    });
+    assert!(
+        answered,
+        "no answer through vane under valgrind; log:\n{}",
+        v.logs()
+    );
+    // Every shard has parked by now (the first park read the clock that crashed).
+    let mut c = Client::connect(port).expect("connect");
+    assert_eq!(c.ask("two").as_deref(), Some("S:two"));
+    let logs = v.logs();
+    assert!(!logs.contains("Process terminating"), "{logs}");
 }

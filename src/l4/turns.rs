@@ -167,11 +167,7 @@ impl Turns {
 
 /// CPU time this thread has used.
 fn cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
+    vane_sys::clock::thread_cpu_time()
 }
 
 #[cfg(test)]

@@ -56,9 +56,7 @@ pub fn stopping() {
 
 /// `CLOCK_MONOTONIC` in microseconds, as systemd compares it.
 fn monotonic_usec() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
-        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000
+    u64::try_from(vane_sys::clock::monotonic().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The watchdog interval systemd asked for (`WATCHDOG_USEC`, for this process when

@@ -3,6 +3,7 @@
 //! `unsafe` lives here, small and reviewed; the `vane` crate forbids it.
 
 pub mod alloc;
+pub mod clock;
 pub mod cpu;
 pub mod sched;
 
