@@ -19,9 +19,11 @@ ensure_tools() {
 }
 
 # The vane binary under test: $VANE_BIN when set (to compare two builds in one sitting, e.g.
-# before and after a change), else a fresh release build of this checkout.
+# before and after a change), else a fresh release build of this checkout: the plain one, or
+# with VANE_BUILD=pgo the one dist/pgo-build.sh makes to deploy.
 vane_binary() {
   if [ -n "${VANE_BIN:-}" ]; then echo "$VANE_BIN"; return; fi
+  if [ "${VANE_BUILD:-}" = pgo ]; then dist/pgo-build.sh | tail -1; return; fi
   cargo build --release -q >&2
   echo "$CARGO_TARGET_DIR/release/vane"
 }
