@@ -58,15 +58,7 @@ start_haproxy
 HAPID2=$HPID
 # HAProxy with one thread (the keep-alive row): the best of one and two threads is the mark.
 HP1=$(port)
-{ HAPROXY_THREADS=1 haproxy_head http; cat <<CFG; } > "$TMP/haproxy1.cfg"
-  option http-keep-alive
-frontend f
-  bind 127.0.0.1:$HP1
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:$UP
-CFG
+HAPROXY_THREADS=1 haproxy_http_config "$HP1" > "$TMP/haproxy1.cfg"
 start_haproxy haproxy1
 HAPID1=$HPID; HPID=$HAPID2
 wait_port "$UP"; wait_port "$NP"; wait_port "$VP"; wait_port "$HP"

@@ -25,15 +25,8 @@ for bin in "$@"; do
   case "$bin" in
     haproxy:*)
       ensure_tools haproxy haproxy
-      { HAPROXY_THREADS=${bin#haproxy:} haproxy_head http; cat <<CFG; } > "$TMP/haproxy-$P.cfg"
-  option http-keep-alive
-frontend f
-  bind 127.0.0.1:$P $([ "${H2C:-0}" = 1 ] && echo proto h2)
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:$UP
-CFG
+      HAPROXY_THREADS=${bin#haproxy:} haproxy_http_config "$P" "$([ "${H2C:-0}" = 1 ] && echo proto h2)" \
+        > "$TMP/haproxy-$P.cfg"
       haproxy -db -f "$TMP/haproxy-$P.cfg" > "$TMP/haproxy-$P.log" 2>&1 &
       ;;
     *)

@@ -26,15 +26,7 @@ VP=$(port)
 vane_http_proxy_config "$VP" "$UP"
 start_vane DATA_PLANE_THREADS="$THREADS"
 HP=$(port)
-{ HAPROXY_THREADS=$THREADS haproxy_head http; cat <<CFG; } > "$TMP/haproxy.cfg"
-  option http-keep-alive
-frontend f
-  bind 127.0.0.1:$HP
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:$UP
-CFG
+HAPROXY_THREADS=$THREADS haproxy_http_config "$HP" > "$TMP/haproxy.cfg"
 start_haproxy
 NP=$(port)
 bench_pair

@@ -152,6 +152,22 @@ defaults
 CFG
 }
 
+# HAProxy as a plain HTTP proxy with one frontend on port $1 (more bind options in $2, e.g.
+# `proto h2`) to the upstream on $UP, its connections reused; HAPROXY_THREADS threads. Prints
+# the config.
+haproxy_http_config() {
+  haproxy_head http
+  cat <<CFG
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$1${2:+ $2}
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$UP
+CFG
+}
+
 # HAProxy as the L7 proxy in $TMP/haproxy.cfg: HTTP/1.1 on port $1, h2c on $2 and TLS on $3
 # (the bench certificate, ALPN h2 and http/1.1, sessions resumed from its cache as nginx's
 # are: no tickets), all to the upstream on $4 with its connections reused.
