@@ -136,20 +136,16 @@ fn data_plane_runs_under_valgrind() {
     let cfg = ConfigDir::new();
     let port = free_port();
     cfg.tcp_proxy(port, up.addr);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wrapper = dir.path().join("vane-under-valgrind");
-    let vane = std::env::var("VANE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vane").into());
     // exec: the process the test watches is the one valgrind runs vane in.
-    std::fs::write(
-        &wrapper,
-        format!("#!/bin/sh\nexec {valgrind} --tool=none -q {vane} \"$@\"\n"),
-    )
-    .expect("wrapper");
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    let scratch = ConfigDir::new();
+    scratch.write_exec(
+        "vane-under-valgrind",
+        &format!(
+            "#!/bin/sh\nexec {valgrind} --tool=none -q {} \"$@\"\n",
+            vane_bin().display()
+        ),
+    );
+    let wrapper = scratch.path().join("vane-under-valgrind");
     let mut v = Vane::spawn_bin(&cfg, &[("DATA_PLANE_THREADS", "2".to_string())], &wrapper);
     let mut answered = false;
     wait_until(Duration::from_secs(60), || {

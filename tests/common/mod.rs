@@ -208,6 +208,14 @@ pub struct Opts<'a> {
     pub wait_ports: Vec<u16>,
 }
 
+/// The binary tests run: `VANE_BIN` (another build, e.g. an older one, to watch a test fail
+/// without a fix), else this build's.
+pub fn vane_bin() -> PathBuf {
+    std::env::var_os("VANE_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_vane").into())
+        .into()
+}
+
 impl Vane {
     pub fn start(cfg: &ConfigDir, wait_tcp: &[u16]) -> Vane {
         Self::start_with(
@@ -220,9 +228,7 @@ impl Vane {
     }
 
     pub fn spawn(cfg: &ConfigDir, env: &[(&str, String)]) -> Vane {
-        // VANE_BIN runs another build (e.g. an older one, to watch a test fail without a fix).
-        let bin = std::env::var_os("VANE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vane").into());
-        Self::spawn_bin(cfg, env, Path::new(&bin))
+        Self::spawn_bin(cfg, env, &vane_bin())
     }
 
     /// Runs the binary at `bin` (a copy a test may replace, as an upgrade does).
