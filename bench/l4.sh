@@ -27,7 +27,7 @@ PIDS+=("$(pgrep -f "iperf3 -s -p $IPERF" | head -1)")
 # --- vane
 VP=$(port)
 mkdir -p "$TMP/vane/listener/[$VP]"
-printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$IPERF" > "$TMP/vane/listener/[$VP]/tcp.yaml"
+vane_relay_flow "$IPERF" > "$TMP/vane/listener/[$VP]/tcp.yaml"
 # shellcheck disable=SC2086 # VANE_ENV holds several VAR=value words
 start_vane STREAM_IDLE_TIMEOUT_SECS=600 MAX_CONNECTIONS=100000 ${VANE_ENV:-}
 
@@ -94,7 +94,7 @@ idle_rss() {  # $1 = listen port of the proxy already pointing at $UP, rest = pi
 }
 # Re-point the three proxies at the idle server.
 VP2=$(port); mkdir -p "$TMP/vane/listener/[$VP2]"
-printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP2]/tcp.yaml"
+vane_relay_flow "$UP" > "$TMP/vane/listener/[$VP2]/tcp.yaml"
 wait_port "$VP2"
 sed -i "s/server s1 127.0.0.1:$IPERF/server s1 127.0.0.1:$UP/" "$TMP/haproxy.cfg"
 kill "$HPID"; wait "$HPID" 2>/dev/null || true

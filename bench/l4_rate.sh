@@ -29,7 +29,7 @@ nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & PIDS+=("$!
 
 VP=$(port)
 mkdir -p "$TMP/vane/listener/[$VP]"
-printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP]/tcp.yaml"
+vane_relay_flow "$UP" > "$TMP/vane/listener/[$VP]/tcp.yaml"
 start_vane
 
 HP=$(port)

@@ -56,6 +56,12 @@ wait_port() {
   return 1
 }
 
+# A vane flow that relays every connection (or UDP session) to 127.0.0.1:$1
+# (`internal.transport.proxy`): the L4 listener and resolver flows the benches write.
+vane_relay_flow() {
+  printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$1"
+}
+
 # A vane config dir in $TMP/vane: plaintext HTTP on port $1 (resolver `http` -> application
 # `httpx`) forwarding every request with `internal.driver.upstream` to 127.0.0.1:$2.
 vane_http_proxy_config() {

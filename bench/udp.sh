@@ -54,14 +54,14 @@ NPID=$!; PIDS+=("$NPID")
 
 VP=$(port)
 mkdir -p "$TMP/vane/listener/[$VP]"
-printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$UP" > "$TMP/vane/listener/[$VP]/udp.yaml"
+vane_relay_flow "$UP" > "$TMP/vane/listener/[$VP]/udp.yaml"
 # Forwarded QUIC: UDP port QP routes `q.test` by the SNI of its Initial packets to a QUIC echo
 # server; RSS with N live connections (each its own UDP socket) against vane's RSS before.
 QS=$(port); QP=$(port)
 "$QUIC" server "$QS" "$TMP/q.der" & PIDS+=("$!")
 mkdir -p "$TMP/vane/listener/[$QP]" "$TMP/vane/resolver"
 printf 'connection:\n  internal.transport.upgrade:\n    input: { protocol: quic }\n' > "$TMP/vane/listener/[$QP]/udp.yaml"
-printf 'connection:\n  internal.transport.proxy:\n    input: { target.ip: 127.0.0.1, target.port: %s }\n' "$QS" > "$TMP/vane/resolver/quic.yaml"
+vane_relay_flow "$QS" > "$TMP/vane/resolver/quic.yaml"
 # Session limits as high as nginx's worker_connections above: the bench measures speed, not caps.
 start_vane UDP_SESSION_TIMEOUT_SECS="$TIMEOUT" UDP_SESSION_BUFFER=100000000 MAX_CONNECTIONS=60000
 sleep 1

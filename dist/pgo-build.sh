@@ -37,10 +37,9 @@ bench_pair
 start_upstream "$UP"
 vane_http_proxy_config "$VP" "$UP"
 vane_tls_port "$VT" "$TMP/bench.key" "$TMP/bench.crt"
-# An L4 relay to the upstream (internal.transport.proxy), as an L4 listener flow is written.
+# An L4 relay to the upstream.
 mkdir -p "$TMP/vane/listener/[$VR]"
-printf 'connection:\n  internal.transport.proxy:\n    input:\n      target.ip: "127.0.0.1"\n      target.port: %s\n' "$UP" \
-  > "$TMP/vane/listener/[$VR]/tcp.yaml"
+vane_relay_flow "$UP" > "$TMP/vane/listener/[$VR]/tcp.yaml"
 start_vane
 for p in "$UP" "$VP" "$VT" "$VR"; do wait_port "$p"; done
 serves_cert "$VT" "$TMP/bench.crt"
