@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// `read` of each data-plane thread of `pid` (its /proc task directory), by thread name.
@@ -163,4 +164,139 @@ fn data_plane_runs_under_valgrind() {
     assert_eq!(c.ask("two").as_deref(), Some("S:two"));
     let logs = v.logs();
     assert!(!logs.contains("Process terminating"), "{logs}");
+}
+
+/// An upstream that answers each request only when the test says so: each request head it
+/// reads is reported on the channel it returns, and each `()` sent on the other answers one.
+fn held_upstream() -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (got_tx, got) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
+    std::thread::spawn(move || {
+        for s in l.incoming().take(8) {
+            let Ok(mut s) = s else { return };
+            let (got_tx, release_rx) = (got_tx.clone(), release_rx.clone());
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                let mut head = Vec::new();
+                let mut b = [0u8; 1024];
+                loop {
+                    let Ok(n) = s.read(&mut b) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&b[..n]);
+                    if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    head.clear();
+                    if got_tx.send(()).is_err() {
+                        return;
+                    }
+                    let released = release_rx
+                        .lock()
+                        .map(|r| r.recv_timeout(Duration::from_secs(20)).is_ok())
+                        .unwrap_or(false);
+                    if !released
+                        || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, got, release)
+}
+
+/// Reads one response with a 2-byte body from `c`.
+fn read_ok(c: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut b = [0u8; 1024];
+    while !got.ends_with(b"\r\n\r\nok") {
+        match c.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A connection whose request is there when it is accepted is served without its socket
+/// ever joining an epoll set (tokio's `TcpStream` registered every accepted socket: an
+/// `epoll_ctl` to add it and one to remove it, per connection); it joins when the server
+/// waits for its next request, and that wait is woken by the request.
+#[test]
+fn a_socket_joins_epoll_only_when_it_waits() {
+    use std::io::Write;
+    let (up, got, release) = held_upstream();
+    let cfg = ConfigDir::new();
+    let port = free_port();
+    cfg.plain_http(port, "httpx");
+    cfg.write(
+        "application/httpx.yaml",
+        &format!(
+            "pipeline:\n  internal.driver.upstream:\n    input: {{ url_prefix: \"http://{up}\" }}\n    output:\n      success: {{ internal.terminator.response: {{}} }}\n      failure: {{ internal.terminator.response: {{ input: {{ status: 502 }} }} }}\n"
+        ),
+    );
+    let v = start(&cfg, port, vec![]);
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &v.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    };
+    // Stopped, the server cannot accept before the request is in the socket.
+    signal("-STOP");
+    let connected = std::net::TcpStream::connect(("127.0.0.1", port));
+    let sent = connected.and_then(|mut c| {
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        c.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")?;
+        Ok(c)
+    });
+    signal("-CONT");
+    let mut c = sent.expect("connect and send");
+    got.recv_timeout(Duration::from_secs(10))
+        .expect("the request never reached the upstream");
+    let local = c.peer_addr().expect("addr");
+    let remote = c.local_addr().expect("addr");
+    let fd = epoll::socket_fd(v.pid(), local, remote).expect("the server's socket of the client");
+    let watched = epoll::watched_fds(v.pid());
+    assert!(!watched.is_empty(), "no epoll set found");
+    assert!(
+        !watched.contains(&fd),
+        "fd {fd} joined an epoll set though its request was there at accept: {watched:?}"
+    );
+    release.send(()).expect("release");
+    let first = read_ok(&mut c);
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with("ok"),
+        "{first}"
+    );
+    // Now the server waits for the next request, on epoll.
+    assert!(
+        wait_until(Duration::from_secs(5), || epoll::watched_fds(v.pid())
+            .contains(&fd)),
+        "fd {fd} never joined an epoll set while its connection waited"
+    );
+    c.write_all(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("second request");
+    got.recv_timeout(Duration::from_secs(10))
+        .expect("the second request never reached the upstream: the wait was not woken");
+    release.send(()).expect("release");
+    let second = read_ok(&mut c);
+    assert!(
+        second.starts_with("HTTP/1.1 200") && second.ends_with("ok"),
+        "{second}"
+    );
 }

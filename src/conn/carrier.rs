@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::Conn;
+use super::{Conn, Socket};
 use crate::config::ListenerKey;
 use crate::flow::kv::Kv;
 
@@ -43,7 +43,7 @@ pub trait HttpCarrier: Send + Sync {
     /// Serves `stream` until either side closes it.
     fn serve(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: Socket,
         conn: Conn,
         handoff: Handoff,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;

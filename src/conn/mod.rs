@@ -4,6 +4,7 @@
 //! wires the two together, so neither layer imports the other.
 
 pub mod carrier;
+pub mod socket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -13,6 +14,7 @@ use crate::config::ListenerKey;
 use crate::flow::kv::{Derived, Kv};
 
 pub use carrier::{is_plain_app, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort};
+pub use socket::Socket;
 
 /// Addresses of one accepted connection or UDP session.
 #[derive(Debug, Clone, Copy)]

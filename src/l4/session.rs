@@ -14,7 +14,7 @@ use super::relay;
 use super::L4;
 use crate::config::legacy::{Destination, Rules};
 use crate::config::{Entry, Listener, ListenerDoc};
-use crate::conn::{base_kv, listener_kv, Conn, Handoff};
+use crate::conn::{base_kv, listener_kv, Conn, Handoff, Socket};
 use crate::flow::exec::{self, Decision};
 use crate::flow::kv::Kv;
 use crate::l4p::route::{self, Routed};
@@ -32,7 +32,7 @@ pub type Rest = Option<Pin<Box<dyn Future<Output = ()> + Send>>>;
 pub async fn tcp(
     rt: Arc<L4>,
     entry: Arc<Entry<Listener>>,
-    mut stream: TcpStream,
+    mut stream: Socket,
     mut conn: Conn,
     panic_armed: bool,
 ) -> Rest {
@@ -75,6 +75,14 @@ pub async fn tcp(
     if panic_armed {
         panic!("chaos: session panic requested on {}", conn.key);
     }
+    // The relay polls the socket's readiness itself.
+    let stream = match stream.into_tokio() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(listener = %conn.key, peer = %conn.peer, "relay not started: {e}");
+            return None;
+        }
+    };
     let r = relay::relay(stream, upstream, rt.settings.stream_idle_timeout).await;
     debug!(listener = %conn.key, peer = %conn.peer, up = r.to_upstream, down = r.to_client, idle = r.idle_timeout, "relay ended");
     None
@@ -84,7 +92,7 @@ pub async fn tcp(
 /// carries replace the balancer's. `Ok(None)`: no header, and none was required, or `LOCAL`.
 async fn accept_proxy_header(
     rt: &L4,
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     required: bool,
 ) -> Result<Option<(SocketAddr, SocketAddr)>, &'static str> {
     use crate::l4p::proxy_protocol::{parse, Parsed};
@@ -120,7 +128,7 @@ async fn accept_proxy_header(
 
 /// Orderly close: FIN first, then discard what the client already sent so the kernel does
 /// not answer with a reset.
-async fn close_gently(stream: &mut TcpStream) {
+async fn close_gently(stream: &mut Socket) {
     let _ = stream.shutdown().await;
     let mut buf = [0u8; 4096];
     for _ in 0..16 {
@@ -133,7 +141,7 @@ async fn close_gently(stream: &mut TcpStream) {
 
 /// Reads the first bytes without consuming them. A silent client gets an empty peek after
 /// `TCP_PEEK_TIMEOUT_MS`, so server-speaks-first protocols can still be routed.
-async fn peek(rt: &L4, stream: &TcpStream) -> Option<Vec<u8>> {
+async fn peek(rt: &L4, stream: &mut Socket) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; rt.settings.tcp_detect_limit];
     match tokio::time::timeout(rt.settings.tcp_peek_timeout, stream.peek(&mut buf)).await {
         Ok(Ok(0)) | Ok(Err(_)) => None,
@@ -196,7 +204,7 @@ enum Decided {
 async fn decide_tcp(
     rt: &L4,
     entry: &Entry<Listener>,
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     conn: &Conn,
 ) -> Option<Decided> {
     // Peek only when something looks at the first bytes: legacy detectors or a template reading
@@ -303,7 +311,7 @@ pub async fn legacy(rt: &L4, rules: &Rules, conn: &Conn, peeked: &[u8]) -> Legac
 mod tests {
     use super::*;
 
-    type Session<F> = fn(Arc<L4>, Arc<Entry<Listener>>, TcpStream, Conn, bool) -> F;
+    type Session<F> = fn(Arc<L4>, Arc<Entry<Listener>>, Socket, Conn, bool) -> F;
 
     fn state_size<F>(_: Session<F>) -> usize {
         std::mem::size_of::<F>()

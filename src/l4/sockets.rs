@@ -85,7 +85,7 @@ pub fn tcp(
 /// sockets it accepts. Held, a new connection whose request is answered straight away (HTTP
 /// served by vane) sends one packet less each way: a connection per request paid for a bare
 /// ACK every time. HAProxy's HTTP listeners hold it too. Best effort.
-pub fn hold_first_ack(listener: &tokio::net::TcpListener, hold: bool) {
+pub fn hold_first_ack(listener: &impl std::os::fd::AsFd, hold: bool) {
     #[cfg(target_os = "linux")]
     let _ = socket2::SockRef::from(listener).set_tcp_quickack(!hold);
     #[cfg(not(target_os = "linux"))]

@@ -1,16 +1,19 @@
 //! The TCP accept loop of one listener: limits, then one supervised task per connection.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpListener;
 use tracing::{error, warn};
 use vane_actors::catch::CatchUnwind;
 
 use super::session;
 use super::L4;
 use crate::config::{Entry, Listener, ListenerKey};
-use crate::conn::Conn;
+use crate::conn::{Conn, Socket};
 
 /// Starts one accept loop per data-plane shard on `listener` (each on its own duplicate of the
 /// socket, so each shard's reactor watches it); the listener actor aborts them on stop.
@@ -29,7 +32,7 @@ pub fn spawn_accept_loops(
         let (rt, copy) = (rt.clone(), copies.next());
         async move {
             // Registered with the reactor of the shard this runs on.
-            match copy.map(TcpListener::from_std) {
+            match copy.map(Acceptor::new) {
                 Some(Ok(l)) => accept_loop(rt, key, l, shard).await,
                 Some(Err(e)) => error!(listener = %key, "cannot watch the listener socket: {e}"),
                 None => {}
@@ -41,7 +44,7 @@ pub fn spawn_accept_loops(
 /// Accepts on shard `here` until the task is aborted (the listener actor stopped).
 /// Connections already accepted are independent tasks and keep running, on this shard or,
 /// when it runs more connections than another by more than one, on the least loaded.
-pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, here: usize) {
+async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: Acceptor, here: usize) {
     let label: Arc<str> = Arc::from(key.to_string());
     let total = metrics::counter!("vane_connections_total", "listener" => label.to_string(), "protocol" => "tcp");
     let meters = Arc::new(Meters {
@@ -52,6 +55,8 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
     let mut backoff = Duration::from_millis(5);
     // A listener bound to one address needs no getsockname per connection to know it.
     let bound = listener
+        .0
+        .get_ref()
         .local_addr()
         .ok()
         .filter(|a| !a.ip().is_unspecified());
@@ -60,7 +65,7 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
     let mut held = None;
     let mut hold = |upgrades: bool| {
         if held != Some(upgrades) {
-            super::sockets::hold_first_ack(&listener, upgrades);
+            super::sockets::hold_first_ack(listener.0.get_ref(), upgrades);
             held = Some(upgrades);
         }
     };
@@ -96,7 +101,7 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
             Some(a) => a,
             None => stream
                 .local_addr()
-                .unwrap_or_else(|_| listener.local_addr().unwrap_or(peer)),
+                .unwrap_or_else(|_| listener.0.get_ref().local_addr().unwrap_or(peer)),
         };
         let conn = Conn { key, peer, local };
         let armed = rt.take_session_panic(&key);
@@ -111,32 +116,59 @@ pub async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: TcpListener, h
             _placed: placed,
         };
         if shard == here {
-            start(rt.clone(), entry, stream, conn, armed, watch);
+            start(rt.clone(), entry, Socket::fresh(stream), conn, armed, watch);
             continue;
         }
-        // Moved: the socket leaves this shard's reactor and joins the other's.
-        match stream.into_std() {
-            Ok(stream) => {
-                let moved = rt.clone();
-                rt.shards.spawn_on(shard, async move {
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => start(moved, entry, stream, conn, armed, watch),
-                        Err(e) => {
-                            warn!(listener = %watch.meters.label, "connection not moved: {e}")
-                        }
-                    }
-                });
+        // Moved: no reactor has the socket yet, so it goes as it is.
+        let moved = rt.clone();
+        rt.shards.spawn_on(shard, async move {
+            start(moved, entry, Socket::fresh(stream), conn, armed, watch)
+        });
+    }
+}
+
+/// A listener socket watched by one shard's reactor. What it accepts is not registered
+/// anywhere yet: a connection joins a reactor only when it first waits ([`Socket`]).
+struct Acceptor(AsyncFd<std::net::TcpListener>);
+
+impl Acceptor {
+    fn new(listener: std::net::TcpListener) -> io::Result<Self> {
+        vane_sys::watch::listener(listener).map(Self)
+    }
+
+    async fn accept(&self) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(accepted) = ready.try_io(|l| accept_non_blocking(l.get_ref())) {
+                return accepted;
             }
-            Err(e) => warn!(listener = %label, "connection not moved: {e}"),
         }
     }
+}
+
+/// One `accept4` that returns the socket in non-blocking mode, as the shards need it.
+#[cfg(target_os = "linux")]
+fn accept_non_blocking(l: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketFlags};
+    let (fd, addr) = acceptfrom_with(l, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
+    let peer = addr
+        .and_then(|a| SocketAddr::try_from(a).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no peer address"))?;
+    Ok((std::net::TcpStream::from(fd), peer))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn accept_non_blocking(l: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (s, peer) = l.accept()?;
+    s.set_nonblocking(true)?;
+    Ok((s, peer))
 }
 
 /// Spawns the connection's supervised task on the current shard.
 fn start(
     rt: Arc<L4>,
     entry: Arc<Entry<Listener>>,
-    stream: TcpStream,
+    stream: Socket,
     conn: Conn,
     armed: bool,
     watch: Watch,

@@ -6,14 +6,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::clienthello::{self, Assembled};
 use super::http_head;
 use crate::acme::challenges::{Challenges, ACME_TLS_ALPN, HTTP01_PREFIX};
 use crate::config::store::ConfigStore;
-use crate::conn::{is_plain_app, Conn, Handoff};
+use crate::conn::{is_plain_app, Conn, Handoff, Socket};
 use crate::flow::exec::{self, Decision, ProxyTo, Upstream};
 use crate::flow::kv::Kv;
 use crate::flow::Env;
@@ -57,7 +56,7 @@ impl TlsError {
 /// Peeks until the whole ClientHello is buffered in the socket (it may span several records
 /// and segments), bounded by `limit` bytes and `deadline`.
 pub async fn peek_client_hello(
-    stream: &TcpStream,
+    stream: &mut Socket,
     limit: usize,
     timeout: Duration,
 ) -> Result<(Vec<u8>, clienthello::ClientHello), TlsError> {
@@ -132,7 +131,7 @@ pub enum Routed {
 /// Runs the L4+ stage; `None` when the connection is to be closed.
 pub async fn route(
     rt: Stage<'_>,
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     mut kv: Kv,
     protocol: &str,
     conn: &Conn,
@@ -366,7 +365,7 @@ pub async fn route_quic(
 /// event loop. The reads leave tokio's readiness true to the socket (a short read clears it,
 /// as does the would-block that ends the reads past the first): a stale "readable" would send
 /// the server's wait for the next request into a read that ignores the drain signal.
-async fn read_start(stream: &mut TcpStream, limit: usize, timeout: Duration) -> BytesMut {
+async fn read_start(stream: &mut Socket, limit: usize, timeout: Duration) -> BytesMut {
     use bytes::BufMut;
     use tokio::io::AsyncReadExt;
     const FIRST: usize = 4096;
@@ -381,7 +380,7 @@ async fn read_start(stream: &mut TcpStream, limit: usize, timeout: Duration) -> 
     while buf.len() < limit {
         buf.reserve(limit - buf.len());
         let room = limit - buf.len();
-        match stream.try_read_buf(&mut (&mut buf).limit(room)) {
+        match stream.try_read_into(&mut buf, room) {
             Ok(n) if n > 0 => {}
             _ => break,
         }

@@ -32,11 +32,11 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use dashmap::DashMap;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tracing::debug;
 
 use crate::config::ListenerKey;
-use crate::conn::{Conn, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort};
+use crate::conn::{Conn, Handoff, HttpCarrier, Inbox, QuicCarrier, QuicPort, Socket};
 use crate::runtime::Runtime;
 
 /// The L7 layer of a running gateway: the shared runtime plus what this layer owns. It
@@ -77,7 +77,7 @@ impl L7 {
 impl HttpCarrier for L7 {
     fn serve(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: Socket,
         conn: Conn,
         handoff: Handoff,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -107,7 +107,7 @@ impl QuicCarrier for L7 {
 /// wait in [`server::serve`]'s state alone: neither the hand-off nor the TLS state is in it.
 pub fn serve(
     rt: Arc<L7>,
-    stream: TcpStream,
+    stream: Socket,
     conn: Conn,
     mut h: Handoff,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -171,7 +171,7 @@ where
 /// Terminates TLS on `stream`; the serving of HTTP on it, unless the connection is over.
 async fn terminate_tls(
     rt: Arc<L7>,
-    stream: TcpStream,
+    stream: Socket,
     conn: Conn,
     mut h: Handoff,
 ) -> Option<impl Future<Output = ()>> {
@@ -218,11 +218,11 @@ async fn terminate_tls(
 mod tests {
     use super::*;
 
-    fn state_size<F>(_: fn(TcpStream, Arc<server::Ctx>, bool, BytesMut) -> F) -> usize {
+    fn state_size<F>(_: fn(Socket, Arc<server::Ctx>, bool, BytesMut) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
-    fn tls_state_size<H, S>(_: fn(Arc<L7>, TcpStream, Conn, Handoff) -> H) -> usize
+    fn tls_state_size<H, S>(_: fn(Arc<L7>, Socket, Conn, Handoff) -> H) -> usize
     where
         H: Future<Output = Option<S>>,
         S: Future<Output = ()>,
@@ -262,7 +262,7 @@ mod tests {
     /// allocator's size class it falls in.
     #[test]
     fn an_http_connection_state_stays_small() {
-        let size = state_size(server::serve::<TcpStream>);
+        let size = state_size(server::serve::<Socket>);
         eprintln!("server::serve state: {size} bytes");
         assert!(size <= 256, "{size} bytes");
     }

@@ -6,6 +6,7 @@ pub mod alloc;
 pub mod clock;
 pub mod cpu;
 pub mod sched;
+pub mod watch;
 
 use std::io;
 use std::net::SocketAddr;

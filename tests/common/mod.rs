@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod cdp;
+pub mod epoll;
 pub mod http3;
 pub mod pebble;
 pub mod quic;

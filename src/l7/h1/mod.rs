@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::conn::Socket;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use self::body::{BodyError, Failed, Feed, Step};
@@ -46,9 +46,9 @@ const LINGER_BYTES: usize = 256 * 1024;
 
 /// What the fast path needs of a connection besides reading and writing.
 pub trait Readiness: AsyncWrite + Unpin {
-    /// Readable without a read buffer: plain TCP waits on the socket; TLS reads (rustls may
-    /// already hold decrypted bytes).
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Readable without a read buffer: plain TCP waits on the socket (registering it with
+    /// the reactor if it was not); TLS reads (rustls may already hold decrypted bytes).
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
     /// Ends the write side just before the connection is dropped, when nothing is left to
     /// read from the client. A TCP socket needs nothing: dropping it closes it, which sends
@@ -57,9 +57,9 @@ pub trait Readiness: AsyncWrite + Unpin {
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
-impl Readiness for TcpStream {
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
+impl Readiness for Socket {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Socket::poll_readable(self, cx)
     }
 
     fn poll_finish(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -70,11 +70,11 @@ impl Readiness for TcpStream {
 /// TLS: readable when rustls holds decrypted bytes (or a close to report); otherwise when the
 /// socket is. Waiting on the socket keeps an idle TLS client out of an exchange, which would
 /// hold a head buffer and the exchange's state for as long as the client says nothing.
-impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (tcp, tls) = self.get_ref();
+impl Readiness for tokio_rustls::server::TlsStream<Socket> {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_mut();
         if tls.wants_read() {
-            tcp.poll_read_ready(cx)
+            tcp.poll_readable(cx)
         } else {
             Poll::Ready(Ok(()))
         }
@@ -90,8 +90,8 @@ impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
 }
 
 impl<T: Readiness, W: super::idle::Watched> Readiness for super::idle::Tracked<T, W> {
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_ref().poll_readable(cx)
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_readable(cx)
     }
 
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -463,7 +463,7 @@ mod tests {
     /// large value is an async function's argument (kept twice): 3.9 KiB before, 2.8 after.
     #[test]
     fn a_request_state_stays_small() {
-        let size = state_size(exchange::<TcpStream>);
+        let size = state_size(exchange::<Socket>);
         eprintln!("HTTP/1.1 exchange state: {size} bytes");
         assert!(size <= 3072, "{size} bytes");
     }
