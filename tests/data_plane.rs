@@ -217,6 +217,23 @@ fn held_upstream() -> (
     (addr, got, release)
 }
 
+/// Whether every thread of `pid` is stopped (state `T` in its /proc stat).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name, which is in parentheses.
+                let after = &stat[stat.rfind(')')? + 1..];
+                after.split_whitespace().next().map(|state| state == "T")
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// Reads one response with a 2-byte body from `c`.
 fn read_ok(c: &mut std::net::TcpStream) -> String {
     use std::io::Read;
@@ -256,8 +273,14 @@ fn a_socket_joins_epoll_only_when_it_waits() {
             .is_ok_and(|s| s.success());
         assert!(ok, "kill {sig}");
     };
-    // Stopped, the server cannot accept before the request is in the socket.
+    // Stopped, the server cannot accept before the request is in the socket. Every thread
+    // must have stopped first: a signal reaches a busy thread on another CPU a little later.
     signal("-STOP");
+    let stopped = wait_until(Duration::from_secs(10), || all_threads_stopped(v.pid()));
+    if !stopped {
+        signal("-CONT");
+        panic!("the server's threads did not all stop");
+    }
     let connected = std::net::TcpStream::connect(("127.0.0.1", port));
     let sent = connected.and_then(|mut c| {
         c.set_read_timeout(Some(Duration::from_secs(10)))?;

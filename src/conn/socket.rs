@@ -96,6 +96,9 @@ impl Socket {
 
     /// Ready when the socket is readable (or closed); registers it first.
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let State::Joined(s) = &self.state {
+            return s.poll_read_ready(cx);
+        }
         match self.join() {
             Ok(s) => s.poll_read_ready(cx),
             Err(e) => Poll::Ready(Err(e)),
@@ -194,11 +197,13 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let State::Fresh(s) = &mut this.state {
-            match read_into(s, buf) {
+        match &mut this.state {
+            State::Joined(s) => return Pin::new(s).poll_read(cx, buf),
+            State::Fresh(s) => match read_into(s, buf) {
                 Err(e) if would_block(&e) => {}
                 r => return Poll::Ready(r),
-            }
+            },
+            State::Lost => {}
         }
         match this.join() {
             Ok(s) => Pin::new(s).poll_read(cx, buf),
@@ -214,11 +219,13 @@ impl AsyncWrite for Socket {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let State::Fresh(s) = &mut this.state {
-            match s.write(buf) {
+        match &mut this.state {
+            State::Joined(s) => return Pin::new(s).poll_write(cx, buf),
+            State::Fresh(s) => match s.write(buf) {
                 Err(e) if would_block(&e) => {}
                 r => return Poll::Ready(r),
-            }
+            },
+            State::Lost => {}
         }
         match this.join() {
             Ok(s) => Pin::new(s).poll_write(cx, buf),
@@ -232,11 +239,13 @@ impl AsyncWrite for Socket {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let State::Fresh(s) = &mut this.state {
-            match s.write_vectored(bufs) {
+        match &mut this.state {
+            State::Joined(s) => return Pin::new(s).poll_write_vectored(cx, bufs),
+            State::Fresh(s) => match s.write_vectored(bufs) {
                 Err(e) if would_block(&e) => {}
                 r => return Poll::Ready(r),
-            }
+            },
+            State::Lost => {}
         }
         match this.join() {
             Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
