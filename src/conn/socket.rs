@@ -190,25 +190,43 @@ fn lost() -> io::Error {
     )
 }
 
+impl Socket {
+    /// One read or write: on a fresh socket straight, unless it would block; then, and on a
+    /// registered socket, through tokio's stream, which registers the waker.
+    fn poll_io<A, R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut arg: A,
+        fresh: impl FnOnce(&mut std::net::TcpStream, &mut A) -> io::Result<R>,
+        joined: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>, &mut A) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match &mut self.state {
+            State::Joined(s) => return joined(Pin::new(s), cx, &mut arg),
+            State::Fresh(s) => match fresh(s, &mut arg) {
+                Err(e) if would_block(&e) => {}
+                r => return Poll::Ready(r),
+            },
+            State::Lost => {}
+        }
+        match self.join() {
+            Ok(s) => joined(Pin::new(s), cx, &mut arg),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
 impl AsyncRead for Socket {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Joined(s) => return Pin::new(s).poll_read(cx, buf),
-            State::Fresh(s) => match read_into(s, buf) {
-                Err(e) if would_block(&e) => {}
-                r => return Poll::Ready(r),
-            },
-            State::Lost => {}
-        }
-        match this.join() {
-            Ok(s) => Pin::new(s).poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.get_mut().poll_io(
+            cx,
+            buf,
+            |s, buf| read_into(s, buf),
+            |s, cx, buf| s.poll_read(cx, buf),
+        )
     }
 }
 
@@ -218,19 +236,12 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Joined(s) => return Pin::new(s).poll_write(cx, buf),
-            State::Fresh(s) => match s.write(buf) {
-                Err(e) if would_block(&e) => {}
-                r => return Poll::Ready(r),
-            },
-            State::Lost => {}
-        }
-        match this.join() {
-            Ok(s) => Pin::new(s).poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.get_mut().poll_io(
+            cx,
+            buf,
+            |s, buf| s.write(buf),
+            |s, cx, buf| s.poll_write(cx, buf),
+        )
     }
 
     fn poll_write_vectored(
@@ -238,19 +249,12 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Joined(s) => return Pin::new(s).poll_write_vectored(cx, bufs),
-            State::Fresh(s) => match s.write_vectored(bufs) {
-                Err(e) if would_block(&e) => {}
-                r => return Poll::Ready(r),
-            },
-            State::Lost => {}
-        }
-        match this.join() {
-            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.get_mut().poll_io(
+            cx,
+            bufs,
+            |s, bufs| s.write_vectored(bufs),
+            |s, cx, bufs| s.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
