@@ -94,6 +94,16 @@ impl Socket {
         }
     }
 
+    /// Sets `TCP_NODELAY` (Linux hands the listener's setting to accepted sockets).
+    #[cfg(not(target_os = "linux"))]
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match &self.state {
+            State::Fresh(s) => s.set_nodelay(on),
+            State::Joined(s) => s.set_nodelay(on),
+            State::Lost => Err(lost()),
+        }
+    }
+
     /// Ready when the socket is readable (or closed); registers it first.
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let State::Joined(s) = &self.state {
