@@ -6,7 +6,7 @@
 # Then, with wrk (requests/s, per CPU-second of the proxy and the 99th percentile latency,
 # against HAProxy with 2 threads and 1, nginx with 1 worker and 2, and the best; vane also with
 # DATA_PLANE_PIN=true) and h2load: a new
-# connection per request, 1 MiB responses, TLS-terminated HTTP/1.1 (keep-alive and a new
+# connection per request (against the same four and the best), 1 MiB responses, TLS-terminated HTTP/1.1 (keep-alive and a new
 # handshake per request) and HTTP/2 over TLS, all three proxies with one ECDSA P-256
 # certificate, all on TLS 1.3; then TLS handshakes one at a time with openssl s_time, full
 # (-new) and resumed (-reuse), on TLS 1.3 and again on TLS 1.2 (-tls1_2), whose resumption
@@ -34,7 +34,7 @@ LOAD="$CARGO_TARGET_DIR/release/examples/http_load"
 UP=$(port); NP=$(port); NT=$(port); NP2=$(port)
 bench_pair
 start_upstream "$UP"
-# nginx as the proxy: one worker (every row), and two (the keep-alive row).
+# nginx as the proxy: one worker (every row), and two (the keep-alive and new-connection rows).
 { nginx_head 4096; nginx_proxy bench "listen 127.0.0.1:$NP; listen 127.0.0.1:$NT ssl;"; } > "$TMP/nginx.conf"
 nginx -c "$TMP/nginx.conf" -g 'daemon off;' > "$TMP/nginx.log" 2>&1 & NGPID=$!; PIDS+=("$NGPID")
 { NGINX_NAME=nginx2 NGINX_WORKERS=2 nginx_head 4096; nginx_proxy bench2 "listen 127.0.0.1:$NP2;"; } > "$TMP/nginx2.conf"
@@ -56,7 +56,8 @@ HP=$(port); HP2=$(port); HT=$(port)
 haproxy_proxy_config "$HP" "$HP2" "$HT" "$UP"
 start_haproxy
 HAPID2=$HPID
-# HAProxy with one thread (the keep-alive row): the best of one and two threads is the mark.
+# HAProxy with one thread (the keep-alive and new-connection rows): the best of one and two
+# threads is the mark.
 HP1=$(port)
 HAPROXY_THREADS=1 haproxy_http_config "$HP1" > "$TMP/haproxy1.cfg"
 start_haproxy haproxy1
@@ -128,9 +129,12 @@ for round in $(seq 1 "$REPS"); do
   for w in $(rotate $k vane haproxy); do
     rec "$round h2c $w $(h2_rps "http://127.0.0.1:${H2C_PORT[$w]}/")"
   done
+  # The issue's mark for new connections is the best of the four, as for keep-alive.
+  for w in $(rotate $k vane haproxy haproxy-1t nginx nginx-2w); do
+    rec "$round close $w $(wrk_run -t2 -c50 -H "Connection: close" "http://127.0.0.1:${PORT[$w]}/" | cut -d' ' -f1)"
+  done
   for w in $(rotate $k vane haproxy nginx); do
     p=${PORT[$w]} t=${TLS_PORT[$w]}
-    rec "$round close $w $(wrk_run -t2 -c50 -H "Connection: close" "http://127.0.0.1:$p/" | cut -d' ' -f1)"
     rec "$round big $w $(wrk_run -t2 -c10 "http://127.0.0.1:$p/big" | cut -d' ' -f2)"
     rec "$round tls_ka $w $(wrk_run -t2 -c50 "https://127.0.0.1:$t/" | cut -d' ' -f1)"
     rec "$round tls_new $w $(wrk_run -t2 -c50 -H "Connection: close" "https://127.0.0.1:$t/" | cut -d' ' -f1)"
