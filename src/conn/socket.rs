@@ -49,15 +49,9 @@ impl Socket {
         }
     }
 
-    /// A socket already registered with the current reactor.
-    pub fn joined(stream: TcpStream) -> Self {
-        Self {
-            state: State::Joined(stream),
-        }
-    }
-
     /// Whether the socket is registered with a reactor yet.
-    pub fn is_joined(&self) -> bool {
+    #[cfg(test)]
+    fn is_joined(&self) -> bool {
         matches!(self.state, State::Joined(_))
     }
 
@@ -81,16 +75,6 @@ impl Socket {
         match self.state {
             State::Joined(s) => Ok(s),
             _ => Err(lost()),
-        }
-    }
-
-    /// The socket without its registration, to hand to another thread's reactor; a fresh
-    /// socket moves as it is, with no system call.
-    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
-        match self.state {
-            State::Fresh(s) => Ok(s),
-            State::Joined(s) => s.into_std(),
-            State::Lost => Err(lost()),
         }
     }
 
@@ -153,8 +137,8 @@ impl Socket {
 const SCRATCH: usize = 16 * 1024;
 
 thread_local! {
-    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
-        std::cell::RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+    /// Taken for a read and put back after it; made on a thread's first fresh read.
+    static SCRATCH_BUF: std::cell::Cell<Option<Box<[u8]>>> = const { std::cell::Cell::new(None) };
 }
 
 /// One read of `s` into `buf`, straight when `buf`'s room is initialised.
@@ -175,22 +159,15 @@ fn read_scratch(
     room: usize,
     put: impl FnOnce(&[u8]),
 ) -> io::Result<usize> {
-    let room = room.min(SCRATCH);
-    SCRATCH_BUF.with(|scratch| {
-        let mut own;
-        let mut borrowed = scratch.try_borrow_mut();
-        let space: &mut [u8] = match &mut borrowed {
-            Ok(b) => &mut b[..room],
-            // Never while a read runs, but no reason to panic if it were.
-            Err(_) => {
-                own = vec![0; room];
-                &mut own
-            }
-        };
-        let n = s.read(space)?;
+    let mut space = SCRATCH_BUF
+        .take()
+        .unwrap_or_else(|| vec![0; SCRATCH].into_boxed_slice());
+    let read = s.read(&mut space[..room.min(SCRATCH)]);
+    if let Ok(n) = read {
         put(&space[..n]);
-        Ok(n)
-    })
+    }
+    SCRATCH_BUF.set(Some(space));
+    read
 }
 
 fn lost() -> io::Error {
@@ -410,12 +387,11 @@ mod tests {
         assert_eq!(s.try_read(&mut b).expect("read"), 1);
     }
 
-    /// A fresh socket moves to another reactor as it is; tokio's stream comes out registered.
+    /// A fresh socket handed to a relay becomes tokio's stream, registered and woken.
     #[tokio::test]
-    async fn a_fresh_socket_moves_and_becomes_tokios() {
+    async fn a_fresh_socket_becomes_tokios() {
         let (s, mut client) = pair().await;
-        let moved = s.into_std().expect("std");
-        let mut t = Socket::fresh(moved).into_tokio().expect("tokio");
+        let mut t = s.into_tokio().expect("tokio");
         client.write_all(b"ok").await.expect("write");
         let mut got = [0u8; 2];
         tokio::time::timeout(std::time::Duration::from_secs(5), t.read_exact(&mut got))

@@ -55,8 +55,7 @@ async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: Acceptor, here: us
     let mut backoff = Duration::from_millis(5);
     // A listener bound to one address needs no getsockname per connection to know it.
     let bound = listener
-        .0
-        .get_ref()
+        .socket()
         .local_addr()
         .ok()
         .filter(|a| !a.ip().is_unspecified());
@@ -65,7 +64,7 @@ async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: Acceptor, here: us
     let mut held = None;
     let mut hold = |upgrades: bool| {
         if held != Some(upgrades) {
-            super::sockets::hold_first_ack(listener.0.get_ref(), upgrades);
+            super::sockets::hold_first_ack(listener.socket(), upgrades);
             held = Some(upgrades);
         }
     };
@@ -101,7 +100,7 @@ async fn accept_loop(rt: Arc<L4>, key: ListenerKey, listener: Acceptor, here: us
             Some(a) => a,
             None => stream
                 .local_addr()
-                .unwrap_or_else(|_| listener.0.get_ref().local_addr().unwrap_or(peer)),
+                .unwrap_or_else(|_| listener.socket().local_addr().unwrap_or(peer)),
         };
         let conn = Conn { key, peer, local };
         let armed = rt.take_session_panic(&key);
@@ -134,6 +133,10 @@ struct Acceptor(AsyncFd<std::net::TcpListener>);
 impl Acceptor {
     fn new(listener: std::net::TcpListener) -> io::Result<Self> {
         vane_sys::watch::listener(listener).map(Self)
+    }
+
+    fn socket(&self) -> &std::net::TcpListener {
+        self.0.get_ref()
     }
 
     /// Waits through the reactor's one reader slot (`poll_read_ready`) rather than a

@@ -362,8 +362,9 @@ pub async fn route_quic(
 /// for its first bytes and not at all for more. What is read goes on with the connection (to
 /// the HTTP server, or to the upstream ahead of the relay), so the head is read once: peeking
 /// at it cost a system call per connection, and the server read it again after a turn of the
-/// event loop. The reads leave tokio's readiness true to the socket (a short read clears it,
-/// as does the would-block that ends the reads past the first): a stale "readable" would send
+/// event loop. A fresh socket is read without the reactor (`conn::Socket`); once it has
+/// waited, the reads leave tokio's readiness true to the socket (a short read clears it, as
+/// does the would-block that ends the reads past the first): a stale "readable" would send
 /// the server's wait for the next request into a read that ignores the drain signal.
 async fn read_start(stream: &mut Socket, limit: usize, timeout: Duration) -> BytesMut {
     use bytes::BufMut;
