@@ -42,6 +42,12 @@ pub struct Runtime {
     pub ws_idle_ticks: &'static Ticks,
     /// The clock of a TLS handshake's deadline (`HTTP_HEADER_READ_TIMEOUT_SECS`).
     pub handshake_ticks: &'static Ticks,
+    /// The clocks of the waits for a new connection's first bytes (`TCP_PEEK_TIMEOUT_MS`:
+    /// a peek, a PROXY header, a plaintext request's start) and for a TLS ClientHello
+    /// (`TLS_HANDSHAKE_PEEK_TIMEOUT_MS`). A tokio timer per waiting connection would wake
+    /// the data-plane thread's driver whenever no earlier timer was pending.
+    pub peek_ticks: &'static Ticks,
+    pub hello_ticks: &'static Ticks,
     /// The running `config` actor: the one writer of the config (`POST /reload` and the
     /// editing routes ask it).
     pub config_inbox: ConfigInbox,
@@ -74,6 +80,8 @@ impl Runtime {
             draining: Drain::new(Ticks::for_wait(settings.http_idle_timeout, 4)),
             ws_idle_ticks: Ticks::for_wait(settings.websocket_idle_timeout, 4),
             handshake_ticks: Ticks::for_wait(settings.http_header_timeout, 4),
+            peek_ticks: Ticks::for_wait(settings.tcp_peek_timeout, 4),
+            hello_ticks: Ticks::for_wait(settings.tls_peek_timeout, 4),
             config_inbox: ConfigInbox::default(),
         })
     }

@@ -95,15 +95,25 @@ async fn accept_proxy_header(
     stream: &mut Socket,
     required: bool,
 ) -> Result<Option<(SocketAddr, SocketAddr)>, &'static str> {
+    let header = read_proxy_header(stream, required);
+    rt.peek_ticks
+        .within(rt.settings.tcp_peek_timeout, header)
+        .await
+        .unwrap_or(Err("timed out waiting for the header"))
+}
+
+/// [`accept_proxy_header`] without its deadline.
+async fn read_proxy_header(
+    stream: &mut Socket,
+    required: bool,
+) -> Result<Option<(SocketAddr, SocketAddr)>, &'static str> {
     use crate::l4p::proxy_protocol::{parse, Parsed};
-    let deadline = tokio::time::Instant::now() + rt.settings.tcp_peek_timeout;
     let mut buf = [0u8; 600];
     let mut last = 0;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Err(_) => return Err("timed out waiting for the header"),
-            Ok(Err(_)) | Ok(Ok(0)) => return Err("closed"),
-            Ok(Ok(n)) => n,
+        let n = match stream.peek(&mut buf).await {
+            Err(_) | Ok(0) => return Err("closed"),
+            Ok(n) => n,
         };
         match parse(&buf[..n]) {
             Parsed::NeedMore => {
@@ -143,7 +153,12 @@ async fn close_gently(stream: &mut Socket) {
 /// `TCP_PEEK_TIMEOUT_MS`, so server-speaks-first protocols can still be routed.
 async fn peek(rt: &L4, stream: &mut Socket) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; rt.settings.tcp_detect_limit];
-    match tokio::time::timeout(rt.settings.tcp_peek_timeout, stream.peek(&mut buf)).await {
+    let peeked = stream.peek(&mut buf);
+    match rt
+        .peek_ticks
+        .within(rt.settings.tcp_peek_timeout, peeked)
+        .await
+    {
         Ok(Ok(0)) | Ok(Err(_)) => None,
         Ok(Ok(n)) => {
             buf.truncate(n);

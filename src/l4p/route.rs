@@ -2,7 +2,7 @@
 //! consuming a byte, publish what it says into the KV, run the resolver flow and return its
 //! verdict. Carrying the verdict out (connect, relay, terminate) is the L4 session's job.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -17,6 +17,7 @@ use crate::flow::exec::{self, Decision, ProxyTo, Upstream};
 use crate::flow::kv::Kv;
 use crate::flow::Env;
 use crate::settings::Settings;
+use crate::ticks::Ticks;
 
 /// What the L4+ stage reads: settings, the resolvers of the current snapshot, the flow
 /// environment.
@@ -27,6 +28,9 @@ pub struct Stage<'a> {
     pub flow: &'a Env,
     /// ACME answers: a tls-alpn-01 validation is terminated here whatever the resolver does.
     pub acme: &'a Challenges,
+    /// The clocks of the waits for a plaintext request's start and for a ClientHello.
+    pub peek_ticks: &'static Ticks,
+    pub hello_ticks: &'static Ticks,
 }
 
 /// Why TLS inspection failed (the `tls.error` values).
@@ -55,20 +59,29 @@ impl TlsError {
 
 /// Peeks until the whole ClientHello is buffered in the socket (it may span several records
 /// and segments), bounded by `limit` bytes and `deadline`.
-pub async fn peek_client_hello(
+async fn peek_client_hello(
     stream: &mut Socket,
     limit: usize,
-    timeout: Duration,
+    (ticks, timeout): (&'static Ticks, Duration),
 ) -> Result<(Vec<u8>, clienthello::ClientHello), TlsError> {
-    let deadline = Instant::now() + timeout;
+    ticks
+        .within(timeout, peek_whole_hello(stream, limit))
+        .await
+        .unwrap_or(Err(TlsError::Timeout))
+}
+
+/// [`peek_client_hello`] without its deadline.
+async fn peek_whole_hello(
+    stream: &mut Socket,
+    limit: usize,
+) -> Result<(Vec<u8>, clienthello::ClientHello), TlsError> {
     let mut buf = vec![0u8; limit];
     let mut last = 0usize;
     loop {
-        let n = match tokio::time::timeout_at(deadline.into(), stream.peek(&mut buf)).await {
-            Err(_) => return Err(TlsError::Timeout),
-            Ok(Err(_)) => return Err(TlsError::Io),
-            Ok(Ok(0)) => return Err(TlsError::Closed),
-            Ok(Ok(n)) => n,
+        let n = match stream.peek(&mut buf).await {
+            Err(_) => return Err(TlsError::Io),
+            Ok(0) => return Err(TlsError::Closed),
+            Ok(n) => n,
         };
         match clienthello::assemble(&buf[..n]) {
             Assembled::NotTls => return Err(TlsError::NotTls),
@@ -76,9 +89,6 @@ pub async fn peek_client_hello(
             Assembled::NeedMore(_) => {
                 // The peer has sent only part of it; poll again shortly (peek does not consume,
                 // so readiness alone would spin).
-                if Instant::now() >= deadline {
-                    return Err(TlsError::Timeout);
-                }
                 if n == last {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -152,8 +162,8 @@ pub async fn route(
     kv.set("conn.proto.carrier", protocol);
     let mut read = BytesMut::new();
     let outcome = if protocol == "tls" {
-        match peek_client_hello(stream, rt.settings.tls_buffer, rt.settings.tls_peek_timeout).await
-        {
+        let deadline = (rt.hello_ticks, rt.settings.tls_peek_timeout);
+        match peek_client_hello(stream, rt.settings.tls_buffer, deadline).await {
             Ok((raw, ch)) => {
                 if acme_validation(rt.acme, &ch) {
                     info!(listener = %conn.key, peer = %conn.peer, "ACME tls-alpn-01 validation: answered here");
@@ -179,12 +189,8 @@ pub async fn route(
             }
         }
     } else {
-        read = read_start(
-            stream,
-            rt.settings.http_plain_buffer,
-            rt.settings.tcp_peek_timeout,
-        )
-        .await;
+        let deadline = (rt.peek_ticks, rt.settings.tcp_peek_timeout);
+        read = read_start(stream, rt.settings.http_plain_buffer, deadline).await;
         // Parsed when a flow may read what it finds, or when it may be an ACME validation.
         let head = if reads_http_head || http_head::target_starts_with(&read, HTTP01_PREFIX) {
             http_head::parse(&read)
@@ -366,14 +372,18 @@ pub async fn route_quic(
 /// waited, the reads leave tokio's readiness true to the socket (a short read clears it, as
 /// does the would-block that ends the reads past the first): a stale "readable" would send
 /// the server's wait for the next request into a read that ignores the drain signal.
-async fn read_start(stream: &mut Socket, limit: usize, timeout: Duration) -> BytesMut {
+async fn read_start(
+    stream: &mut Socket,
+    limit: usize,
+    (ticks, timeout): (&'static Ticks, Duration),
+) -> BytesMut {
     use bytes::BufMut;
     use tokio::io::AsyncReadExt;
     const FIRST: usize = 4096;
     let first = FIRST.min(limit);
     let mut buf = BytesMut::with_capacity(first);
     let mut room = (&mut buf).limit(first);
-    match tokio::time::timeout(timeout, stream.read_buf(&mut room)).await {
+    match ticks.within(timeout, stream.read_buf(&mut room)).await {
         Ok(Ok(n)) if n == first => {}
         _ => return buf,
     }
@@ -387,4 +397,45 @@ async fn read_start(stream: &mut Socket, limit: usize, timeout: Duration) -> Byt
         }
     }
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Instant;
+
+    /// The waits for a new connection's first bytes run on a shared clock: this runtime has
+    /// no timers, so a tokio timeout in them panics. Each wait still ends once its time is up
+    /// (not before) and hands over what did arrive.
+    #[test]
+    fn first_byte_waits_need_no_tokio_timer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr"))
+                .expect("connect");
+            let (accepted, _) = listener.accept().expect("accept");
+            accepted.set_nonblocking(true).expect("nonblocking");
+            let mut s = Socket::fresh(accepted);
+            let wait = Duration::from_millis(120);
+            let deadline = (Ticks::for_wait(wait, 4), wait);
+
+            let started = Instant::now();
+            assert!(read_start(&mut s, 1024, deadline).await.is_empty());
+            assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
+
+            let started = Instant::now();
+            let hello = peek_client_hello(&mut s, 1024, deadline).await;
+            assert_eq!(hello.err(), Some(TlsError::Timeout));
+            assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
+
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+            let read = read_start(&mut s, 1024, deadline).await;
+            assert_eq!(&read[..], b"GET / HTTP/1.1\r\n\r\n");
+        });
+    }
 }

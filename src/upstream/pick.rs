@@ -15,6 +15,7 @@ use crate::config::legacy::TargetSpec;
 use crate::config::store::ConfigStore;
 use crate::flow::exec::{ProxyTo, Upstream};
 use crate::l4p::proxy_protocol::Version;
+use crate::ticks::{Late, Ticks};
 
 /// Where a TCP connection goes and whether it is introduced with a PROXY header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,10 @@ pub struct Upstreams {
     pub health: HealthRegistry,
     pub counters: Counters,
     connect_timeout: Duration,
+    /// The connect timeout's clock: a connect that has to wait (nearly every one) would
+    /// otherwise put a tokio timer in the wheel and, on a data-plane thread with no other
+    /// timer pending, wake its driver with an eventfd write.
+    connect_ticks: &'static Ticks,
 }
 
 impl Upstreams {
@@ -46,6 +51,7 @@ impl Upstreams {
             health: HealthRegistry::new(max_tracked),
             counters: Counters::default(),
             connect_timeout,
+            connect_ticks: Ticks::for_wait(connect_timeout, 4),
         }
     }
 
@@ -165,9 +171,14 @@ impl Upstreams {
     /// Connects with the configured timeout and no-delay; a failure marks the target down.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let started = std::time::Instant::now();
-        let r = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+        let connecting = TcpStream::connect(addr);
+        let r = match self
+            .connect_ticks
+            .within(self.connect_timeout, connecting)
+            .await
+        {
             Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            Err(Late) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
         match r {
             Ok(s) => {
