@@ -2,7 +2,7 @@
 # The build to deploy: vane optimised with a profile of its own hot paths (profile-guided
 # optimisation). LLVM then lays out and inlines the code by what a proxy under load runs, not
 # by guesses: a proxied keep-alive request took 10 % less CPU here than the plain release
-# build's (bench/README.md, "HTTP, twenty-first stop").
+# build's (bench/history-2026-12-05b.md, "HTTP, twenty-first stop").
 #
 #   dist/pgo-build.sh        # prints the binary's path: $CARGO_TARGET_DIR/pgo/vane
 #
