@@ -122,8 +122,9 @@ pub async fn fetch(
         Some("h3") => h3 = true,
         Some(other) => tracing::warn!("upstream version `{other}` is unknown; using auto"),
     }
-    let target = url(prefix, s("path"), s("query"), kv);
-    let Ok(uri) = target.parse::<Uri>() else {
+    // The URL's bytes become the `Uri`'s without a copy (`parse` would copy them).
+    let Ok(uri) = Uri::try_from(url(prefix, s("path"), s("query"), kv)) else {
+        let target = url(prefix, s("path"), s("query"), kv);
         return failure(&UpstreamError::new(
             ErrorKind::Request,
             format!("invalid upstream URL `{target}`"),
@@ -132,7 +133,7 @@ pub async fn fetch(
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return failure(&UpstreamError::new(
             ErrorKind::Request,
-            format!("invalid upstream URL `{target}`"),
+            format!("invalid upstream URL `{uri}`"),
         ));
     }
     let method = s("method")
@@ -214,7 +215,7 @@ pub async fn fetch(
         }
         Err(e) => {
             outcome_counter(authority, false).increment(1);
-            tracing::debug!("upstream {target}: {e} ({})", e.kind.as_str());
+            tracing::debug!("upstream {target_uri}: {e} ({})", e.kind.as_str());
             failure(&e)
         }
     }

@@ -20,6 +20,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libmimalloc_sys as mi;
 
@@ -257,6 +258,46 @@ unsafe impl GlobalAlloc for Mimalloc {
                 _ => mi::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast(),
             }
         }
+    }
+}
+
+/// [`Mimalloc`], counting the calls that allocate (`alloc`, `alloc_zeroed`, `realloc`): the
+/// global allocator of a test that holds a path to a number of allocations. One relaxed atomic
+/// add per call, shared by every thread.
+pub struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl Counting {
+    /// Calls that allocated so far, by every thread of the process.
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.load(Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every call goes to `Mimalloc` with the caller's arguments unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: GlobalAlloc's contract, passed on.
+        unsafe { Mimalloc.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as `alloc`.
+        unsafe { Mimalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as `alloc`.
+        unsafe { Mimalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as `alloc`.
+        unsafe { Mimalloc.realloc(ptr, layout, new_size) }
     }
 }
 
