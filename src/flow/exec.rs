@@ -62,7 +62,7 @@ pub enum Decision {
 }
 
 /// What an HTTP driver step returns: the branch and what to store under scoped keys.
-pub type Driven = (String, Vec<(String, String)>);
+pub type Driven = (Cow<'static, str>, Vec<(String, String)>);
 
 /// The HTTP exchange an application flow works on (L7). The executor asks it for keys
 /// computed on demand (`req.header.<name>`, ...) and hands it the HTTP drivers, which read
@@ -454,12 +454,12 @@ async fn run_waiting<'x>(
                 .instrument(crate::spans::plugin_span(&step.name, &step.at))
                 .await
             {
-                Ok(v) => (v.branch, v.store.unwrap_or_default()),
+                Ok(v) => (Cow::Owned(v.branch), v.store.unwrap_or_default()),
                 Err(CallError::Quiet) => (
-                    "failure".to_string(),
+                    Cow::Borrowed("failure"),
                     [("error".to_string(), "circuit_breaker_active".to_string())].into(),
                 ),
-                Err(CallError::Failed(_)) => ("failure".to_string(), Default::default()),
+                Err(CallError::Failed(_)) => (Cow::Borrowed("failure"), Default::default()),
             };
             let store = store
                 .into_iter()
@@ -477,7 +477,7 @@ async fn run_waiting<'x>(
     for (k, v) in store {
         kv.set(scoped_key(path, &step.sanitized, &k), v);
     }
-    Ok(Outcome::Branch(branch.into()))
+    Ok(Outcome::Branch(branch))
 }
 
 /// The inputs of `step`, resolved against the KV and the request.

@@ -317,7 +317,7 @@ pub async fn serve(
         }
     };
     let real_root = root.canonicalize().map_err(|e| e.to_string())?;
-    let not_found = || Ok(("not_found".to_string(), Vec::new()));
+    let not_found = || Ok(("not_found".into(), Vec::new()));
     let mut file = path.clone();
     let meta = match tokio::fs::metadata(&file).await {
         Ok(m) if !is_hidden(&real_root, &file) => Some(m),
