@@ -366,11 +366,10 @@ fn walk_now(
     exchange: Option<&dyn Exchange>,
 ) -> Result<Decision, FlowError> {
     let mut step = &flow.root;
-    let mut path = String::new();
     loop {
         let outcome = run_now(step, kv, env, exchange.map(|x| x as Extra<'_>))?;
         match outcome {
-            Outcome::Branch(branch) => step = advance(step, &branch, &mut path)?,
+            Outcome::Branch(branch) => step = advance(step, &branch)?,
             Outcome::Done(d) => return Ok(d),
         }
     }
@@ -383,15 +382,14 @@ async fn walk(
     mut exchange: Option<&mut dyn Exchange>,
 ) -> Result<Decision, FlowError> {
     let mut step = &flow.root;
-    let mut path = String::new();
     loop {
         let outcome = if step.may_wait() {
-            run_waiting(step, kv, env, exchange.as_deref_mut(), &path).await?
+            run_waiting(step, kv, env, exchange.as_deref_mut()).await?
         } else {
             run_now(step, kv, env, exchange.as_deref().map(|x| x as Extra<'_>))?
         };
         match outcome {
-            Outcome::Branch(branch) => step = advance(step, &branch, &mut path)?,
+            Outcome::Branch(branch) => step = advance(step, &branch)?,
             Outcome::Done(d) => return Ok(d),
         }
     }
@@ -399,13 +397,12 @@ async fn walk(
 
 /// Runs a step that may wait ([`Step::may_wait`]): its body buffered first when it reads
 /// one, an HTTP driver, a rate limit with a shared store, an external plugin; what it stores
-/// goes under keys scoped by `path`, the flow path that led to it.
+/// goes under keys scoped by the flow path that led to it ([`Step::trail`](super::step::Step::trail)).
 async fn run_waiting<'x>(
     step: &Step,
     kv: &mut Kv,
     env: &Env,
     mut exchange: Option<&mut (dyn Exchange + 'x)>,
-    path: &str,
 ) -> Result<Outcome, FlowError> {
     let started = Instant::now();
     if step.bodies != 0 {
@@ -475,7 +472,7 @@ async fn run_waiting<'x>(
         }
     };
     for (k, v) in store {
-        kv.set(scoped_key(path, &step.sanitized, &k), v);
+        kv.set(scoped_key(&step.trail, &step.sanitized, &k), v);
     }
     Ok(Outcome::Branch(branch))
 }
@@ -531,19 +528,12 @@ fn run_builtin(
 
 /// The step a branch leads to, with `path` extended by it.
 #[inline(always)]
-fn advance<'f>(step: &'f Step, branch: &str, path: &mut String) -> Result<&'f Step, FlowError> {
-    let next = step.branch(branch).ok_or_else(|| FlowError::Stalled {
+fn advance<'f>(step: &'f Step, branch: &str) -> Result<&'f Step, FlowError> {
+    step.branch(branch).ok_or_else(|| FlowError::Stalled {
         at: step.at.clone(),
         plugin: step.name.clone(),
         branch: branch.to_string(),
-    })?;
-    if !path.is_empty() {
-        path.push('.');
-    }
-    path.push_str(&step.sanitized);
-    path.push('.');
-    path.push_str(branch);
-    Ok(next)
+    })
 }
 
 enum Outcome {

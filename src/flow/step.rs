@@ -33,6 +33,10 @@ pub struct Step {
     pub name: String,
     /// `name` with dots replaced by underscores, used in flow paths and scoped keys.
     pub sanitized: String,
+    /// The flow path to this step (each step's `sanitized` name and the branch taken, joined
+    /// with dots; empty at the root): where the keys an external plugin stores are scoped.
+    /// Worked out at load: the flow is a tree, so it is the same on every run.
+    pub trail: String,
     pub input: Vec<(String, Input)>,
     pub output: Vec<(String, Step)>,
     /// Where the step sits in its file, for run-time errors.

@@ -94,6 +94,36 @@ async fn a_match_takes_its_branch_to_the_terminator() {
     );
 }
 
+/// Each step knows the flow path that leads to it, as the executor once built it on every
+/// run: the scope of the keys an external plugin stores (`plugin.<trail>.<name>.<key>`).
+#[test]
+fn steps_know_their_trail_from_the_root() {
+    let f = l4(json!({"connection": {"internal.common.match": {
+        "input": {"left": "{{conn.ip}}", "right": "10.0.0.1"},
+        "output": {"true": proxy(1001), "false": {"internal.common.ratelimit.sec": {
+            "input": {"key": "{{conn.ip}}", "limit": 1},
+            "output": {"true": proxy(1002), "false": {"internal.transport.abort": {}}}
+        }}}
+    }}}));
+    let root = &f.root;
+    assert_eq!(root.trail, "");
+    let limit = root.branch("false").expect("false branch");
+    assert_eq!(limit.trail, "internal_common_match.false");
+    let abort = limit.branch("false").expect("nested false branch");
+    assert_eq!(
+        abort.trail,
+        "internal_common_match.false.internal_common_ratelimit_sec.false"
+    );
+    assert_eq!(
+        exec::scoped_key(&abort.trail, &abort.sanitized, "user"),
+        "plugin.internal_common_match.false.internal_common_ratelimit_sec.false.internal_transport_abort.user"
+    );
+    assert_eq!(
+        exec::scoped_key(&root.trail, &root.sanitized, "user"),
+        "plugin.internal_common_match.user"
+    );
+}
+
 /// A flow of steps that cannot wait is known at load and runs without a deadline timer; one
 /// step that may wait (a rate limit here) anywhere in the tree puts the whole flow under it.
 #[tokio::test]

@@ -37,10 +37,11 @@ pub fn compile(
         problems.error("", format!("missing `{root_key}`"));
         return None;
     };
-    let step = compile_step(root, root_key, 1, cx, problems)?;
+    let mut step = compile_step(root, root_key, 1, cx, problems)?;
     if problems.has_errors() {
         return None;
     }
+    set_trails(&mut step, String::new());
     let raw_keys = ["tls.clienthello", "quic.initial"]
         .into_iter()
         .filter(|k| reads(&step, &|key| key == *k))
@@ -216,6 +217,7 @@ fn compile_step(
     }
     let mut step = Step {
         sanitized: name.replace('.', "_"),
+        trail: String::new(),
         name: name.clone(),
         plugin,
         input,
@@ -230,6 +232,19 @@ fn compile_step(
     };
     check_semantics(&mut step, cx, pr);
     Some(step)
+}
+
+/// Each step's [`Step::trail`]: the steps and branches from the root to it.
+fn set_trails(step: &mut Step, trail: String) {
+    for (branch, next) in &mut step.output {
+        let next_trail = if trail.is_empty() {
+            format!("{}.{branch}", step.sanitized)
+        } else {
+            format!("{trail}.{}.{branch}", step.sanitized)
+        };
+        set_trails(next, next_trail);
+    }
+    step.trail = trail;
 }
 
 type Lookup = (PluginRef, Vec<(String, Ty, bool)>, Vec<String>, Role);
