@@ -15,7 +15,7 @@ use vane_actors::ActorTable;
 use crate::config::store::ConfigStore;
 use crate::flow;
 use crate::settings::Settings;
-use crate::ticks::Ticks;
+use crate::ticks::{Ticks, Wait};
 use crate::upstream::dns::Dns;
 use crate::upstream::Upstreams;
 
@@ -46,8 +46,8 @@ pub struct Runtime {
     /// a peek, a PROXY header, a plaintext request's start) and for a TLS ClientHello
     /// (`TLS_HANDSHAKE_PEEK_TIMEOUT_MS`). A tokio timer per waiting connection would wake
     /// the data-plane thread's driver whenever no earlier timer was pending.
-    pub peek_ticks: &'static Ticks,
-    pub hello_ticks: &'static Ticks,
+    pub peek_wait: Wait,
+    pub hello_wait: Wait,
     /// The running `config` actor: the one writer of the config (`POST /reload` and the
     /// editing routes ask it).
     pub config_inbox: ConfigInbox,
@@ -80,8 +80,8 @@ impl Runtime {
             draining: Drain::new(Ticks::for_wait(settings.http_idle_timeout, 4)),
             ws_idle_ticks: Ticks::for_wait(settings.websocket_idle_timeout, 4),
             handshake_ticks: Ticks::for_wait(settings.http_header_timeout, 4),
-            peek_ticks: Ticks::for_wait(settings.tcp_peek_timeout, 4),
-            hello_ticks: Ticks::for_wait(settings.tls_peek_timeout, 4),
+            peek_wait: Wait::new(settings.tcp_peek_timeout, 4),
+            hello_wait: Wait::new(settings.tls_peek_timeout, 4),
             config_inbox: ConfigInbox::default(),
         })
     }

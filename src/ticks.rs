@@ -162,6 +162,33 @@ impl<F: Future> Future for Within<F> {
     }
 }
 
+/// A timeout and the clock made for it ([`Ticks::for_wait`]): the two always go together, so
+/// a wait names one value instead of a clock and a duration that must match.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    ticks: &'static Ticks,
+    limit: Duration,
+}
+
+impl Wait {
+    /// `limit`, counted on a clock that looks `looks` times per `limit`.
+    pub fn new(limit: Duration, looks: u32) -> Self {
+        Self {
+            ticks: Ticks::for_wait(limit, looks),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// [`Ticks::within`] this wait's limit.
+    pub fn within<F: Future>(&self, work: F) -> Within<F> {
+        self.ticks.within(self.limit, work)
+    }
+}
+
 /// A wait outlived its deadline ([`Ticks::within`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Late;

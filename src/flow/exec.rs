@@ -526,7 +526,7 @@ fn run_builtin(
     Ok(outcome)
 }
 
-/// The step a branch leads to, with `path` extended by it.
+/// The step a branch leads to.
 #[inline(always)]
 fn advance<'f>(step: &'f Step, branch: &str) -> Result<&'f Step, FlowError> {
     step.branch(branch).ok_or_else(|| FlowError::Stalled {

@@ -98,8 +98,8 @@ impl L4 {
             config: &self.rt.config,
             flow: &self.rt.flow,
             acme: &self.rt.acme.challenges,
-            peek_ticks: self.rt.peek_ticks,
-            hello_ticks: self.rt.hello_ticks,
+            peek_wait: self.rt.peek_wait,
+            hello_wait: self.rt.hello_wait,
         }
     }
 

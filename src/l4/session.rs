@@ -96,8 +96,8 @@ async fn accept_proxy_header(
     required: bool,
 ) -> Result<Option<(SocketAddr, SocketAddr)>, &'static str> {
     let header = read_proxy_header(stream, required);
-    rt.peek_ticks
-        .within(rt.settings.tcp_peek_timeout, header)
+    rt.peek_wait
+        .within(header)
         .await
         .unwrap_or(Err("timed out waiting for the header"))
 }
@@ -154,11 +154,7 @@ async fn close_gently(stream: &mut Socket) {
 async fn peek(rt: &L4, stream: &mut Socket) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; rt.settings.tcp_detect_limit];
     let peeked = stream.peek(&mut buf);
-    match rt
-        .peek_ticks
-        .within(rt.settings.tcp_peek_timeout, peeked)
-        .await
-    {
+    match rt.peek_wait.within(peeked).await {
         Ok(Ok(0)) | Ok(Err(_)) => None,
         Ok(Ok(n)) => {
             buf.truncate(n);

@@ -17,7 +17,7 @@ use crate::flow::exec::{self, Decision, ProxyTo, Upstream};
 use crate::flow::kv::Kv;
 use crate::flow::Env;
 use crate::settings::Settings;
-use crate::ticks::Ticks;
+use crate::ticks::Wait;
 
 /// What the L4+ stage reads: settings, the resolvers of the current snapshot, the flow
 /// environment.
@@ -28,9 +28,9 @@ pub struct Stage<'a> {
     pub flow: &'a Env,
     /// ACME answers: a tls-alpn-01 validation is terminated here whatever the resolver does.
     pub acme: &'a Challenges,
-    /// The clocks of the waits for a plaintext request's start and for a ClientHello.
-    pub peek_ticks: &'static Ticks,
-    pub hello_ticks: &'static Ticks,
+    /// The waits for a plaintext request's start and for a ClientHello.
+    pub peek_wait: Wait,
+    pub hello_wait: Wait,
 }
 
 /// Why TLS inspection failed (the `tls.error` values).
@@ -58,14 +58,13 @@ impl TlsError {
 }
 
 /// Peeks until the whole ClientHello is buffered in the socket (it may span several records
-/// and segments), bounded by `limit` bytes and `deadline`.
+/// and segments), bounded by `limit` bytes and `wait`.
 async fn peek_client_hello(
     stream: &mut Socket,
     limit: usize,
-    (ticks, timeout): (&'static Ticks, Duration),
+    wait: Wait,
 ) -> Result<(Vec<u8>, clienthello::ClientHello), TlsError> {
-    ticks
-        .within(timeout, peek_whole_hello(stream, limit))
+    wait.within(peek_whole_hello(stream, limit))
         .await
         .unwrap_or(Err(TlsError::Timeout))
 }
@@ -162,8 +161,7 @@ pub async fn route(
     kv.set("conn.proto.carrier", protocol);
     let mut read = BytesMut::new();
     let outcome = if protocol == "tls" {
-        let deadline = (rt.hello_ticks, rt.settings.tls_peek_timeout);
-        match peek_client_hello(stream, rt.settings.tls_buffer, deadline).await {
+        match peek_client_hello(stream, rt.settings.tls_buffer, rt.hello_wait).await {
             Ok((raw, ch)) => {
                 if acme_validation(rt.acme, &ch) {
                     info!(listener = %conn.key, peer = %conn.peer, "ACME tls-alpn-01 validation: answered here");
@@ -189,8 +187,7 @@ pub async fn route(
             }
         }
     } else {
-        let deadline = (rt.peek_ticks, rt.settings.tcp_peek_timeout);
-        read = read_start(stream, rt.settings.http_plain_buffer, deadline).await;
+        read = read_start(stream, rt.settings.http_plain_buffer, rt.peek_wait).await;
         // Parsed when a flow may read what it finds, or when it may be an ACME validation.
         let head = if reads_http_head || http_head::target_starts_with(&read, HTTP01_PREFIX) {
             http_head::parse(&read)
@@ -372,18 +369,14 @@ pub async fn route_quic(
 /// waited, the reads leave tokio's readiness true to the socket (a short read clears it, as
 /// does the would-block that ends the reads past the first): a stale "readable" would send
 /// the server's wait for the next request into a read that ignores the drain signal.
-async fn read_start(
-    stream: &mut Socket,
-    limit: usize,
-    (ticks, timeout): (&'static Ticks, Duration),
-) -> BytesMut {
+async fn read_start(stream: &mut Socket, limit: usize, wait: Wait) -> BytesMut {
     use bytes::BufMut;
     use tokio::io::AsyncReadExt;
     const FIRST: usize = 4096;
     let first = FIRST.min(limit);
     let mut buf = BytesMut::with_capacity(first);
     let mut room = (&mut buf).limit(first);
-    match ticks.within(timeout, stream.read_buf(&mut room)).await {
+    match wait.within(stream.read_buf(&mut room)).await {
         Ok(Ok(n)) if n == first => {}
         _ => return buf,
     }
@@ -421,20 +414,19 @@ mod tests {
             let (accepted, _) = listener.accept().expect("accept");
             accepted.set_nonblocking(true).expect("nonblocking");
             let mut s = Socket::fresh(accepted);
-            let wait = Duration::from_millis(120);
-            let deadline = (Ticks::for_wait(wait, 4), wait);
+            let wait = Wait::new(Duration::from_millis(120), 4);
 
             let started = Instant::now();
-            assert!(read_start(&mut s, 1024, deadline).await.is_empty());
-            assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
+            assert!(read_start(&mut s, 1024, wait).await.is_empty());
+            assert!(started.elapsed() >= wait.limit(), "{:?}", started.elapsed());
 
             let started = Instant::now();
-            let hello = peek_client_hello(&mut s, 1024, deadline).await;
+            let hello = peek_client_hello(&mut s, 1024, wait).await;
             assert_eq!(hello.err(), Some(TlsError::Timeout));
-            assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
+            assert!(started.elapsed() >= wait.limit(), "{:?}", started.elapsed());
 
             client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
-            let read = read_start(&mut s, 1024, deadline).await;
+            let read = read_start(&mut s, 1024, wait).await;
             assert_eq!(&read[..], b"GET / HTTP/1.1\r\n\r\n");
         });
     }

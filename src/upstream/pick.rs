@@ -15,7 +15,7 @@ use crate::config::legacy::TargetSpec;
 use crate::config::store::ConfigStore;
 use crate::flow::exec::{ProxyTo, Upstream};
 use crate::l4p::proxy_protocol::Version;
-use crate::ticks::{Late, Ticks};
+use crate::ticks::{Late, Wait};
 
 /// Where a TCP connection goes and whether it is introduced with a PROXY header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +30,10 @@ pub struct Upstreams {
     pub dns: Dns,
     pub health: HealthRegistry,
     pub counters: Counters,
-    connect_timeout: Duration,
-    /// The connect timeout's clock: a connect that has to wait (nearly every one) would
-    /// otherwise put a tokio timer in the wheel and, on a data-plane thread with no other
-    /// timer pending, wake its driver with an eventfd write.
-    connect_ticks: &'static Ticks,
+    /// The connect timeout, on a shared clock: a connect that has to wait (nearly every one)
+    /// would otherwise put a tokio timer in the wheel and, on a data-plane thread with no
+    /// other timer pending, wake its driver with an eventfd write.
+    connect_wait: Wait,
 }
 
 impl Upstreams {
@@ -50,8 +49,7 @@ impl Upstreams {
             dns,
             health: HealthRegistry::new(max_tracked),
             counters: Counters::default(),
-            connect_timeout,
-            connect_ticks: Ticks::for_wait(connect_timeout, 4),
+            connect_wait: Wait::new(connect_timeout, 4),
         }
     }
 
@@ -172,11 +170,7 @@ impl Upstreams {
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
         let started = std::time::Instant::now();
         let connecting = TcpStream::connect(addr);
-        let r = match self
-            .connect_ticks
-            .within(self.connect_timeout, connecting)
-            .await
-        {
+        let r = match self.connect_wait.within(connecting).await {
             Ok(r) => r,
             Err(Late) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
