@@ -11,9 +11,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_port, ConfigDir};
+use common::{free_port, wait_until, ConfigDir};
 use vane_sys::alloc::Counting;
 
 #[global_allocator]
@@ -80,14 +80,7 @@ fn a_proxied_keep_alive_request_allocates_at_most_a_few_times() {
     let up = upstream();
     let port = free_port();
     let cfg = ConfigDir::new();
-    cfg.write(
-        &format!("listener/[{port}]/tcp.yaml"),
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: http }\n",
-    );
-    cfg.write(
-        "resolver/http.yaml",
-        "connection:\n  internal.transport.upgrade:\n    input: { protocol: httpx }\n",
-    );
+    cfg.plain_http(port, "httpx");
     cfg.write(
         "application/httpx.yaml",
         &format!(
@@ -112,16 +105,13 @@ fn a_proxied_keep_alive_request_allocates_at_most_a_few_times() {
         rt.block_on(vane::boot::run(&dir, false));
     });
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut conn = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "the gateway never listened: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }),
+        "the gateway never listened"
+    );
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     conn.set_nodelay(true).expect("nodelay");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
