@@ -67,7 +67,12 @@ fn add_change_break_and_remove_a_listener() {
         "{}",
         v.logs()
     );
-    assert!(v.logs().contains("keeping last known good version"));
+    // Logged by the loader, apart from the listener's line above: waited for, not read at once.
+    assert!(
+        v.wait_log("keeping last known good version", SETTLE),
+        "{}",
+        v.logs()
+    );
     assert!(
         v.logs()
             .matches("Config change signal received for TCP Listener")
