@@ -21,5 +21,6 @@ pub mod plugins;
 pub mod runtime;
 pub mod settings;
 pub mod spans;
+pub mod spare;
 pub mod ticks;
 pub mod upstream;

@@ -372,9 +372,8 @@ pub async fn route_quic(
 async fn read_start(stream: &mut Socket, limit: usize, wait: Wait) -> BytesMut {
     use bytes::BufMut;
     use tokio::io::AsyncReadExt;
-    const FIRST: usize = 4096;
-    let first = FIRST.min(limit);
-    let mut buf = BytesMut::with_capacity(first);
+    let first = crate::spare::SIZE.min(limit);
+    let mut buf = crate::spare::take();
     let mut room = (&mut buf).limit(first);
     match wait.within(stream.read_buf(&mut room)).await {
         Ok(Ok(n)) if n == first => {}

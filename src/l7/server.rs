@@ -196,7 +196,10 @@ where
         } else {
             tokio::select! {
                 ended = super::h1::serve(&ctx, &mut io, &mut read) => match ended {
-                    super::h1::Ended::Closed => return,
+                    super::h1::Ended::Closed => {
+                        crate::spare::give(read);
+                        return;
+                    }
                     super::h1::Ended::Handover(pre) => pre,
                 },
                 quiet = &mut idle => {

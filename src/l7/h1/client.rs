@@ -248,8 +248,11 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ExchangeError> {
                 return Err(ExchangeError::Malformed("response head too large"));
             }
         }
-        if conn.buf.capacity() - conn.buf.len() < 1024 {
-            conn.buf.reserve(4096.max(conn.buf.capacity()));
+        if conn.buf.capacity() == 0 {
+            conn.buf = crate::spare::take();
+        } else if conn.buf.capacity() - conn.buf.len() < 1024 {
+            conn.buf
+                .reserve(crate::spare::SIZE.max(conn.buf.capacity()));
         }
         let had = conn.buf.len();
         match conn.stream.read_buf(&mut conn.buf).await {
@@ -354,12 +357,11 @@ impl UpstreamBody {
 
     /// The body ended: the connection goes home when nothing followed it.
     fn release(&mut self) {
-        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
+        if let (Some(mut conn), Some(home)) = (self.conn.take(), self.home.take()) {
             if conn.buf.is_empty() {
-                home(Conn {
-                    buf: BytesMut::new(),
-                    ..conn
-                });
+                // An idle pooled connection holds no buffer; the thread keeps it.
+                crate::spare::give(std::mem::take(&mut conn.buf));
+                home(conn);
             }
         }
         self.conn = None;

@@ -35,8 +35,8 @@ use super::server::{self, count_connection_error as count, Ctx};
 
 /// The largest request head (hyper's `max_buf_size` before this path).
 pub const MAX_HEAD: usize = 64 * 1024;
-/// The first read of a head; doubled while a head does not fit.
-const FIRST_READ: usize = 4096;
+/// The first read of a head (a thread's spare buffer); doubled while a head does not fit.
+const FIRST_READ: usize = crate::spare::SIZE;
 /// A body read from the client at most this much at a time.
 const BODY_READ: usize = 16 * 1024;
 /// After a refusal, unread input is read and dropped for at most this long and this much
@@ -124,8 +124,8 @@ where
         let mut first = true;
         loop {
             if buf.is_empty() {
-                // Idle: give the buffer back and wait for the socket.
-                *buf = BytesMut::new();
+                // Idle: give the buffer back to the thread and wait for the socket.
+                crate::spare::give(std::mem::take(buf));
                 // Draining closes a connection here: at once when it has begun, or by the
                 // watchdog (`Ctx::may_close`) when it begins during the wait.
                 ctx.set_waiting(true);
@@ -140,7 +140,7 @@ where
                 // A wake with nothing to read (a readiness gone stale, a TLS record not yet
                 // whole) goes back to the wait above, where draining closes it; the head read
                 // does not.
-                buf.reserve(FIRST_READ);
+                *buf = crate::spare::take();
                 match read_now(io, buf).await {
                     None => continue,
                     Some(Ok(0)) => return Ended::Closed,
