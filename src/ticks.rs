@@ -87,6 +87,16 @@ impl Ticks {
         self.counts[0].load(Ordering::Acquire)
     }
 
+    /// The time this clock has counted since it started: behind the real time by up to a
+    /// period (and by its thread's lateness), read with one load.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos(
+            u64::try_from(self.period.as_nanos())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(self.count()),
+        )
+    }
+
     /// Ticks that make sure at least `d` has passed once counted from a wait's first tick:
     /// `ceil(d / period)`, at least 1.
     pub fn covering(&self, d: Duration) -> u32 {
@@ -465,5 +475,30 @@ mod tests {
         assert_eq!(ticks.covering(Duration::from_secs(3601)), 1);
         assert_eq!(ticks.covering(Duration::from_secs(3602)), 2);
         assert_eq!(ticks.covering(Duration::ZERO), 1);
+    }
+
+    /// The counted time is the ticks delivered times the period: never ahead of the real
+    /// time, and behind it by about a period.
+    #[test]
+    fn elapsed_counts_periods() {
+        let ticks = Ticks::every(Duration::from_secs(3603));
+        assert_eq!(ticks.elapsed(), Duration::ZERO);
+        ticks.tick();
+        ticks.tick();
+        assert_eq!(ticks.elapsed(), Duration::from_secs(2 * 3603));
+
+        let period = Duration::from_millis(20);
+        let ticks = Ticks::every(period);
+        let started = std::time::Instant::now();
+        let from = ticks.elapsed();
+        std::thread::sleep(Duration::from_millis(200));
+        let counted = ticks.elapsed() - from;
+        let real = started.elapsed();
+        assert!(counted <= real + period, "{counted:?} counted in {real:?}");
+        // Loose: the clock's thread may be held up on a loaded machine.
+        assert!(
+            counted * 2 + period >= real,
+            "{counted:?} counted in {real:?}"
+        );
     }
 }

@@ -22,7 +22,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use hyper::{Method, StatusCode, Uri};
 
@@ -31,11 +32,14 @@ use super::forward::Outbound;
 use super::h1::client::{self, Conn, ExchangeError};
 use super::reply::Headers;
 use crate::runtime::Runtime;
+use crate::ticks::Ticks;
 use crate::upstream::error::{Kind as ErrorKind, UpstreamError};
 
 /// How often the pool drops connections idle past `UPSTREAM_POOL_IDLE_TIMEOUT` or
 /// closed by their upstream.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The period of the clock the pool reads its time from: idle timeouts are whole seconds.
+const CLOCK: Duration = Duration::from_millis(250);
 /// Idle connections a host may have between sweeps, as a multiple of `UPSTREAM_POOL_MAX_IDLE`;
 /// each sweep closes the oldest beyond the setting. Requests in flight swing from one moment
 /// to the next: closing a connection the moment it came back over the setting, to open
@@ -51,13 +55,13 @@ type Key = Arc<str>;
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    since: Duration,
 }
 
 #[derive(Default)]
 struct Pool {
     hosts: HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>,
-    swept: Option<Instant>,
+    swept: Option<Duration>,
     /// `UPSTREAM_POOL_MAX_IDLE`, noted by each request (settings may change on reload).
     max_idle: usize,
 }
@@ -66,12 +70,21 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::default();
 }
 
+/// The pool's time: a shared clock's count, one load where a clock read per checkout and
+/// checkin cost a `clock_gettime` each. Behind by at most a quarter second, so a connection
+/// may be kept that much past the idle timeout (whole seconds); a connection its upstream
+/// closed is noticed all the same ([`Conn::is_fresh`]).
+fn now() -> Duration {
+    static CLOCK_TICKS: OnceLock<&'static Ticks> = OnceLock::new();
+    CLOCK_TICKS.get_or_init(|| Ticks::every(CLOCK)).elapsed()
+}
+
 fn checkout(key: &str, idle_max: Duration, max_idle: usize) -> Option<Conn> {
-    POOL.with_borrow_mut(|p| p.checkout(key, Instant::now(), idle_max, max_idle))
+    POOL.with_borrow_mut(|p| p.checkout(key, now(), idle_max, max_idle))
 }
 
 fn checkin(conn: Conn) {
-    POOL.with_borrow_mut(|p| p.checkin(conn, Instant::now()));
+    POOL.with_borrow_mut(|p| p.checkin(conn, now()));
 }
 
 impl Pool {
@@ -80,15 +93,15 @@ impl Pool {
     fn checkout(
         &mut self,
         key: &str,
-        now: Instant,
+        now: Duration,
         idle_max: Duration,
         max_idle: usize,
     ) -> Option<Conn> {
         self.max_idle = max_idle;
-        let alive = |i: &Idle| now.duration_since(i.since) < idle_max && i.conn.is_fresh();
+        let alive = |i: &Idle| now.saturating_sub(i.since) < idle_max && i.conn.is_fresh();
         if self
             .swept
-            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
+            .is_none_or(|t| now.saturating_sub(t) >= SWEEP_EVERY)
         {
             self.swept = Some(now);
             let keep = self.max_idle;
@@ -112,7 +125,7 @@ impl Pool {
 
     /// Keeps `conn` for the next request to its key, unless the pool already keeps
     /// [`BURST`] times `UPSTREAM_POOL_MAX_IDLE` for it or [`MAX_HOSTS`] hosts.
-    fn checkin(&mut self, conn: Conn, now: Instant) {
+    fn checkin(&mut self, conn: Conn, now: Duration) {
         let max = self.max_idle.saturating_mul(BURST);
         if self.hosts.len() >= MAX_HOSTS && !self.hosts.contains_key(&*conn.key) {
             return;
@@ -239,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn connections_are_kept_by_key_up_to_the_burst_cap() {
         let (key, ours, _theirs) = conns(5).await;
-        let (now, idle) = (Instant::now(), Duration::from_secs(60));
+        let (now, idle) = (Duration::from_secs(5), Duration::from_secs(60));
         let mut pool = Pool::default();
         assert!(
             pool.checkout(&key, now, idle, 2).is_none(),
@@ -269,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_sweep_keeps_the_setting_newest_first_and_drops_the_expired() {
         let (key, ours, _theirs) = conns(4).await;
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(5);
         let idle = Duration::from_secs(60);
         let mut pool = Pool::default();
         pool.checkout(&key, t0, idle, 2);
