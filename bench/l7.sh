@@ -81,14 +81,26 @@ rps = re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)
 value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
 print(rps, float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit])'
 }
-# CPU seconds (user + system) a process tree has used so far.
-cpu_s() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/"$p"/stat))); done; echo "$t / $(getconf CLK_TCK)" | bc -l; }
-# Requests per second, per CPU-second of the proxy, and p99, with wrk.
+# Clock ticks of user and of system time a set of processes has used so far.
+cpu_ticks() { local u=0 s=0 a b; for p in "$@"; do read -r a b < <(awk '{print $14, $15}' /proc/"$p"/stat); u=$((u + a)); s=$((s + b)); done; echo "$u $s"; }
+# Clock ticks every CPU of the machine has been busy so far (all processes and the kernel;
+# not the time the hypervisor took).
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# Requests per second, per CPU-second of the proxy, p99, then per request: the proxy's user
+# and system CPU and the whole machine's (client, upstream, proxy, kernel) in µs. The machine
+# is saturated, so its CPU per request sets the rate; the proxy's user time is the part of it
+# that code of the proxy's own runs.
 wrk_eff() {
   local port=$1; shift
-  local c0 c1 r p99
-  c0=$(cpu_s "$@"); read -r r p99 <<< "$(wrk_rps "$port")"; c1=$(cpu_s "$@")
-  python3 -c "print(f'{$r:.0f} {$r*$SECS/max($c1-$c0,1e-9):.0f} {$p99:.2f}')"
+  local u0 s0 u1 s1 m0 m1 r p99
+  read -r u0 s0 <<< "$(cpu_ticks "$@")"; m0=$(busy_ticks)
+  read -r r p99 <<< "$(wrk_rps "$port")"
+  read -r u1 s1 <<< "$(cpu_ticks "$@")"; m1=$(busy_ticks)
+  python3 -c "
+hz, n = $(getconf CLK_TCK), max($r * $SECS, 1)
+us = lambda t: t / hz / n * 1e6
+print(f'{$r:.0f} {n / max(($u1 + $s1 - $u0 - $s0) / hz, 1e-9):.0f} {$p99:.2f} '
+      f'{us($u1 - $u0):.2f} {us($s1 - $s0):.2f} {us($m1 - $m0):.2f}')"
 }
 h2_rps() { h2load -c10 -m10 -D "$SECS" "$1" 2>/dev/null | awk '/^finished in/{printf "%.0f\n", $4}'; }
 # wrk's requests/s and transfer MB/s for some arguments.

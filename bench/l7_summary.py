@@ -4,7 +4,8 @@ round's value beside it), and vane's ratios of medians to the others.
     python3 bench/l7_summary.py RESULTS SECS CLIENTS
 
 RESULTS has one line per measure: round, row, proxy, then the values (the keep-alive row:
-requests/s, requests per CPU-second of the proxy, p99 in ms; every other row: one value).
+requests/s, requests per CPU-second of the proxy, p99 in ms, then per request the proxy's user
+and system CPU and the whole machine's busy CPU in µs; every other row: one value).
 """
 import statistics
 import sys
@@ -55,9 +56,10 @@ def ratio(a, b):
 
 def keep_alive(by):
     med = {who: medians(runs) for who, runs in by.items()}
-    for who, (r, e, l) in med.items():
+    for who, (r, e, l, *_cpu) in med.items():
         print(f"{who} {r:.0f} ({e:.0f}/cpu-s, p99 {l:.2f} ms)  rounds: {rounds(by[who])}; "
               f"p99 {rounds(by[who], 2)}")
+    cpu_split(med)
     marks = {k: med[k] for k in KA_MARKS if k in med}
     pick = lambda i, f: f(marks.items(), key=lambda kv: kv[1][i])
     (rn, r), (en, e), (ln, l) = pick(0, max), pick(1, max), pick(2, min)
@@ -73,6 +75,23 @@ def keep_alive(by):
               f"p99 {v[2] / l[2]:.2f} ({ln})")
     per_round = [f"{a[2] / b[2]:.2f}" for a, b in zip(by["vane"], by["haproxy"])]
     print(f"vane/haproxy p99 by round: {', '.join(per_round)}")
+
+
+def cpu_split(med):
+    """Where a keep-alive request's CPU goes, per proxy; and for vane the most its own code
+    could still give: the machine is saturated (client, upstream and proxy share its CPUs), so
+    its busy time per request sets the rate, and a proxy whose own (user) code cost nothing
+    would raise the rate by machine / (machine - user) at most."""
+    if not all(len(v) >= 6 for v in med.values()):
+        return
+    for who, (_r, _e, _l, user, system, machine) in med.items():
+        print(f"cpu per request: {who} user {user:.2f} us, system {system:.2f} us; "
+              f"machine {machine:.2f} us")
+    if "vane" in med:
+        user, machine = med["vane"][3], med["vane"][5]
+        if machine > user:
+            print(f"vane with no user time at all: at most {machine / (machine - user):.2f}x "
+                  f"its requests/s (its user time is {user / machine:.0%} of the machine's)")
 
 
 def simple(by):
