@@ -22,6 +22,7 @@ pub mod request_keys;
 pub mod response;
 pub mod server;
 pub mod static_files;
+pub mod target;
 pub mod tls;
 pub mod upstream;
 pub mod websocket;
