@@ -364,7 +364,6 @@ impl UpstreamBody {
                 home(conn);
             }
         }
-        self.conn = None;
     }
 }
 
